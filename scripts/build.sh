@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the console without cargo-leptos: the hydrate (wasm) bundle into target/site/pkg, the
+# stylesheet and public assets beside it, and the server binary.
+# Usage: scripts/build.sh [debug|release]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+mode=${1:-debug}
+site=target/site
+pkg=$site/pkg
+case $mode in
+  debug) profile=(); wasm_dir=debug; server=(); ;;
+  release) profile=(--profile wasm-release); wasm_dir=wasm-release; server=(--release) ;;
+  *) die "usage: scripts/build.sh [debug|release]" ;;
+esac
+
+say "building the browser bundle ($mode)"
+cargo rustc --quiet --lib --target wasm32-unknown-unknown --no-default-features --features hydrate \
+  --crate-type cdylib "${profile[@]}"
+mkdir -p "$pkg"
+wasm-bindgen --target web --no-typescript --out-dir "$pkg" --out-name smtp-vault \
+  "target/wasm32-unknown-unknown/$wasm_dir/smtp_vault.wasm"
+mv -f "$pkg/smtp-vault_bg.wasm" "$pkg/smtp-vault.wasm"
+if [ "$mode" = release ] && command -v wasm-opt >/dev/null; then
+  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int "$pkg/smtp-vault.wasm" -o "$pkg/smtp-vault.wasm"
+fi
+cp style/main.css "$pkg/smtp-vault.css"
+cp -r public/. "$site/"
+
+say "building the server ($mode)"
+cargo build --quiet --bin smtp-vault "${server[@]}"

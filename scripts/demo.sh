@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Starts the console with demo data on the embedded defaults: installs what is missing, starts
+# OpenBao in dev mode (in memory) on 127.0.0.1:8200, runs vault-setup, creates the keyring if
+# there is none, serves the console on http://localhost:3000 logged in with AppRole, and seeds
+# three demo tenants through the API. Ctrl-C stops everything it started.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/ensure-tools.sh" run
+"$ROOT/scripts/build.sh" debug
+
+VAULT_PORT=${VAULT_PORT:-8200}
+mkdir -p data
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  say "stopped"
+}
+trap cleanup INT TERM EXIT
+
+root_token="demo-root-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+start_openbao "$VAULT_PORT" "$root_token" data/openbao-demo.log
+pids+=("$BAO_PID")
+export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+
+# The dev Vault is new and empty on every start, so the demo database starts afresh with it.
+rm -f data/smtp-vault.db data/smtp-vault.db-wal data/smtp-vault.db-shm
+bin=target/debug/smtp-vault
+[ -f data/keyring.json ] || "$bin" keys generate
+say "configuring Vault (mount, policies, AppRole)"
+setup=$(VAULT_TOKEN=$root_token "$bin" vault-setup)
+export VAULT_ROLE_ID VAULT_SECRET_ID
+VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
+VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$setup")
+
+"$bin" serve &
+pids+=("$!")
+wait_http "http://127.0.0.1:3000/readyz" 60 || die "the console did not become ready"
+
+token=$("$bin" token create --name demo-provisioner --scope credentials:write --scope credentials:read --scope credentials:read-secret 2>/dev/null)
+for tenant in acme globex initech; do
+  password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+  curl -fsS -o /dev/null -X PUT "http://127.0.0.1:3000/api/v1/tenants/$tenant/smtp-credentials" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"admin@$tenant.example\",\"password\":\"$password\",\"smtp_host\":\"mail.$tenant.example\",\"smtp_port\":587,\"webmail_url\":\"https://mail.$tenant.example/webmail\",\"mailu_api_url\":\"https://mail.$tenant.example/api/v1\",\"mailu_api_token\":\"demo-$tenant\"}"
+done
+
+cat >&2 <<MSG
+
+  smtp-vault is running on http://localhost:3000 (Vault: $VAULT_ADDR)
+  demo tenants: acme, globex, initech
+  API token (credentials:write/read/read-secret):
+    $token
+  try: curl -H "Authorization: Bearer \$TOKEN" http://localhost:3000/api/v1/tenants
+
+  Ctrl-C stops the console and OpenBao.
+MSG
+wait "${pids[@]}"

@@ -1,0 +1,273 @@
+//! The `smtp-vault` command tree (ARCHITECTURE §3.4). Each command: build the core it needs,
+//! make one core call, print the result. Exit 0 on success, otherwise non-zero with one line.
+
+mod config_file;
+
+use crate::core::audit::ChainReport;
+use crate::core::config::{Config, LogFormat};
+use crate::core::vault::RoleSettings;
+use crate::core::{self, Actor, Core, Needs};
+use crate::model::Scope;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// smtp-vault: keeps tenants' Mailu admin SMTP credentials encrypted in Vault.
+#[derive(Debug, Parser)]
+#[command(name = "smtp-vault", version, args_override_self = true, propagate_version = true)]
+pub struct Cli {
+    /// TOML file with settings; keys are the environment variable names (e.g. DATABASE_URL).
+    /// Flags and environment variables win over it.
+    #[arg(long = "config", env = "SMTP_VAULT_CONFIG", global = true, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub config: Config,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the console and its API (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configure Vault: KV v2 mount, policies, AppRole and the console's role (needs a privileged
+    /// VAULT_TOKEN). Prints the role id and a new secret id.
+    VaultSetup {
+        /// TTL of the console's tokens.
+        #[arg(long, default_value = "1h")]
+        token_ttl: String,
+        /// Maximum TTL of the console's tokens (then it logs in again).
+        #[arg(long, default_value = "24h")]
+        token_max_ttl: String,
+        /// TTL of secret ids (0 = no expiry).
+        #[arg(long, default_value = "0")]
+        secret_id_ttl: String,
+    },
+    /// Manage the keyring of master keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage service tokens for the JSON API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Inspect the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the keyring with one key (never overwrites an existing keyring).
+    Generate {
+        /// Add a new active key to the existing keyring instead (old keys stay for decryption;
+        /// run `keys rewrap` afterwards).
+        #[arg(long)]
+        add: bool,
+    },
+    /// Re-encrypt every stored secret under the active key.
+    Rewrap,
+}
+
+/// `token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token. The token is printed once on standard output; it cannot be shown again.
+    Create {
+        /// A name that says who uses it.
+        #[arg(long)]
+        name: String,
+        /// A scope to grant (repeat for several): credentials:write, credentials:read,
+        /// credentials:read-secret, credentials:rotate, credentials:reset, tenants:recover,
+        /// audit:read.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+        /// Lifetime such as 30d, 12h or 90m (default: no expiry).
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<chrono::Duration>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token id (from `token list`).
+        token_id: String,
+    },
+}
+
+/// `audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; names the first broken event.
+    Verify,
+}
+
+fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30d, 12h, 90m"))?;
+    match unit {
+        "d" => Ok(chrono::Duration::days(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "m" => Ok(chrono::Duration::minutes(n)),
+        "s" => Ok(chrono::Duration::seconds(n)),
+        _ => Err(format!("`{text}` is not a duration like 30d, 12h, 90m")),
+    }
+    .and_then(|d| if d > chrono::Duration::zero() { Ok(d) } else { Err("the duration must be positive".into()) })
+}
+
+/// Parses the command line (with the optional TOML file underneath).
+///
+/// # Errors
+/// A message for an unreadable or invalid config file; clap exits by itself on bad flags.
+pub fn parse() -> Result<Cli, String> {
+    let args = config_file::args_with_file(std::env::args_os().collect())?;
+    Ok(Cli::parse_from(args))
+}
+
+/// Sets up `tracing` on standard error, as text or JSON.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    match run_command(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(config: &Config, needs: Needs) -> Result<Core, String> {
+    Core::connect(config, needs, None).await.map_err(|e| e.to_string())
+}
+
+async fn run_command(cli: Cli) -> Result<ExitCode, String> {
+    let config = cli.config;
+    let operator = Actor::operator();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let core = connect(&config, Needs::ALL).await?;
+            crate::web::serve(core, &config).await.map_err(|e| e.to_string())?;
+        }
+        Command::Migrate => {
+            connect(&config, Needs::DB).await?;
+            eprintln!("database is up to date");
+        }
+        Command::VaultSetup { token_ttl, token_max_ttl, secret_id_ttl } => {
+            let core = connect(&config, Needs { vault: true, keyring: false }).await?;
+            let role = RoleSettings { token_ttl, token_max_ttl, secret_id_ttl };
+            let report = core.setup_vault(&operator, &role).await.map_err(|e| e.to_string())?;
+            let created = if report.mount_created { "created" } else { "already present" };
+            eprintln!("KV v2 mount `{}/`: {created}", report.mount);
+            eprintln!("policies written: {}", report.policies.join(", "));
+            eprintln!("AppRole role `{}` configured; the secret id below is shown once", report.role_name);
+            println!("VAULT_ROLE_ID={}", report.role_id);
+            println!("VAULT_SECRET_ID={}", report.secret_id.expose_secret());
+        }
+        Command::Keys { command: KeysCommand::Generate { add } } => {
+            let key_id = if add { core::add_keyring_key(&config) } else { core::generate_keyring(&config) }
+                .map_err(|e| e.to_string())?;
+            core::record_keyring_change(&config, &operator, &key_id, !add).await.map_err(|e| e.to_string())?;
+            eprintln!("keyring {}: active key `{key_id}`", config.keyring_path.display());
+            if add {
+                eprintln!("run `smtp-vault keys rewrap` to re-encrypt stored secrets under it");
+            } else {
+                eprintln!("back this file up somewhere safe and separate: without it no credential can be decrypted");
+            }
+        }
+        Command::Keys { command: KeysCommand::Rewrap } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let mut progress = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let report = core.rewrap_keys(&operator, &mut progress).await.map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{} tenants: {} rewrapped, {} already under the active key",
+                report.tenants, report.rewrapped, report.already_current
+            );
+        }
+        Command::Token { command } => return token_command(&config, &operator, command).await,
+        Command::Audit { command: AuditCommand::Verify } => {
+            let core = connect(&config, Needs::DB).await?;
+            let report = core.verify_audit_chain().await.map_err(|e| e.to_string())?;
+            return Ok(print_chain_report(&report));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token_command(config: &Config, operator: &Actor, command: TokenCommand) -> Result<ExitCode, String> {
+    let core = connect(config, Needs::DB).await?;
+    match command {
+        TokenCommand::Create { name, scopes, expires_in } => {
+            let created = core.create_token(operator, &name, &scopes, expires_in).await.map_err(|e| e.to_string())?;
+            let scopes: Vec<&str> = created.summary.scopes.iter().map(|s| s.as_str()).collect();
+            eprintln!("token `{}` ({}) created with {}", created.summary.token_id, created.summary.name, scopes.join(", "));
+            match created.summary.expires_at {
+                Some(t) => eprintln!("expires {}", t.to_rfc3339()),
+                None => eprintln!("does not expire; revoke with `smtp-vault token revoke {}`", created.summary.token_id),
+            }
+            eprintln!("store it now: it is not shown again");
+            println!("{}", created.token.expose_secret());
+        }
+        TokenCommand::List => {
+            let tokens = core.list_tokens(operator).await.map_err(|e| e.to_string())?;
+            println!("{:<14} {:<24} {:<9} {:<20} SCOPES", "ID", "NAME", "STATE", "LAST USED");
+            for t in tokens {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let used = t.last_used_at.map_or_else(|| "never".to_owned(), |u| u.format("%Y-%m-%d %H:%M").to_string());
+                let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
+                println!("{:<14} {:<24} {:<9} {:<20} {}", t.token_id, t.name, state, used, scopes.join(","));
+            }
+        }
+        TokenCommand::Revoke { token_id } => {
+            let revoked = core.revoke_token(operator, &token_id).await.map_err(|e| e.to_string())?;
+            eprintln!("{}", if revoked { "token revoked" } else { "token was already revoked" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_chain_report(report: &ChainReport) -> ExitCode {
+    match &report.first_broken {
+        None => {
+            println!("audit chain intact: {} events, head {}", report.events, report.head_hash);
+            ExitCode::SUCCESS
+        }
+        Some(broken) => {
+            println!("audit chain BROKEN at event {}: {} ({} events before it verified)", broken.seq, broken.reason, report.events);
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The hash-chained audit log (ARCHITECTURE §4). Each event carries the SHA-256 of its
+//! predecessor; appends happen inside the caller's transaction, so an event exists exactly when
+//! the change it records does, and a failed append fails the operation (fail closed).
+//! Details never hold a secret: callers pass ids, versions and reasons only.
+
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::db::{AuditEventRow, Db};
+use crate::core::error::{Error, Result};
+use crate::model::TenantId;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
+
+/// Hash the first event links to.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How much an event matters to a reviewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Routine.
+    Info,
+    /// Worth a look.
+    Warning,
+    /// Needs a person now.
+    Critical,
+}
+
+impl Severity {
+    /// Stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Every kind of audited event. The names are what reviewers filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// A credential was stored through the API.
+    CredentialStored,
+    /// A plaintext credential was returned to a caller.
+    CredentialSecretRead,
+    /// A stored ciphertext failed its integrity check.
+    CredentialIntegrityFailed,
+    /// A secret was re-encrypted under the active key.
+    CredentialRewrapped,
+    /// An authenticated caller was refused.
+    AccessDenied,
+    /// A service token was created.
+    ServiceTokenCreated,
+    /// A service token was revoked.
+    ServiceTokenRevoked,
+    /// A key was added to the keyring.
+    KeyringKeyAdded,
+    /// `vault-setup` configured Vault.
+    VaultSetupCompleted,
+}
+
+impl EventType {
+    /// Stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::CredentialStored => "credential_stored",
+            EventType::CredentialSecretRead => "credential_secret_read",
+            EventType::CredentialIntegrityFailed => "credential_integrity_failed",
+            EventType::CredentialRewrapped => "credential_rewrapped",
+            EventType::AccessDenied => "access_denied",
+            EventType::ServiceTokenCreated => "service_token_created",
+            EventType::ServiceTokenRevoked => "service_token_revoked",
+            EventType::KeyringKeyAdded => "keyring_key_added",
+            EventType::VaultSetupCompleted => "vault_setup_completed",
+        }
+    }
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// What happened.
+    pub event_type: EventType,
+    /// How much it matters.
+    pub severity: Severity,
+    /// The tenant concerned, if any.
+    pub tenant: Option<TenantId>,
+    /// Non-secret details (ids, versions, reasons).
+    pub details: Value,
+}
+
+impl NewEvent {
+    /// An info event with details.
+    #[must_use]
+    pub fn info(event_type: EventType, tenant: Option<&TenantId>, details: Value) -> Self {
+        Self { event_type, severity: Severity::Info, tenant: tenant.cloned(), details }
+    }
+
+    /// Same event with another severity.
+    #[must_use]
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+}
+
+struct HashInput<'a> {
+    seq: i64,
+    occurred_at_ms: i64,
+    event_type: &'a str,
+    severity: &'a str,
+    actor_kind: &'a str,
+    actor_id: &'a str,
+    tenant_id: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    request_id: Option<&'a str>,
+    details: &'a str,
+    prev_hash: &'a str,
+}
+
+impl HashInput<'_> {
+    /// Length-prefixed fields, so no two different events serialise to the same bytes.
+    fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        let mut put = |bytes: Option<&[u8]>| match bytes {
+            None => h.update([0u8]),
+            Some(b) => {
+                h.update([1u8]);
+                h.update((b.len() as u64).to_be_bytes());
+                h.update(b);
+            }
+        };
+        put(Some(b"smtp-vault-audit-v1"));
+        put(Some(&self.seq.to_be_bytes()));
+        put(Some(&self.occurred_at_ms.to_be_bytes()));
+        put(Some(self.event_type.as_bytes()));
+        put(Some(self.severity.as_bytes()));
+        put(Some(self.actor_kind.as_bytes()));
+        put(Some(self.actor_id.as_bytes()));
+        put(self.tenant_id.map(str::as_bytes));
+        put(self.client_ip.map(str::as_bytes));
+        put(self.request_id.map(str::as_bytes));
+        put(Some(self.details.as_bytes()));
+        put(Some(self.prev_hash.as_bytes()));
+        hex::encode(h.finalize())
+    }
+
+    fn of_row(row: &AuditEventRow) -> HashInput<'_> {
+        HashInput {
+            seq: row.seq,
+            occurred_at_ms: row.occurred_at_ms,
+            event_type: &row.event_type,
+            severity: &row.severity,
+            actor_kind: &row.actor_kind,
+            actor_id: &row.actor_id,
+            tenant_id: row.tenant_id.as_deref(),
+            client_ip: row.client_ip.as_deref(),
+            request_id: row.request_id.as_deref(),
+            details: &row.details,
+            prev_hash: &row.prev_hash,
+        }
+    }
+}
+
+/// Appends one event inside the caller's transaction and returns its sequence number.
+///
+/// # Errors
+/// Any database error; the caller must then roll back (fail closed).
+pub async fn append(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    client: &ClientInfo,
+    event: NewEvent,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    // Bumping the head first takes the write lock (SQLite) or the row lock (PostgreSQL), so
+    // concurrent appenders queue here instead of both linking to the same predecessor.
+    let bumped = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1").execute(&mut *conn).await?;
+    if bumped.rows_affected() != 1 {
+        return Err(Error::AuditChain("the chain head row is missing".into()));
+    }
+    let (seq, prev_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+    let (actor_kind, actor_id) = actor.audit_identity();
+    let details = event.details.to_string();
+    let client_ip = client.ip.map(|ip| ip.to_string());
+    let input = HashInput {
+        seq,
+        occurred_at_ms: now.timestamp_millis(),
+        event_type: event.event_type.as_str(),
+        severity: event.severity.as_str(),
+        actor_kind,
+        actor_id: &actor_id,
+        tenant_id: event.tenant.as_ref().map(TenantId::as_str),
+        client_ip: client_ip.as_deref(),
+        request_id: client.request_id.as_deref(),
+        details: &details,
+        prev_hash: &prev_hash,
+    };
+    let hash = input.digest();
+    sqlx::query(
+        "INSERT INTO audit_events (seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, \
+         tenant_id, client_ip, request_id, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(seq)
+    .bind(input.occurred_at_ms)
+    .bind(input.event_type)
+    .bind(input.severity)
+    .bind(input.actor_kind)
+    .bind(input.actor_id)
+    .bind(input.tenant_id)
+    .bind(input.client_ip)
+    .bind(input.request_id)
+    .bind(input.details)
+    .bind(input.prev_hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *conn).await?;
+    Ok(seq)
+}
+
+/// Appends one event in its own transaction (for events with no other DB change).
+///
+/// # Errors
+/// Any database error.
+pub async fn record(db: &Db, actor: &Actor, client: &ClientInfo, event: NewEvent, now: DateTime<Utc>) -> Result<i64> {
+    let mut tx = db.pool().begin().await?;
+    let seq = append(&mut tx, actor, client, event, now).await?;
+    tx.commit().await?;
+    Ok(seq)
+}
+
+/// The first place the chain stops being trustworthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLink {
+    /// Sequence number of the first event that fails.
+    pub seq: i64,
+    /// Why it fails.
+    pub reason: String,
+}
+
+/// Outcome of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events checked.
+    pub events: u64,
+    /// Hash of the last event checked.
+    pub head_hash: String,
+    /// The first broken link, if any.
+    pub first_broken: Option<BrokenLink>,
+}
+
+/// Recomputes every hash in order and checks each link, the numbering and the head row.
+///
+/// # Errors
+/// Database errors only; a broken chain is reported in [`ChainReport::first_broken`].
+pub async fn verify(db: &Db) -> Result<ChainReport> {
+    let mut rows = sqlx::query_as::<_, AuditEventRow>(
+        "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
+         request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
+    )
+    .fetch(db.pool());
+    let mut expected_prev = GENESIS_HASH.to_owned();
+    let mut expected_seq = 1i64;
+    let mut events = 0u64;
+    let broken = |seq: i64, reason: String, events: u64, head: &str| ChainReport {
+        events,
+        head_hash: head.to_owned(),
+        first_broken: Some(BrokenLink { seq, reason }),
+    };
+    while let Some(row) = rows.try_next().await? {
+        if row.seq != expected_seq {
+            let reason = format!("event {expected_seq} is missing (next present is {})", row.seq);
+            return Ok(broken(expected_seq, reason, events, &expected_prev));
+        }
+        if row.prev_hash != expected_prev {
+            return Ok(broken(row.seq, "does not link to the previous event's hash".into(), events, &expected_prev));
+        }
+        if HashInput::of_row(&row).digest() != row.hash {
+            return Ok(broken(row.seq, "content does not match its hash (altered)".into(), events, &expected_prev));
+        }
+        events += 1;
+        expected_seq += 1;
+        expected_prev = row.hash;
+    }
+    drop(rows);
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db.pool()).await?;
+    if head_seq != expected_seq - 1 || head_hash != expected_prev {
+        let reason = format!("the chain head says {head_seq} events but {} are present (events removed from the end)", expected_seq - 1);
+        return Ok(broken(expected_seq, reason, events, &expected_prev));
+    }
+    Ok(ChainReport { events, head_hash: expected_prev, first_broken: None })
+}

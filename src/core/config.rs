@@ -1,0 +1,133 @@
+//! The one typed configuration, loaded in `main` and passed down (ARCHITECTURE §3.5).
+//! Precedence: command-line flag, then environment, then the optional TOML file (same keys as
+//! the environment variables), then the defaults below, which make the demo run.
+
+use clap::Args;
+use secrecy::SecretString;
+use std::path::PathBuf;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the console can be configured with.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Database: `sqlite://path` (created when missing) or `postgres://user:pass@host/db`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/smtp-vault.db", global = true)]
+    pub database_url: String,
+
+    /// Vault (or OpenBao) address.
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
+    pub vault_addr: String,
+
+    /// Vault token (used when set; otherwise AppRole).
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
+    pub vault_token: Option<SecretString>,
+
+    /// AppRole role id (with --vault-secret-id, when no token is given).
+    #[arg(long, env = "VAULT_ROLE_ID", global = true)]
+    pub vault_role_id: Option<String>,
+
+    /// AppRole secret id.
+    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true, value_parser = secret, global = true)]
+    pub vault_secret_id: Option<SecretString>,
+
+    /// KV v2 mount that holds the credentials.
+    #[arg(long, env = "SMTP_VAULT_MOUNT", default_value = "smtp", global = true)]
+    pub vault_mount: String,
+
+    /// Mount path of the AppRole auth method.
+    #[arg(long, env = "SMTP_VAULT_APPROLE_MOUNT", default_value = "approle", global = true)]
+    pub vault_approle_mount: String,
+
+    /// Address the web server listens on.
+    #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000", global = true)]
+    pub site_addr: String,
+
+    /// Public URL of the console (the WebAuthn origin; https in production).
+    #[arg(long, env = "SMTP_VAULT_PUBLIC_URL", default_value = "http://localhost:3000", global = true)]
+    pub public_url: String,
+
+    /// Keyring file (mode 0600, kept out of backups and out of Vault).
+    #[arg(long, env = "SMTP_VAULT_KEYRING", default_value = "data/keyring.json", global = true)]
+    pub keyring_path: PathBuf,
+
+    /// Backup encryption key file (kept apart from the backups and from Vault).
+    #[arg(long, env = "SMTP_VAULT_BACKUP_KEY", default_value = "data/backup.key", global = true)]
+    pub backup_key_path: PathBuf,
+
+    /// Backup target: `file:///dir` or `s3://bucket/prefix` (with the usual AWS_* variables).
+    #[arg(long, env = "SMTP_VAULT_BACKUP_TARGET", default_value = "file://data/backups", global = true)]
+    pub backup_target: String,
+
+    /// SMTP URL for security alerts, e.g. `smtp://user:pass@host:587?tls=required`.
+    #[arg(long, env = "SMTP_VAULT_ALERT_SMTP_URL", hide_env_values = true, value_parser = secret, global = true)]
+    pub alert_smtp_url: Option<SecretString>,
+
+    /// Recipients of security alerts (comma-separated).
+    #[arg(long, env = "SMTP_VAULT_ALERT_EMAIL_TO", value_delimiter = ',', global = true)]
+    pub alert_email_to: Vec<String>,
+
+    /// Slack incoming-webhook URL for security alerts.
+    #[arg(long, env = "SMTP_VAULT_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = secret, global = true)]
+    pub slack_webhook_url: Option<SecretString>,
+
+    /// Days between automatic rotations.
+    #[arg(long, env = "SMTP_VAULT_ROTATION_PERIOD_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650), global = true)]
+    pub rotation_period_days: u32,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, env = "SMTP_VAULT_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub request_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "SMTP_VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+impl Config {
+    /// Demo and test defaults, as if nothing were set.
+    #[must_use]
+    pub fn defaults() -> Self {
+        Self {
+            database_url: "sqlite://data/smtp-vault.db".into(),
+            vault_addr: "http://127.0.0.1:8200".into(),
+            vault_token: None,
+            vault_role_id: None,
+            vault_secret_id: None,
+            vault_mount: "smtp".into(),
+            vault_approle_mount: "approle".into(),
+            site_addr: "127.0.0.1:3000".into(),
+            public_url: "http://localhost:3000".into(),
+            keyring_path: "data/keyring.json".into(),
+            backup_key_path: "data/backup.key".into(),
+            backup_target: "file://data/backups".into(),
+            alert_smtp_url: None,
+            alert_email_to: Vec::new(),
+            slack_webhook_url: None,
+            rotation_period_days: 90,
+            max_body_bytes: 65_536,
+            request_timeout_secs: 30,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+        }
+    }
+}
+
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text.to_owned()))
+}

@@ -1,0 +1,296 @@
+//! Tenant credentials: store (encrypt, write to Vault with check-and-set, record), read the
+//! plaintext (audited before it is returned), metadata and the tenant list, and `keys rewrap`.
+//!
+//! Invariant: the DB row and its audit event commit only if the Vault write succeeded, and the
+//! audit event of a secret read commits before the plaintext leaves this module.
+
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::crypto::{CryptoError, Keyring, SecretField};
+use crate::core::db::TenantRow;
+use crate::core::error::{Error, Result};
+use crate::core::vault::CredentialDocument;
+use crate::model::{
+    CredentialMetadataView, CredentialSecretView, CredentialState, Scope, StoreCredentialRequest,
+    StoredCredentialView, TenantId, TenantSummary,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+const TENANT_COLUMNS: &str = "tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
+     mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms";
+
+fn ms(t: Option<i64>) -> Option<DateTime<Utc>> {
+    t.and_then(DateTime::from_timestamp_millis)
+}
+
+fn metadata_view(row: TenantRow) -> Result<CredentialMetadataView> {
+    let broken = |what: &str| Error::Internal(format!("tenants row for `{}` has an invalid {what}", row.tenant_id));
+    Ok(CredentialMetadataView {
+        tenant_id: TenantId::parse(&row.tenant_id).map_err(|_| broken("tenant id"))?,
+        state: CredentialState::from_name(&row.state).ok_or_else(|| broken("state"))?,
+        version: u64::try_from(row.version).map_err(|_| broken("version"))?,
+        smtp_port: u16::try_from(row.smtp_port).map_err(|_| broken("port"))?,
+        stored_at: ms(Some(row.stored_at_ms)).ok_or_else(|| broken("time"))?,
+        rotated_at: ms(row.rotated_at_ms),
+        next_rotation_at: ms(row.next_rotation_at_ms),
+        username: row.username,
+        smtp_host: row.smtp_host,
+        webmail_url: row.webmail_url,
+        mailu_api_url: row.mailu_api_url,
+    })
+}
+
+/// The KV version the next check-and-set write must name.
+async fn current_version(core: &Core, tenant: &TenantId) -> Result<u64> {
+    if let Some(current) = core.vault()?.read_credential(tenant).await? {
+        return Ok(current.version);
+    }
+    // Absent data can still have metadata (all versions deleted): cas must name that version.
+    core.vault()?.metadata_version(tenant).await
+}
+
+impl Core {
+    /// Encrypts and stores a credential handed over during Mailu setup, replacing any earlier
+    /// one (which stays in Vault's version history).
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::Conflict`] when a concurrent write won, Vault and
+    /// database errors. On any error nothing is recorded.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn store_credential(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        request: StoreCredentialRequest,
+    ) -> Result<StoredCredentialView> {
+        let now = self.now();
+        require_scope(&self.db, actor, client, Scope::CredentialsWrite, now).await?;
+        let keyring = self.keyring()?;
+        let document = CredentialDocument {
+            password: keyring.seal(tenant, SecretField::Password, &request.password)?,
+            mailu_api_token: keyring.seal(tenant, SecretField::MailuApiToken, &request.mailu_api_token)?,
+            username: request.username,
+            smtp_host: request.smtp_host,
+            smtp_port: request.smtp_port,
+            webmail_url: request.webmail_url,
+            mailu_api_url: request.mailu_api_url,
+        };
+        let previous = current_version(self, tenant).await?;
+        // KV v2 numbers versions one by one, so a check-and-set write on `previous` creates
+        // exactly `previous + 1`: the row and audit event can be written before the Vault call,
+        // and roll back if it fails.
+        let version = previous + 1;
+        let next_rotation = now + self.settings.rotation_period;
+        let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
+             mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms) \
+             VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8) \
+             ON CONFLICT (tenant_id) DO UPDATE SET state = 'active', version = $2, username = $3, \
+             smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
+             next_rotation_at_ms = $9, updated_at_ms = $8",
+        )
+        .bind(tenant.as_str())
+        .bind(version_db)
+        .bind(&document.username)
+        .bind(&document.smtp_host)
+        .bind(i64::from(document.smtp_port))
+        .bind(&document.webmail_url)
+        .bind(&document.mailu_api_url)
+        .bind(now.timestamp_millis())
+        .bind(next_rotation.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        let details = json!({
+            "version": version, "previous_version": previous, "username": document.username,
+            "smtp_host": document.smtp_host, "key_id": keyring.active_key_id(),
+        });
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialStored, Some(tenant), details), now).await?;
+        let written = self.vault()?.write_credential(tenant, &document, previous).await?;
+        if written != version {
+            // Cannot happen with check-and-set; refuse rather than record a wrong version.
+            return Err(Error::Internal(format!("vault wrote version {written}, expected {version}")));
+        }
+        if let Err(e) = tx.commit().await {
+            tracing::error!(tenant = %tenant, version, "vault holds a new version that the database could not record; the next reconcile will pick it up");
+            return Err(e.into());
+        }
+        Ok(StoredCredentialView { tenant_id: tenant.clone(), version, stored_at: now })
+    }
+
+    /// Metadata of a tenant's credential (no secrets).
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::NotFound`], database errors.
+    pub async fn credential_metadata(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<CredentialMetadataView> {
+        require_scope(&self.db, actor, client, Scope::CredentialsRead, self.now()).await?;
+        let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"))
+            .bind(tenant.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        metadata_view(row.ok_or(Error::NotFound("credential"))?)
+    }
+
+    /// Every tenant with a stored credential, by id.
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], database errors.
+    pub async fn list_tenants(&self, actor: &Actor, client: &ClientInfo) -> Result<Vec<TenantSummary>> {
+        require_scope(&self.db, actor, client, Scope::CredentialsRead, self.now()).await?;
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY tenant_id"))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                metadata_view(row).map(|m| TenantSummary {
+                    tenant_id: m.tenant_id,
+                    state: m.state,
+                    version: m.version,
+                    rotated_at: m.rotated_at,
+                    next_rotation_at: m.next_rotation_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The plaintext credential for a machine consumer. The read is audited (committed) before
+    /// the plaintext is returned; if the audit write fails, nothing is returned.
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::NotFound`], [`Error::Crypto`] when the stored ciphertext
+    /// fails its integrity check (also audited, critical), Vault and database errors.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn read_credential_secret(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<CredentialSecretView> {
+        let now = self.now();
+        require_scope(&self.db, actor, client, Scope::CredentialsReadSecret, now).await?;
+        let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let password = match self.keyring()?.open(&stored.document.password, tenant, SecretField::Password) {
+            Ok(p) => p,
+            Err(e) => return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await),
+        };
+        let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
+        let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
+        audit::record(&self.db, actor, client, event, now).await?;
+        Ok(CredentialSecretView {
+            tenant_id: tenant.clone(),
+            username: stored.document.username,
+            password,
+            smtp_host: stored.document.smtp_host,
+            smtp_port: stored.document.smtp_port,
+            version: stored.version,
+        })
+    }
+
+    /// Names the cause of a failed decryption as precisely as possible, records it (critical)
+    /// and returns the error to hand back.
+    async fn integrity_failure(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        envelope: &str,
+        error: CryptoError,
+        now: DateTime<Utc>,
+    ) -> Error {
+        let error = match (error, self.keyring()) {
+            (CryptoError::NotAuthentic { field, .. }, Ok(keyring)) => {
+                let known: Vec<(String,)> = sqlx::query_as("SELECT tenant_id FROM tenants")
+                    .fetch_all(self.db.pool())
+                    .await
+                    .unwrap_or_default();
+                let candidates: Vec<TenantId> = known.iter().filter_map(|(t,)| TenantId::parse(t).ok()).collect();
+                keyring.diagnose(envelope, tenant, field, &candidates)
+            }
+            (other, _) => other,
+        };
+        tracing::error!(tenant = %tenant, error = %error, "stored credential failed its integrity check");
+        let event = NewEvent::info(EventType::CredentialIntegrityFailed, Some(tenant), json!({"cause": error.to_string()}))
+            .with_severity(Severity::Critical);
+        if let Err(audit_error) = audit::record(&self.db, actor, client, event, now).await {
+            return audit_error;
+        }
+        Error::Crypto(error)
+    }
+
+    /// Re-encrypts every stored secret that is not under the active key. `progress` is called
+    /// with (done, total) after each tenant.
+    ///
+    /// # Errors
+    /// The first failure stops the run; tenants done so far stay rewrapped (each is its own
+    /// check-and-set write and audit event).
+    pub async fn rewrap_keys(&self, actor: &Actor, progress: &mut dyn FnMut(usize, usize)) -> Result<RewrapReport> {
+        if !matches!(actor, Actor::Operator { .. }) {
+            return Err(Error::Forbidden("only an operator can rewrap keys"));
+        }
+        let keyring = self.keyring()?;
+        let vault = self.vault()?;
+        let tenants = vault.list_tenants().await?;
+        let mut report = RewrapReport { tenants: tenants.len(), ..RewrapReport::default() };
+        for (done, tenant) in tenants.iter().enumerate() {
+            if let Some(stored) = vault.read_credential(tenant).await? {
+                let mut document = stored.document.clone();
+                let mut from_keys = Vec::new();
+                for field in SecretField::ALL {
+                    let slot = match field {
+                        SecretField::Password => &mut document.password,
+                        SecretField::MailuApiToken => &mut document.mailu_api_token,
+                    };
+                    let key_id = Keyring::envelope_key_id(slot)?;
+                    if key_id != keyring.active_key_id() {
+                        from_keys.push(key_id.to_owned());
+                        let plain = keyring.open(slot, tenant, field)?;
+                        *slot = keyring.seal(tenant, field, &plain)?;
+                    }
+                }
+                if from_keys.is_empty() {
+                    report.already_current += 1;
+                } else {
+                    self.record_rewrap(actor, tenant, &document, stored.version, &from_keys, keyring).await?;
+                    report.rewrapped += 1;
+                }
+            }
+            progress(done + 1, tenants.len());
+        }
+        Ok(report)
+    }
+
+    async fn record_rewrap(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        document: &CredentialDocument,
+        version: u64,
+        from_keys: &[String],
+        keyring: &Keyring,
+    ) -> Result<()> {
+        let now = self.now();
+        let new_version = version + 1;
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("UPDATE tenants SET version = $1, updated_at_ms = $2 WHERE tenant_id = $3")
+            .bind(i64::try_from(new_version).map_err(|_| Error::Internal("version overflow".into()))?)
+            .bind(now.timestamp_millis())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let details = json!({"version": new_version, "from_keys": from_keys, "to_key": keyring.active_key_id()});
+        audit::append(&mut tx, actor, &ClientInfo::local(), NewEvent::info(EventType::CredentialRewrapped, Some(tenant), details), now).await?;
+        self.vault()?.write_credential(tenant, document, version).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Outcome of `keys rewrap`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Tenants found in Vault.
+    pub tenants: usize,
+    /// Rewrapped now.
+    pub rewrapped: usize,
+    /// Already under the active key.
+    pub already_current: usize,
+}

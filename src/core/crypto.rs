@@ -1,0 +1,621 @@
+//! The crypto envelope (ARCHITECTURE §3.2): the keyring file, per-tenant key derivation and the
+//! `v1.{key_id}.{nonce}.{ciphertext}` text that is the only form a secret takes in Vault.
+//!
+//! Invariants: a fresh random 96-bit nonce per encryption; AAD binds every ciphertext to its
+//! tenant and field; key material is zeroized on drop and never printed. Nothing here touches
+//! Vault or the database.
+
+use crate::model::TenantId;
+use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use hkdf::Hkdf;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::fmt;
+use std::path::Path;
+use zeroize::{Zeroize, Zeroizing};
+
+/// Version prefix of the envelope text.
+pub const ENVELOPE_VERSION: &str = "v1";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// Which secret field a ciphertext belongs to; part of the AAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretField {
+    /// The SMTP admin password.
+    Password,
+    /// The Mailu admin API token.
+    MailuApiToken,
+}
+
+impl SecretField {
+    /// Every secret field.
+    pub const ALL: [SecretField; 2] = [SecretField::Password, SecretField::MailuApiToken];
+
+    /// The Vault field name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SecretField::Password => "password",
+            SecretField::MailuApiToken => "mailu_api_token",
+        }
+    }
+}
+
+impl fmt::Display for SecretField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an envelope could not be made or opened. Each cause is its own variant so an operator
+/// knows at once whether data was tampered with, moved, or the keyring is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The text is not a `v1.{key_id}.{nonce}.{ciphertext}` envelope.
+    #[error("malformed envelope: {0}")]
+    Malformed(&'static str),
+    /// The envelope names a key the keyring does not hold.
+    #[error("envelope was sealed with key `{0}`, which is not in the keyring")]
+    UnknownKey(String),
+    /// The ciphertext authenticates for another tenant.
+    #[error("ciphertext stored for tenant `{expected}` was encrypted for tenant `{actual}`")]
+    WrongTenant {
+        /// Tenant whose secret held it.
+        expected: TenantId,
+        /// Tenant it was sealed for.
+        actual: TenantId,
+    },
+    /// The ciphertext authenticates for another field of the same tenant.
+    #[error("ciphertext stored in field `{expected}` was encrypted for field `{actual}`")]
+    WrongField {
+        /// Field that held it.
+        expected: SecretField,
+        /// Field it was sealed for.
+        actual: SecretField,
+    },
+    /// The ciphertext fails authentication for every binding tried: altered bytes, or sealed for
+    /// a tenant this console does not know.
+    #[error(
+        "ciphertext for tenant `{tenant}` field `{field}` failed authentication: it was altered or sealed for an unknown tenant"
+    )]
+    NotAuthentic {
+        /// Tenant whose secret held it.
+        tenant: TenantId,
+        /// Field that held it.
+        field: SecretField,
+    },
+    /// Decrypted bytes are not UTF-8 (cannot happen for data this console sealed).
+    #[error("decrypted value is not UTF-8")]
+    NotUtf8,
+    /// The operating system's random source failed.
+    #[error("random number generator failed")]
+    Rng,
+}
+
+impl CryptoError {
+    /// True when the fix is in the keyring, not in the data.
+    #[must_use]
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, CryptoError::UnknownKey(_) | CryptoError::Rng)
+    }
+}
+
+/// Fills a buffer from the OS random source.
+///
+/// # Errors
+/// [`CryptoError::Rng`] if the OS refuses.
+pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, CryptoError> {
+    let mut buf = Zeroizing::new([0u8; N]);
+    getrandom::fill(buf.as_mut()).map_err(|_| CryptoError::Rng)?;
+    Ok(buf)
+}
+
+struct MasterKey {
+    id: String,
+    created_at: DateTime<Utc>,
+    key: Zeroizing<[u8; 32]>,
+}
+
+/// The master keys, one of them active. `Debug` shows ids only.
+pub struct Keyring {
+    keys: Vec<MasterKey>,
+    active: usize,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("key_ids", &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>())
+            .field("active", &self.active_key_id())
+            .finish()
+    }
+}
+
+/// Keyring file contents (JSON, mode 0600).
+#[derive(Serialize, Deserialize)]
+struct KeyringFile {
+    version: u32,
+    active: String,
+    keys: Vec<KeyringFileEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyringFileEntry {
+    id: String,
+    created_at: DateTime<Utc>,
+    /// base64 of the 32 key bytes.
+    key: String,
+}
+
+impl Drop for KeyringFileEntry {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+/// Problems with the keyring file, each with the fix in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// The file does not exist.
+    #[error("keyring {0} does not exist; create it with `smtp-vault keys generate`")]
+    Missing(String),
+    /// `keys generate` refuses to replace a keyring.
+    #[error("keyring {0} already exists and is never overwritten (losing it loses every credential); use `keys generate --add` to add a new active key")]
+    Exists(String),
+    /// Group or others can read the file.
+    #[error("keyring {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)")]
+    Permissions {
+        /// File path.
+        path: String,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The contents are not a keyring.
+    #[error("keyring {path} is invalid: {problem}")]
+    Invalid {
+        /// File path.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Reading or writing failed.
+    #[error("keyring {path}: {source}")]
+    Io {
+        /// File path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Randomness failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+fn valid_key_id(id: &str) -> bool {
+    // Dots separate envelope parts, so ids are short lower-case alphanumerics.
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+impl Keyring {
+    /// A keyring with one fresh random key.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`].
+    pub fn generate(now: DateTime<Utc>) -> Result<Self, CryptoError> {
+        let mut ring = Keyring { keys: Vec::new(), active: 0 };
+        ring.add_key(now)?;
+        Ok(ring)
+    }
+
+    /// Adds a new random key and makes it active; returns its id.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`].
+    pub fn add_key(&mut self, now: DateTime<Utc>) -> Result<String, CryptoError> {
+        let suffix = random_bytes::<4>()?;
+        let id = format!("k{}{}", now.format("%Y%m%d"), hex::encode(suffix.as_ref()));
+        self.keys.push(MasterKey { id: id.clone(), created_at: now, key: random_bytes::<32>()? });
+        self.active = self.keys.len() - 1;
+        Ok(id)
+    }
+
+    /// Id of the key new envelopes are sealed with.
+    #[must_use]
+    pub fn active_key_id(&self) -> &str {
+        self.keys.get(self.active).map_or("", |k| k.id.as_str())
+    }
+
+    /// Ids of every key, oldest first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+
+    /// Loads a keyring file, refusing one that group or others can read.
+    ///
+    /// # Errors
+    /// [`KeyringError`] naming the path and the fix.
+    pub fn load(path: &Path) -> Result<Self, KeyringError> {
+        let shown = path.display().to_string();
+        let io = |source: std::io::Error| KeyringError::Io { path: shown.clone(), source };
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyringError::Missing(shown)),
+            Err(e) => return Err(io(e)),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            // SECURITY: a keyring others can read is as good as published; refuse to run on it.
+            if mode & 0o077 != 0 {
+                return Err(KeyringError::Permissions { path: shown, mode });
+            }
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        let invalid = |problem: String| KeyringError::Invalid { path: shown.clone(), problem };
+        let file: KeyringFile =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("not keyring JSON ({})", format!("{:?}", e.classify()).to_lowercase())))?;
+        if file.version != 1 {
+            return Err(invalid(format!("unsupported version {}", file.version)));
+        }
+        let mut keys = Vec::with_capacity(file.keys.len());
+        for entry in &file.keys {
+            if !valid_key_id(&entry.id) {
+                return Err(invalid("a key id is not 1-32 characters of a-z and 0-9".into()));
+            }
+            if keys.iter().any(|k: &MasterKey| k.id == entry.id) {
+                return Err(invalid(format!("key id `{}` appears twice", entry.id)));
+            }
+            let raw = Zeroizing::new(
+                STANDARD.decode(entry.key.as_bytes()).map_err(|_| invalid(format!("key `{}` is not base64", entry.id)))?,
+            );
+            let key: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid(format!("key `{}` is not 32 bytes", entry.id)))?;
+            keys.push(MasterKey { id: entry.id.clone(), created_at: entry.created_at, key: Zeroizing::new(key) });
+        }
+        let active = keys
+            .iter()
+            .position(|k| k.id == file.active)
+            .ok_or_else(|| invalid(format!("active key `{}` is not in the file", file.active)))?;
+        Ok(Keyring { keys, active })
+    }
+
+    /// Writes the keyring to `path` with mode 0600. With `replace` false the file must not
+    /// exist yet (creation is atomic: `create_new`).
+    ///
+    /// # Errors
+    /// [`KeyringError::Exists`] or an I/O error.
+    pub fn save(&self, path: &Path, replace: bool) -> Result<(), KeyringError> {
+        let shown = path.display().to_string();
+        let io = |source: std::io::Error| KeyringError::Io { path: shown.clone(), source };
+        let file = KeyringFile {
+            version: 1,
+            active: self.active_key_id().to_owned(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| KeyringFileEntry { id: k.id.clone(), created_at: k.created_at, key: STANDARD.encode(k.key.as_ref()) })
+                .collect(),
+        };
+        let text = Zeroizing::new(
+            serde_json::to_string_pretty(&file).map_err(|e| KeyringError::Invalid { path: shown.clone(), problem: e.to_string() })?,
+        );
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        if replace {
+            // Write beside, then rename: a crash never leaves a half-written keyring.
+            let tmp = path.with_extension("tmp");
+            write_private(&tmp, text.as_bytes(), true).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)
+        } else {
+            match write_private(path, text.as_bytes(), false) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(KeyringError::Exists(shown)),
+                other => other.map_err(io),
+            }
+        }
+    }
+
+    fn key(&self, id: &str) -> Result<&MasterKey, CryptoError> {
+        self.keys.iter().find(|k| k.id == id).ok_or_else(|| CryptoError::UnknownKey(id.to_owned()))
+    }
+
+    fn cipher(master: &MasterKey, tenant: &TenantId) -> Aes256Gcm {
+        let mut tenant_key = Zeroizing::new([0u8; 32]);
+        let info = format!("smtp-vault/v1/tenant/{tenant}");
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
+        let _ = Hkdf::<Sha256>::new(None, master.key.as_ref()).expand(info.as_bytes(), tenant_key.as_mut());
+        let key: &[u8; 32] = &tenant_key;
+        Aes256Gcm::new(key.into())
+    }
+
+    fn aad(tenant: &TenantId, field: SecretField) -> String {
+        format!("{tenant}/{field}")
+    }
+
+    /// Encrypts `plaintext` for `tenant` and `field` under the active key.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if no nonce can be drawn.
+    pub fn seal(&self, tenant: &TenantId, field: SecretField, plaintext: &SecretString) -> Result<String, CryptoError> {
+        let master = self.keys.get(self.active).ok_or(CryptoError::UnknownKey(String::new()))?;
+        // SECURITY: a random 96-bit nonce per message; with per-tenant keys the birthday bound
+        // is far beyond any realistic number of rotations.
+        let nonce = Nonce::try_generate().map_err(|_| CryptoError::Rng)?;
+        let aad = Self::aad(tenant, field);
+        let ciphertext = Self::cipher(master, tenant)
+            .encrypt(&nonce, Payload { msg: plaintext.expose_secret().as_bytes(), aad: aad.as_bytes() })
+            .map_err(|_| CryptoError::Rng)?;
+        Ok(format!(
+            "{ENVELOPE_VERSION}.{}.{}.{}",
+            master.id,
+            URL_SAFE_NO_PAD.encode(nonce.as_slice()),
+            URL_SAFE_NO_PAD.encode(ciphertext)
+        ))
+    }
+
+    /// Decrypts an envelope stored for `tenant` and `field`. If it does not authenticate, the
+    /// other fields of the same tenant are tried so a swapped field is named as such.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`], [`CryptoError::UnknownKey`], [`CryptoError::WrongField`] or
+    /// [`CryptoError::NotAuthentic`] (refine with [`Keyring::diagnose`]).
+    pub fn open(&self, envelope: &str, tenant: &TenantId, field: SecretField) -> Result<SecretString, CryptoError> {
+        let parsed = parse_envelope(envelope)?;
+        let master = self.key(parsed.key_id)?;
+        match Self::try_open(master, &parsed, tenant, field) {
+            Some(plain) => plain,
+            None => {
+                let moved = SecretField::ALL
+                    .into_iter()
+                    .filter(|f| *f != field)
+                    .find(|f| Self::try_open(master, &parsed, tenant, *f).is_some());
+                Err(match moved {
+                    Some(actual) => CryptoError::WrongField { expected: field, actual },
+                    None => CryptoError::NotAuthentic { tenant: tenant.clone(), field },
+                })
+            }
+        }
+    }
+
+    /// After [`CryptoError::NotAuthentic`]: tries the envelope against `candidates` (other
+    /// tenants the console knows) to tell a ciphertext moved between tenants from altered bytes.
+    #[must_use]
+    pub fn diagnose<'a>(
+        &self,
+        envelope: &str,
+        tenant: &TenantId,
+        field: SecretField,
+        candidates: impl IntoIterator<Item = &'a TenantId>,
+    ) -> CryptoError {
+        let Ok(parsed) = parse_envelope(envelope) else {
+            return CryptoError::Malformed("not an envelope");
+        };
+        let Ok(master) = self.key(parsed.key_id) else {
+            return CryptoError::UnknownKey(parsed.key_id.to_owned());
+        };
+        for other in candidates.into_iter().filter(|t| *t != tenant) {
+            if SecretField::ALL.into_iter().any(|f| Self::try_open(master, &parsed, other, f).is_some()) {
+                return CryptoError::WrongTenant { expected: tenant.clone(), actual: other.clone() };
+            }
+        }
+        CryptoError::NotAuthentic { tenant: tenant.clone(), field }
+    }
+
+    fn try_open(
+        master: &MasterKey,
+        parsed: &ParsedEnvelope<'_>,
+        tenant: &TenantId,
+        field: SecretField,
+    ) -> Option<Result<SecretString, CryptoError>> {
+        let aad = Self::aad(tenant, field);
+        let nonce = Nonce::try_from(parsed.nonce.as_slice()).ok()?;
+        let plain = Self::cipher(master, tenant)
+            .decrypt(&nonce, Payload { msg: &parsed.ciphertext, aad: aad.as_bytes() })
+            .ok()?;
+        Some(String::from_utf8(plain).map(SecretString::from).map_err(|e| {
+            let mut bytes = e.into_bytes();
+            bytes.zeroize();
+            CryptoError::NotUtf8
+        }))
+    }
+
+    /// The key id an envelope names, if it parses.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`].
+    pub fn envelope_key_id(envelope: &str) -> Result<&str, CryptoError> {
+        parse_envelope(envelope).map(|p| p.key_id)
+    }
+}
+
+struct ParsedEnvelope<'a> {
+    key_id: &'a str,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+fn parse_envelope(text: &str) -> Result<ParsedEnvelope<'_>, CryptoError> {
+    let mut parts = text.split('.');
+    let (Some(version), Some(key_id), Some(nonce), Some(ciphertext), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(CryptoError::Malformed("expected four dot-separated parts"));
+    };
+    if version != ENVELOPE_VERSION {
+        return Err(CryptoError::Malformed("unsupported version (expected v1)"));
+    }
+    if !valid_key_id(key_id) {
+        return Err(CryptoError::Malformed("invalid key id"));
+    }
+    let nonce = URL_SAFE_NO_PAD.decode(nonce).map_err(|_| CryptoError::Malformed("nonce is not base64url"))?;
+    if nonce.len() != NONCE_LEN {
+        return Err(CryptoError::Malformed("nonce is not 96 bits"));
+    }
+    let ciphertext =
+        URL_SAFE_NO_PAD.decode(ciphertext).map_err(|_| CryptoError::Malformed("ciphertext is not base64url"))?;
+    if ciphertext.len() < TAG_LEN {
+        return Err(CryptoError::Malformed("ciphertext is shorter than its tag"));
+    }
+    Ok(ParsedEnvelope { key_id, nonce, ciphertext })
+}
+
+fn write_private(path: &Path, bytes: &[u8], truncate: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if truncate {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ring() -> Keyring {
+        Keyring::generate(Utc::now()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn round_trip() {
+        let ring = ring();
+        let acme = tenant("acme");
+        let env = ring.seal(&acme, SecretField::Password, &secret("hunter2-long")).unwrap_or_default();
+        assert!(env.starts_with(&format!("v1.{}.", ring.active_key_id())), "{env}");
+        assert!(!env.contains("hunter2"));
+        let plain = ring.open(&env, &acme, SecretField::Password).map(|s| s.expose_secret().to_owned());
+        assert_eq!(plain, Ok("hunter2-long".to_owned()));
+        // Fresh nonce every time.
+        let again = ring.seal(&acme, SecretField::Password, &secret("hunter2-long")).unwrap_or_default();
+        assert_ne!(env, again);
+    }
+
+    #[test]
+    fn tampered_ciphertext_is_not_authentic() {
+        let ring = ring();
+        let acme = tenant("acme");
+        let env = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
+        let (head, last) = env.rsplit_once('.').unwrap_or_default();
+        let mut bytes = URL_SAFE_NO_PAD.decode(last).unwrap_or_default();
+        bytes[0] ^= 1;
+        let tampered = format!("{head}.{}", URL_SAFE_NO_PAD.encode(bytes));
+        let err = ring.open(&tampered, &acme, SecretField::Password).err();
+        assert_eq!(err, Some(CryptoError::NotAuthentic { tenant: acme.clone(), field: SecretField::Password }));
+        let globex = tenant("globex");
+        assert!(matches!(
+            ring.diagnose(&tampered, &acme, SecretField::Password, [&globex]),
+            CryptoError::NotAuthentic { .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_tenant_is_named() {
+        let ring = ring();
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        let env = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
+        let err = ring.open(&env, &globex, SecretField::Password).err();
+        assert!(matches!(err, Some(CryptoError::NotAuthentic { .. })), "{err:?}");
+        let diagnosed = ring.diagnose(&env, &globex, SecretField::Password, [&globex, &acme]);
+        assert_eq!(diagnosed, CryptoError::WrongTenant { expected: globex, actual: acme });
+    }
+
+    #[test]
+    fn wrong_field_is_named() {
+        let ring = ring();
+        let acme = tenant("acme");
+        let env = ring.seal(&acme, SecretField::MailuApiToken, &secret("tok")).unwrap_or_default();
+        assert_eq!(
+            ring.open(&env, &acme, SecretField::Password).err(),
+            Some(CryptoError::WrongField { expected: SecretField::Password, actual: SecretField::MailuApiToken })
+        );
+    }
+
+    #[test]
+    fn unknown_key_id() {
+        let (a, b) = (ring(), ring());
+        let acme = tenant("acme");
+        let env = a.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
+        assert_eq!(b.open(&env, &acme, SecretField::Password).err(), Some(CryptoError::UnknownKey(a.active_key_id().to_owned())));
+    }
+
+    #[test]
+    fn malformed_envelopes() {
+        let ring = ring();
+        let acme = tenant("acme");
+        let good = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
+        let parts: Vec<&str> = good.split('.').collect();
+        let cases = [
+            String::new(),
+            "plaintext-password".to_owned(),
+            format!("v2.{}.{}.{}", parts[1], parts[2], parts[3]),
+            format!("v1.{}.{}", parts[1], parts[2]),
+            format!("{good}.extra"),
+            format!("v1.K-1.{}.{}", parts[2], parts[3]),
+            format!("v1.{}.!!.{}", parts[1], parts[3]),
+            format!("v1.{}.AAAA.{}", parts[1], parts[3]),
+            format!("v1.{}.{}.AAAA", parts[1], parts[2]),
+        ];
+        for text in cases {
+            let err = ring.open(&text, &acme, SecretField::Password).err();
+            assert!(matches!(err, Some(CryptoError::Malformed(_))), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn rotated_keyring_opens_old_envelopes() {
+        let mut ring = ring();
+        let acme = tenant("acme");
+        let old = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
+        let old_id = ring.active_key_id().to_owned();
+        let new_id = ring.add_key(Utc::now()).unwrap_or_default();
+        assert_ne!(old_id, new_id);
+        assert_eq!(Keyring::envelope_key_id(&old), Ok(old_id.as_str()));
+        assert!(ring.open(&old, &acme, SecretField::Password).is_ok());
+    }
+
+    #[test]
+    fn keyring_file_is_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("keys/keyring.json");
+        let ring = ring();
+        assert!(ring.save(&path, false).is_ok());
+        assert!(matches!(ring.save(&path, false), Err(KeyringError::Exists(_))));
+        let loaded = Keyring::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.active_key_id(), ring.active_key_id());
+        assert!(!format!("{loaded:?}").contains(&STANDARD.encode(ring.keys[0].key.as_ref())));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+            assert!(matches!(Keyring::load(&path), Err(KeyringError::Permissions { mode: 0o644, .. })));
+        }
+        assert!(matches!(Keyring::load(&dir.path().join("none")), Err(KeyringError::Missing(_))));
+    }
+}

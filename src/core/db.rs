@@ -1,0 +1,188 @@
+//! The database: one `sqlx::AnyPool` over SQLite (default) or PostgreSQL, the embedded
+//! migrations for each dialect, and the row types. Queries elsewhere in the core are written
+//! once in the common subset (`$n` placeholders, `BIGINT`/`INTEGER` epoch milliseconds, `TEXT`),
+//! so every query runs on both.
+
+use crate::core::error::{Error, Result};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::path::Path;
+use std::time::Duration;
+
+/// Which database engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (a file).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A connection pool and its dialect.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Db {
+    /// Opens a pool for `url` (`sqlite://path`, `sqlite:path` or `postgres://…`). A SQLite file
+    /// and its directory are created when missing.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unsupported URL, [`Error::Database`] when it cannot connect.
+    pub async fn connect(url: &str) -> Result<Self> {
+        install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let file = path.split('?').next().unwrap_or_default();
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            }
+            let url = if path.contains("mode=") {
+                format!("sqlite://{path}")
+            } else if path.contains('?') {
+                format!("sqlite://{path}&mode=rwc")
+            } else {
+                format!("sqlite://{path}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(Error::Config("DATABASE_URL must start with sqlite:// or postgres://".into()));
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(15));
+        let options = if backend == Backend::Sqlite {
+            options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the single writer; NORMAL sync is durable in
+                    // WAL mode except for the last commits on power loss, not on a crash.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 15000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(&url).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies every pending migration of this dialect.
+    ///
+    /// # Errors
+    /// [`Error::Migration`].
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool.
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The dialect.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// True when a trivial query answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// A row of `tenants`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Life-cycle state name.
+    pub state: String,
+    /// KV v2 version.
+    pub version: i64,
+    /// SMTP login.
+    pub username: String,
+    /// SMTP host.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: i64,
+    /// Webmail URL.
+    pub webmail_url: String,
+    /// Mailu API URL.
+    pub mailu_api_url: String,
+    /// Stored at (ms).
+    pub stored_at_ms: i64,
+    /// Rotated at (ms).
+    pub rotated_at_ms: Option<i64>,
+    /// Next rotation (ms).
+    pub next_rotation_at_ms: Option<i64>,
+}
+
+/// A row of `service_tokens`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ServiceTokenRow {
+    /// Public id (the part of the token before the secret).
+    pub token_id: String,
+    /// Human name.
+    pub name: String,
+    /// Hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    /// Space-separated scope names.
+    pub scopes: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Created (ms).
+    pub created_at_ms: i64,
+    /// Expires (ms).
+    pub expires_at_ms: Option<i64>,
+    /// Revoked (ms).
+    pub revoked_at_ms: Option<i64>,
+    /// Last use (ms).
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// A row of `audit_events`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditEventRow {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When (ms).
+    pub occurred_at_ms: i64,
+    /// Event name.
+    pub event_type: String,
+    /// info | warning | critical.
+    pub severity: String,
+    /// Actor kind.
+    pub actor_kind: String,
+    /// Actor id.
+    pub actor_id: String,
+    /// Tenant, if any.
+    pub tenant_id: Option<String>,
+    /// Client IP, if any.
+    pub client_ip: Option<String>,
+    /// Request id, if any.
+    pub request_id: Option<String>,
+    /// JSON details.
+    pub details: String,
+    /// Hash of the previous event.
+    pub prev_hash: String,
+    /// Hash of this event.
+    pub hash: String,
+}

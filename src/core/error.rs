@@ -1,0 +1,123 @@
+//! The core's one error type. Edges (API, UI, CLI) map [`ErrorKind`] to a safe answer and log the
+//! internals once; nothing outside the core looks inside the message text.
+
+use crate::core::crypto::CryptoError;
+use crate::model::{FieldError, Scope};
+
+/// Broad class of an error, for the edges to map to a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller sent something invalid.
+    InvalidInput,
+    /// No valid credentials were presented.
+    Unauthenticated,
+    /// Authenticated but not allowed.
+    Forbidden,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// A concurrent change won; retry.
+    Conflict,
+    /// Stored data failed an integrity check.
+    Integrity,
+    /// Vault or the database cannot be reached or refuses service.
+    Unavailable,
+    /// Configuration or setup problem an operator must fix.
+    Configuration,
+    /// A bug or an unexpected answer.
+    Internal,
+}
+
+/// Every way a core operation fails.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field failed validation.
+    #[error(transparent)]
+    InvalidField(#[from] FieldError),
+    /// Other invalid input, with a message safe to show.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No token, an unknown one, an expired or a revoked one.
+    // SECURITY: one variant for all four so callers cannot probe which tokens exist.
+    #[error("missing, invalid, expired or revoked credentials")]
+    Unauthenticated,
+    /// The actor lacks the scope or role.
+    #[error("this action needs the `{0}` scope")]
+    MissingScope(Scope),
+    /// The actor may not do this.
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    /// No such thing.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Another writer changed the credential first.
+    #[error("the credential changed concurrently; retry")]
+    Conflict,
+    /// Envelope encryption or decryption failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The stored secret is not in the expected shape.
+    #[error("stored secret at {path} is malformed: {problem}")]
+    MalformedSecret {
+        /// Vault path.
+        path: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// Vault answered with an error or could not be reached.
+    #[error("vault: {0}")]
+    Vault(String),
+    /// Vault is sealed or not initialised.
+    #[error("vault is sealed or not ready")]
+    VaultSealed,
+    /// Database error.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migration error.
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Configuration is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Local file problem (keyring, config).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The audit chain is broken; writes are refused until an operator looks.
+    #[error("audit chain: {0}")]
+    AuditChain(String),
+    /// Should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The class of this error.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidField(_) | Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::Unauthenticated => ErrorKind::Unauthenticated,
+            Error::MissingScope(_) | Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict => ErrorKind::Conflict,
+            Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
+            Error::Crypto(_) | Error::MalformedSecret { .. } | Error::AuditChain(_) => {
+                ErrorKind::Integrity
+            }
+            Error::Vault(_) | Error::VaultSealed | Error::Database(_) => ErrorKind::Unavailable,
+            Error::Config(_) | Error::Io { .. } => ErrorKind::Configuration,
+            Error::Migration(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// Result alias for the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

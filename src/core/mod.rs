@@ -1,0 +1,253 @@
+//! The service core: every operation the console offers, behind one [`Core`]. The UI, the API,
+//! the CLI and the scheduler all call it with an [`Actor`]; authorization, auditing and the
+//! invariants of ARCHITECTURE §4 live here. It must not import leptos, axum, tower or http.
+#![warn(missing_docs)]
+
+pub mod access;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod vault;
+
+pub use access::{Actor, ClientInfo, CreatedToken};
+pub use error::{Error, ErrorKind, Result};
+
+use crate::model::{Scope, ServiceTokenSummary};
+use audit::{ChainReport, EventType, NewEvent};
+use chrono::{DateTime, Utc};
+use clock::{SharedClock, SystemClock};
+use config::Config;
+use crypto::{Keyring, KeyringError};
+use db::Db;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use vault::{RoleSettings, SetupReport, Vault, VaultAuth, VaultHealth, VaultSettings};
+
+/// What a command needs besides the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// A logged-in Vault client.
+    pub vault: bool,
+    /// The keyring.
+    pub keyring: bool,
+}
+
+impl Needs {
+    /// Everything (the server).
+    pub const ALL: Needs = Needs { vault: true, keyring: true };
+    /// Database only (tokens, audit).
+    pub const DB: Needs = Needs { vault: false, keyring: false };
+}
+
+/// Settings the core reads at run time.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// Time between automatic rotations.
+    pub rotation_period: chrono::Duration,
+}
+
+/// The service core. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    db: Db,
+    vault: Option<Arc<Vault>>,
+    keyring: Option<Arc<Keyring>>,
+    clock: SharedClock,
+    settings: CoreSettings,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("db", &self.db.backend()).field("vault", &self.vault).finish_non_exhaustive()
+    }
+}
+
+/// Readiness of the dependencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The database answers.
+    pub database: bool,
+    /// Vault's health.
+    pub vault: VaultHealth,
+}
+
+impl Readiness {
+    /// Ready to serve credentials.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.database && matches!(self.vault, VaultHealth::Active | VaultHealth::Standby)
+    }
+}
+
+/// Builds Vault login settings from the configuration.
+///
+/// # Errors
+/// [`Error::Config`] when neither a token nor a full AppRole pair is given.
+pub fn vault_settings(config: &Config) -> Result<VaultSettings> {
+    let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
+        (Some(token), _, _) => VaultAuth::Token(token.clone()),
+        (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole { role_id: role_id.clone(), secret_id: secret_id.clone() },
+        _ => {
+            return Err(Error::Config(
+                "no Vault credentials: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID".into(),
+            ));
+        }
+    };
+    Ok(VaultSettings {
+        addr: config.vault_addr.clone(),
+        mount: config.vault_mount.clone(),
+        approle_mount: config.vault_approle_mount.clone(),
+        auth,
+        timeout: Duration::from_secs(10),
+    })
+}
+
+impl Core {
+    /// Connects to the database (applying migrations) and, as asked, Vault and the keyring.
+    ///
+    /// # Errors
+    /// Configuration, keyring, database or Vault errors, each naming what to fix.
+    pub async fn connect(config: &Config, needs: Needs, clock: Option<SharedClock>) -> Result<Self> {
+        let keyring = if needs.keyring {
+            Some(Arc::new(Keyring::load(&config.keyring_path).map_err(|e| Error::Config(e.to_string()))?))
+        } else {
+            None
+        };
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate().await?;
+        let vault = if needs.vault { Some(Arc::new(Vault::connect(vault_settings(config)?).await?)) } else { None };
+        Ok(Self {
+            db,
+            vault,
+            keyring,
+            clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            settings: CoreSettings { rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)) },
+        })
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub(crate) fn vault(&self) -> Result<&Arc<Vault>> {
+        self.vault.as_ref().ok_or_else(|| Error::Internal("this command runs without Vault".into()))
+    }
+
+    pub(crate) fn keyring(&self) -> Result<&Keyring> {
+        self.keyring.as_deref().ok_or_else(|| Error::Internal("this command runs without the keyring".into()))
+    }
+
+    /// The database handle (tests and health).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Keeps the Vault token alive; run it as a background task in `serve`.
+    pub async fn maintain_vault_token(&self) {
+        if let Some(vault) = &self.vault {
+            Arc::clone(vault).maintain_token().await;
+        }
+    }
+
+    /// Database and Vault readiness.
+    pub async fn readiness(&self) -> Readiness {
+        let vault = match &self.vault {
+            Some(v) => v.health().await,
+            None => VaultHealth::Unreachable,
+        };
+        Readiness { database: self.db.ping().await, vault }
+    }
+
+    /// Resolves a bearer token.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for any bad token; database errors.
+    pub async fn authenticate_token(&self, presented: &str) -> Result<Actor> {
+        access::authenticate_token(&self.db, presented, self.now()).await
+    }
+
+    /// Creates a service token (shown once).
+    ///
+    /// # Errors
+    /// See [`access::create_token`].
+    pub async fn create_token(&self, actor: &Actor, name: &str, scopes: &[Scope], ttl: Option<chrono::Duration>) -> Result<CreatedToken> {
+        access::create_token(&self.db, actor, &ClientInfo::local(), name, scopes, ttl, self.now()).await
+    }
+
+    /// Lists service tokens.
+    ///
+    /// # Errors
+    /// See [`access::list_tokens`].
+    pub async fn list_tokens(&self, actor: &Actor) -> Result<Vec<ServiceTokenSummary>> {
+        access::list_tokens(&self.db, actor).await
+    }
+
+    /// Revokes a service token; false if it was already revoked.
+    ///
+    /// # Errors
+    /// See [`access::revoke_token`].
+    pub async fn revoke_token(&self, actor: &Actor, token_id: &str) -> Result<bool> {
+        access::revoke_token(&self.db, actor, &ClientInfo::local(), token_id, self.now()).await
+    }
+
+    /// Verifies the audit chain.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
+        audit::verify(&self.db).await
+    }
+
+    /// Configures Vault for the console (needs a privileged token) and records it.
+    ///
+    /// # Errors
+    /// Vault and database errors.
+    pub async fn setup_vault(&self, actor: &Actor, role: &RoleSettings) -> Result<SetupReport> {
+        let report = self.vault()?.setup(role).await?;
+        let details = json!({
+            "mount": report.mount, "mount_created": report.mount_created,
+            "policies": report.policies, "role": report.role_name,
+        });
+        audit::record(&self.db, actor, &ClientInfo::local(), NewEvent::info(EventType::VaultSetupCompleted, None, details), self.now()).await?;
+        Ok(report)
+    }
+}
+
+/// Creates a keyring file with one key; never overwrites.
+///
+/// # Errors
+/// [`KeyringError::Exists`] when the file is there, I/O errors.
+pub fn generate_keyring(config: &Config) -> std::result::Result<String, KeyringError> {
+    let ring = Keyring::generate(Utc::now())?;
+    ring.save(&config.keyring_path, false)?;
+    Ok(ring.active_key_id().to_owned())
+}
+
+/// Adds a new active key to the existing keyring (old keys stay, so old envelopes open).
+///
+/// # Errors
+/// Keyring errors.
+pub fn add_keyring_key(config: &Config) -> std::result::Result<String, KeyringError> {
+    let mut ring = Keyring::load(&config.keyring_path)?;
+    let id = ring.add_key(Utc::now())?;
+    ring.save(&config.keyring_path, true)?;
+    Ok(id)
+}
+
+/// Records a keyring change in the audit log (the file itself is outside the database).
+///
+/// # Errors
+/// Database errors.
+pub async fn record_keyring_change(config: &Config, actor: &Actor, key_id: &str, created: bool) -> Result<()> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let details = json!({"key_id": key_id, "keyring_created": created});
+    audit::record(&db, actor, &ClientInfo::local(), NewEvent::info(EventType::KeyringKeyAdded, None, details), Utc::now()).await?;
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! Credential wire types: the store request (validated field by field, never echoing values),
+//! metadata views and the one view that carries a plaintext password.
+
+use super::TenantId;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Where a tenant's credential stands in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialState {
+    /// Stored and believed to work.
+    Active,
+    /// A rotation is in flight (a pending password exists).
+    Rotating,
+    /// Rotation gave up after its retries; a person must look.
+    NeedsReconcile,
+    /// The heartbeat found the stored password refused by the mail server.
+    Drifted,
+}
+
+impl CredentialState {
+    /// The snake_case name used on the wire and in the database.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CredentialState::Active => "active",
+            CredentialState::Rotating => "rotating",
+            CredentialState::NeedsReconcile => "needs_reconcile",
+            CredentialState::Drifted => "drifted",
+        }
+    }
+
+    /// Parses the database/wire name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Active, Self::Rotating, Self::NeedsReconcile, Self::Drifted]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// A field of a request body that is missing, of the wrong type, or out of range.
+///
+/// SECURITY: the message names the field and the rule, never the value sent, because the value
+/// may be a password put in the wrong place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {problem}")]
+pub struct FieldError {
+    /// The field's name (or a placeholder for an unknown field with an unprintable name).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl FieldError {
+    fn new(field: &str, problem: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), problem: problem.into() }
+    }
+}
+
+/// `PUT /tenants/{id}/smtp-credentials`: a credential handed over during Mailu setup.
+pub struct StoreCredentialRequest {
+    /// SMTP login, usually the admin's mail address.
+    pub username: String,
+    /// The admin password, plaintext until the core encrypts it.
+    pub password: SecretString,
+    /// SMTP submission host.
+    pub smtp_host: String,
+    /// SMTP submission port.
+    pub smtp_port: u16,
+    /// Webmail address shown to admins.
+    pub webmail_url: String,
+    /// Base URL of the Mailu admin API.
+    pub mailu_api_url: String,
+    /// Bearer token for the Mailu admin API.
+    pub mailu_api_token: SecretString,
+}
+
+impl fmt::Debug for StoreCredentialRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreCredentialRequest")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("webmail_url", &self.webmail_url)
+            .field("mailu_api_url", &self.mailu_api_url)
+            .field("mailu_api_token", &"[redacted]")
+            .finish()
+    }
+}
+
+const STORE_FIELDS: [&str; 7] = [
+    "username",
+    "password",
+    "smtp_host",
+    "smtp_port",
+    "webmail_url",
+    "mailu_api_url",
+    "mailu_api_token",
+];
+
+impl StoreCredentialRequest {
+    /// Longest accepted password or API token, in bytes.
+    pub const MAX_SECRET_LEN: usize = 1024;
+
+    /// Validates a parsed JSON body field by field.
+    ///
+    /// # Errors
+    /// The first [`FieldError`] found, in contract field order: unknown fields first, then
+    /// missing, wrong-typed or out-of-range ones.
+    pub fn from_json(body: Value) -> Result<Self, FieldError> {
+        let Value::Object(mut obj) = body else {
+            return Err(FieldError::new("(body)", "must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !STORE_FIELDS.contains(&k.as_str())) {
+            return Err(FieldError::new(&printable_field_name(unknown), "is not a known field"));
+        }
+        let password = take_string(&mut obj, "password", Self::MAX_SECRET_LEN, true)?;
+        let mailu_api_token = take_string(&mut obj, "mailu_api_token", Self::MAX_SECRET_LEN, true)?;
+        let request = Self {
+            username: take_string(&mut obj, "username", 320, false)?,
+            password: SecretString::from(password),
+            smtp_host: take_host(&mut obj, "smtp_host")?,
+            smtp_port: take_port(&mut obj, "smtp_port")?,
+            webmail_url: take_url(&mut obj, "webmail_url")?,
+            mailu_api_url: take_url(&mut obj, "mailu_api_url")?,
+            mailu_api_token: SecretString::from(mailu_api_token),
+        };
+        Ok(request)
+    }
+}
+
+fn printable_field_name(name: &str) -> String {
+    let printable = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic());
+    if printable { name.to_owned() } else { "(unprintable)".to_owned() }
+}
+
+fn take_string(
+    obj: &mut Map<String, Value>,
+    field: &str,
+    max_len: usize,
+    secret: bool,
+) -> Result<String, FieldError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
+        Some(Value::String(s)) if s.is_empty() => Err(FieldError::new(field, "must not be empty")),
+        Some(Value::String(s)) if s.len() > max_len => {
+            Err(FieldError::new(field, format!("must be at most {max_len} bytes")))
+        }
+        // Control characters in a login or secret are almost always a copy/paste accident.
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(FieldError::new(field, "must not contain control characters"))
+        }
+        Some(Value::String(s)) if !secret && s.trim() != s => {
+            Err(FieldError::new(field, "must not start or end with white space"))
+        }
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(FieldError::new(field, "must be a string")),
+    }
+}
+
+fn take_host(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
+    let host = take_string(obj, field, 253, false)?;
+    let ok = host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    }) || host.parse::<std::net::IpAddr>().is_ok();
+    if ok { Ok(host) } else { Err(FieldError::new(field, "must be a host name or IP address")) }
+}
+
+fn take_port(obj: &mut Map<String, Value>, field: &str) -> Result<u16, FieldError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n != 0)
+            .ok_or_else(|| FieldError::new(field, "must be an integer from 1 to 65535")),
+        Some(_) => Err(FieldError::new(field, "must be an integer from 1 to 65535")),
+    }
+}
+
+fn take_url(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
+    let url = take_string(obj, field, 2048, false)?;
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host_part = rest.and_then(|r| r.split(['/', '?', '#']).next()).unwrap_or("");
+    let ok = !host_part.is_empty() && !url.contains(char::is_whitespace);
+    if ok { Ok(url) } else { Err(FieldError::new(field, "must be an http:// or https:// URL")) }
+}
+
+/// Answer to a successful store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCredentialView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// KV v2 version written.
+    pub version: u64,
+    /// When it was stored.
+    pub stored_at: DateTime<Utc>,
+}
+
+/// Credential metadata: everything but the secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialMetadataView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// SMTP login.
+    pub username: String,
+    /// SMTP host.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: u16,
+    /// Webmail address.
+    pub webmail_url: String,
+    /// Mailu admin API base URL.
+    pub mailu_api_url: String,
+    /// Current KV v2 version.
+    pub version: u64,
+    /// Life-cycle state.
+    pub state: CredentialState,
+    /// When the current version was stored.
+    pub stored_at: DateTime<Utc>,
+    /// When the password last changed by rotation, if ever.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// When the next rotation is due.
+    pub next_rotation_at: Option<DateTime<Utc>>,
+}
+
+/// A row of `GET /tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSummary {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Life-cycle state.
+    pub state: CredentialState,
+    /// Current KV v2 version.
+    pub version: u64,
+    /// When the password last changed by rotation, if ever.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// When the next rotation is due.
+    pub next_rotation_at: Option<DateTime<Utc>>,
+}
+
+/// The plaintext credential for a machine consumer. Its `Debug` is redacted; only `Serialize`
+/// (the response body itself) exposes the password.
+#[derive(Serialize, Deserialize)]
+pub struct CredentialSecretView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// SMTP login.
+    pub username: String,
+    /// The plaintext password.
+    #[serde(serialize_with = "expose")]
+    pub password: SecretString,
+    /// SMTP host.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: u16,
+    /// KV v2 version the password came from.
+    pub version: u64,
+}
+
+impl fmt::Debug for CredentialSecretView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialSecretView")
+            .field("tenant_id", &self.tenant_id)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> Value {
+        json!({
+            "username": "admin@acme.example", "password": "s3cret-Pass!", "smtp_host": "mail.acme.example",
+            "smtp_port": 587, "webmail_url": "https://mail.acme.example/webmail",
+            "mailu_api_url": "https://mail.acme.example/api/v1", "mailu_api_token": "tok"
+        })
+    }
+
+    #[test]
+    fn accepts_a_complete_body() {
+        let r = StoreCredentialRequest::from_json(valid());
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn names_the_bad_field_without_echoing_its_value() {
+        let cases: [(&str, Value, &str); 8] = [
+            ("password", Value::Null, "is required"),
+            ("password", json!(12345678), "must be a string"),
+            ("password", json!(""), "must not be empty"),
+            ("password", json!("x".repeat(1025)), "at most 1024"),
+            ("smtp_port", json!("587"), "integer"),
+            ("smtp_port", json!(70000), "integer"),
+            ("smtp_host", json!("bad host"), "host name"),
+            ("mailu_api_url", json!("ftp://x"), "http"),
+        ];
+        for (field, value, expect) in cases {
+            let mut body = valid();
+            body[field] = value;
+            let err = StoreCredentialRequest::from_json(body).err();
+            let err = err.unwrap_or_else(|| panic!("{field} accepted"));
+            assert_eq!(err.field, field);
+            assert!(err.problem.contains(expect), "{err}");
+            assert!(!err.to_string().contains("12345678"));
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_non_objects() {
+        let mut body = valid();
+        body["pasword"] = json!("typo");
+        assert_eq!(StoreCredentialRequest::from_json(body).err().map(|e| e.field), Some("pasword".into()));
+        assert!(StoreCredentialRequest::from_json(json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let r = StoreCredentialRequest::from_json(valid()).ok();
+        let text = format!("{r:?}");
+        assert!(!text.contains("s3cret-Pass!") && !text.contains("\"tok\""), "{text}");
+    }
+}
+
+/// A service token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTokenSummary {
+    /// Public id, the part after `svt_` and before the secret.
+    pub token_id: String,
+    /// Human name.
+    pub name: String,
+    /// Granted scopes.
+    pub scopes: Vec<super::Scope>,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last successful use (to the minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,16 @@
+//! Wire types shared by the UI, the JSON API and the CLI: validated ids, request inputs, views
+//! and the error body. Serde only, so it compiles to wasm; it must never hold a plaintext secret
+//! in a type that derives `Debug` or `Serialize` without redaction.
+
+mod credentials;
+mod error;
+mod scope;
+mod tenant;
+
+pub use credentials::{
+    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, StoreCredentialRequest,
+    ServiceTokenSummary, StoredCredentialView, TenantSummary,
+};
+pub use error::{ApiError, ApiErrorBody};
+pub use scope::{Scope, UnknownScope};
+pub use tenant::{InvalidTenantId, TenantId};

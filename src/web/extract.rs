@@ -1,0 +1,93 @@
+//! Request extractors for the JSON API: the authenticated actor, the validated tenant id from
+//! the path, and a JSON body with the size limit, each refusing with the error-body contract.
+
+use crate::core::{Actor, ClientInfo};
+use crate::model::TenantId;
+use crate::web::AppState;
+use crate::web::error::ApiFailure;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use std::net::SocketAddr;
+use tower_http::request_id::RequestId;
+
+/// The caller, authenticated by a bearer service token.
+pub struct ApiActor(pub Actor);
+
+impl FromRequestParts<AppState> for ApiActor {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let Some(token) = presented else {
+            return Err(crate::core::Error::Unauthenticated.into());
+        };
+        Ok(ApiActor(state.core.authenticate_token(token).await?))
+    }
+}
+
+/// Peer address and request id for the audit log.
+pub struct Client(pub ClientInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let request_id = parts.extensions.get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).map(str::to_owned);
+        Ok(Client(ClientInfo { ip, request_id }))
+    }
+}
+
+/// The `{id}` path segment, validated.
+pub struct TenantPath(pub TenantId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantPath {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiFailure::invalid_tenant_id())?;
+        TenantId::parse(&raw).map(TenantPath).map_err(|_| ApiFailure::invalid_tenant_id())
+    }
+}
+
+/// A JSON body: `application/json`, within the size limit, syntactically valid. Field checks are
+/// the core's (it names the field without echoing the value).
+pub struct JsonBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiFailure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            }
+            _ => ApiFailure::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read"),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|_| ApiFailure::new(StatusCode::BAD_REQUEST, "malformed_json", "the request body is not valid JSON"))
+    }
+}

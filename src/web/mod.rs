@@ -1,0 +1,151 @@
+//! The HTTP edge: the axum router (UI, `/api/v1`, health), the middleware stack in the order of
+//! ARCHITECTURE §5 rule 8, and `serve`. Handlers stay thin; decisions are the core's.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+
+use crate::app::{App, shell};
+use crate::core::Core;
+use crate::core::config::Config;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use leptos::prelude::{LeptosOptions, provide_context};
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Shared state of the router.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The service core.
+    pub core: Core,
+    /// Leptos settings (site root, output name).
+    pub leptos_options: LeptosOptions,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// Random request ids (16 hex characters).
+#[derive(Clone, Copy, Default)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let bytes = crate::core::crypto::random_bytes::<8>().ok()?;
+        HeaderValue::from_str(&hex::encode(bytes.as_ref())).ok().map(RequestId::new)
+    }
+}
+
+/// The whole application router with its middleware.
+pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions) -> Router {
+    let state = AppState { core: core.clone(), leptos_options: leptos_options.clone() };
+    let routes = generate_route_list(App);
+    let pages = Router::new()
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(core.clone()),
+            move || shell(leptos_options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let middleware = ServiceBuilder::new()
+        // request id: assigned first so every log line and audit event can carry it
+        .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomRequestId))
+        .layer(PropagateRequestIdLayer::new(x_request_id))
+        // trace: method, path, status, latency; never headers or bodies
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request.extensions().get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        // timeout: a stuck dependency cannot hold a connection forever
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(config.request_timeout_secs)))
+        // body limit: bodies beyond it are refused before they are buffered
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // security headers (the CSP for pages, with a nonce, comes with sign-in)
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
+    let api = api::routes().layer(SetResponseHeaderLayer::overriding(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(pages)
+        .layer(middleware)
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers and Vault is unsealed.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let r = state.core.readiness().await;
+    let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if r.ready() { "ready" } else { "not_ready" }, "database": r.database, "vault": r.vault.as_str()});
+    (status, Json(body))
+}
+
+/// Serves the console until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// When the address cannot be bound or the server fails.
+pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
+    let mut leptos_options = leptos::config::get_configuration(None)
+        .map_err(|e| std::io::Error::other(format!("leptos configuration: {e}")))?
+        .leptos_options;
+    let addr: SocketAddr = config
+        .site_addr
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("LEPTOS_SITE_ADDR `{}` is not host:port", config.site_addr)))?;
+    leptos_options.site_addr = addr;
+    tokio::spawn({
+        let core = core.clone();
+        async move { core.maintain_vault_token().await }
+    });
+    let app = router(core, config, leptos_options);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(address = %listener.local_addr()?, "smtp-vault console listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+    tracing::info!("shutting down");
+}

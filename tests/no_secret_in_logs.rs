@@ -1,0 +1,106 @@
+//! Captures every log line at every level (TRACE, all crates) while a full journey runs —
+//! vault-setup, AppRole login, token creation, store, read, a failed decrypt, bad input — and
+//! searches the capture for each plaintext secret used. Its own test binary, because the
+//! capturing subscriber is process-global.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{TestEnv, credential_body};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use smtp_vault::model::Scope;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_any_log_line_at_any_level() {
+    let capture = Capture::default();
+    // Global, so lines from worker threads and SQLite's own thread are captured too.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .try_init()
+        .unwrap();
+    run_journey_and_check(&capture).await;
+}
+
+async fn run_journey_and_check(capture: &Capture) {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let token = env.token(&[Scope::CredentialsWrite, Scope::CredentialsRead, Scope::CredentialsReadSecret]).await;
+    let (password, api_token) = ("Log-Canary-Password-7f3a", "Log-Canary-MailuToken-91c2");
+    let client = reqwest::Client::new();
+    for tenant in ["acme", "globex"] {
+        let response = client
+            .put(format!("{base}/api/v1/tenants/{tenant}/smtp-credentials"))
+            .bearer_auth(&token)
+            .json(&credential_body(password, api_token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let secret: serde_json::Value = client
+        .get(format!("{base}/api/v1/tenants/acme/smtp-credentials/secret"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(secret["password"], password);
+    // A wrong-typed secret field and a failed decrypt also go through the logs.
+    let bad = client
+        .put(format!("{base}/api/v1/tenants/acme/smtp-credentials"))
+        .bearer_auth(&token)
+        .json(&json!({"password": 42424242, "username": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let (_, acme) = env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
+    let mut forged = acme["data"]["data"].clone();
+    forged["password"] = json!("v1.k1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA");
+    env.vault_root(reqwest::Method::POST, "smtp/data/globex/admin", Some(json!({"options": {"cas": 1}, "data": forged}))).await;
+    let failed = client.get(format!("{base}/api/v1/tenants/globex/smtp-credentials/secret")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(failed.status(), 500);
+    let wrong = client.get(format!("{base}/api/v1/tenants")).bearer_auth(format!("{token}x")).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.len() > 1000, "the capture must actually hold the journey's logs ({} bytes)", logs.len());
+    assert!(logs.contains("smtp_vault") || logs.contains("request"), "expected log lines from the console");
+    let token_secret = token.rsplit_once('_').unwrap().1.to_owned();
+    let secrets = [
+        ("SMTP password", password.to_owned()),
+        ("Mailu API token", api_token.to_owned()),
+        ("service token secret", token_secret),
+        ("Vault root token", env.bao.root_token.expose_secret().to_owned()),
+        ("AppRole secret id", env.secret_id.expose_secret().to_owned()),
+    ];
+    for (what, value) in secrets {
+        assert!(!logs.contains(&value), "the {what} appeared in the logs");
+    }
+}
