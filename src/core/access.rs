@@ -2,7 +2,7 @@
 //! recorded with audit events, and service tokens (random, shown once, stored hashed, checked in
 //! constant time, expiring, revocable). Authorization is decided here, never at the edges.
 
-use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::crypto::random_bytes;
 use crate::core::db::{Db, ServiceTokenRow};
 use crate::core::error::{Error, Result};
@@ -92,17 +92,19 @@ impl ClientInfo {
     }
 }
 
-/// Checks `actor` holds `scope`; if not, records `access_denied` and refuses.
+/// Checks `actor` holds `scope`.
+///
+/// A refusal is logged, not audited: bad input must change nothing (ARCHITECTURE §4), and a
+/// denied call changes no state. Repeated denials are a monitoring signal (metrics), not events.
 ///
 /// # Errors
-/// [`Error::MissingScope`], or a database error if the denial cannot be recorded.
-pub(crate) async fn require_scope(db: &Db, actor: &Actor, client: &ClientInfo, scope: Scope, now: DateTime<Utc>) -> Result<()> {
+/// [`Error::MissingScope`].
+pub(crate) fn require_scope(actor: &Actor, scope: Scope) -> Result<()> {
     if actor.has_scope(scope) {
         return Ok(());
     }
-    let event = NewEvent::info(EventType::AccessDenied, None, json!({"needed_scope": scope.as_str()}))
-        .with_severity(Severity::Warning);
-    audit::record(db, actor, client, event, now).await?;
+    let (kind, id) = actor.audit_identity();
+    tracing::warn!(actor_kind = kind, actor = %id, needed_scope = scope.as_str(), "access denied");
     Err(Error::MissingScope(scope))
 }
 

@@ -50,8 +50,6 @@ pub enum EventType {
     CredentialIntegrityFailed,
     /// A secret was re-encrypted under the active key.
     CredentialRewrapped,
-    /// An authenticated caller was refused.
-    AccessDenied,
     /// A service token was created.
     ServiceTokenCreated,
     /// A service token was revoked.
@@ -71,7 +69,6 @@ impl EventType {
             EventType::CredentialSecretRead => "credential_secret_read",
             EventType::CredentialIntegrityFailed => "credential_integrity_failed",
             EventType::CredentialRewrapped => "credential_rewrapped",
-            EventType::AccessDenied => "access_denied",
             EventType::ServiceTokenCreated => "service_token_created",
             EventType::ServiceTokenRevoked => "service_token_revoked",
             EventType::KeyringKeyAdded => "keyring_key_added",

@@ -67,7 +67,7 @@ impl Core {
         request: StoreCredentialRequest,
     ) -> Result<StoredCredentialView> {
         let now = self.now();
-        require_scope(&self.db, actor, client, Scope::CredentialsWrite, now).await?;
+        require_scope(actor, Scope::CredentialsWrite)?;
         let keyring = self.keyring()?;
         let document = CredentialDocument {
             password: keyring.seal(tenant, SecretField::Password, &request.password)?,
@@ -126,8 +126,8 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::MissingScope`], [`Error::NotFound`], database errors.
-    pub async fn credential_metadata(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<CredentialMetadataView> {
-        require_scope(&self.db, actor, client, Scope::CredentialsRead, self.now()).await?;
+    pub async fn credential_metadata(&self, actor: &Actor, tenant: &TenantId) -> Result<CredentialMetadataView> {
+        require_scope(actor, Scope::CredentialsRead)?;
         let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"))
             .bind(tenant.as_str())
             .fetch_optional(self.db.pool())
@@ -139,8 +139,8 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::MissingScope`], database errors.
-    pub async fn list_tenants(&self, actor: &Actor, client: &ClientInfo) -> Result<Vec<TenantSummary>> {
-        require_scope(&self.db, actor, client, Scope::CredentialsRead, self.now()).await?;
+    pub async fn list_tenants(&self, actor: &Actor) -> Result<Vec<TenantSummary>> {
+        require_scope(actor, Scope::CredentialsRead)?;
         let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY tenant_id"))
             .fetch_all(self.db.pool())
             .await?;
@@ -166,7 +166,7 @@ impl Core {
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn read_credential_secret(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<CredentialSecretView> {
         let now = self.now();
-        require_scope(&self.db, actor, client, Scope::CredentialsReadSecret, now).await?;
+        require_scope(actor, Scope::CredentialsReadSecret)?;
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         let password = match self.keyring()?.open(&stored.document.password, tenant, SecretField::Password) {
             Ok(p) => p,

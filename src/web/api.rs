@@ -36,10 +36,9 @@ async fn store_credential(
 async fn credential_metadata(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    Client(client): Client,
     TenantPath(tenant): TenantPath,
 ) -> Result<Json<CredentialMetadataView>, ApiFailure> {
-    Ok(Json(state.core.credential_metadata(&actor, &client, &tenant).await?))
+    Ok(Json(state.core.credential_metadata(&actor, &tenant).await?))
 }
 
 async fn read_credential_secret(
@@ -56,10 +55,6 @@ async fn read_credential_secret(
     Ok(response)
 }
 
-async fn list_tenants(
-    State(state): State<AppState>,
-    ApiActor(actor): ApiActor,
-    Client(client): Client,
-) -> Result<Json<Vec<TenantSummary>>, ApiFailure> {
-    Ok(Json(state.core.list_tenants(&actor, &client).await?))
+async fn list_tenants(State(state): State<AppState>, ApiActor(actor): ApiActor) -> Result<Json<Vec<TenantSummary>>, ApiFailure> {
+    Ok(Json(state.core.list_tenants(&actor).await?))
 }
