@@ -1,5 +1,6 @@
 //! The JSON API against a real OpenBao and database: storing, reading, the Vault layout, the
 //! error-body contract for bad input, token life cycle and the console's Vault policy.
+#![cfg(feature = "ssr")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,6 +1,7 @@
 //! The audit chain and the CLI, end to end: `audit verify` passes on a clean chain and names the
 //! first broken event after a row is altered, deleted or the tail is cut; `--help` works on every
 //! command; `keys generate` never overwrites; `token create` prints the token once.
+#![cfg(feature = "ssr")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -2,6 +2,7 @@
 //! vault-setup, AppRole login, token creation, store, read, a failed decrypt, bad input — and
 //! searches the capture for each plaintext secret used. Its own test binary, because the
 //! capturing subscriber is process-global.
+#![cfg(feature = "ssr")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -152,6 +152,8 @@ impl TestEnv {
         config.vault_role_id = Some(report.role_id.clone());
         config.vault_secret_id = Some(report.secret_id.clone());
         let core = Core::connect(&config, Needs::ALL, clock).await.unwrap();
+        // The suite must really run on the database it was asked for.
+        assert_eq!(core.db().backend() == smtp_vault::core::db::Backend::Postgres, db.is_postgres());
         TestEnv { bao, db, dir, config, core, role_id: report.role_id, secret_id: report.secret_id }
     }
 
