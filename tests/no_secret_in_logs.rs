@@ -49,7 +49,13 @@ async fn no_secret_appears_in_any_log_line_at_any_level() {
 async fn run_journey_and_check(capture: &Capture) {
     let env = TestEnv::start().await;
     let base = env.serve().await;
-    let token = env.token(&[Scope::CredentialsWrite, Scope::CredentialsRead, Scope::CredentialsReadSecret]).await;
+    let token = env
+        .token(&[
+            Scope::CredentialsWrite,
+            Scope::CredentialsRead,
+            Scope::CredentialsReadSecret,
+        ])
+        .await;
     let (password, api_token) = ("Log-Canary-Password-7f3a", "Log-Canary-MailuToken-91c2");
     let client = reqwest::Client::new();
     for tenant in ["acme", "globex"] {
@@ -63,7 +69,9 @@ async fn run_journey_and_check(capture: &Capture) {
         assert_eq!(response.status(), 200);
     }
     let secret: serde_json::Value = client
-        .get(format!("{base}/api/v1/tenants/acme/smtp-credentials/secret"))
+        .get(format!(
+            "{base}/api/v1/tenants/acme/smtp-credentials/secret"
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -81,25 +89,57 @@ async fn run_journey_and_check(capture: &Capture) {
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
-    let (_, acme) = env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
+    let (_, acme) = env
+        .vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None)
+        .await;
     let mut forged = acme["data"]["data"].clone();
     forged["password"] = json!("v1.k1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA");
-    env.vault_root(reqwest::Method::POST, "smtp/data/globex/admin", Some(json!({"options": {"cas": 1}, "data": forged}))).await;
-    let failed = client.get(format!("{base}/api/v1/tenants/globex/smtp-credentials/secret")).bearer_auth(&token).send().await.unwrap();
+    env.vault_root(
+        reqwest::Method::POST,
+        "smtp/data/globex/admin",
+        Some(json!({"options": {"cas": 1}, "data": forged})),
+    )
+    .await;
+    let failed = client
+        .get(format!(
+            "{base}/api/v1/tenants/globex/smtp-credentials/secret"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(failed.status(), 500);
-    let wrong = client.get(format!("{base}/api/v1/tenants")).bearer_auth(format!("{token}x")).send().await.unwrap();
+    let wrong = client
+        .get(format!("{base}/api/v1/tenants"))
+        .bearer_auth(format!("{token}x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.len() > 1000, "the capture must actually hold the journey's logs ({} bytes)", logs.len());
-    assert!(logs.contains("smtp_vault") || logs.contains("request"), "expected log lines from the console");
+    assert!(
+        logs.len() > 1000,
+        "the capture must actually hold the journey's logs ({} bytes)",
+        logs.len()
+    );
+    assert!(
+        logs.contains("smtp_vault") || logs.contains("request"),
+        "expected log lines from the console"
+    );
     let token_secret = token.rsplit_once('_').unwrap().1.to_owned();
     let secrets = [
         ("SMTP password", password.to_owned()),
         ("Mailu API token", api_token.to_owned()),
         ("service token secret", token_secret),
-        ("Vault root token", env.bao.root_token.expose_secret().to_owned()),
-        ("AppRole secret id", env.secret_id.expose_secret().to_owned()),
+        (
+            "Vault root token",
+            env.bao.root_token.expose_secret().to_owned(),
+        ),
+        (
+            "AppRole secret id",
+            env.secret_id.expose_secret().to_owned(),
+        ),
     ];
     for (what, value) in secrets {
         assert!(!logs.contains(&value), "the {what} appeared in the logs");

@@ -20,7 +20,11 @@ pub struct ReadinessView {
 pub async fn readiness() -> Result<ReadinessView, ServerFnError> {
     let core: crate::core::Core = expect_context();
     let r = core.readiness().await;
-    Ok(ReadinessView { database: r.database, vault: r.vault.as_str().to_owned(), ready: r.ready() })
+    Ok(ReadinessView {
+        database: r.database,
+        vault: r.vault.as_str().to_owned(),
+        ready: r.ready(),
+    })
 }
 
 /// Says "server-rendered" until the browser has hydrated the page, then "interactive".

@@ -39,9 +39,15 @@ pub struct Needs {
 
 impl Needs {
     /// Everything (the server).
-    pub const ALL: Needs = Needs { vault: true, keyring: true };
+    pub const ALL: Needs = Needs {
+        vault: true,
+        keyring: true,
+    };
     /// Database only (tokens, audit).
-    pub const DB: Needs = Needs { vault: false, keyring: false };
+    pub const DB: Needs = Needs {
+        vault: false,
+        keyring: false,
+    };
 }
 
 /// Settings the core reads at run time.
@@ -63,7 +69,10 @@ pub struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("db", &self.db.backend()).field("vault", &self.vault).finish_non_exhaustive()
+        f.debug_struct("Core")
+            .field("db", &self.db.backend())
+            .field("vault", &self.vault)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,12 +98,20 @@ impl Readiness {
 /// # Errors
 /// [`Error::Config`] when neither a token nor a full AppRole pair is given.
 pub fn vault_settings(config: &Config) -> Result<VaultSettings> {
-    let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
+    let auth = match (
+        &config.vault_token,
+        &config.vault_role_id,
+        &config.vault_secret_id,
+    ) {
         (Some(token), _, _) => VaultAuth::Token(token.clone()),
-        (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole { role_id: role_id.clone(), secret_id: secret_id.clone() },
+        (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole {
+            role_id: role_id.clone(),
+            secret_id: secret_id.clone(),
+        },
         _ => {
             return Err(Error::Config(
-                "no Vault credentials: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID".into(),
+                "no Vault credentials: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID"
+                    .into(),
             ));
         }
     };
@@ -112,21 +129,33 @@ impl Core {
     ///
     /// # Errors
     /// Configuration, keyring, database or Vault errors, each naming what to fix.
-    pub async fn connect(config: &Config, needs: Needs, clock: Option<SharedClock>) -> Result<Self> {
+    pub async fn connect(
+        config: &Config,
+        needs: Needs,
+        clock: Option<SharedClock>,
+    ) -> Result<Self> {
         let keyring = if needs.keyring {
-            Some(Arc::new(Keyring::load(&config.keyring_path).map_err(|e| Error::Config(e.to_string()))?))
+            Some(Arc::new(
+                Keyring::load(&config.keyring_path).map_err(|e| Error::Config(e.to_string()))?,
+            ))
         } else {
             None
         };
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
-        let vault = if needs.vault { Some(Arc::new(Vault::connect(vault_settings(config)?).await?)) } else { None };
+        let vault = if needs.vault {
+            Some(Arc::new(Vault::connect(vault_settings(config)?).await?))
+        } else {
+            None
+        };
         Ok(Self {
             db,
             vault,
             keyring,
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            settings: CoreSettings { rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)) },
+            settings: CoreSettings {
+                rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)),
+            },
         })
     }
 
@@ -135,11 +164,15 @@ impl Core {
     }
 
     pub(crate) fn vault(&self) -> Result<&Arc<Vault>> {
-        self.vault.as_ref().ok_or_else(|| Error::Internal("this command runs without Vault".into()))
+        self.vault
+            .as_ref()
+            .ok_or_else(|| Error::Internal("this command runs without Vault".into()))
     }
 
     pub(crate) fn keyring(&self) -> Result<&Keyring> {
-        self.keyring.as_deref().ok_or_else(|| Error::Internal("this command runs without the keyring".into()))
+        self.keyring
+            .as_deref()
+            .ok_or_else(|| Error::Internal("this command runs without the keyring".into()))
     }
 
     /// The database handle (tests and health).
@@ -161,7 +194,10 @@ impl Core {
             Some(v) => v.health().await,
             None => VaultHealth::Unreachable,
         };
-        Readiness { database: self.db.ping().await, vault }
+        Readiness {
+            database: self.db.ping().await,
+            vault,
+        }
     }
 
     /// Resolves a bearer token.
@@ -176,8 +212,23 @@ impl Core {
     ///
     /// # Errors
     /// See [`access::create_token`].
-    pub async fn create_token(&self, actor: &Actor, name: &str, scopes: &[Scope], ttl: Option<chrono::Duration>) -> Result<CreatedToken> {
-        access::create_token(&self.db, actor, &ClientInfo::local(), name, scopes, ttl, self.now()).await
+    pub async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        scopes: &[Scope],
+        ttl: Option<chrono::Duration>,
+    ) -> Result<CreatedToken> {
+        access::create_token(
+            &self.db,
+            actor,
+            &ClientInfo::local(),
+            name,
+            scopes,
+            ttl,
+            self.now(),
+        )
+        .await
     }
 
     /// Lists service tokens.
@@ -214,7 +265,14 @@ impl Core {
             "mount": report.mount, "mount_created": report.mount_created,
             "policies": report.policies, "role": report.role_name,
         });
-        audit::record(&self.db, actor, &ClientInfo::local(), NewEvent::info(EventType::VaultSetupCompleted, None, details), self.now()).await?;
+        audit::record(
+            &self.db,
+            actor,
+            &ClientInfo::local(),
+            NewEvent::info(EventType::VaultSetupCompleted, None, details),
+            self.now(),
+        )
+        .await?;
         Ok(report)
     }
 }
@@ -244,10 +302,22 @@ pub fn add_keyring_key(config: &Config) -> std::result::Result<String, KeyringEr
 ///
 /// # Errors
 /// Database errors.
-pub async fn record_keyring_change(config: &Config, actor: &Actor, key_id: &str, created: bool) -> Result<()> {
+pub async fn record_keyring_change(
+    config: &Config,
+    actor: &Actor,
+    key_id: &str,
+    created: bool,
+) -> Result<()> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let details = json!({"key_id": key_id, "keyring_created": created});
-    audit::record(&db, actor, &ClientInfo::local(), NewEvent::info(EventType::KeyringKeyAdded, None, details), Utc::now()).await?;
+    audit::record(
+        &db,
+        actor,
+        &ClientInfo::local(),
+        NewEvent::info(EventType::KeyringKeyAdded, None, details),
+        Utc::now(),
+    )
+    .await?;
     Ok(())
 }

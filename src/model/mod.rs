@@ -8,8 +8,8 @@ mod scope;
 mod tenant;
 
 pub use credentials::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, StoreCredentialRequest,
-    ServiceTokenSummary, StoredCredentialView, TenantSummary,
+    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ServiceTokenSummary,
+    StoreCredentialRequest, StoredCredentialView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody};
 pub use scope::{Scope, UnknownScope};

@@ -31,7 +31,9 @@ pub enum Scope {
 
 /// A scope name that is not one of [`Scope::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope `{0}`; known scopes: credentials:write, credentials:read, credentials:read-secret, credentials:rotate, credentials:reset, tenants:recover, audit:read")]
+#[error(
+    "unknown scope `{0}`; known scopes: credentials:write, credentials:read, credentials:read-secret, credentials:rotate, credentials:reset, tenants:recover, audit:read"
+)]
 pub struct UnknownScope(pub String);
 
 impl Scope {
@@ -85,7 +87,10 @@ mod tests {
     fn names_round_trip() {
         for scope in Scope::ALL {
             assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
-            assert_eq!(serde_json::to_string(&scope).ok(), Some(format!("\"{scope}\"")));
+            assert_eq!(
+                serde_json::to_string(&scope).ok(),
+                Some(format!("\"{scope}\""))
+            );
         }
         assert!("credentials:*".parse::<Scope>().is_err());
     }

@@ -35,7 +35,11 @@ impl TenantId {
             && bytes.first().copied().is_some_and(edge_ok)
             && bytes.last().copied().is_some_and(edge_ok)
             && bytes.iter().copied().all(inner_ok);
-        if valid { Ok(Self(text.to_owned())) } else { Err(InvalidTenantId) }
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(InvalidTenantId)
+        }
     }
 
     /// The id as text.
@@ -77,7 +81,15 @@ mod tests {
 
     #[test]
     fn accepts_dns_labels() {
-        for ok in ["a", "0", "acme", "globex-eu-1", &"a".repeat(63), "a-b", "9z"] {
+        for ok in [
+            "a",
+            "0",
+            "acme",
+            "globex-eu-1",
+            &"a".repeat(63),
+            "a-b",
+            "9z",
+        ] {
             assert!(TenantId::parse(ok).is_ok(), "{ok} should be valid");
         }
     }
@@ -86,10 +98,14 @@ mod tests {
     fn refuses_everything_else() {
         let long = "a".repeat(64);
         for bad in [
-            "", "A", "a_b", "../x", "-a", "a-", "a.b", "a/b", "é", "acme ", " acme", "ac me", &long,
-            "a\0", "ACME", "a\n",
+            "", "A", "a_b", "../x", "-a", "a-", "a.b", "a/b", "é", "acme ", " acme", "ac me",
+            &long, "a\0", "ACME", "a\n",
         ] {
-            assert_eq!(TenantId::parse(bad), Err(InvalidTenantId), "{bad:?} should be refused");
+            assert_eq!(
+                TenantId::parse(bad),
+                Err(InvalidTenantId),
+                "{bad:?} should be refused"
+            );
         }
     }
 }

@@ -19,7 +19,9 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -46,13 +48,18 @@ struct RandomRequestId;
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let bytes = crate::core::crypto::random_bytes::<8>().ok()?;
-        HeaderValue::from_str(&hex::encode(bytes.as_ref())).ok().map(RequestId::new)
+        HeaderValue::from_str(&hex::encode(bytes.as_ref()))
+            .ok()
+            .map(RequestId::new)
     }
 }
 
 /// The whole application router with its middleware.
 pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions) -> Router {
-    let state = AppState { core: core.clone(), leptos_options: leptos_options.clone() };
+    let state = AppState {
+        core: core.clone(),
+        leptos_options: leptos_options.clone(),
+    };
     let routes = generate_route_list(App);
     let pages = Router::new()
         .leptos_routes_with_context(
@@ -101,7 +108,11 @@ async fn healthz() -> impl IntoResponse {
 /// Readiness: the database answers and Vault is unsealed.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let r = state.core.readiness().await;
-    let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if r.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({"status": if r.ready() { "ready" } else { "not_ready" }, "database": r.database, "vault": r.vault.as_str()});
     (status, Json(body))
 }
@@ -114,10 +125,12 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     let mut leptos_options = leptos::config::get_configuration(None)
         .map_err(|e| std::io::Error::other(format!("leptos configuration: {e}")))?
         .leptos_options;
-    let addr: SocketAddr = config
-        .site_addr
-        .parse()
-        .map_err(|_| std::io::Error::other(format!("LEPTOS_SITE_ADDR `{}` is not host:port", config.site_addr)))?;
+    let addr: SocketAddr = config.site_addr.parse().map_err(|_| {
+        std::io::Error::other(format!(
+            "LEPTOS_SITE_ADDR `{}` is not host:port",
+            config.site_addr
+        ))
+    })?;
     leptos_options.site_addr = addr;
     tokio::spawn({
         let core = core.clone();
@@ -126,9 +139,12 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     let app = router(core, config, leptos_options);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "smtp-vault console listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
 }
 
 async fn shutdown_signal() {
