@@ -685,3 +685,111 @@ async fn service_tokens_are_hashed_and_listed_without_secrets() {
         Err(Error::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn the_console_keeps_its_approle_token_alive_past_the_max_ttl() {
+    use smtp_vault::core::vault::{RoleSettings, Vault, VaultAuth, VaultSettings};
+    use std::sync::Arc;
+    let env = TestEnv::start().await;
+    // Re-run vault-setup with very short token lifetimes, as an operator might.
+    let mut admin_config = env.config.clone();
+    admin_config.vault_token = Some(env.bao.root_token.clone());
+    let admin = smtp_vault::core::Core::connect(
+        &admin_config,
+        smtp_vault::core::Needs {
+            vault: true,
+            keyring: false,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let short = RoleSettings {
+        token_ttl: "2s".into(),
+        token_max_ttl: "4s".into(),
+        secret_id_ttl: "0".into(),
+    };
+    let report = admin
+        .setup_vault(&smtp_vault::core::Actor::operator(), &short)
+        .await
+        .unwrap();
+    let vault = Arc::new(
+        Vault::connect(VaultSettings {
+            addr: env.bao.addr.clone(),
+            mount: "smtp".into(),
+            approle_mount: "approle".into(),
+            auth: VaultAuth::AppRole {
+                role_id: report.role_id,
+                secret_id: report.secret_id,
+            },
+            timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .unwrap(),
+    );
+    tokio::spawn(Arc::clone(&vault).maintain_token());
+    // Four refreshes span more than the 4 s maximum TTL of the first token.
+    common::wait_until(
+        "token refreshes",
+        std::time::Duration::from_secs(30),
+        || {
+            let v = Arc::clone(&vault);
+            async move { v.token_refreshes() >= 4 }
+        },
+    )
+    .await;
+    let tenant = TenantId::parse("renewal-probe").unwrap();
+    assert!(
+        vault.read_credential(&tenant).await.unwrap().is_none(),
+        "the current token still works"
+    );
+}
+
+#[tokio::test]
+async fn when_the_audit_log_cannot_be_written_nothing_is_stored_or_revealed() {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let token = env.token(&ALL_CREDENTIAL_SCOPES).await;
+    let url = format!("{base}/api/v1/tenants/acme/smtp-credentials");
+    let (status, _, _) = call(
+        Method::PUT,
+        &url,
+        Some(&token),
+        Some(credential_body("Fail-Closed-Pass-1", "tok")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Break the audit log: its chain head disappears.
+    sqlx::query("DELETE FROM audit_head")
+        .execute(env.core.db().pool())
+        .await
+        .unwrap();
+
+    let (status, _, body) = call(Method::GET, &format!("{url}/secret"), Some(&token), None).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        !body.to_string().contains("Fail-Closed-Pass-1"),
+        "no plaintext without its audit event"
+    );
+
+    let (status, _, body) = call(
+        Method::PUT,
+        &url,
+        Some(&token),
+        Some(credential_body("Fail-Closed-Pass-2", "tok")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (500, Some("internal_error"))
+    );
+    let (_, raw) = env
+        .vault_root(Method::GET, "smtp/metadata/acme/admin", None)
+        .await;
+    assert_eq!(raw["data"]["current_version"], 1, "Vault was not written");
+    let (version,): (i64,) = sqlx::query_as("SELECT version FROM tenants WHERE tenant_id = 'acme'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+}

@@ -150,7 +150,14 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    // vaultrs and rustify log every Vault 404 (an absent secret, a normal answer) as an error;
+    // the console maps and logs Vault errors itself.
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        default_value = "info,rustify=off,vaultrs=off",
+        global = true
+    )]
     pub log: String,
 }
 
@@ -178,7 +185,7 @@ impl Config {
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,
-            log: "info".into(),
+            log: "info,rustify=off,vaultrs=off".into(),
         }
     }
 }

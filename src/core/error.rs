@@ -105,12 +105,10 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict => ErrorKind::Conflict,
             Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
-            Error::Crypto(_) | Error::MalformedSecret { .. } | Error::AuditChain(_) => {
-                ErrorKind::Integrity
-            }
+            Error::Crypto(_) | Error::MalformedSecret { .. } => ErrorKind::Integrity,
             Error::Vault(_) | Error::VaultSealed | Error::Database(_) => ErrorKind::Unavailable,
             Error::Config(_) | Error::Io { .. } => ErrorKind::Configuration,
-            Error::Migration(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::Migration(_) | Error::AuditChain(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
 

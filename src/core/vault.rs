@@ -12,6 +12,7 @@ use rustify::errors::ClientError as RestError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
@@ -154,6 +155,7 @@ pub struct Vault {
     client: RwLock<Arc<VaultClient>>,
     token: RwLock<SecretString>,
     lease: RwLock<Lease>,
+    refreshes: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -238,6 +240,7 @@ impl Vault {
             client: RwLock::new(Arc::new(client)),
             token: RwLock::new(token),
             lease: RwLock::new(lease),
+            refreshes: AtomicU64::new(0),
             http,
         })
     }
@@ -356,7 +359,15 @@ impl Vault {
         Ok(())
     }
 
+    /// How many times the token was renewed or replaced by a new login.
+    #[must_use]
+    pub fn token_refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Records a renewed or new token's lease.
     fn set_lease(&self, lease: Lease) {
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut l) = self.lease.write() {
             *l = lease;
         }

@@ -24,7 +24,7 @@ use tower_http::request_id::{
 };
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 /// Shared state of the router.
 #[derive(Clone, Debug)]
@@ -78,7 +78,7 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions) -> Rou
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request.extensions().get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).unwrap_or("");
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
-        }))
+        }).on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
         // timeout: a stuck dependency cannot hold a connection forever
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(config.request_timeout_secs)))
         // body limit: bodies beyond it are refused before they are buffered
