@@ -6,7 +6,7 @@ use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::crypto::random_bytes;
 use crate::core::db::{Db, ServiceTokenRow};
 use crate::core::error::{Error, Result};
-use crate::model::{Scope, ServiceTokenSummary};
+use crate::model::{Role, Scope, ServiceTokenSummary};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -39,6 +39,17 @@ pub enum Actor {
         /// Job name.
         job: &'static str,
     },
+    /// A signed-in admin (browser session).
+    Admin {
+        /// Admin id.
+        admin_id: String,
+        /// Login email.
+        email: String,
+        /// Role.
+        role: Role,
+    },
+    /// Nobody signed in (failed logins are recorded under it).
+    Anonymous,
 }
 
 impl Actor {
@@ -60,6 +71,10 @@ impl Actor {
             }
             Actor::Operator { name } => ("operator", format!("cli:{name}")),
             Actor::System { job } => ("system", (*job).to_owned()),
+            Actor::Admin {
+                admin_id, email, ..
+            } => ("admin", format!("{admin_id} ({email})")),
+            Actor::Anonymous => ("anonymous", String::new()),
         }
     }
 
@@ -69,7 +84,38 @@ impl Actor {
         match self {
             Actor::ServiceToken { scopes, .. } => scopes.contains(&scope),
             Actor::Operator { .. } | Actor::System { .. } => true,
+            // Admins read plaintext only through a reveal window, never by scope.
+            Actor::Admin { role, .. } => match scope {
+                Scope::CredentialsRead => true,
+                Scope::AuditRead => matches!(role, Role::PlatformAdmin | Role::SecurityReviewer),
+                _ => false,
+            },
+            Actor::Anonymous => false,
         }
+    }
+
+    /// May this actor reveal credentials (after step-up)? Platform admins only.
+    #[must_use]
+    pub fn may_reveal(&self) -> bool {
+        matches!(
+            self,
+            Actor::Admin {
+                role: Role::PlatformAdmin,
+                ..
+            }
+        )
+    }
+
+    /// May this actor invite, change and disable admins?
+    #[must_use]
+    pub fn may_manage_admins(&self) -> bool {
+        matches!(
+            self,
+            Actor::Admin {
+                role: Role::PlatformAdmin,
+                ..
+            } | Actor::Operator { .. }
+        )
     }
 
     /// May this actor manage service tokens? Only operators at the host (admins later).

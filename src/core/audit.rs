@@ -58,6 +58,40 @@ pub enum EventType {
     KeyringKeyAdded,
     /// `vault-setup` configured Vault.
     VaultSetupCompleted,
+    /// An enrollment invite was created.
+    AdminInvited,
+    /// An admin enrolled their first passkey.
+    AdminEnrolled,
+    /// An admin's role changed.
+    AdminRoleChanged,
+    /// An admin was disabled.
+    AdminDisabled,
+    /// A passkey was registered.
+    PasskeyAdded,
+    /// A passkey was renamed.
+    PasskeyRenamed,
+    /// A passkey was removed.
+    PasskeyRemoved,
+    /// A passkey login succeeded.
+    LoginSucceeded,
+    /// A login attempt failed.
+    LoginFailed,
+    /// An admin signed out.
+    LoggedOut,
+    /// A step-up re-authentication succeeded.
+    ReauthSucceeded,
+    /// A step-up re-authentication failed.
+    ReauthFailed,
+    /// A reveal window was opened.
+    RevealGranted,
+    /// A reveal was refused (role, or no open window).
+    RevealRefused,
+    /// A plaintext credential was sent to an admin.
+    CredentialRevealed,
+    /// A reveal window was closed early.
+    RevealRevoked,
+    /// A reveal window closed by time.
+    RevealExpired,
 }
 
 impl EventType {
@@ -73,6 +107,23 @@ impl EventType {
             EventType::ServiceTokenRevoked => "service_token_revoked",
             EventType::KeyringKeyAdded => "keyring_key_added",
             EventType::VaultSetupCompleted => "vault_setup_completed",
+            EventType::AdminInvited => "admin_invited",
+            EventType::AdminEnrolled => "admin_enrolled",
+            EventType::AdminRoleChanged => "admin_role_changed",
+            EventType::AdminDisabled => "admin_disabled",
+            EventType::PasskeyAdded => "passkey_added",
+            EventType::PasskeyRenamed => "passkey_renamed",
+            EventType::PasskeyRemoved => "passkey_removed",
+            EventType::LoginSucceeded => "login_succeeded",
+            EventType::LoginFailed => "login_failed",
+            EventType::LoggedOut => "logged_out",
+            EventType::ReauthSucceeded => "reauth_succeeded",
+            EventType::ReauthFailed => "reauth_failed",
+            EventType::RevealGranted => "reveal_granted",
+            EventType::RevealRefused => "reveal_refused",
+            EventType::CredentialRevealed => "credential_revealed",
+            EventType::RevealRevoked => "reveal_revoked",
+            EventType::RevealExpired => "reveal_expired",
         }
     }
 }

@@ -127,6 +127,10 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_ROTATION_PERIOD_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650), global = true)]
     pub rotation_period_days: u32,
 
+    /// Length of a reveal window, in seconds.
+    #[arg(long, env = "SMTP_VAULT_REVEAL_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400), global = true)]
+    pub reveal_window_secs: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(
         long,
@@ -182,6 +186,7 @@ impl Config {
             alert_email_to: Vec::new(),
             slack_webhook_url: None,
             rotation_period_days: 90,
+            reveal_window_secs: 900,
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

@@ -238,7 +238,7 @@ impl Core {
 
     /// Names the cause of a failed decryption as precisely as possible, records it (critical)
     /// and returns the error to hand back.
-    async fn integrity_failure(
+    pub(crate) async fn integrity_failure(
         &self,
         actor: &Actor,
         client: &ClientInfo,

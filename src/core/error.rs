@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Unavailable,
     /// Configuration or setup problem an operator must fix.
     Configuration,
+    /// Too many attempts.
+    RateLimited,
     /// A bug or an unexpected answer.
     Internal,
 }
@@ -89,6 +91,9 @@ pub enum Error {
     /// The audit chain is broken; writes are refused until an operator looks.
     #[error("audit chain: {0}")]
     AuditChain(String),
+    /// Too many attempts; try again later.
+    #[error("too many attempts; wait a few minutes and try again")]
+    RateLimited,
     /// Should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -104,6 +109,7 @@ impl Error {
             Error::MissingScope(_) | Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict => ErrorKind::Conflict,
+            Error::RateLimited => ErrorKind::RateLimited,
             Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
             Error::Crypto(_) | Error::MalformedSecret { .. } => ErrorKind::Integrity,
             Error::Vault(_) | Error::VaultSealed | Error::Database(_) => ErrorKind::Unavailable,

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod admins;
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -11,6 +12,9 @@ pub mod credentials;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod passkeys;
+pub mod ratelimit;
+pub mod reveal;
 pub mod vault;
 
 pub use access::{Actor, ClientInfo, CreatedToken};
@@ -23,6 +27,8 @@ use clock::{SharedClock, SystemClock};
 use config::Config;
 use crypto::{Keyring, KeyringError};
 use db::Db;
+use passkeys::RelyingParty;
+use ratelimit::RateLimiter;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +61,12 @@ impl Needs {
 pub struct CoreSettings {
     /// Time between automatic rotations.
     pub rotation_period: chrono::Duration,
+    /// Length of a reveal window.
+    pub reveal_window: chrono::Duration,
+    /// A session ends this long after login, active or not.
+    pub session_absolute: chrono::Duration,
+    /// Public URL (enrollment links, WebAuthn origin).
+    pub public_url: String,
 }
 
 /// The service core. Cheap to clone.
@@ -63,6 +75,8 @@ pub struct Core {
     db: Db,
     vault: Option<Arc<Vault>>,
     keyring: Option<Arc<Keyring>>,
+    rp: Option<Arc<RelyingParty>>,
+    limiter: Arc<RateLimiter>,
     clock: SharedClock,
     settings: CoreSettings,
 }
@@ -148,13 +162,21 @@ impl Core {
         } else {
             None
         };
+        let rp = RelyingParty::new(&config.public_url, chrono::Duration::minutes(2))?;
+        let reveal_secs = i64::try_from(config.reveal_window_secs)
+            .map_err(|_| Error::Config("reveal window too long".into()))?;
         Ok(Self {
             db,
             vault,
             keyring,
+            rp: Some(Arc::new(rp)),
+            limiter: Arc::new(RateLimiter::default()),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {
                 rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)),
+                reveal_window: chrono::Duration::seconds(reveal_secs),
+                session_absolute: chrono::Duration::hours(12),
+                public_url: config.public_url.clone(),
             },
         })
     }
@@ -167,6 +189,18 @@ impl Core {
         self.vault
             .as_ref()
             .ok_or_else(|| Error::Internal("this command runs without Vault".into()))
+    }
+
+    pub(crate) fn relying_party(&self) -> Result<&RelyingParty> {
+        self.rp
+            .as_deref()
+            .ok_or_else(|| Error::Internal("WebAuthn is not configured".into()))
+    }
+
+    /// Settings in effect.
+    #[must_use]
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
     }
 
     pub(crate) fn keyring(&self) -> Result<&Keyring> {

@@ -2,11 +2,15 @@
 //! and the error body. Serde only, so it compiles to wasm; it must never hold a plaintext secret
 //! in a type that derives `Debug` or `Serialize` without redaction.
 
+mod admin;
 mod credentials;
 mod error;
 mod scope;
 mod tenant;
 
+pub use admin::{
+    AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError,
+};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ServiceTokenSummary,
     StoreCredentialRequest, StoredCredentialView, TenantSummary,

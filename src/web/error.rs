@@ -60,7 +60,8 @@ impl From<Error> for ApiFailure {
             (_, ErrorKind::InvalidInput) => (StatusCode::BAD_REQUEST, "invalid_input", error.to_string()),
             (_, ErrorKind::Unauthenticated) => (StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string()),
             (Error::MissingScope(_), _) => (StatusCode::FORBIDDEN, "insufficient_scope", error.to_string()),
-            (_, ErrorKind::Forbidden) => (StatusCode::FORBIDDEN, "forbidden", "this action is not allowed for you".into()),
+            (_, ErrorKind::Forbidden) => (StatusCode::FORBIDDEN, "forbidden", error.to_string()),
+            (_, ErrorKind::RateLimited) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", error.to_string()),
             (_, ErrorKind::NotFound) => (StatusCode::NOT_FOUND, "not_found", error.to_string()),
             (_, ErrorKind::Conflict) => (StatusCode::CONFLICT, "conflict", error.to_string()),
             // SECURITY: vague on purpose; which tenant a ciphertext came from is for the audit

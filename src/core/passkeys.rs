@@ -1,0 +1,226 @@
+//! The WebAuthn relying party and the server-side ceremony store. A ceremony's state lives in
+//! the database, is bound to the browser session (a hash of a per-session secret), to a purpose
+//! and, for reveals, to a tenant, expires after two minutes, and is deleted when taken: an
+//! assertion can be used once, in the session and for the purpose it was asked for.
+
+use crate::core::crypto::random_bytes;
+use crate::core::db::Db;
+use crate::core::error::{Error, Result};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use webauthn_rs::prelude::{Passkey, Url, Webauthn, WebauthnBuilder};
+
+/// Why a ceremony was started; part of its binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// First passkey from an invite.
+    Enroll,
+    /// Sign in.
+    Login,
+    /// Another passkey for a signed-in admin.
+    AddPasskey,
+    /// Step-up before revealing a tenant's credential.
+    Reveal,
+}
+
+impl Purpose {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Enroll => "enroll",
+            Purpose::Login => "login",
+            Purpose::AddPasskey => "add_passkey",
+            Purpose::Reveal => "reveal",
+        }
+    }
+}
+
+/// A per-session secret the web layer keeps in the session and hands to the core; ceremonies
+/// are bound to its hash.
+#[derive(Clone)]
+pub struct SessionBinding(pub String);
+
+impl std::fmt::Debug for SessionBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionBinding([redacted])")
+    }
+}
+
+impl SessionBinding {
+    /// A fresh random binding.
+    ///
+    /// # Errors
+    /// When the OS random source fails.
+    pub fn generate() -> Result<Self> {
+        Ok(Self(hex::encode(random_bytes::<32>()?.as_ref())))
+    }
+
+    fn hash(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+/// What a taken ceremony carries besides its WebAuthn state.
+#[derive(Debug)]
+pub struct TakenCeremony<S> {
+    /// WebAuthn state.
+    pub state: S,
+    /// Admin it was started for, if any.
+    pub admin_id: Option<String>,
+    /// Tenant it was started for, if any.
+    pub tenant_id: Option<String>,
+    /// Purpose-specific context (JSON).
+    pub context: serde_json::Value,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// Whether it had expired when taken.
+    pub expired: bool,
+}
+
+/// Where a ceremony should be bound.
+pub struct Binding<'a> {
+    /// The session.
+    pub session: &'a SessionBinding,
+    /// The purpose.
+    pub purpose: Purpose,
+    /// The admin, if known.
+    pub admin_id: Option<&'a str>,
+    /// The tenant, for reveals.
+    pub tenant_id: Option<&'a str>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CeremonyRow {
+    state: String,
+    admin_id: Option<String>,
+    tenant_id: Option<String>,
+    context: String,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+}
+
+/// The relying party.
+pub struct RelyingParty {
+    webauthn: Webauthn,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for RelyingParty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelyingParty")
+    }
+}
+
+impl RelyingParty {
+    /// Builds the relying party for the console's public URL (the origin, port included).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a URL without a host.
+    pub fn new(public_url: &str, ceremony_ttl: Duration) -> Result<Self> {
+        let origin = Url::parse(public_url)
+            .map_err(|_| Error::Config(format!("public URL `{public_url}` is not a URL")))?;
+        let rp_id = origin
+            .host_str()
+            .ok_or_else(|| Error::Config("public URL has no host".into()))?
+            .to_owned();
+        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
+            .and_then(|b| b.rp_name("smtp-vault").build())
+            .map_err(|e| Error::Config(format!("WebAuthn relying party: {e}")))?;
+        Ok(Self {
+            webauthn,
+            ttl: ceremony_ttl,
+        })
+    }
+
+    /// The webauthn-rs handle.
+    #[must_use]
+    pub fn webauthn(&self) -> &Webauthn {
+        &self.webauthn
+    }
+
+    /// Stores a ceremony's state.
+    ///
+    /// # Errors
+    /// Database or serialisation errors.
+    pub async fn store<S: Serialize>(
+        &self,
+        db: &Db,
+        binding: Binding<'_>,
+        context: serde_json::Value,
+        state: &S,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let state = serde_json::to_string(state)
+            .map_err(|e| Error::Internal(format!("ceremony state: {e}")))?;
+        // Opportunistic cleanup keeps the table small without a separate job.
+        sqlx::query("DELETE FROM ceremonies WHERE expires_at_ms < $1")
+            .bind((now - Duration::hours(1)).timestamp_millis())
+            .execute(db.pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO ceremonies (ceremony_id, binding_hash, purpose, admin_id, tenant_id, context, state, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(hex::encode(random_bytes::<16>()?.as_ref()))
+        .bind(binding.session.hash())
+        .bind(binding.purpose.as_str())
+        .bind(binding.admin_id)
+        .bind(binding.tenant_id)
+        .bind(context.to_string())
+        .bind(state)
+        .bind(now.timestamp_millis())
+        .bind((now + self.ttl).timestamp_millis())
+        .execute(db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes (deletes and returns) the newest ceremony for this binding; every other one for the
+    /// same binding is deleted too, so no state can be answered twice.
+    ///
+    /// # Errors
+    /// Database errors; `Ok(None)` when there is none (never started, or already used).
+    pub async fn take<S: DeserializeOwned>(
+        &self,
+        db: &Db,
+        binding: Binding<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TakenCeremony<S>>> {
+        let rows: Vec<CeremonyRow> = sqlx::query_as(
+            "DELETE FROM ceremonies WHERE binding_hash = $1 AND purpose = $2 \
+             AND COALESCE(admin_id, '') = $3 AND COALESCE(tenant_id, '') = $4 \
+             RETURNING state, admin_id, tenant_id, context, created_at_ms, expires_at_ms",
+        )
+        .bind(binding.session.hash())
+        .bind(binding.purpose.as_str())
+        .bind(binding.admin_id.unwrap_or(""))
+        .bind(binding.tenant_id.unwrap_or(""))
+        .fetch_all(db.pool())
+        .await?;
+        let Some(row) = rows.into_iter().max_by_key(|r| r.created_at_ms) else {
+            return Ok(None);
+        };
+        let state = serde_json::from_str(&row.state)
+            .map_err(|e| Error::Internal(format!("ceremony state: {e}")))?;
+        Ok(Some(TakenCeremony {
+            state,
+            admin_id: row.admin_id,
+            tenant_id: row.tenant_id,
+            context: serde_json::from_str(&row.context).unwrap_or_default(),
+            created_at: DateTime::from_timestamp_millis(row.created_at_ms).unwrap_or_default(),
+            expired: now.timestamp_millis() > row.expires_at_ms,
+        }))
+    }
+}
+
+/// The stable text id of a passkey's credential (base64url).
+///
+/// # Errors
+/// [`Error::Internal`] if the id does not serialise as a string (cannot happen).
+pub fn credential_id_text(passkey: &Passkey) -> Result<String> {
+    match serde_json::to_value(passkey.cred_id()) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(Error::Internal("credential id is not text".into())),
+    }
+}
