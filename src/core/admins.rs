@@ -1051,7 +1051,7 @@ async fn insert_passkey(
     .bind(&passkey_id)
     .bind(admin_id)
     .bind(name)
-    .bind(credential_id_text(passkey)?)
+    .bind(credential_id_text(passkey))
     .bind(stored)
     .bind(now.timestamp_millis())
     .execute(&mut *tx)

@@ -6,6 +6,8 @@
 use crate::core::crypto::random_bytes;
 use crate::core::db::Db;
 use crate::core::error::{Error, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -215,12 +217,8 @@ impl RelyingParty {
 }
 
 /// The stable text id of a passkey's credential (base64url).
-///
-/// # Errors
-/// [`Error::Internal`] if the id does not serialise as a string (cannot happen).
-pub fn credential_id_text(passkey: &Passkey) -> Result<String> {
-    match serde_json::to_value(passkey.cred_id()) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        _ => Err(Error::Internal("credential id is not text".into())),
-    }
+#[must_use]
+pub fn credential_id_text(passkey: &Passkey) -> String {
+    let bytes: &[u8] = passkey.cred_id().as_ref();
+    URL_SAFE_NO_PAD.encode(bytes)
 }

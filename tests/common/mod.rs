@@ -348,3 +348,4 @@ pub async fn db_fingerprint(core: &Core) -> (i64, i64, i64) {
         count("service_tokens").await,
     )
 }
+pub mod passkeys;
