@@ -15,11 +15,8 @@ use smtp_vault::model::{Scope, TenantId};
 /// (path tenant segment, bearer token, body, expected status, expected code)
 type Case<'a> = (&'a str, Option<&'a str>, Option<Value>, u16, &'a str);
 
-const ALL_CREDENTIAL_SCOPES: [Scope; 3] = [
-    Scope::CredentialsWrite,
-    Scope::CredentialsRead,
-    Scope::CredentialsReadSecret,
-];
+const ALL_CREDENTIAL_SCOPES: [Scope; 3] =
+    [Scope::CredentialsWrite, Scope::CredentialsRead, Scope::CredentialsReadSecret];
 
 async fn call(
     method: Method,
@@ -37,11 +34,7 @@ async fn call(
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    (
-        status,
-        headers,
-        response.json().await.unwrap_or(Value::Null),
-    )
+    (status, headers, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -51,28 +44,18 @@ async fn stored_credentials_are_envelopes_in_vault_and_plaintext_only_through_th
     let token = env.token(&ALL_CREDENTIAL_SCOPES).await;
     let url = format!("{base}/api/v1/tenants/acme/smtp-credentials");
 
-    let (status, _, body) = call(
-        Method::PUT,
-        &url,
-        Some(&token),
-        Some(credential_body("Pl41n-Acme-Pass", "mailu-tok-acme")),
-    )
-    .await;
+    let (status, _, body) =
+        call(Method::PUT, &url, Some(&token), Some(credential_body("Pl41n-Acme-Pass", "mailu-tok-acme"))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], 1);
 
     // Straight from Vault: envelopes, never the plaintext.
-    let (status, raw) = env
-        .vault_root(Method::GET, "smtp/data/acme/admin", None)
-        .await;
+    let (status, raw) = env.vault_root(Method::GET, "smtp/data/acme/admin", None).await;
     assert_eq!(status, 200);
     let data = &raw["data"]["data"];
     for field in ["password", "mailu_api_token"] {
         let text = data[field].as_str().unwrap();
-        assert!(
-            text.starts_with("v1."),
-            "{field} is not an envelope: {text}"
-        );
+        assert!(text.starts_with("v1."), "{field} is not an envelope: {text}");
     }
     let raw_text = raw.to_string();
     assert!(!raw_text.contains("Pl41n-Acme-Pass") && !raw_text.contains("mailu-tok-acme"));
@@ -81,64 +64,36 @@ async fn stored_credentials_are_envelopes_in_vault_and_plaintext_only_through_th
 
     let (status, _, meta) = call(Method::GET, &url, Some(&token), None).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        (meta["version"].as_u64(), meta["state"].as_str()),
-        (Some(1), Some("active"))
-    );
+    assert_eq!((meta["version"].as_u64(), meta["state"].as_str()), (Some(1), Some("active")));
     assert!(meta.get("password").is_none() && !meta.to_string().contains("Pl41n"));
     assert!(meta["next_rotation_at"].is_string());
 
-    let (status, headers, secret) =
-        call(Method::GET, &format!("{url}/secret"), Some(&token), None).await;
+    let (status, headers, secret) = call(Method::GET, &format!("{url}/secret"), Some(&token), None).await;
     assert_eq!(status, 200);
     assert_eq!(secret["password"], "Pl41n-Acme-Pass");
     assert_eq!(headers.get("cache-control").unwrap(), "no-store");
 
     // A second store makes version 2; the first stays in Vault's history.
-    let (status, _, body) = call(
-        Method::PUT,
-        &url,
-        Some(&token),
-        Some(credential_body("Second-Pass-9", "mailu-tok-2")),
-    )
-    .await;
+    let (status, _, body) =
+        call(Method::PUT, &url, Some(&token), Some(credential_body("Second-Pass-9", "mailu-tok-2"))).await;
     assert_eq!((status, body["version"].as_u64()), (200, Some(2)));
     let (_, list_body) = {
-        let (s, _, b) = call(
-            Method::GET,
-            &format!("{base}/api/v1/tenants"),
-            Some(&token),
-            None,
-        )
-        .await;
+        let (s, _, b) = call(Method::GET, &format!("{base}/api/v1/tenants"), Some(&token), None).await;
         (s, b)
     };
     assert_eq!(list_body[0]["tenant_id"], "acme");
     assert_eq!(list_body[0]["version"], 2);
 
     // Every change and the read are in the chain, in order, and the chain verifies.
-    let events: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT event_type, tenant_id FROM audit_events WHERE event_type LIKE 'credential%' ORDER BY seq")
-            .fetch_all(env.core.db().pool())
-            .await
-            .unwrap();
+    let events: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, tenant_id FROM audit_events WHERE event_type LIKE 'credential%' ORDER BY seq",
+    )
+    .fetch_all(env.core.db().pool())
+    .await
+    .unwrap();
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "credential_stored",
-            "credential_secret_read",
-            "credential_stored"
-        ]
-    );
-    assert!(
-        env.core
-            .verify_audit_chain()
-            .await
-            .unwrap()
-            .first_broken
-            .is_none()
-    );
+    assert_eq!(names, ["credential_stored", "credential_secret_read", "credential_stored"]);
+    assert!(env.core.verify_audit_chain().await.unwrap().first_broken.is_none());
 }
 
 #[tokio::test]
@@ -148,57 +103,31 @@ async fn a_ciphertext_copied_to_another_tenant_fails_to_decrypt_with_a_clear_err
     let token = env.token(&ALL_CREDENTIAL_SCOPES).await;
     for (tenant, password) in [("acme", "Acme-Secret-1"), ("globex", "Globex-Secret-1")] {
         let url = format!("{base}/api/v1/tenants/{tenant}/smtp-credentials");
-        let (status, _, _) = call(
-            Method::PUT,
-            &url,
-            Some(&token),
-            Some(credential_body(password, "tok")),
-        )
-        .await;
+        let (status, _, _) = call(Method::PUT, &url, Some(&token), Some(credential_body(password, "tok"))).await;
         assert_eq!(status, 200);
     }
     // An attacker with Vault write access copies acme's ciphertext into globex's secret.
-    let (_, acme) = env
-        .vault_root(Method::GET, "smtp/data/acme/admin", None)
-        .await;
-    let (_, globex) = env
-        .vault_root(Method::GET, "smtp/data/globex/admin", None)
-        .await;
+    let (_, acme) = env.vault_root(Method::GET, "smtp/data/acme/admin", None).await;
+    let (_, globex) = env.vault_root(Method::GET, "smtp/data/globex/admin", None).await;
     let mut forged = globex["data"]["data"].clone();
     forged["password"] = acme["data"]["data"]["password"].clone();
     let (status, _) = env
-        .vault_root(
-            Method::POST,
-            "smtp/data/globex/admin",
-            Some(json!({"options": {"cas": 1}, "data": forged})),
-        )
+        .vault_root(Method::POST, "smtp/data/globex/admin", Some(json!({"options": {"cas": 1}, "data": forged})))
         .await;
     assert_eq!(status, 200);
 
-    let (status, headers, body) = call(
-        Method::GET,
-        &format!("{base}/api/v1/tenants/globex/smtp-credentials/secret"),
-        Some(&token),
-        None,
-    )
-    .await;
+    let (status, headers, body) =
+        call(Method::GET, &format!("{base}/api/v1/tenants/globex/smtp-credentials/secret"), Some(&token), None).await;
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "credential_integrity_error");
-    assert!(
-        !body.to_string().contains("acme"),
-        "the caller learns nothing about other tenants: {body}"
-    );
+    assert!(!body.to_string().contains("acme"), "the caller learns nothing about other tenants: {body}");
     assert!(!body.to_string().contains("Acme-Secret-1"));
     assert!(headers.get("cache-control").is_none_or(|v| v == "no-store"));
 
     // The core names the cause precisely for the operator.
     let globex_id = TenantId::parse("globex").unwrap();
     let actor = env.core.authenticate_token(&token).await.unwrap();
-    let err = env
-        .core
-        .read_credential_secret(&actor, &ClientInfo::local(), &globex_id)
-        .await
-        .unwrap_err();
+    let err = env.core.read_credential_secret(&actor, &ClientInfo::local(), &globex_id).await.unwrap_err();
     match err {
         Error::Crypto(CryptoError::WrongTenant { expected, actual }) => {
             assert_eq!((expected.as_str(), actual.as_str()), ("globex", "acme"));
@@ -212,10 +141,12 @@ async fn a_ciphertext_copied_to_another_tenant_fails_to_decrypt_with_a_clear_err
     .await
     .unwrap();
     assert_eq!(critical, 2);
-    let (reads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'credential_secret_read' AND tenant_id = 'globex'")
-        .fetch_one(env.core.db().pool())
-        .await
-        .unwrap();
+    let (reads,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_events WHERE event_type = 'credential_secret_read' AND tenant_id = 'globex'",
+    )
+    .fetch_one(env.core.db().pool())
+    .await
+    .unwrap();
     assert_eq!(reads, 0, "nothing was revealed, so no read is recorded");
 }
 
@@ -244,21 +175,10 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         use secrecy::ExposeSecret;
         let created = env
             .core
-            .create_token(
-                &smtp_vault::core::Actor::operator(),
-                "gone",
-                &ALL_CREDENTIAL_SCOPES,
-                None,
-            )
+            .create_token(&smtp_vault::core::Actor::operator(), "gone", &ALL_CREDENTIAL_SCOPES, None)
             .await
             .unwrap();
-        env.core
-            .revoke_token(
-                &smtp_vault::core::Actor::operator(),
-                &created.summary.token_id,
-            )
-            .await
-            .unwrap();
+        env.core.revoke_token(&smtp_vault::core::Actor::operator(), &created.summary.token_id).await.unwrap();
         created.token.expose_secret().to_owned()
     };
     clock.advance(chrono::Duration::hours(2));
@@ -278,34 +198,10 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let creds = "smtp-credentials";
     // (path tenant segment, token, body, expected status, expected code)
     let cases: Vec<Case<'_>> = vec![
-        (
-            "",
-            Some(&writer),
-            Some(good.clone()),
-            400,
-            "invalid_tenant_id",
-        ),
-        (
-            "..%2Fx",
-            Some(&writer),
-            Some(good.clone()),
-            400,
-            "invalid_tenant_id",
-        ),
-        (
-            "A",
-            Some(&writer),
-            Some(good.clone()),
-            400,
-            "invalid_tenant_id",
-        ),
-        (
-            "a_b",
-            Some(&writer),
-            Some(good.clone()),
-            400,
-            "invalid_tenant_id",
-        ),
+        ("", Some(&writer), Some(good.clone()), 400, "invalid_tenant_id"),
+        ("..%2Fx", Some(&writer), Some(good.clone()), 400, "invalid_tenant_id"),
+        ("A", Some(&writer), Some(good.clone()), 400, "invalid_tenant_id"),
+        ("a_b", Some(&writer), Some(good.clone()), 400, "invalid_tenant_id"),
         (
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             Some(&writer),
@@ -313,128 +209,29 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
             400,
             "invalid_tenant_id",
         ),
-        (
-            "%C3%A9",
-            Some(&writer),
-            Some(good.clone()),
-            400,
-            "invalid_tenant_id",
-        ),
-        (
-            "-acme",
-            Some(&writer),
-            Some(good.clone()),
-            400,
-            "invalid_tenant_id",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(without("password")),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(with("password", json!(1234567))),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(with("smtp_port", json!("587"))),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(with("smtp_port", json!(0))),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(with("password", json!("x".repeat(2000)))),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(with("smtp_host", json!(["a"]))),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(with("extra", json!(true))),
-            422,
-            "invalid_field",
-        ),
-        (
-            "acme",
-            Some(&writer),
-            Some(json!([1, 2, 3])),
-            422,
-            "invalid_field",
-        ),
+        ("%C3%A9", Some(&writer), Some(good.clone()), 400, "invalid_tenant_id"),
+        ("-acme", Some(&writer), Some(good.clone()), 400, "invalid_tenant_id"),
+        ("acme", Some(&writer), Some(without("password")), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(with("password", json!(1234567))), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(with("smtp_port", json!("587"))), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(with("smtp_port", json!(0))), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(with("password", json!("x".repeat(2000)))), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(with("smtp_host", json!(["a"]))), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(with("extra", json!(true))), 422, "invalid_field"),
+        ("acme", Some(&writer), Some(json!([1, 2, 3])), 422, "invalid_field"),
         ("acme", None, Some(good.clone()), 401, "unauthenticated"),
-        (
-            "acme",
-            Some("svt_000000000000_wrongwrongwrong"),
-            Some(good.clone()),
-            401,
-            "unauthenticated",
-        ),
-        (
-            "acme",
-            Some("not-even-a-token"),
-            Some(good.clone()),
-            401,
-            "unauthenticated",
-        ),
-        (
-            "acme",
-            Some(&reader),
-            Some(good.clone()),
-            403,
-            "insufficient_scope",
-        ),
-        (
-            "acme",
-            Some(&expiring),
-            Some(good.clone()),
-            401,
-            "unauthenticated",
-        ),
-        (
-            "acme",
-            Some(&revoked),
-            Some(good.clone()),
-            401,
-            "unauthenticated",
-        ),
+        ("acme", Some("svt_000000000000_wrongwrongwrong"), Some(good.clone()), 401, "unauthenticated"),
+        ("acme", Some("not-even-a-token"), Some(good.clone()), 401, "unauthenticated"),
+        ("acme", Some(&reader), Some(good.clone()), 403, "insufficient_scope"),
+        ("acme", Some(&expiring), Some(good.clone()), 401, "unauthenticated"),
+        ("acme", Some(&revoked), Some(good.clone()), 401, "unauthenticated"),
     ];
     for (tenant, token, body, status, code) in cases {
         let url = format!("{base}/api/v1/tenants/{tenant}/{creds}");
         let (got, headers, answer) = call(Method::PUT, &url, token, body).await;
-        assert_eq!(
-            (got, answer["error"]["code"].as_str()),
-            (status, Some(code)),
-            "PUT {tenant}: {answer}"
-        );
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "PUT {tenant}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            !message.is_empty()
-                && !message.contains("Never-Stored")
-                && !message.contains("1234567"),
-            "{message}"
-        );
+        assert!(!message.is_empty() && !message.contains("Never-Stored") && !message.contains("1234567"), "{message}");
         if status == 401 {
             assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer");
         }
@@ -444,30 +241,10 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let client = reqwest::Client::new();
     let url = format!("{base}/api/v1/tenants/acme/{creds}");
     let raw_cases: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
-        (
-            Some("application/json"),
-            b"{\"username\": ".to_vec(),
-            400,
-            "malformed_json",
-        ),
-        (
-            Some("application/json"),
-            b"not json".to_vec(),
-            400,
-            "malformed_json",
-        ),
-        (
-            Some("text/plain"),
-            serde_json::to_vec(&good).unwrap(),
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            None,
-            serde_json::to_vec(&good).unwrap(),
-            415,
-            "unsupported_media_type",
-        ),
+        (Some("application/json"), b"{\"username\": ".to_vec(), 400, "malformed_json"),
+        (Some("application/json"), b"not json".to_vec(), 400, "malformed_json"),
+        (Some("text/plain"), serde_json::to_vec(&good).unwrap(), 415, "unsupported_media_type"),
+        (None, serde_json::to_vec(&good).unwrap(), 415, "unsupported_media_type"),
         (
             Some("application/json"),
             serde_json::to_vec(&with("webmail_url", json!("x".repeat(70_000)))).unwrap(),
@@ -483,47 +260,21 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         let response = request.send().await.unwrap();
         let got = response.status().as_u16();
         let answer: Value = response.json().await.unwrap();
-        assert_eq!(
-            (got, answer["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{answer}"
-        );
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{answer}");
     }
 
     // Reads of unknown tenants and unknown routes.
-    let (status, _, answer) = call(
-        Method::GET,
-        &format!("{base}/api/v1/tenants/nobody/{creds}/secret"),
-        Some(&writer),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
-    let (status, _, answer) = call(
-        Method::GET,
-        &format!("{base}/api/v1/nothing-here"),
-        Some(&writer),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    let (status, _, answer) =
+        call(Method::GET, &format!("{base}/api/v1/tenants/nobody/{creds}/secret"), Some(&writer), None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, _, answer) = call(Method::GET, &format!("{base}/api/v1/nothing-here"), Some(&writer), None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")));
     let (status, _, answer) = call(Method::DELETE, &url, Some(&writer), None).await;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (405, Some("method_not_allowed"))
-    );
+    assert_eq!((status, answer["error"]["code"].as_str()), (405, Some("method_not_allowed")));
 
     // Nothing was written: no tenant, no audit event, no token; Vault holds no secret.
     assert_eq!(db_fingerprint(&env.core).await, before);
-    let (status, _) = env
-        .vault_root(Method::from_bytes(b"LIST").unwrap(), "smtp/metadata", None)
-        .await;
+    let (status, _) = env.vault_root(Method::from_bytes(b"LIST").unwrap(), "smtp/metadata", None).await;
     assert_eq!(status, 404, "the mount must still be empty");
 }
 
@@ -534,10 +285,7 @@ async fn health_and_readiness_reflect_dependencies() {
     let (status, _, body) = call(Method::GET, &format!("{base}/healthz"), None, None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, _, body) = call(Method::GET, &format!("{base}/readyz"), None, None).await;
-    assert_eq!(
-        (status, body["vault"].as_str(), body["database"].as_bool()),
-        (200, Some("active"), Some(true))
-    );
+    assert_eq!((status, body["vault"].as_str(), body["database"].as_bool()), (200, Some("active"), Some(true)));
     // Seal Vault: readiness must say so.
     let (status, _) = env.vault_root(Method::PUT, "sys/seal", None).await;
     assert_eq!(status, 204);
@@ -559,36 +307,14 @@ async fn the_console_policy_denies_everything_outside_its_mount() {
     .await;
     assert_eq!(status, 200, "{login}");
     let token = login["auth"]["client_token"].as_str().unwrap().to_owned();
-    let policies: Vec<&str> = login["auth"]["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let policies: Vec<&str> = login["auth"]["policies"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(policies.contains(&"smtp-vault-console"));
 
     let doc = json!({"data": {"username": "u"}, "options": {"cas": 0}});
-    let allowed = vault_call(
-        &env.bao.addr,
-        &token,
-        Method::POST,
-        "smtp/data/policy-probe/admin",
-        Some(doc.clone()),
-    )
-    .await;
-    assert_eq!(
-        allowed.0, 200,
-        "inside its mount the console may write: {}",
-        allowed.1
-    );
-    let read = vault_call(
-        &env.bao.addr,
-        &token,
-        Method::GET,
-        "smtp/data/policy-probe/admin",
-        None,
-    )
-    .await;
+    let allowed =
+        vault_call(&env.bao.addr, &token, Method::POST, "smtp/data/policy-probe/admin", Some(doc.clone())).await;
+    assert_eq!(allowed.0, 200, "inside its mount the console may write: {}", allowed.1);
+    let read = vault_call(&env.bao.addr, &token, Method::GET, "smtp/data/policy-probe/admin", None).await;
     assert_eq!(read.0, 200);
 
     let outside: [(Method, &str, Option<Value>); 8] = [
@@ -600,26 +326,10 @@ async fn the_console_policy_denies_everything_outside_its_mount() {
             "sys/policies/acl/smtp-vault-console",
             Some(json!({"policy": "path \"*\" {capabilities=[\"sudo\"]}"})),
         ),
-        (
-            Method::POST,
-            "sys/mounts/other",
-            Some(json!({"type": "kv"})),
-        ),
-        (
-            Method::POST,
-            "auth/token/create",
-            Some(json!({"policies": ["root"]})),
-        ),
-        (
-            Method::GET,
-            "auth/approle/role/smtp-vault-console/role-id",
-            None,
-        ),
-        (
-            Method::POST,
-            "smtp/config",
-            Some(json!({"cas_required": false})),
-        ),
+        (Method::POST, "sys/mounts/other", Some(json!({"type": "kv"}))),
+        (Method::POST, "auth/token/create", Some(json!({"policies": ["root"]}))),
+        (Method::GET, "auth/approle/role/smtp-vault-console/role-id", None),
+        (Method::POST, "smtp/config", Some(json!({"cas_required": false}))),
     ];
     for (method, path, body) in outside {
         let (status, answer) = vault_call(&env.bao.addr, &token, method.clone(), path, body).await;
@@ -632,58 +342,25 @@ async fn service_tokens_are_hashed_and_listed_without_secrets() {
     let env = TestEnv::start().await;
     use secrecy::ExposeSecret;
     let operator = smtp_vault::core::Actor::operator();
-    let created = env
-        .core
-        .create_token(&operator, "provisioner", &[Scope::CredentialsWrite], None)
-        .await
-        .unwrap();
+    let created = env.core.create_token(&operator, "provisioner", &[Scope::CredentialsWrite], None).await.unwrap();
     let token = created.token.expose_secret().to_owned();
     let secret_part = token.rsplit_once('_').map(|(_, s)| s).unwrap().to_owned();
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT token_id, secret_hash FROM service_tokens")
-            .fetch_all(env.core.db().pool())
-            .await
-            .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT token_id, secret_hash FROM service_tokens")
+        .fetch_all(env.core.db().pool())
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
-    assert!(
-        !rows[0].1.contains(&secret_part) && rows[0].1.len() == 64,
-        "stored hashed"
-    );
+    assert!(!rows[0].1.contains(&secret_part) && rows[0].1.len() == 64, "stored hashed");
     let listed = env.core.list_tokens(&operator).await.unwrap();
     assert!(!format!("{listed:?}").contains(&secret_part));
     // A service token cannot mint or list tokens.
     let actor = env.core.authenticate_token(&token).await.unwrap();
-    assert!(matches!(
-        env.core
-            .create_token(&actor, "x", &[Scope::AuditRead], None)
-            .await,
-        Err(Error::Forbidden(_))
-    ));
-    assert!(matches!(
-        env.core.list_tokens(&actor).await,
-        Err(Error::Forbidden(_))
-    ));
-    assert!(
-        env.core
-            .revoke_token(&operator, &created.summary.token_id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !env.core
-            .revoke_token(&operator, &created.summary.token_id)
-            .await
-            .unwrap(),
-        "second revoke is a no-op"
-    );
-    assert!(matches!(
-        env.core.authenticate_token(&token).await,
-        Err(Error::Unauthenticated)
-    ));
-    assert!(matches!(
-        env.core.revoke_token(&operator, "ffffffffffff").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(env.core.create_token(&actor, "x", &[Scope::AuditRead], None).await, Err(Error::Forbidden(_))));
+    assert!(matches!(env.core.list_tokens(&actor).await, Err(Error::Forbidden(_))));
+    assert!(env.core.revoke_token(&operator, &created.summary.token_id).await.unwrap());
+    assert!(!env.core.revoke_token(&operator, &created.summary.token_id).await.unwrap(), "second revoke is a no-op");
+    assert!(matches!(env.core.authenticate_token(&token).await, Err(Error::Unauthenticated)));
+    assert!(matches!(env.core.revoke_token(&operator, "ffffffffffff").await, Err(Error::NotFound(_))));
 }
 
 #[tokio::test]
@@ -694,34 +371,18 @@ async fn the_console_keeps_its_approle_token_alive_past_the_max_ttl() {
     // Re-run vault-setup with very short token lifetimes, as an operator might.
     let mut admin_config = env.config.clone();
     admin_config.vault_token = Some(env.bao.root_token.clone());
-    let admin = smtp_vault::core::Core::connect(
-        &admin_config,
-        smtp_vault::core::Needs {
-            vault: true,
-            keyring: false,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let short = RoleSettings {
-        token_ttl: "2s".into(),
-        token_max_ttl: "4s".into(),
-        secret_id_ttl: "0".into(),
-    };
-    let report = admin
-        .setup_vault(&smtp_vault::core::Actor::operator(), &short)
-        .await
-        .unwrap();
+    let admin =
+        smtp_vault::core::Core::connect(&admin_config, smtp_vault::core::Needs { vault: true, keyring: false }, None)
+            .await
+            .unwrap();
+    let short = RoleSettings { token_ttl: "2s".into(), token_max_ttl: "4s".into(), secret_id_ttl: "0".into() };
+    let report = admin.setup_vault(&smtp_vault::core::Actor::operator(), &short).await.unwrap();
     let vault = Arc::new(
         Vault::connect(VaultSettings {
             addr: env.bao.addr.clone(),
             mount: "smtp".into(),
             approle_mount: "approle".into(),
-            auth: VaultAuth::AppRole {
-                role_id: report.role_id,
-                secret_id: report.secret_id,
-            },
+            auth: VaultAuth::AppRole { role_id: report.role_id, secret_id: report.secret_id },
             timeout: std::time::Duration::from_secs(5),
         })
         .await
@@ -729,20 +390,13 @@ async fn the_console_keeps_its_approle_token_alive_past_the_max_ttl() {
     );
     tokio::spawn(Arc::clone(&vault).maintain_token());
     // Four refreshes span more than the 4 s maximum TTL of the first token.
-    common::wait_until(
-        "token refreshes",
-        std::time::Duration::from_secs(30),
-        || {
-            let v = Arc::clone(&vault);
-            async move { v.token_refreshes() >= 4 }
-        },
-    )
+    common::wait_until("token refreshes", std::time::Duration::from_secs(30), || {
+        let v = Arc::clone(&vault);
+        async move { v.token_refreshes() >= 4 }
+    })
     .await;
     let tenant = TenantId::parse("renewal-probe").unwrap();
-    assert!(
-        vault.read_credential(&tenant).await.unwrap().is_none(),
-        "the current token still works"
-    );
+    assert!(vault.read_credential(&tenant).await.unwrap().is_none(), "the current token still works");
 }
 
 #[tokio::test]
@@ -751,41 +405,20 @@ async fn when_the_audit_log_cannot_be_written_nothing_is_stored_or_revealed() {
     let base = env.serve().await;
     let token = env.token(&ALL_CREDENTIAL_SCOPES).await;
     let url = format!("{base}/api/v1/tenants/acme/smtp-credentials");
-    let (status, _, _) = call(
-        Method::PUT,
-        &url,
-        Some(&token),
-        Some(credential_body("Fail-Closed-Pass-1", "tok")),
-    )
-    .await;
+    let (status, _, _) =
+        call(Method::PUT, &url, Some(&token), Some(credential_body("Fail-Closed-Pass-1", "tok"))).await;
     assert_eq!(status, 200);
     // Break the audit log: its chain head disappears.
-    sqlx::query("DELETE FROM audit_head")
-        .execute(env.core.db().pool())
-        .await
-        .unwrap();
+    sqlx::query("DELETE FROM audit_head").execute(env.core.db().pool()).await.unwrap();
 
     let (status, _, body) = call(Method::GET, &format!("{url}/secret"), Some(&token), None).await;
     assert_eq!(status, 500, "{body}");
-    assert!(
-        !body.to_string().contains("Fail-Closed-Pass-1"),
-        "no plaintext without its audit event"
-    );
+    assert!(!body.to_string().contains("Fail-Closed-Pass-1"), "no plaintext without its audit event");
 
-    let (status, _, body) = call(
-        Method::PUT,
-        &url,
-        Some(&token),
-        Some(credential_body("Fail-Closed-Pass-2", "tok")),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (500, Some("internal_error"))
-    );
-    let (_, raw) = env
-        .vault_root(Method::GET, "smtp/metadata/acme/admin", None)
-        .await;
+    let (status, _, body) =
+        call(Method::PUT, &url, Some(&token), Some(credential_body("Fail-Closed-Pass-2", "tok"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal_error")));
+    let (_, raw) = env.vault_root(Method::GET, "smtp/metadata/acme/admin", None).await;
     assert_eq!(raw["data"]["current_version"], 1, "Vault was not written");
     let (version,): (i64,) = sqlx::query_as("SELECT version FROM tenants WHERE tenant_id = 'acme'")
         .fetch_one(env.core.db().pool())

@@ -34,10 +34,7 @@ fn cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
 async fn store(env: &TestEnv, tenant: &str, password: &str) {
     let request = StoreCredentialRequest::from_json(credential_body(password, "tok")).unwrap();
     let tenant = TenantId::parse(tenant).unwrap();
-    env.core
-        .store_credential(&Actor::operator(), &ClientInfo::local(), &tenant, request)
-        .await
-        .unwrap();
+    env.core.store_credential(&Actor::operator(), &ClientInfo::local(), &tenant, request).await.unwrap();
 }
 
 #[tokio::test]
@@ -51,10 +48,8 @@ async fn audit_verify_names_the_first_broken_event() {
     assert!(out.contains("audit chain intact"), "{out}");
 
     let pool = env.core.db().pool();
-    let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM audit_events WHERE tenant_id = 'globex'")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let (seq,): (i64,) =
+        sqlx::query_as("SELECT seq FROM audit_events WHERE tenant_id = 'globex'").fetch_one(pool).await.unwrap();
     // Someone edits one event's details in place.
     sqlx::query("UPDATE audit_events SET details = '{\"version\":99}' WHERE seq = $1")
         .bind(seq)
@@ -75,39 +70,13 @@ async fn audit_verify_detects_deleted_and_truncated_events() {
         store(&env, tenant, "Password-abc-1").await;
     }
     let pool = env.core.db().pool();
-    let (last,): (i64,) = sqlx::query_as("SELECT MAX(seq) FROM audit_events")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let (last,): (i64,) = sqlx::query_as("SELECT MAX(seq) FROM audit_events").fetch_one(pool).await.unwrap();
     // Cutting the newest event is caught by the head row.
-    sqlx::query("DELETE FROM audit_events WHERE seq = $1")
-        .bind(last)
-        .execute(pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        env.core
-            .verify_audit_chain()
-            .await
-            .unwrap()
-            .first_broken
-            .map(|b| b.seq),
-        Some(last)
-    );
+    sqlx::query("DELETE FROM audit_events WHERE seq = $1").bind(last).execute(pool).await.unwrap();
+    assert_eq!(env.core.verify_audit_chain().await.unwrap().first_broken.map(|b| b.seq), Some(last));
     // Removing one from the middle names the gap.
-    sqlx::query("DELETE FROM audit_events WHERE seq = 2")
-        .execute(pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        env.core
-            .verify_audit_chain()
-            .await
-            .unwrap()
-            .first_broken
-            .map(|b| b.seq),
-        Some(2)
-    );
+    sqlx::query("DELETE FROM audit_events WHERE seq = 2").execute(pool).await.unwrap();
+    assert_eq!(env.core.verify_audit_chain().await.unwrap().first_broken.map(|b| b.seq), Some(2));
 }
 
 #[tokio::test]
@@ -117,14 +86,10 @@ async fn concurrent_writers_keep_one_unbroken_chain() {
         .map(|i| {
             let core = env.core.clone();
             tokio::spawn(async move {
-                let request = StoreCredentialRequest::from_json(credential_body(
-                    &format!("Concurrent-{i}-pw"),
-                    "tok",
-                ))
-                .unwrap();
+                let request =
+                    StoreCredentialRequest::from_json(credential_body(&format!("Concurrent-{i}-pw"), "tok")).unwrap();
                 let tenant = TenantId::parse(&format!("tenant-{i}")).unwrap();
-                core.store_credential(&Actor::operator(), &ClientInfo::local(), &tenant, request)
-                    .await
+                core.store_credential(&Actor::operator(), &ClientInfo::local(), &tenant, request).await
             })
         })
         .collect();
@@ -162,29 +127,11 @@ async fn cli_commands_have_help_keys_are_never_overwritten_and_tokens_show_once(
     let before = std::fs::read(&env.config.keyring_path).unwrap();
     let (code, _, err) = cli(&env, &["keys", "generate"]);
     assert_ne!(code, 0);
-    assert!(
-        err.starts_with("error: ") && err.contains("never overwritten"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read(&env.config.keyring_path).unwrap(),
-        before,
-        "the keyring is untouched"
-    );
+    assert!(err.starts_with("error: ") && err.contains("never overwritten"), "{err}");
+    assert_eq!(std::fs::read(&env.config.keyring_path).unwrap(), before, "the keyring is untouched");
 
-    let (code, out, err) = cli(
-        &env,
-        &[
-            "token",
-            "create",
-            "--name",
-            "provisioner",
-            "--scope",
-            "credentials:write",
-            "--expires-in",
-            "30d",
-        ],
-    );
+    let (code, out, err) =
+        cli(&env, &["token", "create", "--name", "provisioner", "--scope", "credentials:write", "--expires-in", "30d"]);
     assert_eq!(code, 0, "{err}");
     let token = out.trim();
     assert!(token.starts_with("svt_"), "{out}");
@@ -192,17 +139,7 @@ async fn cli_commands_have_help_keys_are_never_overwritten_and_tokens_show_once(
     let (code, out, _) = cli(&env, &["token", "list"]);
     assert_eq!(code, 0);
     assert!(out.contains("provisioner") && !out.contains(token.rsplit_once('_').unwrap().1));
-    let (code, _, err) = cli(
-        &env,
-        &[
-            "token",
-            "create",
-            "--name",
-            "x",
-            "--scope",
-            "credentials:everything",
-        ],
-    );
+    let (code, _, err) = cli(&env, &["token", "create", "--name", "x", "--scope", "credentials:everything"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown scope"), "{err}");
 
@@ -213,24 +150,13 @@ async fn cli_commands_have_help_keys_are_never_overwritten_and_tokens_show_once(
     let (code, _, err) = cli(&env, &["keys", "rewrap"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("1 rewrapped"), "{err}");
-    let (_, raw) = env
-        .vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None)
-        .await;
+    let (_, raw) = env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
     let new_ring = smtp_vault::core::crypto::Keyring::load(&env.config.keyring_path).unwrap();
     let envelope = raw["data"]["data"]["password"].as_str().unwrap();
-    assert_eq!(
-        smtp_vault::core::crypto::Keyring::envelope_key_id(envelope).unwrap(),
-        new_ring.active_key_id()
-    );
-    let fresh = smtp_vault::core::Core::connect(&env.config, smtp_vault::core::Needs::ALL, None)
-        .await
-        .unwrap();
+    assert_eq!(smtp_vault::core::crypto::Keyring::envelope_key_id(envelope).unwrap(), new_ring.active_key_id());
+    let fresh = smtp_vault::core::Core::connect(&env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
     let secret = fresh
-        .read_credential_secret(
-            &Actor::operator(),
-            &ClientInfo::local(),
-            &TenantId::parse("acme").unwrap(),
-        )
+        .read_credential_secret(&Actor::operator(), &ClientInfo::local(), &TenantId::parse("acme").unwrap())
         .await
         .unwrap();
     assert_eq!(secret.password.expose_secret(), "Rewrap-Me-123");

@@ -38,24 +38,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 async fn no_secret_appears_in_any_log_line_at_any_level() {
     let capture = Capture::default();
     // Global, so lines from worker threads and SQLite's own thread are captured too.
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .try_init()
-        .unwrap();
+    tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(capture.clone()).try_init().unwrap();
     run_journey_and_check(&capture).await;
 }
 
 async fn run_journey_and_check(capture: &Capture) {
     let env = TestEnv::start().await;
     let base = env.serve().await;
-    let token = env
-        .token(&[
-            Scope::CredentialsWrite,
-            Scope::CredentialsRead,
-            Scope::CredentialsReadSecret,
-        ])
-        .await;
+    let token = env.token(&[Scope::CredentialsWrite, Scope::CredentialsRead, Scope::CredentialsReadSecret]).await;
     let (password, api_token) = ("Log-Canary-Password-7f3a", "Log-Canary-MailuToken-91c2");
     let client = reqwest::Client::new();
     for tenant in ["acme", "globex"] {
@@ -69,9 +59,7 @@ async fn run_journey_and_check(capture: &Capture) {
         assert_eq!(response.status(), 200);
     }
     let secret: serde_json::Value = client
-        .get(format!(
-            "{base}/api/v1/tenants/acme/smtp-credentials/secret"
-        ))
+        .get(format!("{base}/api/v1/tenants/acme/smtp-credentials/secret"))
         .bearer_auth(&token)
         .send()
         .await
@@ -89,9 +77,7 @@ async fn run_journey_and_check(capture: &Capture) {
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
-    let (_, acme) = env
-        .vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None)
-        .await;
+    let (_, acme) = env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
     let mut forged = acme["data"]["data"].clone();
     forged["password"] = json!("v1.k1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA");
     env.vault_root(
@@ -101,45 +87,25 @@ async fn run_journey_and_check(capture: &Capture) {
     )
     .await;
     let failed = client
-        .get(format!(
-            "{base}/api/v1/tenants/globex/smtp-credentials/secret"
-        ))
+        .get(format!("{base}/api/v1/tenants/globex/smtp-credentials/secret"))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(failed.status(), 500);
-    let wrong = client
-        .get(format!("{base}/api/v1/tenants"))
-        .bearer_auth(format!("{token}x"))
-        .send()
-        .await
-        .unwrap();
+    let wrong = client.get(format!("{base}/api/v1/tenants")).bearer_auth(format!("{token}x")).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.len() > 1000,
-        "the capture must actually hold the journey's logs ({} bytes)",
-        logs.len()
-    );
-    assert!(
-        logs.contains("smtp_vault") || logs.contains("request"),
-        "expected log lines from the console"
-    );
+    assert!(logs.len() > 1000, "the capture must actually hold the journey's logs ({} bytes)", logs.len());
+    assert!(logs.contains("smtp_vault") || logs.contains("request"), "expected log lines from the console");
     let token_secret = token.rsplit_once('_').unwrap().1.to_owned();
     let secrets = [
         ("SMTP password", password.to_owned()),
         ("Mailu API token", api_token.to_owned()),
         ("service token secret", token_secret),
-        (
-            "Vault root token",
-            env.bao.root_token.expose_secret().to_owned(),
-        ),
-        (
-            "AppRole secret id",
-            env.secret_id.expose_secret().to_owned(),
-        ),
+        ("Vault root token", env.bao.root_token.expose_secret().to_owned()),
+        ("AppRole secret id", env.secret_id.expose_secret().to_owned()),
     ];
     for (what, value) in secrets {
         assert!(!logs.contains(&value), "the {what} appeared in the logs");

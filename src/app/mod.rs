@@ -1,16 +1,53 @@
-//! The Leptos UI: the HTML shell, the router and the layout with its navigation. Pages live in
-//! `pages/`; server functions stay thin (actor, one core call, convert).
+//! The Leptos UI: the HTML shell (with its per-request CSP nonce), the router and the layout
+//! with navigation and the signed-in admin. Pages live in `pages/`; server functions in
+//! `server_fns` stay thin (context, one core call, convert).
 
+mod browser;
 mod pages;
+pub mod server_fns;
+mod session;
 pub mod status;
 
+use crate::model::UiError;
 use leptos::prelude::*;
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use leptos::task::spawn_local;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
+impl FromServerFnError for UiError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        UiError::new("request_failed", value.to_string())
+    }
+}
+
+/// The page CSP: scripts only from this origin or carrying this response's nonce (the inline
+/// hydration bootstrap), wasm compilation allowed, nothing framed, no plugins.
+#[cfg(feature = "ssr")]
+fn set_page_csp() {
+    use axum::http::{HeaderValue, header};
+    let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>())
+    else {
+        return;
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
+}
+
 /// The whole HTML document, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    set_page_csp();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -28,10 +65,40 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// Who is signed in, with a sign-out button; or a sign-in link.
+#[component]
+fn AccountMenu() -> impl IntoView {
+    let me = session::use_me();
+    let sign_out = move |_| {
+        spawn_local(async move {
+            let _ = server_fns::logout().await;
+            me.refetch();
+            let navigate = leptos_router::hooks::use_navigate();
+            navigate("/login", Default::default());
+        });
+    };
+    view! {
+        <Transition fallback=|| ()>
+            {move || match session::signed_in(me) {
+                Some(admin) => view! {
+                    <span class="account" data-testid="account">
+                        <span>{admin.email.clone()}</span>
+                        <span class="role">{admin.role.label()}</span>
+                        <button type="button" class="link" on:click=sign_out>"Sign out"</button>
+                    </span>
+                }
+                .into_any(),
+                None => view! { <a class="account" href="/login">"Sign in"</a> }.into_any(),
+            }}
+        </Transition>
+    }
+}
+
 /// The application: layout, navigation and routes.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    session::provide_me();
     view! {
         <Stylesheet id="leptos" href="/pkg/smtp-vault.css" />
         <Title text="smtp-vault" />
@@ -47,19 +114,21 @@ pub fn App() -> impl IntoView {
                         <A href="/admins">"Admins"</A>
                     </nav>
                     <status::HydrationBadge />
+                    <AccountMenu />
                 </header>
                 <main>
                     <Routes fallback=|| view! { <pages::NotFound /> }>
                         <Route path=path!("/") view=pages::CredentialsPage />
+                        <Route path=path!("/login") view=pages::LoginPage />
+                        <Route path=path!("/enroll/:token") view=pages::EnrollPage />
+                        <Route path=path!("/tenants/:id") view=pages::TenantPage />
                         <Route path=path!("/audit") view=pages::AuditPage />
                         <Route path=path!("/incidents") view=pages::IncidentsPage />
                         <Route path=path!("/backups") view=pages::BackupsPage />
                         <Route path=path!("/admins") view=pages::AdminsPage />
                     </Routes>
                 </main>
-                <footer class="footer">
-                    "smtp-vault " {env!("CARGO_PKG_VERSION")}
-                </footer>
+                <footer class="footer">"smtp-vault " {env!("CARGO_PKG_VERSION")}</footer>
             </div>
         </Router>
     }

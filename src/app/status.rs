@@ -16,15 +16,11 @@ pub struct ReadinessView {
 }
 
 /// Database and Vault readiness (same facts as `/readyz`).
-#[server(prefix = "/_app")]
+#[server(prefix = "/_app", endpoint = "readiness")]
 pub async fn readiness() -> Result<ReadinessView, ServerFnError> {
     let core: crate::core::Core = expect_context();
     let r = core.readiness().await;
-    Ok(ReadinessView {
-        database: r.database,
-        vault: r.vault.as_str().to_owned(),
-        ready: r.ready(),
-    })
+    Ok(ReadinessView { database: r.database, vault: r.vault.as_str().to_owned(), ready: r.ready() })
 }
 
 /// Says "server-rendered" until the browser has hydrated the page, then "interactive".

@@ -14,18 +14,14 @@ pub fn args_with_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         return Ok(args);
     };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| format!("config file {path}: {}", e.message()))?;
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| format!("config file {path}: {}", e.message()))?;
     let command = super::Cli::command();
     let mut inserted = Vec::new();
     for (key, value) in table {
         let arg = command
             .get_arguments()
-            .find(|a| {
-                a.get_env()
-                    .is_some_and(|env| env.eq_ignore_ascii_case(&key))
-            })
+            .find(|a| a.get_env().is_some_and(|env| env.eq_ignore_ascii_case(&key)))
             .ok_or_else(|| format!("config file {path}: unknown key `{key}`"))?;
         let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
             continue;
@@ -42,15 +38,11 @@ pub fn args_with_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
                 .map(|v| match v {
                     toml::Value::String(s) => Ok(s),
                     toml::Value::Integer(i) => Ok(i.to_string()),
-                    _ => Err(format!(
-                        "config file {path}: `{key}` must list strings or numbers"
-                    )),
+                    _ => Err(format!("config file {path}: `{key}` must list strings or numbers")),
                 })
                 .collect::<Result<_, _>>()?,
             _ => {
-                return Err(format!(
-                    "config file {path}: `{key}` must be a string, number, boolean or list"
-                ));
+                return Err(format!("config file {path}: `{key}` must be a string, number, boolean or list"));
             }
         };
         inserted.push(OsString::from(format!("--{long}={}", values.join(","))));

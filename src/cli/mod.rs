@@ -15,21 +15,11 @@ use std::process::ExitCode;
 
 /// smtp-vault: keeps tenants' Mailu admin SMTP credentials encrypted in Vault.
 #[derive(Debug, Parser)]
-#[command(
-    name = "smtp-vault",
-    version,
-    args_override_self = true,
-    propagate_version = true
-)]
+#[command(name = "smtp-vault", version, args_override_self = true, propagate_version = true)]
 pub struct Cli {
     /// TOML file with settings; keys are the environment variable names (e.g. DATABASE_URL).
     /// Flags and environment variables win over it.
-    #[arg(
-        long = "config",
-        env = "SMTP_VAULT_CONFIG",
-        global = true,
-        value_name = "FILE"
-    )]
+    #[arg(long = "config", env = "SMTP_VAULT_CONFIG", global = true, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 
     #[command(flatten)]
@@ -124,13 +114,8 @@ pub enum AuditCommand {
 }
 
 fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30d, 12h, 90m"))?;
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30d, 12h, 90m"))?;
     match unit {
         "d" => Ok(chrono::Duration::days(n)),
         "h" => Ok(chrono::Duration::hours(n)),
@@ -138,13 +123,7 @@ fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
         "s" => Ok(chrono::Duration::seconds(n)),
         _ => Err(format!("`{text}` is not a duration like 30d, 12h, 90m")),
     }
-    .and_then(|d| {
-        if d > chrono::Duration::zero() {
-            Ok(d)
-        } else {
-            Err("the duration must be positive".into())
-        }
-    })
+    .and_then(|d| if d > chrono::Duration::zero() { Ok(d) } else { Err("the duration must be positive".into()) })
 }
 
 /// Parses the command line (with the optional TOML file underneath).
@@ -160,9 +139,7 @@ pub fn parse() -> Result<Cli, String> {
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -181,9 +158,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn connect(config: &Config, needs: Needs) -> Result<Core, String> {
-    Core::connect(config, needs, None)
-        .await
-        .map_err(|e| e.to_string())
+    Core::connect(config, needs, None).await.map_err(|e| e.to_string())
 }
 
 async fn run_command(cli: Cli) -> Result<ExitCode, String> {
@@ -192,77 +167,35 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let core = connect(&config, Needs::ALL).await?;
-            crate::web::serve(core, &config)
-                .await
-                .map_err(|e| e.to_string())?;
+            crate::web::serve(core, &config).await.map_err(|e| e.to_string())?;
         }
         Command::Migrate => {
             connect(&config, Needs::DB).await?;
             eprintln!("database is up to date");
         }
-        Command::VaultSetup {
-            token_ttl,
-            token_max_ttl,
-            secret_id_ttl,
-        } => {
-            let core = connect(
-                &config,
-                Needs {
-                    vault: true,
-                    keyring: false,
-                },
-            )
-            .await?;
-            let role = RoleSettings {
-                token_ttl,
-                token_max_ttl,
-                secret_id_ttl,
-            };
-            let report = core
-                .setup_vault(&operator, &role)
-                .await
-                .map_err(|e| e.to_string())?;
-            let created = if report.mount_created {
-                "created"
-            } else {
-                "already present"
-            };
+        Command::VaultSetup { token_ttl, token_max_ttl, secret_id_ttl } => {
+            let core = connect(&config, Needs { vault: true, keyring: false }).await?;
+            let role = RoleSettings { token_ttl, token_max_ttl, secret_id_ttl };
+            let report = core.setup_vault(&operator, &role).await.map_err(|e| e.to_string())?;
+            let created = if report.mount_created { "created" } else { "already present" };
             eprintln!("KV v2 mount `{}/`: {created}", report.mount);
             eprintln!("policies written: {}", report.policies.join(", "));
-            eprintln!(
-                "AppRole role `{}` configured; the secret id below is shown once",
-                report.role_name
-            );
+            eprintln!("AppRole role `{}` configured; the secret id below is shown once", report.role_name);
             println!("VAULT_ROLE_ID={}", report.role_id);
             println!("VAULT_SECRET_ID={}", report.secret_id.expose_secret());
         }
-        Command::Keys {
-            command: KeysCommand::Generate { add },
-        } => {
-            let key_id = if add {
-                core::add_keyring_key(&config)
-            } else {
-                core::generate_keyring(&config)
-            }
-            .map_err(|e| e.to_string())?;
-            core::record_keyring_change(&config, &operator, &key_id, !add)
-                .await
+        Command::Keys { command: KeysCommand::Generate { add } } => {
+            let key_id = if add { core::add_keyring_key(&config) } else { core::generate_keyring(&config) }
                 .map_err(|e| e.to_string())?;
-            eprintln!(
-                "keyring {}: active key `{key_id}`",
-                config.keyring_path.display()
-            );
+            core::record_keyring_change(&config, &operator, &key_id, !add).await.map_err(|e| e.to_string())?;
+            eprintln!("keyring {}: active key `{key_id}`", config.keyring_path.display());
             if add {
                 eprintln!("run `smtp-vault keys rewrap` to re-encrypt stored secrets under it");
             } else {
-                eprintln!(
-                    "back this file up somewhere safe and separate: without it no credential can be decrypted"
-                );
+                eprintln!("back this file up somewhere safe and separate: without it no credential can be decrypted");
             }
         }
-        Command::Keys {
-            command: KeysCommand::Rewrap,
-        } => {
+        Command::Keys { command: KeysCommand::Rewrap } => {
             let core = connect(&config, Needs::ALL).await?;
             let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed}")
@@ -272,10 +205,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
-            let report = core
-                .rewrap_keys(&operator, &mut progress)
-                .await
-                .map_err(|e| e.to_string())?;
+            let report = core.rewrap_keys(&operator, &mut progress).await.map_err(|e| e.to_string())?;
             bar.finish_and_clear();
             eprintln!(
                 "{} tenants: {} rewrapped, {} already under the active key",
@@ -283,9 +213,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             );
         }
         Command::Token { command } => return token_command(&config, &operator, command).await,
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
+        Command::Audit { command: AuditCommand::Verify } => {
             let core = connect(&config, Needs::DB).await?;
             let report = core.verify_audit_chain().await.map_err(|e| e.to_string())?;
             return Ok(print_chain_report(&report));
@@ -294,22 +222,11 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn token_command(
-    config: &Config,
-    operator: &Actor,
-    command: TokenCommand,
-) -> Result<ExitCode, String> {
+async fn token_command(config: &Config, operator: &Actor, command: TokenCommand) -> Result<ExitCode, String> {
     let core = connect(config, Needs::DB).await?;
     match command {
-        TokenCommand::Create {
-            name,
-            scopes,
-            expires_in,
-        } => {
-            let created = core
-                .create_token(operator, &name, &scopes, expires_in)
-                .await
-                .map_err(|e| e.to_string())?;
+        TokenCommand::Create { name, scopes, expires_in } => {
+            let created = core.create_token(operator, &name, &scopes, expires_in).await.map_err(|e| e.to_string())?;
             let scopes: Vec<&str> = created.summary.scopes.iter().map(|s| s.as_str()).collect();
             eprintln!(
                 "token `{}` ({}) created with {}",
@@ -319,23 +236,16 @@ async fn token_command(
             );
             match created.summary.expires_at {
                 Some(t) => eprintln!("expires {}", t.to_rfc3339()),
-                None => eprintln!(
-                    "does not expire; revoke with `smtp-vault token revoke {}`",
-                    created.summary.token_id
-                ),
+                None => {
+                    eprintln!("does not expire; revoke with `smtp-vault token revoke {}`", created.summary.token_id)
+                }
             }
             eprintln!("store it now: it is not shown again");
             println!("{}", created.token.expose_secret());
         }
         TokenCommand::List => {
-            let tokens = core
-                .list_tokens(operator)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "{:<14} {:<24} {:<9} {:<20} SCOPES",
-                "ID", "NAME", "STATE", "LAST USED"
-            );
+            let tokens = core.list_tokens(operator).await.map_err(|e| e.to_string())?;
+            println!("{:<14} {:<24} {:<9} {:<20} SCOPES", "ID", "NAME", "STATE", "LAST USED");
             for t in tokens {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
@@ -344,34 +254,15 @@ async fn token_command(
                 } else {
                     "active"
                 };
-                let used = t.last_used_at.map_or_else(
-                    || "never".to_owned(),
-                    |u| u.format("%Y-%m-%d %H:%M").to_string(),
-                );
+                let used =
+                    t.last_used_at.map_or_else(|| "never".to_owned(), |u| u.format("%Y-%m-%d %H:%M").to_string());
                 let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
-                println!(
-                    "{:<14} {:<24} {:<9} {:<20} {}",
-                    t.token_id,
-                    t.name,
-                    state,
-                    used,
-                    scopes.join(",")
-                );
+                println!("{:<14} {:<24} {:<9} {:<20} {}", t.token_id, t.name, state, used, scopes.join(","));
             }
         }
         TokenCommand::Revoke { token_id } => {
-            let revoked = core
-                .revoke_token(operator, &token_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            eprintln!(
-                "{}",
-                if revoked {
-                    "token revoked"
-                } else {
-                    "token was already revoked"
-                }
-            );
+            let revoked = core.revoke_token(operator, &token_id).await.map_err(|e| e.to_string())?;
+            eprintln!("{}", if revoked { "token revoked" } else { "token was already revoked" });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -380,10 +271,7 @@ async fn token_command(
 fn print_chain_report(report: &ChainReport) -> ExitCode {
     match &report.first_broken {
         None => {
-            println!(
-                "audit chain intact: {} events, head {}",
-                report.events, report.head_hash
-            );
+            println!("audit chain intact: {} events, head {}", report.events, report.head_hash);
             ExitCode::SUCCESS
         }
         Some(broken) => {

@@ -56,9 +56,7 @@ impl Actor {
     /// The CLI operator, named after the local user.
     #[must_use]
     pub fn operator() -> Self {
-        let name = std::env::var("SUDO_USER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into());
+        let name = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
         Actor::Operator { name }
     }
 
@@ -66,14 +64,10 @@ impl Actor {
     #[must_use]
     pub fn audit_identity(&self) -> (&'static str, String) {
         match self {
-            Actor::ServiceToken { token_id, name, .. } => {
-                ("service_token", format!("{token_id} ({name})"))
-            }
+            Actor::ServiceToken { token_id, name, .. } => ("service_token", format!("{token_id} ({name})")),
             Actor::Operator { name } => ("operator", format!("cli:{name}")),
             Actor::System { job } => ("system", (*job).to_owned()),
-            Actor::Admin {
-                admin_id, email, ..
-            } => ("admin", format!("{admin_id} ({email})")),
+            Actor::Admin { admin_id, email, .. } => ("admin", format!("{admin_id} ({email})")),
             Actor::Anonymous => ("anonymous", String::new()),
         }
     }
@@ -97,25 +91,13 @@ impl Actor {
     /// May this actor reveal credentials (after step-up)? Platform admins only.
     #[must_use]
     pub fn may_reveal(&self) -> bool {
-        matches!(
-            self,
-            Actor::Admin {
-                role: Role::PlatformAdmin,
-                ..
-            }
-        )
+        matches!(self, Actor::Admin { role: Role::PlatformAdmin, .. })
     }
 
     /// May this actor invite, change and disable admins?
     #[must_use]
     pub fn may_manage_admins(&self) -> bool {
-        matches!(
-            self,
-            Actor::Admin {
-                role: Role::PlatformAdmin,
-                ..
-            } | Actor::Operator { .. }
-        )
+        matches!(self, Actor::Admin { role: Role::PlatformAdmin, .. } | Actor::Operator { .. })
     }
 
     /// May this actor manage service tokens? Only operators at the host (admins later).
@@ -182,11 +164,7 @@ fn summary(row: &ServiceTokenRow) -> ServiceTokenSummary {
     ServiceTokenSummary {
         token_id: row.token_id.clone(),
         name: row.name.clone(),
-        scopes: row
-            .scopes
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
+        scopes: row.scopes.split_whitespace().filter_map(|s| s.parse().ok()).collect(),
         created_by: row.created_by.clone(),
         created_at: ms(Some(row.created_at_ms)).unwrap_or_default(),
         expires_at: ms(row.expires_at_ms),
@@ -195,7 +173,8 @@ fn summary(row: &ServiceTokenRow) -> ServiceTokenSummary {
     }
 }
 
-const TOKEN_COLUMNS: &str = "token_id, name, secret_hash, scopes, created_by, created_at_ms, expires_at_ms, revoked_at_ms, last_used_at_ms";
+const TOKEN_COLUMNS: &str =
+    "token_id, name, secret_hash, scopes, created_by, created_at_ms, expires_at_ms, revoked_at_ms, last_used_at_ms";
 
 /// Creates a token with `scopes`, optionally expiring after `ttl`.
 ///
@@ -212,25 +191,17 @@ pub(crate) async fn create_token(
     now: DateTime<Utc>,
 ) -> Result<CreatedToken> {
     if !actor.may_manage_tokens() {
-        return Err(Error::Forbidden(
-            "only an operator can create service tokens",
-        ));
+        return Err(Error::Forbidden("only an operator can create service tokens"));
     }
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(Error::InvalidInput(
-            "token name must be 1-100 printable characters".into(),
-        ));
+        return Err(Error::InvalidInput("token name must be 1-100 printable characters".into()));
     }
     if scopes.is_empty() {
-        return Err(Error::InvalidInput(
-            "a token needs at least one scope".into(),
-        ));
+        return Err(Error::InvalidInput("a token needs at least one scope".into()));
     }
     if ttl.is_some_and(|t| t <= Duration::zero()) {
-        return Err(Error::InvalidInput(
-            "token lifetime must be positive".into(),
-        ));
+        return Err(Error::InvalidInput("token lifetime must be positive".into()));
     }
     let mut scopes = scopes.to_vec();
     scopes.sort();
@@ -238,11 +209,7 @@ pub(crate) async fn create_token(
     let token_id = hex::encode(random_bytes::<6>()?.as_ref());
     let secret = SecretString::from(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?.as_ref()));
     let expires_at = ttl.map(|t| now + t);
-    let scope_text = scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let scope_text = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
     let created_by = actor.audit_identity().1;
     let mut tx = db.pool().begin().await?;
     sqlx::query(
@@ -258,21 +225,10 @@ pub(crate) async fn create_token(
     .bind(expires_at.map(|t| t.timestamp_millis()))
     .execute(&mut *tx)
     .await?;
-    let details =
-        json!({"token_id": token_id, "name": name, "scopes": scope_text, "expires_at": expires_at});
-    audit::append(
-        &mut tx,
-        actor,
-        client,
-        NewEvent::info(EventType::ServiceTokenCreated, None, details),
-        now,
-    )
-    .await?;
+    let details = json!({"token_id": token_id, "name": name, "scopes": scope_text, "expires_at": expires_at});
+    audit::append(&mut tx, actor, client, NewEvent::info(EventType::ServiceTokenCreated, None, details), now).await?;
     tx.commit().await?;
-    let token = SecretString::from(format!(
-        "{TOKEN_PREFIX}{token_id}_{}",
-        secret.expose_secret()
-    ));
+    let token = SecretString::from(format!("{TOKEN_PREFIX}{token_id}_{}", secret.expose_secret()));
     let summary = ServiceTokenSummary {
         token_id,
         name: name.to_owned(),
@@ -294,11 +250,10 @@ pub(crate) async fn list_tokens(db: &Db, actor: &Actor) -> Result<Vec<ServiceTok
     if !actor.may_manage_tokens() {
         return Err(Error::Forbidden("only an operator can list service tokens"));
     }
-    let rows: Vec<ServiceTokenRow> = sqlx::query_as(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM service_tokens ORDER BY created_at_ms DESC, token_id"
-    ))
-    .fetch_all(db.pool())
-    .await?;
+    let rows: Vec<ServiceTokenRow> =
+        sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM service_tokens ORDER BY created_at_ms DESC, token_id"))
+            .fetch_all(db.pool())
+            .await?;
     Ok(rows.iter().map(summary).collect())
 }
 
@@ -314,33 +269,23 @@ pub(crate) async fn revoke_token(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     if !actor.may_manage_tokens() {
-        return Err(Error::Forbidden(
-            "only an operator can revoke service tokens",
-        ));
+        return Err(Error::Forbidden("only an operator can revoke service tokens"));
     }
     let mut tx = db.pool().begin().await?;
-    let updated = sqlx::query("UPDATE service_tokens SET revoked_at_ms = $1 WHERE token_id = $2 AND revoked_at_ms IS NULL")
-        .bind(now.timestamp_millis())
-        .bind(token_id)
-        .execute(&mut *tx)
-        .await?;
+    let updated =
+        sqlx::query("UPDATE service_tokens SET revoked_at_ms = $1 WHERE token_id = $2 AND revoked_at_ms IS NULL")
+            .bind(now.timestamp_millis())
+            .bind(token_id)
+            .execute(&mut *tx)
+            .await?;
     if updated.rows_affected() == 0 {
-        let exists: Option<(String,)> =
-            sqlx::query_as("SELECT token_id FROM service_tokens WHERE token_id = $1")
-                .bind(token_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        return if exists.is_some() {
-            Ok(false)
-        } else {
-            Err(Error::NotFound("service token"))
-        };
+        let exists: Option<(String,)> = sqlx::query_as("SELECT token_id FROM service_tokens WHERE token_id = $1")
+            .bind(token_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return if exists.is_some() { Ok(false) } else { Err(Error::NotFound("service token")) };
     }
-    let event = NewEvent::info(
-        EventType::ServiceTokenRevoked,
-        None,
-        json!({"token_id": token_id}),
-    );
+    let event = NewEvent::info(EventType::ServiceTokenRevoked, None, json!({"token_id": token_id}));
     audit::append(&mut tx, actor, client, event, now).await?;
     tx.commit().await?;
     Ok(true)
@@ -351,33 +296,22 @@ pub(crate) async fn revoke_token(
 /// # Errors
 /// [`Error::Unauthenticated`] for a malformed, unknown, wrong, expired or revoked token (one
 /// answer for all, so callers learn nothing about which tokens exist); database errors.
-pub(crate) async fn authenticate_token(
-    db: &Db,
-    presented: &str,
-    now: DateTime<Utc>,
-) -> Result<Actor> {
-    let Some((token_id, secret)) = presented
-        .strip_prefix(TOKEN_PREFIX)
-        .and_then(|rest| rest.split_once('_'))
-    else {
+pub(crate) async fn authenticate_token(db: &Db, presented: &str, now: DateTime<Utc>) -> Result<Actor> {
+    let Some((token_id, secret)) = presented.strip_prefix(TOKEN_PREFIX).and_then(|rest| rest.split_once('_')) else {
         return Err(Error::Unauthenticated);
     };
-    if token_id.len() != 12 || !token_id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() > 64
-    {
+    if token_id.len() != 12 || !token_id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() > 64 {
         return Err(Error::Unauthenticated);
     }
-    let row: Option<ServiceTokenRow> = sqlx::query_as(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM service_tokens WHERE token_id = $1"
-    ))
-    .bind(token_id)
-    .fetch_optional(db.pool())
-    .await?;
+    let row: Option<ServiceTokenRow> =
+        sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM service_tokens WHERE token_id = $1"))
+            .bind(token_id)
+            .fetch_optional(db.pool())
+            .await?;
     let presented_hash = secret_hash(secret);
     // SECURITY: compare in constant time, and against a dummy when the id is unknown, so the
     // response time does not tell which ids exist or how much of a secret matched.
-    let stored = row
-        .as_ref()
-        .map_or("0".repeat(64), |r| r.secret_hash.clone());
+    let stored = row.as_ref().map_or("0".repeat(64), |r| r.secret_hash.clone());
     let matches: bool = presented_hash.as_bytes().ct_eq(stored.as_bytes()).into();
     let Some(row) = row.filter(|_| matches) else {
         return Err(Error::Unauthenticated);
@@ -395,9 +329,5 @@ pub(crate) async fn authenticate_token(
             .await?;
     }
     let summary = summary(&row);
-    Ok(Actor::ServiceToken {
-        token_id: summary.token_id,
-        name: summary.name,
-        scopes: summary.scopes,
-    })
+    Ok(Actor::ServiceToken { token_id: summary.token_id, name: summary.name, scopes: summary.scopes })
 }

@@ -25,15 +25,9 @@ use webauthn_rs::prelude::{
 /// How long an invite link works.
 pub const INVITE_TTL_HOURS: i64 = 24;
 /// Login attempts per email and per client address.
-const LOGIN_LIMIT: Limit = Limit {
-    attempts: 10,
-    window: Duration::minutes(5),
-};
+const LOGIN_LIMIT: Limit = Limit { attempts: 10, window: Duration::minutes(5) };
 /// Re-authentication attempts per admin.
-const REAUTH_LIMIT: Limit = Limit {
-    attempts: 10,
-    window: Duration::minutes(5),
-};
+const REAUTH_LIMIT: Limit = Limit { attempts: 10, window: Duration::minutes(5) };
 
 /// A signed-in admin as the web layer keeps it in the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +53,7 @@ fn new_id() -> Result<String> {
 fn clean_name(text: &str, what: &str, max: usize) -> Result<String> {
     let t = text.trim();
     if t.is_empty() || t.chars().count() > max || t.chars().any(char::is_control) {
-        return Err(Error::InvalidInput(format!(
-            "{what} must be 1-{max} printable characters"
-        )));
+        return Err(Error::InvalidInput(format!("{what} must be 1-{max} printable characters")));
     }
     Ok(t.to_owned())
 }
@@ -69,22 +61,14 @@ fn clean_name(text: &str, what: &str, max: usize) -> Result<String> {
 fn clean_email(text: &str) -> Result<String> {
     let e = text.trim().to_lowercase();
     let valid = e.len() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
-        })
+        && e.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(e)
-    } else {
-        Err(Error::InvalidInput(
-            "a valid email address is required".into(),
-        ))
-    }
+    if valid { Ok(e) } else { Err(Error::InvalidInput("a valid email address is required".into())) }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text)
-        .map_err(|_| Error::InvalidInput("the passkey response is malformed".into()))
+    serde_json::from_str(text).map_err(|_| Error::InvalidInput("the passkey response is malformed".into()))
 }
 
 #[derive(sqlx::FromRow)]
@@ -107,28 +91,20 @@ struct PasskeyRow {
 
 impl AdminRow {
     fn role(&self) -> Result<Role> {
-        self.role
-            .parse()
-            .map_err(|_| Error::Internal(format!("admin {} has an unknown role", self.admin_id)))
+        self.role.parse().map_err(|_| Error::Internal(format!("admin {} has an unknown role", self.admin_id)))
     }
 
     fn actor(&self) -> Result<Actor> {
-        Ok(Actor::Admin {
-            admin_id: self.admin_id.clone(),
-            email: self.email.clone(),
-            role: self.role()?,
-        })
+        Ok(Actor::Admin { admin_id: self.admin_id.clone(), email: self.email.clone(), role: self.role()? })
     }
 }
 
 impl Core {
     async fn admin_row(&self, admin_id: &str) -> Result<Option<AdminRow>> {
-        Ok(sqlx::query_as(
-            "SELECT admin_id, email, display_name, role, active FROM admins WHERE admin_id = $1",
-        )
-        .bind(admin_id)
-        .fetch_optional(self.db.pool())
-        .await?)
+        Ok(sqlx::query_as("SELECT admin_id, email, display_name, role, active FROM admins WHERE admin_id = $1")
+            .bind(admin_id)
+            .fetch_optional(self.db.pool())
+            .await?)
     }
 
     async fn passkey_rows(&self, admin_id: &str) -> Result<Vec<PasskeyRow>> {
@@ -187,10 +163,7 @@ impl Core {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        let row = self
-            .admin_row(admin_id)
-            .await?
-            .ok_or(Error::Unauthenticated)?;
+        let row = self.admin_row(admin_id).await?.ok_or(Error::Unauthenticated)?;
         self.admin_view(&row).await
     }
 
@@ -238,34 +211,19 @@ impl Core {
         .execute(&mut *tx)
         .await?;
         let details = json!({"invite_id": invite_id, "email": email, "role": role.as_str(), "expires_at": expires_at});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::AdminInvited, None, details),
-            now,
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::AdminInvited, None, details), now).await?;
         tx.commit().await?;
-        let link = format!(
-            "{}/enroll/{}",
-            self.settings.public_url.trim_end_matches('/'),
-            token.expose_secret()
-        );
-        Ok(InviteCreatedView {
-            email,
-            role,
-            link,
-            expires_at,
-        })
+        let link = format!("{}/enroll/{}", self.settings.public_url.trim_end_matches('/'), token.expose_secret());
+        Ok(InviteCreatedView { email, role, link, expires_at })
     }
 
     async fn open_invite(&self, token: &str) -> Result<(String, String, Role)> {
-        let row: Option<(String, String, String, i64, Option<i64>)> =
-            sqlx::query_as("SELECT invite_id, email, role, expires_at_ms, used_at_ms FROM invites WHERE token_hash = $1")
-                .bind(hash_text(token))
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row: Option<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT invite_id, email, role, expires_at_ms, used_at_ms FROM invites WHERE token_hash = $1",
+        )
+        .bind(hash_text(token))
+        .fetch_optional(self.db.pool())
+        .await?;
         match row {
             Some((id, email, role, expires, None)) if expires > self.now().timestamp_millis() => {
                 Ok((id, email, role.parse().map_err(Error::Internal)?))
@@ -282,12 +240,7 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad link or name; database errors.
-    pub async fn begin_enrollment(
-        &self,
-        session: &SessionBinding,
-        token: &str,
-        display_name: &str,
-    ) -> Result<String> {
+    pub async fn begin_enrollment(&self, session: &SessionBinding, token: &str, display_name: &str) -> Result<String> {
         let (invite_id, email, role) = self.open_invite(token).await?;
         let display_name = clean_name(display_name, "display name", 100)?;
         let handle = Uuid::new_v4();
@@ -297,14 +250,8 @@ impl Core {
             .start_passkey_registration(handle, &email, &display_name, None)
             .map_err(|e| Error::Internal(format!("webauthn: {e}")))?;
         let context = json!({"invite_id": invite_id, "user_handle": handle.to_string(), "display_name": display_name, "email": email, "role": role.as_str()});
-        let binding = Binding {
-            session,
-            purpose: Purpose::Enroll,
-            admin_id: None,
-            tenant_id: None,
-        };
-        rp.store(&self.db, binding, context, &state, self.now())
-            .await?;
+        let binding = Binding { session, purpose: Purpose::Enroll, admin_id: None, tenant_id: None };
+        rp.store(&self.db, binding, context, &state, self.now()).await?;
         serde_json::to_string(&challenge).map_err(|e| Error::Internal(e.to_string()))
     }
 
@@ -325,12 +272,7 @@ impl Core {
         let passkey_name = clean_name(passkey_name, "passkey name", 60)?;
         let rp = self.relying_party()?;
         let now = self.now();
-        let binding = Binding {
-            session,
-            purpose: Purpose::Enroll,
-            admin_id: None,
-            tenant_id: None,
-        };
+        let binding = Binding { session, purpose: Purpose::Enroll, admin_id: None, tenant_id: None };
         let taken = rp
             .take::<PasskeyRegistration>(&self.db, binding, now)
             .await?
@@ -345,22 +287,16 @@ impl Core {
         let (email, display_name, role, handle) = (
             ctx["email"].as_str().unwrap_or_default().to_owned(),
             ctx["display_name"].as_str().unwrap_or_default().to_owned(),
-            ctx["role"]
-                .as_str()
-                .unwrap_or_default()
-                .parse::<Role>()
-                .map_err(Error::Internal)?,
+            ctx["role"].as_str().unwrap_or_default().parse::<Role>().map_err(Error::Internal)?,
             ctx["user_handle"].as_str().unwrap_or_default().to_owned(),
         );
         let admin_id = new_id()?;
         let mut tx = self.db.pool().begin().await?;
-        let used = sqlx::query(
-            "UPDATE invites SET used_at_ms = $1 WHERE invite_id = $2 AND used_at_ms IS NULL",
-        )
-        .bind(now.timestamp_millis())
-        .bind(&invite_id)
-        .execute(&mut *tx)
-        .await?;
+        let used = sqlx::query("UPDATE invites SET used_at_ms = $1 WHERE invite_id = $2 AND used_at_ms IS NULL")
+            .bind(now.timestamp_millis())
+            .bind(&invite_id)
+            .execute(&mut *tx)
+            .await?;
         if used.rows_affected() != 1 {
             return Err(Error::InvalidInput(
                 "this enrollment link is invalid, used or expired; ask for a new invite".into(),
@@ -378,39 +314,17 @@ impl Core {
         .execute(&mut *tx)
         .await
         .map_err(|_| Error::InvalidInput("an admin with this email already exists".into()))?;
-        let actor = Actor::Admin {
-            admin_id: admin_id.clone(),
-            email: email.clone(),
-            role,
-        };
+        let actor = Actor::Admin { admin_id: admin_id.clone(), email: email.clone(), role };
         let passkey_id = insert_passkey(&mut tx, &admin_id, &passkey_name, &passkey, now).await?;
         let details = json!({"admin_id": admin_id, "email": email, "role": role.as_str(), "invite_id": invite_id});
-        audit::append(
-            &mut tx,
-            &actor,
-            client,
-            NewEvent::info(EventType::AdminEnrolled, None, details),
-            now,
-        )
-        .await?;
+        audit::append(&mut tx, &actor, client, NewEvent::info(EventType::AdminEnrolled, None, details), now).await?;
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id, "name": passkey_name});
+        audit::append(&mut tx, &actor, client, NewEvent::info(EventType::PasskeyAdded, None, details), now).await?;
         audit::append(
             &mut tx,
             &actor,
             client,
-            NewEvent::info(EventType::PasskeyAdded, None, details),
-            now,
-        )
-        .await?;
-        audit::append(
-            &mut tx,
-            &actor,
-            client,
-            NewEvent::info(
-                EventType::LoginSucceeded,
-                None,
-                json!({"passkey_id": passkey_id, "via": "enrollment"}),
-            ),
+            NewEvent::info(EventType::LoginSucceeded, None, json!({"passkey_id": passkey_id, "via": "enrollment"})),
             now,
         )
         .await?;
@@ -420,12 +334,8 @@ impl Core {
 
     async fn login_failed(&self, client: &ClientInfo, email: &str, reason: &str) -> Error {
         let actor = Actor::Anonymous;
-        let event = NewEvent::info(
-            EventType::LoginFailed,
-            None,
-            json!({"email": email, "reason": reason}),
-        )
-        .with_severity(Severity::Warning);
+        let event = NewEvent::info(EventType::LoginFailed, None, json!({"email": email, "reason": reason}))
+            .with_severity(Severity::Warning);
         match audit::record(&self.db, &actor, client, event, self.now()).await {
             Ok(_) => Error::Unauthenticated,
             Err(e) => e,
@@ -435,15 +345,8 @@ impl Core {
     fn rate_limited(&self, keys: &[String], limit: Limit) -> Result<()> {
         let now = self.now();
         // Every key is counted, so hammering one email from many addresses still trips.
-        let counted: Vec<bool> = keys
-            .iter()
-            .map(|k| self.limiter.allow(k, limit, now))
-            .collect();
-        if counted.iter().all(|allowed| *allowed) {
-            Ok(())
-        } else {
-            Err(Error::RateLimited)
-        }
+        let counted: Vec<bool> = keys.iter().map(|k| self.limiter.allow(k, limit, now)).collect();
+        if counted.iter().all(|allowed| *allowed) { Ok(()) } else { Err(Error::RateLimited) }
     }
 
     /// Starts a passkey login for `email`; returns the WebAuthn request options (JSON).
@@ -451,51 +354,26 @@ impl Core {
     /// # Errors
     /// [`Error::RateLimited`], [`Error::Unauthenticated`] (audited) for an unknown or disabled
     /// admin; database errors.
-    pub async fn begin_login(
-        &self,
-        session: &SessionBinding,
-        client: &ClientInfo,
-        email: &str,
-    ) -> Result<String> {
+    pub async fn begin_login(&self, session: &SessionBinding, client: &ClientInfo, email: &str) -> Result<String> {
         let email = clean_email(email)?;
-        let ip = client
-            .ip
-            .map(|ip| format!("login-ip:{ip}"))
-            .unwrap_or_default();
+        let ip = client.ip.map(|ip| format!("login-ip:{ip}")).unwrap_or_default();
         self.rate_limited(&[format!("login-email:{email}"), ip], LOGIN_LIMIT)?;
-        let row: Option<AdminRow> = sqlx::query_as(
-            "SELECT admin_id, email, display_name, role, active FROM admins WHERE email = $1",
-        )
-        .bind(&email)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row: Option<AdminRow> =
+            sqlx::query_as("SELECT admin_id, email, display_name, role, active FROM admins WHERE email = $1")
+                .bind(&email)
+                .fetch_optional(self.db.pool())
+                .await?;
         let Some(row) = row.filter(|r| r.active != 0) else {
-            return Err(self
-                .login_failed(client, &email, "unknown_or_disabled")
-                .await);
+            return Err(self.login_failed(client, &email, "unknown_or_disabled").await);
         };
         let passkeys = self.passkeys_of(&row.admin_id).await?;
         let rp = self.relying_party()?;
         let (challenge, state) = rp
             .webauthn()
-            .start_passkey_authentication(
-                &passkeys.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
-            )
+            .start_passkey_authentication(&passkeys.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
             .map_err(|e| Error::Internal(format!("webauthn: {e}")))?;
-        let binding = Binding {
-            session,
-            purpose: Purpose::Login,
-            admin_id: None,
-            tenant_id: None,
-        };
-        rp.store(
-            &self.db,
-            binding,
-            json!({"admin_id": row.admin_id, "email": email}),
-            &state,
-            self.now(),
-        )
-        .await?;
+        let binding = Binding { session, purpose: Purpose::Login, admin_id: None, tenant_id: None };
+        rp.store(&self.db, binding, json!({"admin_id": row.admin_id, "email": email}), &state, self.now()).await?;
         serde_json::to_string(&challenge).map_err(|e| Error::Internal(e.to_string()))
     }
 
@@ -522,13 +400,10 @@ impl Core {
         let credential: PublicKeyCredential =
             serde_json::from_str(credential_json).map_err(|_| "malformed_response")?;
         let rp = self.relying_party().map_err(|_| "configuration")?;
-        let result = rp
-            .webauthn()
-            .finish_passkey_authentication(&credential, state)
-            .map_err(|e| match e {
-                webauthn_rs::prelude::WebauthnError::UserNotVerified => "user_not_verified",
-                _ => "assertion_invalid",
-            })?;
+        let result = rp.webauthn().finish_passkey_authentication(&credential, state).map_err(|e| match e {
+            webauthn_rs::prelude::WebauthnError::UserNotVerified => "user_not_verified",
+            _ => "assertion_invalid",
+        })?;
         // SECURITY: webauthn-rs already refuses UV=0 for passkeys; checked again so a policy
         // change upstream cannot silently weaken step-up.
         if !result.user_verified() {
@@ -536,10 +411,8 @@ impl Core {
         }
         let passkeys = self.passkeys_of(admin_id).await.map_err(|_| "storage")?;
         let used: &CredentialID = result.cred_id();
-        let (passkey_id, mut passkey) = passkeys
-            .into_iter()
-            .find(|(_, p)| p.cred_id() == used)
-            .ok_or("unknown_passkey")?;
+        let (passkey_id, mut passkey) =
+            passkeys.into_iter().find(|(_, p)| p.cred_id() == used).ok_or("unknown_passkey")?;
         let now = self.now().timestamp_millis();
         // Keeps the signature counter current, so a cloned authenticator shows up.
         passkey.update_credential(&result);
@@ -566,42 +439,23 @@ impl Core {
         credential_json: &str,
     ) -> Result<Actor> {
         let rp = self.relying_party()?;
-        let binding = Binding {
-            session,
-            purpose: Purpose::Login,
-            admin_id: None,
-            tenant_id: None,
-        };
-        let Some(taken) = rp
-            .take::<PasskeyAuthentication>(&self.db, binding, self.now())
-            .await?
-        else {
+        let binding = Binding { session, purpose: Purpose::Login, admin_id: None, tenant_id: None };
+        let Some(taken) = rp.take::<PasskeyAuthentication>(&self.db, binding, self.now()).await? else {
             return Err(self.login_failed(client, "", "no_login_in_progress").await);
         };
-        let email = taken.context["email"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let email = taken.context["email"].as_str().unwrap_or_default().to_owned();
         if taken.expired {
             return Err(self.login_failed(client, &email, "challenge_expired").await);
         }
-        let admin_id = taken.context["admin_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let passkey_id = match self
-            .verify_assertion(&admin_id, &taken.state, credential_json)
-            .await
-        {
+        let admin_id = taken.context["admin_id"].as_str().unwrap_or_default().to_owned();
+        let passkey_id = match self.verify_assertion(&admin_id, &taken.state, credential_json).await {
             Ok(id) => id,
             Err(reason) => return Err(self.login_failed(client, &email, reason).await),
         };
         let row = match self.admin_row(&admin_id).await? {
             Some(row) if row.active != 0 => row,
             _ => {
-                return Err(self
-                    .login_failed(client, &email, "unknown_or_disabled")
-                    .await);
+                return Err(self.login_failed(client, &email, "unknown_or_disabled").await);
             }
         };
         let actor = row.actor()?;
@@ -609,11 +463,7 @@ impl Core {
             &self.db,
             &actor,
             client,
-            NewEvent::info(
-                EventType::LoginSucceeded,
-                None,
-                json!({"passkey_id": passkey_id}),
-            ),
+            NewEvent::info(EventType::LoginSucceeded, None, json!({"passkey_id": passkey_id})),
             self.now(),
         )
         .await?;
@@ -625,14 +475,8 @@ impl Core {
     /// # Errors
     /// Database errors.
     pub async fn logout(&self, actor: &Actor, client: &ClientInfo) -> Result<()> {
-        audit::record(
-            &self.db,
-            actor,
-            client,
-            NewEvent::info(EventType::LoggedOut, None, json!({})),
-            self.now(),
-        )
-        .await?;
+        audit::record(&self.db, actor, client, NewEvent::info(EventType::LoggedOut, None, json!({})), self.now())
+            .await?;
         Ok(())
     }
 
@@ -656,14 +500,8 @@ impl Core {
             .webauthn()
             .start_passkey_authentication(&passkeys.into_iter().map(|(_, p)| p).collect::<Vec<_>>())
             .map_err(|e| Error::Internal(format!("webauthn: {e}")))?;
-        let binding = Binding {
-            session,
-            purpose,
-            admin_id: Some(admin_id),
-            tenant_id,
-        };
-        rp.store(&self.db, binding, context, &state, self.now())
-            .await?;
+        let binding = Binding { session, purpose, admin_id: Some(admin_id), tenant_id };
+        rp.store(&self.db, binding, context, &state, self.now()).await?;
         serde_json::to_string(&challenge).map_err(|e| Error::Internal(e.to_string()))
     }
 
@@ -681,72 +519,39 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         let rp = self.relying_party()?;
-        let binding = Binding {
-            session,
-            purpose,
-            admin_id: Some(admin_id),
-            tenant_id,
-        };
-        let Some(taken) = rp
-            .take::<PasskeyAuthentication>(&self.db, binding, self.now())
-            .await?
-        else {
+        let binding = Binding { session, purpose, admin_id: Some(admin_id), tenant_id };
+        let Some(taken) = rp.take::<PasskeyAuthentication>(&self.db, binding, self.now()).await? else {
             return Ok(Err("no_challenge_in_progress"));
         };
         if taken.expired {
             return Ok(Err("challenge_expired"));
         }
-        Ok(self
-            .verify_assertion(admin_id, &taken.state, credential_json)
-            .await
-            .map(|id| (id, taken.context)))
+        Ok(self.verify_assertion(admin_id, &taken.state, credential_json).await.map(|id| (id, taken.context)))
     }
 
     /// Starts registering another passkey for the signed-in admin.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`], database errors.
-    pub async fn begin_add_passkey(
-        &self,
-        actor: &Actor,
-        session: &SessionBinding,
-    ) -> Result<String> {
-        let Actor::Admin {
-            admin_id, email, ..
-        } = actor
-        else {
+    pub async fn begin_add_passkey(&self, actor: &Actor, session: &SessionBinding) -> Result<String> {
+        let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        let row = self
-            .admin_row(admin_id)
-            .await?
-            .ok_or(Error::Unauthenticated)?;
-        let handle: (String,) =
-            sqlx::query_as("SELECT user_handle FROM admins WHERE admin_id = $1")
-                .bind(admin_id)
-                .fetch_one(self.db.pool())
-                .await?;
-        let handle =
-            Uuid::parse_str(&handle.0).map_err(|_| Error::Internal("stored user handle".into()))?;
-        let existing: Vec<CredentialID> = self
-            .passkeys_of(admin_id)
-            .await?
-            .iter()
-            .map(|(_, p)| p.cred_id().clone())
-            .collect();
+        let row = self.admin_row(admin_id).await?.ok_or(Error::Unauthenticated)?;
+        let handle: (String,) = sqlx::query_as("SELECT user_handle FROM admins WHERE admin_id = $1")
+            .bind(admin_id)
+            .fetch_one(self.db.pool())
+            .await?;
+        let handle = Uuid::parse_str(&handle.0).map_err(|_| Error::Internal("stored user handle".into()))?;
+        let existing: Vec<CredentialID> =
+            self.passkeys_of(admin_id).await?.iter().map(|(_, p)| p.cred_id().clone()).collect();
         let rp = self.relying_party()?;
         let (challenge, state) = rp
             .webauthn()
             .start_passkey_registration(handle, email, &row.display_name, Some(existing))
             .map_err(|e| Error::Internal(format!("webauthn: {e}")))?;
-        let binding = Binding {
-            session,
-            purpose: Purpose::AddPasskey,
-            admin_id: Some(admin_id),
-            tenant_id: None,
-        };
-        rp.store(&self.db, binding, json!({}), &state, self.now())
-            .await?;
+        let binding = Binding { session, purpose: Purpose::AddPasskey, admin_id: Some(admin_id), tenant_id: None };
+        rp.store(&self.db, binding, json!({}), &state, self.now()).await?;
         serde_json::to_string(&challenge).map_err(|e| Error::Internal(e.to_string()))
     }
 
@@ -768,19 +573,12 @@ impl Core {
         let name = clean_name(name, "passkey name", 60)?;
         let rp = self.relying_party()?;
         let now = self.now();
-        let binding = Binding {
-            session,
-            purpose: Purpose::AddPasskey,
-            admin_id: Some(admin_id),
-            tenant_id: None,
-        };
+        let binding = Binding { session, purpose: Purpose::AddPasskey, admin_id: Some(admin_id), tenant_id: None };
         let taken = rp
             .take::<PasskeyRegistration>(&self.db, binding, now)
             .await?
             .filter(|c| !c.expired)
-            .ok_or_else(|| {
-                Error::InvalidInput("no passkey registration in progress; start again".into())
-            })?;
+            .ok_or_else(|| Error::InvalidInput("no passkey registration in progress; start again".into()))?;
         let credential: RegisterPublicKeyCredential = parse_json(credential_json)?;
         let passkey = rp
             .webauthn()
@@ -789,58 +587,33 @@ impl Core {
         let mut tx = self.db.pool().begin().await?;
         let passkey_id = insert_passkey(&mut tx, admin_id, &name, &passkey, now).await?;
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id, "name": name});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::PasskeyAdded, None, details),
-            now,
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyAdded, None, details), now).await?;
         tx.commit().await?;
-        Ok(PasskeyView {
-            passkey_id,
-            name,
-            created_at: now,
-            last_used_at: None,
-        })
+        Ok(PasskeyView { passkey_id, name, created_at: now, last_used_at: None })
     }
 
     /// Renames one of the admin's own passkeys.
     ///
     /// # Errors
     /// [`Error::NotFound`] for a passkey that is not theirs; invalid names.
-    pub async fn rename_passkey(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        passkey_id: &str,
-        name: &str,
-    ) -> Result<()> {
+    pub async fn rename_passkey(&self, actor: &Actor, client: &ClientInfo, passkey_id: &str, name: &str) -> Result<()> {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
         let name = clean_name(name, "passkey name", 60)?;
         let mut tx = self.db.pool().begin().await?;
-        let updated =
-            sqlx::query("UPDATE passkeys SET name = $1 WHERE passkey_id = $2 AND admin_id = $3")
-                .bind(&name)
-                .bind(passkey_id)
-                .bind(admin_id)
-                .execute(&mut *tx)
-                .await?;
+        let updated = sqlx::query("UPDATE passkeys SET name = $1 WHERE passkey_id = $2 AND admin_id = $3")
+            .bind(&name)
+            .bind(passkey_id)
+            .bind(admin_id)
+            .execute(&mut *tx)
+            .await?;
         if updated.rows_affected() != 1 {
             return Err(Error::NotFound("passkey"));
         }
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id, "name": name});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::PasskeyRenamed, None, details),
-            self.now(),
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyRenamed, None, details), self.now())
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -849,53 +622,33 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::InvalidInput`] for the last passkey.
-    pub async fn remove_passkey(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        passkey_id: &str,
-    ) -> Result<()> {
+    pub async fn remove_passkey(&self, actor: &Actor, client: &ClientInfo, passkey_id: &str) -> Result<()> {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
         let mut tx = self.db.pool().begin().await?;
         // Locks the admin's rows first (write), so two removals cannot both see "two left".
-        sqlx::query("UPDATE admins SET active = active WHERE admin_id = $1")
-            .bind(admin_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE admins SET active = active WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
         let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM passkeys WHERE admin_id = $1")
             .bind(admin_id)
             .fetch_one(&mut *tx)
             .await?;
-        let mine: Option<(String,)> = sqlx::query_as(
-            "SELECT passkey_id FROM passkeys WHERE passkey_id = $1 AND admin_id = $2",
-        )
-        .bind(passkey_id)
-        .bind(admin_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let mine: Option<(String,)> =
+            sqlx::query_as("SELECT passkey_id FROM passkeys WHERE passkey_id = $1 AND admin_id = $2")
+                .bind(passkey_id)
+                .bind(admin_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if mine.is_none() {
             return Err(Error::NotFound("passkey"));
         }
         if count <= 1 {
-            return Err(Error::InvalidInput(
-                "the last passkey cannot be removed; add another one first".into(),
-            ));
+            return Err(Error::InvalidInput("the last passkey cannot be removed; add another one first".into()));
         }
-        sqlx::query("DELETE FROM passkeys WHERE passkey_id = $1")
-            .bind(passkey_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM passkeys WHERE passkey_id = $1").bind(passkey_id).execute(&mut *tx).await?;
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::PasskeyRemoved, None, details),
-            self.now(),
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyRemoved, None, details), self.now())
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -908,11 +661,10 @@ impl Core {
         if !actor.may_manage_admins() {
             return Err(Error::Forbidden("only platform admins manage admins"));
         }
-        let rows: Vec<AdminRow> = sqlx::query_as(
-            "SELECT admin_id, email, display_name, role, active FROM admins ORDER BY email",
-        )
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows: Vec<AdminRow> =
+            sqlx::query_as("SELECT admin_id, email, display_name, role, active FROM admins ORDER BY email")
+                .fetch_all(self.db.pool())
+                .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.admin_view(row).await?);
@@ -921,11 +673,9 @@ impl Core {
     }
 
     async fn active_platform_admins(&self, conn: &mut sqlx::AnyConnection) -> Result<i64> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM admins WHERE role = 'platform_admin' AND active = 1",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM admins WHERE role = 'platform_admin' AND active = 1")
+            .fetch_one(&mut *conn)
+            .await?;
         Ok(n)
     }
 
@@ -933,13 +683,7 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::Forbidden`], [`Error::NotFound`], [`Error::InvalidInput`].
-    pub async fn change_role(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        admin_id: &str,
-        role: Role,
-    ) -> Result<()> {
+    pub async fn change_role(&self, actor: &Actor, client: &ClientInfo, admin_id: &str, role: Role) -> Result<()> {
         if !actor.may_manage_admins() {
             return Err(Error::Forbidden("only platform admins manage admins"));
         }
@@ -956,24 +700,14 @@ impl Core {
             .execute(&mut *tx)
             .await?;
         if self.active_platform_admins(&mut tx).await? == 0 {
-            return Err(Error::InvalidInput(
-                "at least one active platform admin must remain".into(),
-            ));
+            return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
         // A demoted platform admin keeps no reveal window.
         if role != Role::PlatformAdmin {
-            self.revoke_grants_of(&mut tx, actor, client, admin_id, "role_changed", now)
-                .await?;
+            self.revoke_grants_of(&mut tx, actor, client, admin_id, "role_changed", now).await?;
         }
         let details = json!({"admin_id": admin_id, "from": old, "to": role.as_str()});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::AdminRoleChanged, None, details),
-            now,
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::AdminRoleChanged, None, details), now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -983,12 +717,7 @@ impl Core {
     /// # Errors
     /// [`Error::Forbidden`], [`Error::NotFound`], [`Error::InvalidInput`] for oneself or the
     /// last platform admin.
-    pub async fn disable_admin(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        admin_id: &str,
-    ) -> Result<()> {
+    pub async fn disable_admin(&self, actor: &Actor, client: &ClientInfo, admin_id: &str) -> Result<()> {
         if !actor.may_manage_admins() {
             return Err(Error::Forbidden("only platform admins manage admins"));
         }
@@ -997,36 +726,25 @@ impl Core {
         }
         let now = self.now();
         let mut tx = self.db.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE admins SET active = 0, disabled_at_ms = $1 WHERE admin_id = $2 AND active = 1",
-        )
-        .bind(now.timestamp_millis())
-        .bind(admin_id)
-        .execute(&mut *tx)
-        .await?;
+        let updated =
+            sqlx::query("UPDATE admins SET active = 0, disabled_at_ms = $1 WHERE admin_id = $2 AND active = 1")
+                .bind(now.timestamp_millis())
+                .bind(admin_id)
+                .execute(&mut *tx)
+                .await?;
         if updated.rows_affected() != 1 {
             return Err(Error::NotFound("active admin"));
         }
         if self.active_platform_admins(&mut tx).await? == 0 {
-            return Err(Error::InvalidInput(
-                "at least one active platform admin must remain".into(),
-            ));
+            return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
-        self.revoke_grants_of(&mut tx, actor, client, admin_id, "admin_disabled", now)
-            .await?;
-        sqlx::query("DELETE FROM ceremonies WHERE admin_id = $1")
-            .bind(admin_id)
-            .execute(&mut *tx)
-            .await?;
+        self.revoke_grants_of(&mut tx, actor, client, admin_id, "admin_disabled", now).await?;
+        sqlx::query("DELETE FROM ceremonies WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
         audit::append(
             &mut tx,
             actor,
             client,
-            NewEvent::info(
-                EventType::AdminDisabled,
-                None,
-                json!({"admin_id": admin_id}),
-            ),
+            NewEvent::info(EventType::AdminDisabled, None, json!({"admin_id": admin_id})),
             now,
         )
         .await?;
@@ -1043,8 +761,7 @@ async fn insert_passkey(
     now: DateTime<Utc>,
 ) -> Result<String> {
     let passkey_id = new_id()?;
-    let stored =
-        serde_json::to_string(passkey).map_err(|e| Error::Internal(format!("passkey: {e}")))?;
+    let stored = serde_json::to_string(passkey).map_err(|e| Error::Internal(format!("passkey: {e}")))?;
     sqlx::query(
         "INSERT INTO passkeys (passkey_id, admin_id, name, credential_id, passkey, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
     )

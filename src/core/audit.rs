@@ -145,12 +145,7 @@ impl NewEvent {
     /// An info event with details.
     #[must_use]
     pub fn info(event_type: EventType, tenant: Option<&TenantId>, details: Value) -> Self {
-        Self {
-            event_type,
-            severity: Severity::Info,
-            tenant: tenant.cloned(),
-            details,
-        }
+        Self { event_type, severity: Severity::Info, tenant: tenant.cloned(), details }
     }
 
     /// Same event with another severity.
@@ -232,16 +227,12 @@ pub async fn append(
 ) -> Result<i64> {
     // Bumping the head first takes the write lock (SQLite) or the row lock (PostgreSQL), so
     // concurrent appenders queue here instead of both linking to the same predecessor.
-    let bumped = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
-        .execute(&mut *conn)
-        .await?;
+    let bumped = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1").execute(&mut *conn).await?;
     if bumped.rows_affected() != 1 {
         return Err(Error::AuditChain("the chain head row is missing".into()));
     }
     let (seq, prev_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
     let (actor_kind, actor_id) = actor.audit_identity();
     let details = event.details.to_string();
     let client_ip = client.ip.map(|ip| ip.to_string());
@@ -278,10 +269,7 @@ pub async fn append(
     .bind(&hash)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *conn).await?;
     Ok(seq)
 }
 
@@ -289,13 +277,7 @@ pub async fn append(
 ///
 /// # Errors
 /// Any database error.
-pub async fn record(
-    db: &Db,
-    actor: &Actor,
-    client: &ClientInfo,
-    event: NewEvent,
-    now: DateTime<Utc>,
-) -> Result<i64> {
+pub async fn record(db: &Db, actor: &Actor, client: &ClientInfo, event: NewEvent, now: DateTime<Utc>) -> Result<i64> {
     let mut tx = db.pool().begin().await?;
     let seq = append(&mut tx, actor, client, event, now).await?;
     tx.commit().await?;
@@ -342,27 +324,14 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
     };
     while let Some(row) = rows.try_next().await? {
         if row.seq != expected_seq {
-            let reason = format!(
-                "event {expected_seq} is missing (next present is {})",
-                row.seq
-            );
+            let reason = format!("event {expected_seq} is missing (next present is {})", row.seq);
             return Ok(broken(expected_seq, reason, events, &expected_prev));
         }
         if row.prev_hash != expected_prev {
-            return Ok(broken(
-                row.seq,
-                "does not link to the previous event's hash".into(),
-                events,
-                &expected_prev,
-            ));
+            return Ok(broken(row.seq, "does not link to the previous event's hash".into(), events, &expected_prev));
         }
         if HashInput::of_row(&row).digest() != row.hash {
-            return Ok(broken(
-                row.seq,
-                "content does not match its hash (altered)".into(),
-                events,
-                &expected_prev,
-            ));
+            return Ok(broken(row.seq, "content does not match its hash (altered)".into(), events, &expected_prev));
         }
         events += 1;
         expected_seq += 1;
@@ -370,9 +339,7 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
     }
     drop(rows);
     let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(db.pool())
-            .await?;
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db.pool()).await?;
     if head_seq != expected_seq - 1 || head_hash != expected_prev {
         let reason = format!(
             "the chain head says {head_seq} events but {} are present (events removed from the end)",
@@ -380,9 +347,5 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
         );
         return Ok(broken(expected_seq, reason, events, &expected_prev));
     }
-    Ok(ChainReport {
-        events,
-        head_hash: expected_prev,
-        first_broken: None,
-    })
+    Ok(ChainReport { events, head_hash: expected_prev, first_broken: None })
 }

@@ -19,21 +19,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Database: `sqlite://path` (created when missing) or `postgres://user:pass@host/db`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/smtp-vault.db",
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/smtp-vault.db", global = true)]
     pub database_url: String,
 
     /// Vault (or OpenBao) address.
-    #[arg(
-        long,
-        env = "VAULT_ADDR",
-        default_value = "http://127.0.0.1:8200",
-        global = true
-    )]
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
     pub vault_addr: String,
 
     /// Vault token (used when set; otherwise AppRole).
@@ -53,57 +43,27 @@ pub struct Config {
     pub vault_mount: String,
 
     /// Mount path of the AppRole auth method.
-    #[arg(
-        long,
-        env = "SMTP_VAULT_APPROLE_MOUNT",
-        default_value = "approle",
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_APPROLE_MOUNT", default_value = "approle", global = true)]
     pub vault_approle_mount: String,
 
     /// Address the web server listens on.
-    #[arg(
-        long,
-        env = "LEPTOS_SITE_ADDR",
-        default_value = "127.0.0.1:3000",
-        global = true
-    )]
+    #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000", global = true)]
     pub site_addr: String,
 
     /// Public URL of the console (the WebAuthn origin; https in production).
-    #[arg(
-        long,
-        env = "SMTP_VAULT_PUBLIC_URL",
-        default_value = "http://localhost:3000",
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_PUBLIC_URL", default_value = "http://localhost:3000", global = true)]
     pub public_url: String,
 
     /// Keyring file (mode 0600, kept out of backups and out of Vault).
-    #[arg(
-        long,
-        env = "SMTP_VAULT_KEYRING",
-        default_value = "data/keyring.json",
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_KEYRING", default_value = "data/keyring.json", global = true)]
     pub keyring_path: PathBuf,
 
     /// Backup encryption key file (kept apart from the backups and from Vault).
-    #[arg(
-        long,
-        env = "SMTP_VAULT_BACKUP_KEY",
-        default_value = "data/backup.key",
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_BACKUP_KEY", default_value = "data/backup.key", global = true)]
     pub backup_key_path: PathBuf,
 
     /// Backup target: `file:///dir` or `s3://bucket/prefix` (with the usual AWS_* variables).
-    #[arg(
-        long,
-        env = "SMTP_VAULT_BACKUP_TARGET",
-        default_value = "file://data/backups",
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_BACKUP_TARGET", default_value = "file://data/backups", global = true)]
     pub backup_target: String,
 
     /// SMTP URL for security alerts, e.g. `smtp://user:pass@host:587?tls=required`.
@@ -111,12 +71,7 @@ pub struct Config {
     pub alert_smtp_url: Option<SecretString>,
 
     /// Recipients of security alerts (comma-separated).
-    #[arg(
-        long,
-        env = "SMTP_VAULT_ALERT_EMAIL_TO",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_ALERT_EMAIL_TO", value_delimiter = ',', global = true)]
     pub alert_email_to: Vec<String>,
 
     /// Slack incoming-webhook URL for security alerts.
@@ -132,21 +87,11 @@ pub struct Config {
     pub reveal_window_secs: u64,
 
     /// Largest accepted request body, in bytes.
-    #[arg(
-        long,
-        env = "SMTP_VAULT_MAX_BODY_BYTES",
-        default_value_t = 65_536,
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
     pub max_body_bytes: usize,
 
     /// Per-request timeout in seconds.
-    #[arg(
-        long,
-        env = "SMTP_VAULT_REQUEST_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "SMTP_VAULT_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub request_timeout_secs: u64,
 
     /// Log format.
@@ -156,12 +101,7 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax).
     // vaultrs and rustify log every Vault 404 (an absent secret, a normal answer) as an error;
     // the console maps and logs Vault errors itself.
-    #[arg(
-        long,
-        env = "RUST_LOG",
-        default_value = "info,rustify=off,vaultrs=off",
-        global = true
-    )]
+    #[arg(long, env = "RUST_LOG", default_value = "info,rustify=off,vaultrs=off", global = true)]
     pub log: String,
 }
 

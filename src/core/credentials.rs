@@ -12,8 +12,8 @@ use crate::core::db::TenantRow;
 use crate::core::error::{Error, Result};
 use crate::core::vault::CredentialDocument;
 use crate::model::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, Scope, StoreCredentialRequest,
-    StoredCredentialView, TenantId, TenantSummary,
+    CredentialMetadataView, CredentialSecretView, CredentialState, Scope, StoreCredentialRequest, StoredCredentialView,
+    TenantId, TenantSummary,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -26,12 +26,7 @@ fn ms(t: Option<i64>) -> Option<DateTime<Utc>> {
 }
 
 fn metadata_view(row: TenantRow) -> Result<CredentialMetadataView> {
-    let broken = |what: &str| {
-        Error::Internal(format!(
-            "tenants row for `{}` has an invalid {what}",
-            row.tenant_id
-        ))
-    };
+    let broken = |what: &str| Error::Internal(format!("tenants row for `{}` has an invalid {what}", row.tenant_id));
     Ok(CredentialMetadataView {
         tenant_id: TenantId::parse(&row.tenant_id).map_err(|_| broken("tenant id"))?,
         state: CredentialState::from_name(&row.state).ok_or_else(|| broken("state"))?,
@@ -76,11 +71,7 @@ impl Core {
         let keyring = self.keyring()?;
         let document = CredentialDocument {
             password: keyring.seal(tenant, SecretField::Password, &request.password)?,
-            mailu_api_token: keyring.seal(
-                tenant,
-                SecretField::MailuApiToken,
-                &request.mailu_api_token,
-            )?,
+            mailu_api_token: keyring.seal(tenant, SecretField::MailuApiToken, &request.mailu_api_token)?,
             username: request.username,
             smtp_host: request.smtp_host,
             smtp_port: request.smtp_port,
@@ -93,8 +84,7 @@ impl Core {
         // and roll back if it fails.
         let version = previous + 1;
         let next_rotation = now + self.settings.rotation_period;
-        let version_db =
-            i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
+        let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
             "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
@@ -119,51 +109,31 @@ impl Core {
             "version": version, "previous_version": previous, "username": document.username,
             "smtp_host": document.smtp_host, "key_id": keyring.active_key_id(),
         });
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::CredentialStored, Some(tenant), details),
-            now,
-        )
-        .await?;
-        let written = self
-            .vault()?
-            .write_credential(tenant, &document, previous)
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialStored, Some(tenant), details), now)
             .await?;
+        let written = self.vault()?.write_credential(tenant, &document, previous).await?;
         if written != version {
             // Cannot happen with check-and-set; refuse rather than record a wrong version.
-            return Err(Error::Internal(format!(
-                "vault wrote version {written}, expected {version}"
-            )));
+            return Err(Error::Internal(format!("vault wrote version {written}, expected {version}")));
         }
         if let Err(e) = tx.commit().await {
             tracing::error!(tenant = %tenant, version, "vault holds a new version that the database could not record; the next reconcile will pick it up");
             return Err(e.into());
         }
-        Ok(StoredCredentialView {
-            tenant_id: tenant.clone(),
-            version,
-            stored_at: now,
-        })
+        Ok(StoredCredentialView { tenant_id: tenant.clone(), version, stored_at: now })
     }
 
     /// Metadata of a tenant's credential (no secrets).
     ///
     /// # Errors
     /// [`Error::MissingScope`], [`Error::NotFound`], database errors.
-    pub async fn credential_metadata(
-        &self,
-        actor: &Actor,
-        tenant: &TenantId,
-    ) -> Result<CredentialMetadataView> {
+    pub async fn credential_metadata(&self, actor: &Actor, tenant: &TenantId) -> Result<CredentialMetadataView> {
         require_scope(actor, Scope::CredentialsRead)?;
-        let row: Option<TenantRow> = sqlx::query_as(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
-        ))
-        .bind(tenant.as_str())
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row: Option<TenantRow> =
+            sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"))
+                .bind(tenant.as_str())
+                .fetch_optional(self.db.pool())
+                .await?;
         metadata_view(row.ok_or(Error::NotFound("credential"))?)
     }
 
@@ -171,13 +141,16 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::MissingScope`], database errors.
-    pub async fn list_tenants(&self, actor: &Actor) -> Result<Vec<TenantSummary>> {
+    pub async fn list_tenants(&self, actor: &Actor, search: Option<&str>) -> Result<Vec<TenantSummary>> {
         require_scope(actor, Scope::CredentialsRead)?;
-        let rows: Vec<TenantRow> = sqlx::query_as(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY tenant_id"
-        ))
-        .fetch_all(self.db.pool())
-        .await?;
+        // Tenant ids are [a-z0-9-]: anything else cannot match, and LIKE wildcards are dropped.
+        let needle: String =
+            search.unwrap_or("").to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let rows: Vec<TenantRow> =
+            sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id LIKE $1 ORDER BY tenant_id"))
+                .bind(format!("%{needle}%"))
+                .fetch_all(self.db.pool())
+                .await?;
         rows.into_iter()
             .map(|row| {
                 metadata_view(row).map(|m| TenantSummary {
@@ -206,23 +179,13 @@ impl Core {
     ) -> Result<CredentialSecretView> {
         let now = self.now();
         require_scope(actor, Scope::CredentialsReadSecret)?;
-        let stored = self
-            .vault()?
-            .read_credential(tenant)
-            .await?
-            .ok_or(Error::NotFound("credential"))?;
-        let password =
-            match self
-                .keyring()?
-                .open(&stored.document.password, tenant, SecretField::Password)
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    return Err(self
-                        .integrity_failure(actor, client, tenant, &stored.document.password, e, now)
-                        .await);
-                }
-            };
+        let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let password = match self.keyring()?.open(&stored.document.password, tenant, SecretField::Password) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await);
+            }
+        };
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
         audit::record(&self.db, actor, client, event, now).await?;
@@ -249,25 +212,17 @@ impl Core {
     ) -> Error {
         let error = match (error, self.keyring()) {
             (CryptoError::NotAuthentic { field, .. }, Ok(keyring)) => {
-                let known: Vec<(String,)> = sqlx::query_as("SELECT tenant_id FROM tenants")
-                    .fetch_all(self.db.pool())
-                    .await
-                    .unwrap_or_default();
-                let candidates: Vec<TenantId> = known
-                    .iter()
-                    .filter_map(|(t,)| TenantId::parse(t).ok())
-                    .collect();
+                let known: Vec<(String,)> =
+                    sqlx::query_as("SELECT tenant_id FROM tenants").fetch_all(self.db.pool()).await.unwrap_or_default();
+                let candidates: Vec<TenantId> = known.iter().filter_map(|(t,)| TenantId::parse(t).ok()).collect();
                 keyring.diagnose(envelope, tenant, field, &candidates)
             }
             (other, _) => other,
         };
         tracing::error!(tenant = %tenant, error = %error, "stored credential failed its integrity check");
-        let event = NewEvent::info(
-            EventType::CredentialIntegrityFailed,
-            Some(tenant),
-            json!({"cause": error.to_string()}),
-        )
-        .with_severity(Severity::Critical);
+        let event =
+            NewEvent::info(EventType::CredentialIntegrityFailed, Some(tenant), json!({"cause": error.to_string()}))
+                .with_severity(Severity::Critical);
         if let Err(audit_error) = audit::record(&self.db, actor, client, event, now).await {
             return audit_error;
         }
@@ -280,21 +235,14 @@ impl Core {
     /// # Errors
     /// The first failure stops the run; tenants done so far stay rewrapped (each is its own
     /// check-and-set write and audit event).
-    pub async fn rewrap_keys(
-        &self,
-        actor: &Actor,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<RewrapReport> {
+    pub async fn rewrap_keys(&self, actor: &Actor, progress: &mut dyn FnMut(usize, usize)) -> Result<RewrapReport> {
         if !matches!(actor, Actor::Operator { .. }) {
             return Err(Error::Forbidden("only an operator can rewrap keys"));
         }
         let keyring = self.keyring()?;
         let vault = self.vault()?;
         let tenants = vault.list_tenants().await?;
-        let mut report = RewrapReport {
-            tenants: tenants.len(),
-            ..RewrapReport::default()
-        };
+        let mut report = RewrapReport { tenants: tenants.len(), ..RewrapReport::default() };
         for (done, tenant) in tenants.iter().enumerate() {
             if let Some(stored) = vault.read_credential(tenant).await? {
                 let mut document = stored.document.clone();
@@ -314,15 +262,7 @@ impl Core {
                 if from_keys.is_empty() {
                     report.already_current += 1;
                 } else {
-                    self.record_rewrap(
-                        actor,
-                        tenant,
-                        &document,
-                        stored.version,
-                        &from_keys,
-                        keyring,
-                    )
-                    .await?;
+                    self.record_rewrap(actor, tenant, &document, stored.version, &from_keys, keyring).await?;
                     report.rewrapped += 1;
                 }
             }
@@ -344,10 +284,7 @@ impl Core {
         let new_version = version + 1;
         let mut tx = self.db.pool().begin().await?;
         sqlx::query("UPDATE tenants SET version = $1, updated_at_ms = $2 WHERE tenant_id = $3")
-            .bind(
-                i64::try_from(new_version)
-                    .map_err(|_| Error::Internal("version overflow".into()))?,
-            )
+            .bind(i64::try_from(new_version).map_err(|_| Error::Internal("version overflow".into()))?)
             .bind(now.timestamp_millis())
             .bind(tenant.as_str())
             .execute(&mut *tx)
@@ -361,9 +298,7 @@ impl Core {
             now,
         )
         .await?;
-        self.vault()?
-            .write_credential(tenant, document, version)
-            .await?;
+        self.vault()?.write_credential(tenant, document, version).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -131,10 +131,7 @@ pub struct Keyring {
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
-            .field(
-                "key_ids",
-                &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
-            )
+            .field("key_ids", &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>())
             .field("active", &self.active_key_id())
             .finish()
     }
@@ -174,9 +171,7 @@ pub enum KeyringError {
     )]
     Exists(String),
     /// Group or others can read the file.
-    #[error(
-        "keyring {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)"
-    )]
+    #[error("keyring {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)")]
     Permissions {
         /// File path.
         path: String,
@@ -206,11 +201,7 @@ pub enum KeyringError {
 
 fn valid_key_id(id: &str) -> bool {
     // Dots separate envelope parts, so ids are short lower-case alphanumerics.
-    !id.is_empty()
-        && id.len() <= 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 impl Keyring {
@@ -219,10 +210,7 @@ impl Keyring {
     /// # Errors
     /// [`CryptoError::Rng`].
     pub fn generate(now: DateTime<Utc>) -> Result<Self, CryptoError> {
-        let mut ring = Keyring {
-            keys: Vec::new(),
-            active: 0,
-        };
+        let mut ring = Keyring { keys: Vec::new(), active: 0 };
         ring.add_key(now)?;
         Ok(ring)
     }
@@ -234,11 +222,7 @@ impl Keyring {
     pub fn add_key(&mut self, now: DateTime<Utc>) -> Result<String, CryptoError> {
         let suffix = random_bytes::<4>()?;
         let id = format!("k{}{}", now.format("%Y%m%d"), hex::encode(suffix.as_ref()));
-        self.keys.push(MasterKey {
-            id: id.clone(),
-            created_at: now,
-            key: random_bytes::<32>()?,
-        });
+        self.keys.push(MasterKey { id: id.clone(), created_at: now, key: random_bytes::<32>()? });
         self.active = self.keys.len() - 1;
         Ok(id)
     }
@@ -260,10 +244,7 @@ impl Keyring {
     /// [`KeyringError`] naming the path and the fix.
     pub fn load(path: &Path) -> Result<Self, KeyringError> {
         let shown = path.display().to_string();
-        let io = |source: std::io::Error| KeyringError::Io {
-            path: shown.clone(),
-            source,
-        };
+        let io = |source: std::io::Error| KeyringError::Io { path: shown.clone(), source };
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -281,25 +262,16 @@ impl Keyring {
             }
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-        let invalid = |problem: String| KeyringError::Invalid {
-            path: shown.clone(),
-            problem,
-        };
-        let file: KeyringFile = serde_json::from_str(&text).map_err(|e| {
-            invalid(format!(
-                "not keyring JSON ({})",
-                format!("{:?}", e.classify()).to_lowercase()
-            ))
-        })?;
+        let invalid = |problem: String| KeyringError::Invalid { path: shown.clone(), problem };
+        let file: KeyringFile = serde_json::from_str(&text)
+            .map_err(|e| invalid(format!("not keyring JSON ({})", format!("{:?}", e.classify()).to_lowercase())))?;
         if file.version != 1 {
             return Err(invalid(format!("unsupported version {}", file.version)));
         }
         let mut keys = Vec::with_capacity(file.keys.len());
         for entry in &file.keys {
             if !valid_key_id(&entry.id) {
-                return Err(invalid(
-                    "a key id is not 1-32 characters of a-z and 0-9".into(),
-                ));
+                return Err(invalid("a key id is not 1-32 characters of a-z and 0-9".into()));
             }
             if keys.iter().any(|k: &MasterKey| k.id == entry.id) {
                 return Err(invalid(format!("key id `{}` appears twice", entry.id)));
@@ -309,15 +281,9 @@ impl Keyring {
                     .decode(entry.key.as_bytes())
                     .map_err(|_| invalid(format!("key `{}` is not base64", entry.id)))?,
             );
-            let key: [u8; 32] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| invalid(format!("key `{}` is not 32 bytes", entry.id)))?;
-            keys.push(MasterKey {
-                id: entry.id.clone(),
-                created_at: entry.created_at,
-                key: Zeroizing::new(key),
-            });
+            let key: [u8; 32] =
+                raw.as_slice().try_into().map_err(|_| invalid(format!("key `{}` is not 32 bytes", entry.id)))?;
+            keys.push(MasterKey { id: entry.id.clone(), created_at: entry.created_at, key: Zeroizing::new(key) });
         }
         let active = keys
             .iter()
@@ -333,10 +299,7 @@ impl Keyring {
     /// [`KeyringError::Exists`] or an I/O error.
     pub fn save(&self, path: &Path, replace: bool) -> Result<(), KeyringError> {
         let shown = path.display().to_string();
-        let io = |source: std::io::Error| KeyringError::Io {
-            path: shown.clone(),
-            source,
-        };
+        let io = |source: std::io::Error| KeyringError::Io { path: shown.clone(), source };
         let file = KeyringFile {
             version: 1,
             active: self.active_key_id().to_owned(),
@@ -350,12 +313,10 @@ impl Keyring {
                 })
                 .collect(),
         };
-        let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| {
-            KeyringError::Invalid {
-                path: shown.clone(),
-                problem: e.to_string(),
-            }
-        })?);
+        let text = Zeroizing::new(
+            serde_json::to_string_pretty(&file)
+                .map_err(|e| KeyringError::Invalid { path: shown.clone(), problem: e.to_string() })?,
+        );
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -366,27 +327,21 @@ impl Keyring {
             std::fs::rename(&tmp, path).map_err(io)
         } else {
             match write_private(path, text.as_bytes(), false) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(KeyringError::Exists(shown))
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(KeyringError::Exists(shown)),
                 other => other.map_err(io),
             }
         }
     }
 
     fn key(&self, id: &str) -> Result<&MasterKey, CryptoError> {
-        self.keys
-            .iter()
-            .find(|k| k.id == id)
-            .ok_or_else(|| CryptoError::UnknownKey(id.to_owned()))
+        self.keys.iter().find(|k| k.id == id).ok_or_else(|| CryptoError::UnknownKey(id.to_owned()))
     }
 
     fn cipher(master: &MasterKey, tenant: &TenantId) -> Aes256Gcm {
         let mut tenant_key = Zeroizing::new([0u8; 32]);
         let info = format!("smtp-vault/v1/tenant/{tenant}");
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
-        let _ = Hkdf::<Sha256>::new(None, master.key.as_ref())
-            .expand(info.as_bytes(), tenant_key.as_mut());
+        let _ = Hkdf::<Sha256>::new(None, master.key.as_ref()).expand(info.as_bytes(), tenant_key.as_mut());
         let key: &[u8; 32] = &tenant_key;
         Aes256Gcm::new(key.into())
     }
@@ -399,28 +354,14 @@ impl Keyring {
     ///
     /// # Errors
     /// [`CryptoError::Rng`] if no nonce can be drawn.
-    pub fn seal(
-        &self,
-        tenant: &TenantId,
-        field: SecretField,
-        plaintext: &SecretString,
-    ) -> Result<String, CryptoError> {
-        let master = self
-            .keys
-            .get(self.active)
-            .ok_or(CryptoError::UnknownKey(String::new()))?;
+    pub fn seal(&self, tenant: &TenantId, field: SecretField, plaintext: &SecretString) -> Result<String, CryptoError> {
+        let master = self.keys.get(self.active).ok_or(CryptoError::UnknownKey(String::new()))?;
         // SECURITY: a random 96-bit nonce per message; with per-tenant keys the birthday bound
         // is far beyond any realistic number of rotations.
         let nonce = Nonce::try_generate().map_err(|_| CryptoError::Rng)?;
         let aad = Self::aad(tenant, field);
         let ciphertext = Self::cipher(master, tenant)
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.expose_secret().as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plaintext.expose_secret().as_bytes(), aad: aad.as_bytes() })
             .map_err(|_| CryptoError::Rng)?;
         Ok(format!(
             "{ENVELOPE_VERSION}.{}.{}.{}",
@@ -436,12 +377,7 @@ impl Keyring {
     /// # Errors
     /// [`CryptoError::Malformed`], [`CryptoError::UnknownKey`], [`CryptoError::WrongField`] or
     /// [`CryptoError::NotAuthentic`] (refine with [`Keyring::diagnose`]).
-    pub fn open(
-        &self,
-        envelope: &str,
-        tenant: &TenantId,
-        field: SecretField,
-    ) -> Result<SecretString, CryptoError> {
+    pub fn open(&self, envelope: &str, tenant: &TenantId, field: SecretField) -> Result<SecretString, CryptoError> {
         let parsed = parse_envelope(envelope)?;
         let master = self.key(parsed.key_id)?;
         match Self::try_open(master, &parsed, tenant, field) {
@@ -452,14 +388,8 @@ impl Keyring {
                     .filter(|f| *f != field)
                     .find(|f| Self::try_open(master, &parsed, tenant, *f).is_some());
                 Err(match moved {
-                    Some(actual) => CryptoError::WrongField {
-                        expected: field,
-                        actual,
-                    },
-                    None => CryptoError::NotAuthentic {
-                        tenant: tenant.clone(),
-                        field,
-                    },
+                    Some(actual) => CryptoError::WrongField { expected: field, actual },
+                    None => CryptoError::NotAuthentic { tenant: tenant.clone(), field },
                 })
             }
         }
@@ -482,20 +412,11 @@ impl Keyring {
             return CryptoError::UnknownKey(parsed.key_id.to_owned());
         };
         for other in candidates.into_iter().filter(|t| *t != tenant) {
-            if SecretField::ALL
-                .into_iter()
-                .any(|f| Self::try_open(master, &parsed, other, f).is_some())
-            {
-                return CryptoError::WrongTenant {
-                    expected: tenant.clone(),
-                    actual: other.clone(),
-                };
+            if SecretField::ALL.into_iter().any(|f| Self::try_open(master, &parsed, other, f).is_some()) {
+                return CryptoError::WrongTenant { expected: tenant.clone(), actual: other.clone() };
             }
         }
-        CryptoError::NotAuthentic {
-            tenant: tenant.clone(),
-            field,
-        }
+        CryptoError::NotAuthentic { tenant: tenant.clone(), field }
     }
 
     fn try_open(
@@ -507,23 +428,13 @@ impl Keyring {
         let aad = Self::aad(tenant, field);
         let nonce = Nonce::try_from(parsed.nonce.as_slice()).ok()?;
         let plain = Self::cipher(master, tenant)
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &parsed.ciphertext,
-                    aad: aad.as_bytes(),
-                },
-            )
+            .decrypt(&nonce, Payload { msg: &parsed.ciphertext, aad: aad.as_bytes() })
             .ok()?;
-        Some(
-            String::from_utf8(plain)
-                .map(SecretString::from)
-                .map_err(|e| {
-                    let mut bytes = e.into_bytes();
-                    bytes.zeroize();
-                    CryptoError::NotUtf8
-                }),
-        )
+        Some(String::from_utf8(plain).map(SecretString::from).map_err(|e| {
+            let mut bytes = e.into_bytes();
+            bytes.zeroize();
+            CryptoError::NotUtf8
+        }))
     }
 
     /// The key id an envelope names, if it parses.
@@ -543,13 +454,9 @@ struct ParsedEnvelope<'a> {
 
 fn parse_envelope(text: &str) -> Result<ParsedEnvelope<'_>, CryptoError> {
     let mut parts = text.split('.');
-    let (Some(version), Some(key_id), Some(nonce), Some(ciphertext), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some(version), Some(key_id), Some(nonce), Some(ciphertext), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(CryptoError::Malformed("expected four dot-separated parts"));
     };
     if version != ENVELOPE_VERSION {
@@ -558,23 +465,16 @@ fn parse_envelope(text: &str) -> Result<ParsedEnvelope<'_>, CryptoError> {
     if !valid_key_id(key_id) {
         return Err(CryptoError::Malformed("invalid key id"));
     }
-    let nonce = URL_SAFE_NO_PAD
-        .decode(nonce)
-        .map_err(|_| CryptoError::Malformed("nonce is not base64url"))?;
+    let nonce = URL_SAFE_NO_PAD.decode(nonce).map_err(|_| CryptoError::Malformed("nonce is not base64url"))?;
     if nonce.len() != NONCE_LEN {
         return Err(CryptoError::Malformed("nonce is not 96 bits"));
     }
-    let ciphertext = URL_SAFE_NO_PAD
-        .decode(ciphertext)
-        .map_err(|_| CryptoError::Malformed("ciphertext is not base64url"))?;
+    let ciphertext =
+        URL_SAFE_NO_PAD.decode(ciphertext).map_err(|_| CryptoError::Malformed("ciphertext is not base64url"))?;
     if ciphertext.len() < TAG_LEN {
         return Err(CryptoError::Malformed("ciphertext is shorter than its tag"));
     }
-    Ok(ParsedEnvelope {
-        key_id,
-        nonce,
-        ciphertext,
-    })
+    Ok(ParsedEnvelope { key_id, nonce, ciphertext })
 }
 
 fn write_private(path: &Path, bytes: &[u8], truncate: bool) -> std::io::Result<()> {
@@ -616,22 +516,13 @@ mod tests {
     fn round_trip() {
         let ring = ring();
         let acme = tenant("acme");
-        let env = ring
-            .seal(&acme, SecretField::Password, &secret("hunter2-long"))
-            .unwrap_or_default();
-        assert!(
-            env.starts_with(&format!("v1.{}.", ring.active_key_id())),
-            "{env}"
-        );
+        let env = ring.seal(&acme, SecretField::Password, &secret("hunter2-long")).unwrap_or_default();
+        assert!(env.starts_with(&format!("v1.{}.", ring.active_key_id())), "{env}");
         assert!(!env.contains("hunter2"));
-        let plain = ring
-            .open(&env, &acme, SecretField::Password)
-            .map(|s| s.expose_secret().to_owned());
+        let plain = ring.open(&env, &acme, SecretField::Password).map(|s| s.expose_secret().to_owned());
         assert_eq!(plain, Ok("hunter2-long".to_owned()));
         // Fresh nonce every time.
-        let again = ring
-            .seal(&acme, SecretField::Password, &secret("hunter2-long"))
-            .unwrap_or_default();
+        let again = ring.seal(&acme, SecretField::Password, &secret("hunter2-long")).unwrap_or_default();
         assert_ne!(env, again);
     }
 
@@ -639,21 +530,13 @@ mod tests {
     fn tampered_ciphertext_is_not_authentic() {
         let ring = ring();
         let acme = tenant("acme");
-        let env = ring
-            .seal(&acme, SecretField::Password, &secret("pw"))
-            .unwrap_or_default();
+        let env = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
         let (head, last) = env.rsplit_once('.').unwrap_or_default();
         let mut bytes = URL_SAFE_NO_PAD.decode(last).unwrap_or_default();
         bytes[0] ^= 1;
         let tampered = format!("{head}.{}", URL_SAFE_NO_PAD.encode(bytes));
         let err = ring.open(&tampered, &acme, SecretField::Password).err();
-        assert_eq!(
-            err,
-            Some(CryptoError::NotAuthentic {
-                tenant: acme.clone(),
-                field: SecretField::Password
-            })
-        );
+        assert_eq!(err, Some(CryptoError::NotAuthentic { tenant: acme.clone(), field: SecretField::Password }));
         let globex = tenant("globex");
         assert!(matches!(
             ring.diagnose(&tampered, &acme, SecretField::Password, [&globex]),
@@ -665,37 +548,21 @@ mod tests {
     fn wrong_tenant_is_named() {
         let ring = ring();
         let (acme, globex) = (tenant("acme"), tenant("globex"));
-        let env = ring
-            .seal(&acme, SecretField::Password, &secret("pw"))
-            .unwrap_or_default();
+        let env = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
         let err = ring.open(&env, &globex, SecretField::Password).err();
-        assert!(
-            matches!(err, Some(CryptoError::NotAuthentic { .. })),
-            "{err:?}"
-        );
+        assert!(matches!(err, Some(CryptoError::NotAuthentic { .. })), "{err:?}");
         let diagnosed = ring.diagnose(&env, &globex, SecretField::Password, [&globex, &acme]);
-        assert_eq!(
-            diagnosed,
-            CryptoError::WrongTenant {
-                expected: globex,
-                actual: acme
-            }
-        );
+        assert_eq!(diagnosed, CryptoError::WrongTenant { expected: globex, actual: acme });
     }
 
     #[test]
     fn wrong_field_is_named() {
         let ring = ring();
         let acme = tenant("acme");
-        let env = ring
-            .seal(&acme, SecretField::MailuApiToken, &secret("tok"))
-            .unwrap_or_default();
+        let env = ring.seal(&acme, SecretField::MailuApiToken, &secret("tok")).unwrap_or_default();
         assert_eq!(
             ring.open(&env, &acme, SecretField::Password).err(),
-            Some(CryptoError::WrongField {
-                expected: SecretField::Password,
-                actual: SecretField::MailuApiToken
-            })
+            Some(CryptoError::WrongField { expected: SecretField::Password, actual: SecretField::MailuApiToken })
         );
     }
 
@@ -703,9 +570,7 @@ mod tests {
     fn unknown_key_id() {
         let (a, b) = (ring(), ring());
         let acme = tenant("acme");
-        let env = a
-            .seal(&acme, SecretField::Password, &secret("pw"))
-            .unwrap_or_default();
+        let env = a.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
         assert_eq!(
             b.open(&env, &acme, SecretField::Password).err(),
             Some(CryptoError::UnknownKey(a.active_key_id().to_owned()))
@@ -716,9 +581,7 @@ mod tests {
     fn malformed_envelopes() {
         let ring = ring();
         let acme = tenant("acme");
-        let good = ring
-            .seal(&acme, SecretField::Password, &secret("pw"))
-            .unwrap_or_default();
+        let good = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
         let parts: Vec<&str> = good.split('.').collect();
         let cases = [
             String::new(),
@@ -733,10 +596,7 @@ mod tests {
         ];
         for text in cases {
             let err = ring.open(&text, &acme, SecretField::Password).err();
-            assert!(
-                matches!(err, Some(CryptoError::Malformed(_))),
-                "{text:?} gave {err:?}"
-            );
+            assert!(matches!(err, Some(CryptoError::Malformed(_))), "{text:?} gave {err:?}");
         }
     }
 
@@ -744,9 +604,7 @@ mod tests {
     fn rotated_keyring_opens_old_envelopes() {
         let mut ring = ring();
         let acme = tenant("acme");
-        let old = ring
-            .seal(&acme, SecretField::Password, &secret("pw"))
-            .unwrap_or_default();
+        let old = ring.seal(&acme, SecretField::Password, &secret("pw")).unwrap_or_default();
         let old_id = ring.active_key_id().to_owned();
         let new_id = ring.add_key(Utc::now()).unwrap_or_default();
         assert_ne!(old_id, new_id);
@@ -760,10 +618,7 @@ mod tests {
         let path = dir.path().join("keys/keyring.json");
         let ring = ring();
         assert!(ring.save(&path, false).is_ok());
-        assert!(matches!(
-            ring.save(&path, false),
-            Err(KeyringError::Exists(_))
-        ));
+        assert!(matches!(ring.save(&path, false), Err(KeyringError::Exists(_))));
         let loaded = Keyring::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(loaded.active_key_id(), ring.active_key_id());
         assert!(!format!("{loaded:?}").contains(&STANDARD.encode(ring.keys[0].key.as_ref())));
@@ -771,14 +626,8 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
-            assert!(matches!(
-                Keyring::load(&path),
-                Err(KeyringError::Permissions { mode: 0o644, .. })
-            ));
+            assert!(matches!(Keyring::load(&path), Err(KeyringError::Permissions { mode: 0o644, .. })));
         }
-        assert!(matches!(
-            Keyring::load(&dir.path().join("none")),
-            Err(KeyringError::Missing(_))
-        ));
+        assert!(matches!(Keyring::load(&dir.path().join("none")), Err(KeyringError::Missing(_))));
     }
 }

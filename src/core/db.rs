@@ -36,17 +36,10 @@ impl Db {
     /// [`Error::Config`] for an unsupported URL, [`Error::Database`] when it cannot connect.
     pub async fn connect(url: &str) -> Result<Self> {
         install_default_drivers();
-        let (backend, url) = if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             let file = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = Path::new(file)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
             }
             let url = if path.contains("mode=") {
                 format!("sqlite://{path}")
@@ -59,9 +52,7 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
         } else {
-            return Err(Error::Config(
-                "DATABASE_URL must start with sqlite:// or postgres://".into(),
-            ));
+            return Err(Error::Config("DATABASE_URL must start with sqlite:// or postgres://".into()));
         };
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })

@@ -45,15 +45,9 @@ pub struct Needs {
 
 impl Needs {
     /// Everything (the server).
-    pub const ALL: Needs = Needs {
-        vault: true,
-        keyring: true,
-    };
+    pub const ALL: Needs = Needs { vault: true, keyring: true };
     /// Database only (tokens, audit).
-    pub const DB: Needs = Needs {
-        vault: false,
-        keyring: false,
-    };
+    pub const DB: Needs = Needs { vault: false, keyring: false };
 }
 
 /// Settings the core reads at run time.
@@ -83,10 +77,7 @@ pub struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core")
-            .field("db", &self.db.backend())
-            .field("vault", &self.vault)
-            .finish_non_exhaustive()
+        f.debug_struct("Core").field("db", &self.db.backend()).field("vault", &self.vault).finish_non_exhaustive()
     }
 }
 
@@ -112,20 +103,14 @@ impl Readiness {
 /// # Errors
 /// [`Error::Config`] when neither a token nor a full AppRole pair is given.
 pub fn vault_settings(config: &Config) -> Result<VaultSettings> {
-    let auth = match (
-        &config.vault_token,
-        &config.vault_role_id,
-        &config.vault_secret_id,
-    ) {
+    let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
         (Some(token), _, _) => VaultAuth::Token(token.clone()),
-        (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole {
-            role_id: role_id.clone(),
-            secret_id: secret_id.clone(),
-        },
+        (None, Some(role_id), Some(secret_id)) => {
+            VaultAuth::AppRole { role_id: role_id.clone(), secret_id: secret_id.clone() }
+        }
         _ => {
             return Err(Error::Config(
-                "no Vault credentials: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID"
-                    .into(),
+                "no Vault credentials: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID".into(),
             ));
         }
     };
@@ -143,28 +128,18 @@ impl Core {
     ///
     /// # Errors
     /// Configuration, keyring, database or Vault errors, each naming what to fix.
-    pub async fn connect(
-        config: &Config,
-        needs: Needs,
-        clock: Option<SharedClock>,
-    ) -> Result<Self> {
+    pub async fn connect(config: &Config, needs: Needs, clock: Option<SharedClock>) -> Result<Self> {
         let keyring = if needs.keyring {
-            Some(Arc::new(
-                Keyring::load(&config.keyring_path).map_err(|e| Error::Config(e.to_string()))?,
-            ))
+            Some(Arc::new(Keyring::load(&config.keyring_path).map_err(|e| Error::Config(e.to_string()))?))
         } else {
             None
         };
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
-        let vault = if needs.vault {
-            Some(Arc::new(Vault::connect(vault_settings(config)?).await?))
-        } else {
-            None
-        };
+        let vault = if needs.vault { Some(Arc::new(Vault::connect(vault_settings(config)?).await?)) } else { None };
         let rp = RelyingParty::new(&config.public_url, chrono::Duration::minutes(2))?;
-        let reveal_secs = i64::try_from(config.reveal_window_secs)
-            .map_err(|_| Error::Config("reveal window too long".into()))?;
+        let reveal_secs =
+            i64::try_from(config.reveal_window_secs).map_err(|_| Error::Config("reveal window too long".into()))?;
         Ok(Self {
             db,
             vault,
@@ -186,15 +161,11 @@ impl Core {
     }
 
     pub(crate) fn vault(&self) -> Result<&Arc<Vault>> {
-        self.vault
-            .as_ref()
-            .ok_or_else(|| Error::Internal("this command runs without Vault".into()))
+        self.vault.as_ref().ok_or_else(|| Error::Internal("this command runs without Vault".into()))
     }
 
     pub(crate) fn relying_party(&self) -> Result<&RelyingParty> {
-        self.rp
-            .as_deref()
-            .ok_or_else(|| Error::Internal("WebAuthn is not configured".into()))
+        self.rp.as_deref().ok_or_else(|| Error::Internal("WebAuthn is not configured".into()))
     }
 
     /// Settings in effect.
@@ -204,9 +175,7 @@ impl Core {
     }
 
     pub(crate) fn keyring(&self) -> Result<&Keyring> {
-        self.keyring
-            .as_deref()
-            .ok_or_else(|| Error::Internal("this command runs without the keyring".into()))
+        self.keyring.as_deref().ok_or_else(|| Error::Internal("this command runs without the keyring".into()))
     }
 
     /// The database handle (tests and health).
@@ -228,10 +197,7 @@ impl Core {
             Some(v) => v.health().await,
             None => VaultHealth::Unreachable,
         };
-        Readiness {
-            database: self.db.ping().await,
-            vault,
-        }
+        Readiness { database: self.db.ping().await, vault }
     }
 
     /// Resolves a bearer token.
@@ -253,16 +219,7 @@ impl Core {
         scopes: &[Scope],
         ttl: Option<chrono::Duration>,
     ) -> Result<CreatedToken> {
-        access::create_token(
-            &self.db,
-            actor,
-            &ClientInfo::local(),
-            name,
-            scopes,
-            ttl,
-            self.now(),
-        )
-        .await
+        access::create_token(&self.db, actor, &ClientInfo::local(), name, scopes, ttl, self.now()).await
     }
 
     /// Lists service tokens.
@@ -336,12 +293,7 @@ pub fn add_keyring_key(config: &Config) -> std::result::Result<String, KeyringEr
 ///
 /// # Errors
 /// Database errors.
-pub async fn record_keyring_change(
-    config: &Config,
-    actor: &Actor,
-    key_id: &str,
-    created: bool,
-) -> Result<()> {
+pub async fn record_keyring_change(config: &Config, actor: &Actor, key_id: &str, created: bool) -> Result<()> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let details = json!({"key_id": key_id, "keyring_created": created});

@@ -120,19 +120,13 @@ impl RelyingParty {
     /// # Errors
     /// [`Error::Config`] for a URL without a host.
     pub fn new(public_url: &str, ceremony_ttl: Duration) -> Result<Self> {
-        let origin = Url::parse(public_url)
-            .map_err(|_| Error::Config(format!("public URL `{public_url}` is not a URL")))?;
-        let rp_id = origin
-            .host_str()
-            .ok_or_else(|| Error::Config("public URL has no host".into()))?
-            .to_owned();
+        let origin =
+            Url::parse(public_url).map_err(|_| Error::Config(format!("public URL `{public_url}` is not a URL")))?;
+        let rp_id = origin.host_str().ok_or_else(|| Error::Config("public URL has no host".into()))?.to_owned();
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
             .and_then(|b| b.rp_name("smtp-vault").build())
             .map_err(|e| Error::Config(format!("WebAuthn relying party: {e}")))?;
-        Ok(Self {
-            webauthn,
-            ttl: ceremony_ttl,
-        })
+        Ok(Self { webauthn, ttl: ceremony_ttl })
     }
 
     /// The webauthn-rs handle.
@@ -153,8 +147,7 @@ impl RelyingParty {
         state: &S,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let state = serde_json::to_string(state)
-            .map_err(|e| Error::Internal(format!("ceremony state: {e}")))?;
+        let state = serde_json::to_string(state).map_err(|e| Error::Internal(format!("ceremony state: {e}")))?;
         // Opportunistic cleanup keeps the table small without a separate job.
         sqlx::query("DELETE FROM ceremonies WHERE expires_at_ms < $1")
             .bind((now - Duration::hours(1)).timestamp_millis())
@@ -203,8 +196,7 @@ impl RelyingParty {
         let Some(row) = rows.into_iter().max_by_key(|r| r.created_at_ms) else {
             return Ok(None);
         };
-        let state = serde_json::from_str(&row.state)
-            .map_err(|e| Error::Internal(format!("ceremony state: {e}")))?;
+        let state = serde_json::from_str(&row.state).map_err(|e| Error::Internal(format!("ceremony state: {e}")))?;
         Ok(Some(TakenCeremony {
             state,
             admin_id: row.admin_id,

@@ -50,10 +50,7 @@ mod tests {
     #[test]
     fn refuses_past_the_limit_until_the_window_ends() {
         let limiter = RateLimiter::default();
-        let limit = Limit {
-            attempts: 3,
-            window: Duration::minutes(1),
-        };
+        let limit = Limit { attempts: 3, window: Duration::minutes(1) };
         let t0 = Utc::now();
         assert!((0..3).all(|_| limiter.allow("k", limit, t0)));
         assert!(!limiter.allow("k", limit, t0 + Duration::seconds(30)));

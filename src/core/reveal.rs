@@ -37,8 +37,7 @@ impl GrantRow {
     }
 }
 
-const GRANT_COLUMNS: &str =
-    "g.grant_id, a.email, g.tenant_id, g.reason, g.created_at_ms, g.expires_at_ms";
+const GRANT_COLUMNS: &str = "g.grant_id, a.email, g.tenant_id, g.reason, g.created_at_ms, g.expires_at_ms";
 
 impl Core {
     /// Records a refused reveal step and returns the error to answer with.
@@ -59,12 +58,7 @@ impl Core {
         }
     }
 
-    async fn require_revealer(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        tenant: &TenantId,
-    ) -> Result<()> {
+    async fn require_revealer(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<()> {
         match actor {
             Actor::Admin { .. } if actor.may_reveal() => Ok(()),
             Actor::Admin { .. } => Err(self
@@ -101,26 +95,16 @@ impl Core {
             || reason.chars().count() > 500
             || reason.chars().any(|c| c.is_control() && c != '\n')
         {
-            return Err(Error::InvalidInput(
-                "give a reason of 3 to 500 characters".into(),
-            ));
+            return Err(Error::InvalidInput("give a reason of 3 to 500 characters".into()));
         }
-        let known: Option<(String,)> =
-            sqlx::query_as("SELECT tenant_id FROM tenants WHERE tenant_id = $1")
-                .bind(tenant.as_str())
-                .fetch_optional(self.db.pool())
-                .await?;
+        let known: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
         if known.is_none() {
             return Err(Error::NotFound("credential"));
         }
-        self.begin_reauth(
-            actor,
-            session,
-            Purpose::Reveal,
-            Some(tenant.as_str()),
-            json!({"reason": reason}),
-        )
-        .await
+        self.begin_reauth(actor, session, Purpose::Reveal, Some(tenant.as_str()), json!({"reason": reason})).await
     }
 
     /// Finishes the step-up and opens the reveal window.
@@ -137,36 +121,18 @@ impl Core {
         credential_json: &str,
     ) -> Result<GrantView> {
         self.require_revealer(actor, client, tenant).await?;
-        let Actor::Admin {
-            admin_id, email, ..
-        } = actor
-        else {
+        let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        let (passkey_id, context) = match self
-            .finish_reauth(
-                actor,
-                session,
-                Purpose::Reveal,
-                Some(tenant.as_str()),
-                credential_json,
-            )
-            .await?
-        {
-            Ok(ok) => ok,
-            Err(cause) => {
-                return Err(self
-                    .refuse(
-                        actor,
-                        client,
-                        tenant,
-                        EventType::ReauthFailed,
-                        cause,
-                        Error::Unauthenticated,
-                    )
-                    .await);
-            }
-        };
+        let (passkey_id, context) =
+            match self.finish_reauth(actor, session, Purpose::Reveal, Some(tenant.as_str()), credential_json).await? {
+                Ok(ok) => ok,
+                Err(cause) => {
+                    return Err(self
+                        .refuse(actor, client, tenant, EventType::ReauthFailed, cause, Error::Unauthenticated)
+                        .await);
+                }
+            };
         let reason = context["reason"].as_str().unwrap_or_default().to_owned();
         let now = self.now();
         let expires_at = now + self.settings.reveal_window;
@@ -186,23 +152,12 @@ impl Core {
         .execute(&mut *tx)
         .await?;
         let reauth = json!({"purpose": "reveal", "passkey_id": passkey_id});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::ReauthSucceeded, Some(tenant), reauth),
-            now,
-        )
-        .await?;
-        let details = json!({"grant_id": grant_id, "reason": reason, "passkey_id": passkey_id, "expires_at": expires_at});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::RevealGranted, Some(tenant), details),
-            now,
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::ReauthSucceeded, Some(tenant), reauth), now)
+            .await?;
+        let details =
+            json!({"grant_id": grant_id, "reason": reason, "passkey_id": passkey_id, "expires_at": expires_at});
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::RevealGranted, Some(tenant), details), now)
+            .await?;
         tx.commit().await?;
         Ok(GrantView {
             grant_id,
@@ -253,23 +208,13 @@ impl Core {
                 )
                 .await);
         };
-        let stored = self
-            .vault()?
-            .read_credential(tenant)
-            .await?
-            .ok_or(Error::NotFound("credential"))?;
-        let password =
-            match self
-                .keyring()?
-                .open(&stored.document.password, tenant, SecretField::Password)
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    return Err(self
-                        .integrity_failure(actor, client, tenant, &stored.document.password, e, now)
-                        .await);
-                }
-            };
+        let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let password = match self.keyring()?.open(&stored.document.password, tenant, SecretField::Password) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await);
+            }
+        };
         let details = json!({"grant_id": grant_id, "version": stored.version});
         audit::record(
             &self.db,
@@ -285,6 +230,7 @@ impl Core {
             password,
             grant_id,
             expires_at: DateTime::from_timestamp_millis(expires_ms).unwrap_or(now),
+            expires_in_secs: (expires_ms - now.timestamp_millis()).max(0) / 1000,
         })
     }
 
@@ -293,11 +239,7 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] for non-admins, database errors.
-    pub async fn list_grants(
-        &self,
-        actor: &Actor,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<GrantView>> {
+    pub async fn list_grants(&self, actor: &Actor, tenant: Option<&TenantId>) -> Result<Vec<GrantView>> {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
@@ -321,12 +263,7 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown, closed or someone else's grant.
-    pub async fn revoke_grant(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        grant_id: &str,
-    ) -> Result<()> {
+    pub async fn revoke_grant(&self, actor: &Actor, client: &ClientInfo, grant_id: &str) -> Result<()> {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
@@ -339,29 +276,19 @@ impl Core {
         .bind(now.timestamp_millis())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((tenant_id, owner)) =
-            row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins())
-        else {
+        let Some((tenant_id, owner)) = row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins()) else {
             return Err(Error::NotFound("open reveal window"));
         };
-        sqlx::query(
-            "UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3",
-        )
-        .bind(now.timestamp_millis())
-        .bind(actor.audit_identity().1)
-        .bind(grant_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3")
+            .bind(now.timestamp_millis())
+            .bind(actor.audit_identity().1)
+            .bind(grant_id)
+            .execute(&mut *tx)
+            .await?;
         let tenant = TenantId::parse(&tenant_id).ok();
         let details = json!({"grant_id": grant_id, "owner": owner, "cause": "revoked"});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details),
-            now,
-        )
-        .await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details), now)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -384,24 +311,16 @@ impl Core {
         .fetch_all(&mut *tx)
         .await?;
         for (grant_id, tenant_id) in open {
-            sqlx::query(
-                "UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3",
-            )
-            .bind(now.timestamp_millis())
-            .bind(actor.audit_identity().1)
-            .bind(&grant_id)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3")
+                .bind(now.timestamp_millis())
+                .bind(actor.audit_identity().1)
+                .bind(&grant_id)
+                .execute(&mut *tx)
+                .await?;
             let tenant = TenantId::parse(&tenant_id).ok();
             let details = json!({"grant_id": grant_id, "owner": admin_id, "cause": cause});
-            audit::append(
-                tx,
-                actor,
-                client,
-                NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details),
-                now,
-            )
-            .await?;
+            audit::append(tx, actor, client, NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details), now)
+                .await?;
         }
         Ok(())
     }
@@ -420,16 +339,15 @@ impl Core {
         .fetch_all(self.db.pool())
         .await?;
         let mut recorded = 0;
-        let system = Actor::System {
-            job: "reveal-expiry",
-        };
+        let system = Actor::System { job: "reveal-expiry" };
         for (grant_id, tenant_id, admin_id) in closed {
             let mut tx = self.db.pool().begin().await?;
             // Claiming the row first makes concurrent sweepers record each expiry once.
-            let claimed = sqlx::query("UPDATE reveal_grants SET expiry_recorded = 1 WHERE grant_id = $1 AND expiry_recorded = 0")
-                .bind(&grant_id)
-                .execute(&mut *tx)
-                .await?;
+            let claimed =
+                sqlx::query("UPDATE reveal_grants SET expiry_recorded = 1 WHERE grant_id = $1 AND expiry_recorded = 0")
+                    .bind(&grant_id)
+                    .execute(&mut *tx)
+                    .await?;
             if claimed.rows_affected() == 1 {
                 let tenant = TenantId::parse(&tenant_id).ok();
                 let details = json!({"grant_id": grant_id, "owner": admin_id});

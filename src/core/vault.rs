@@ -23,18 +23,9 @@ use vaultrs::error::ClientError;
 pub const CONSOLE_ROLE: &str = "smtp-vault-console";
 /// The shipped policies: (name, HCL template with `{{mount}}`).
 pub const POLICIES: [(&str, &str); 3] = [
-    (
-        "smtp-vault-console",
-        include_str!("../../vault/policies/smtp-vault-console.hcl"),
-    ),
-    (
-        "smtp-vault-backup",
-        include_str!("../../vault/policies/smtp-vault-backup.hcl"),
-    ),
-    (
-        "smtp-vault-reviewer",
-        include_str!("../../vault/policies/smtp-vault-reviewer.hcl"),
-    ),
+    ("smtp-vault-console", include_str!("../../vault/policies/smtp-vault-console.hcl")),
+    ("smtp-vault-backup", include_str!("../../vault/policies/smtp-vault-backup.hcl")),
+    ("smtp-vault-reviewer", include_str!("../../vault/policies/smtp-vault-reviewer.hcl")),
 ];
 
 /// How the console proves itself to Vault.
@@ -98,9 +89,7 @@ pub struct CredentialDocument {
 
 impl std::fmt::Debug for CredentialDocument {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialDocument")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
+        f.debug_struct("CredentialDocument").field("username", &self.username).finish_non_exhaustive()
     }
 }
 
@@ -161,28 +150,21 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault")
-            .field("addr", &self.settings.addr)
-            .field("mount", &self.settings.mount)
-            .finish()
+        f.debug_struct("Vault").field("addr", &self.settings.addr).field("mount", &self.settings.mount).finish()
     }
 }
 
 fn vault_error(context: &str, e: ClientError) -> Error {
     match e {
         ClientError::APIError { code: 503, .. } => Error::VaultSealed,
-        ClientError::APIError { code: 403, .. } => {
-            Error::Vault(format!("{context}: permission denied"))
-        }
+        ClientError::APIError { code: 403, .. } => Error::Vault(format!("{context}: permission denied")),
         ClientError::APIError { code, errors } => {
             Error::Vault(format!("{context}: HTTP {code}: {}", errors.join("; ")))
         }
-        ClientError::RestClientError {
-            source: RestError::ServerResponseError { code, .. },
-        } => Error::Vault(format!("{context}: HTTP {code}")),
-        ClientError::RestClientError { .. } => {
-            Error::Vault(format!("{context}: Vault is unreachable"))
+        ClientError::RestClientError { source: RestError::ServerResponseError { code, .. } } => {
+            Error::Vault(format!("{context}: HTTP {code}"))
         }
+        ClientError::RestClientError { .. } => Error::Vault(format!("{context}: Vault is unreachable")),
         other => Error::Vault(format!("{context}: {other}")),
     }
 }
@@ -193,9 +175,7 @@ fn is_absent(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::APIError { code: 404, .. }
-            | ClientError::RestClientError {
-                source: RestError::ServerResponseError { code: 404, .. }
-            }
+            | ClientError::RestClientError { source: RestError::ServerResponseError { code: 404, .. } }
     )
 }
 
@@ -212,8 +192,7 @@ fn is_cas_mismatch(e: &ClientError) -> bool {
 
 fn build_client(addr: &str, token: &str, timeout: Duration) -> Result<VaultClient> {
     // `address()` panics on a bad URL, so it is checked first.
-    url::Url::parse(addr)
-        .map_err(|_| Error::Config(format!("VAULT_ADDR `{addr}` is not a URL")))?;
+    url::Url::parse(addr).map_err(|_| Error::Config(format!("VAULT_ADDR `{addr}` is not a URL")))?;
     let settings = VaultClientSettingsBuilder::default()
         .address(addr)
         .token(token)
@@ -249,14 +228,8 @@ impl Vault {
         match &settings.auth {
             VaultAuth::Token(token) => {
                 let client = build_client(&settings.addr, token.expose_secret(), settings.timeout)?;
-                let info = client
-                    .lookup()
-                    .await
-                    .map_err(|e| vault_error("VAULT_TOKEN lookup", e))?;
-                let lease = Lease {
-                    ttl: Duration::from_secs(info.ttl),
-                    renewable: info.renewable.unwrap_or(false),
-                };
+                let info = client.lookup().await.map_err(|e| vault_error("VAULT_TOKEN lookup", e))?;
+                let lease = Lease { ttl: Duration::from_secs(info.ttl), renewable: info.renewable.unwrap_or(false) };
                 Ok((client, token.clone(), lease))
             }
             VaultAuth::AppRole { role_id, secret_id } => {
@@ -271,28 +244,17 @@ impl Vault {
                 .map_err(|e| vault_error("AppRole login", e))?;
                 let token = SecretString::from(auth.client_token);
                 let client = build_client(&settings.addr, token.expose_secret(), settings.timeout)?;
-                Ok((
-                    client,
-                    token,
-                    Lease {
-                        ttl: Duration::from_secs(auth.lease_duration),
-                        renewable: auth.renewable,
-                    },
-                ))
+                Ok((client, token, Lease { ttl: Duration::from_secs(auth.lease_duration), renewable: auth.renewable }))
             }
         }
     }
 
     fn client(&self) -> Arc<VaultClient> {
-        self.client
-            .read()
-            .map_or_else(|p| Arc::clone(&p.into_inner()), |c| Arc::clone(&c))
+        self.client.read().map_or_else(|p| Arc::clone(&p.into_inner()), |c| Arc::clone(&c))
     }
 
     fn token(&self) -> SecretString {
-        self.token
-            .read()
-            .map_or_else(|p| p.into_inner().clone(), |t| t.clone())
+        self.token.read().map_or_else(|p| p.into_inner().clone(), |t| t.clone())
     }
 
     /// The KV mount in use.
@@ -329,10 +291,7 @@ impl Vault {
             match self.client().renew(None).await {
                 // A renewal that gives less than asked means the max TTL is near: log in anew.
                 Ok(auth) if auth.lease_duration >= lease.ttl.as_secs() / 2 => {
-                    self.set_lease(Lease {
-                        ttl: Duration::from_secs(auth.lease_duration),
-                        renewable: auth.renewable,
-                    });
+                    self.set_lease(Lease { ttl: Duration::from_secs(auth.lease_duration), renewable: auth.renewable });
                     tracing::debug!(ttl_s = auth.lease_duration, "vault token renewed");
                     return Ok(());
                 }
@@ -404,15 +363,11 @@ impl Vault {
             .map_err(|e| Error::Internal(format!("read request: {e}")))?;
         match vaultrs::api::exec_with_result(self.client().as_ref(), request).await {
             Ok(response) => {
-                let document =
-                    serde_json::from_value(response.data).map_err(|_| Error::MalformedSecret {
-                        path: format!("{}/{path}", self.settings.mount),
-                        problem: "fields missing or of the wrong type",
-                    })?;
-                Ok(Some(VersionedDocument {
-                    document,
-                    version: response.metadata.version,
-                }))
+                let document = serde_json::from_value(response.data).map_err(|_| Error::MalformedSecret {
+                    path: format!("{}/{path}", self.settings.mount),
+                    problem: "fields missing or of the wrong type",
+                })?;
+                Ok(Some(VersionedDocument { document, version: response.metadata.version }))
             }
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(vault_error("reading credential", e)),
@@ -424,13 +379,7 @@ impl Vault {
     /// # Errors
     /// Vault errors.
     pub async fn metadata_version(&self, tenant: &TenantId) -> Result<u64> {
-        match vaultrs::kv2::read_metadata(
-            self.client().as_ref(),
-            &self.settings.mount,
-            &Self::path(tenant),
-        )
-        .await
-        {
+        match vaultrs::kv2::read_metadata(self.client().as_ref(), &self.settings.mount, &Self::path(tenant)).await {
             Ok(meta) => Ok(meta.current_version),
             Err(e) if is_absent(&e) => Ok(0),
             Err(e) => Err(vault_error("reading credential metadata", e)),
@@ -442,15 +391,9 @@ impl Vault {
     ///
     /// # Errors
     /// [`Error::Conflict`] when another writer got there first; Vault errors otherwise.
-    pub async fn write_credential(
-        &self,
-        tenant: &TenantId,
-        document: &CredentialDocument,
-        cas: u64,
-    ) -> Result<u64> {
+    pub async fn write_credential(&self, tenant: &TenantId, document: &CredentialDocument, cas: u64) -> Result<u64> {
         let path = Self::path(tenant);
-        let cas =
-            u32::try_from(cas).map_err(|_| Error::Internal("KV version beyond u32".into()))?;
+        let cas = u32::try_from(cas).map_err(|_| Error::Internal("KV version beyond u32".into()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let written = vaultrs::kv2::set_with_options(
@@ -478,8 +421,7 @@ impl Vault {
     /// # Errors
     /// Vault errors.
     pub async fn list_tenants(&self) -> Result<Vec<TenantId>> {
-        let keys = match vaultrs::kv2::list(self.client().as_ref(), &self.settings.mount, "").await
-        {
+        let keys = match vaultrs::kv2::list(self.client().as_ref(), &self.settings.mount, "").await {
             Ok(keys) => keys,
             Err(e) if is_absent(&e) => Vec::new(),
             Err(e) => return Err(vault_error("listing tenants", e)),
@@ -503,17 +445,11 @@ impl Vault {
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
         let url = format!("{}/v1/{path}", self.settings.addr.trim_end_matches('/'));
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("X-Vault-Token", self.token().expose_secret());
+        let mut request = self.http.request(method, url).header("X-Vault-Token", self.token().expose_secret());
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|_| Error::Vault(format!("{path}: Vault is unreachable")))?;
+        let response = request.send().await.map_err(|_| Error::Vault(format!("{path}: Vault is unreachable")))?;
         let status = response.status();
         let value: serde_json::Value = if status == reqwest::StatusCode::NO_CONTENT {
             serde_json::Value::Null
@@ -526,17 +462,9 @@ impl Vault {
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
             return Err(Error::VaultSealed);
         }
-        let errors = value["errors"].as_array().map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
-        Err(Error::Vault(format!(
-            "{path}: HTTP {}: {}",
-            status.as_u16(),
-            errors.unwrap_or_default()
-        )))
+        let errors =
+            value["errors"].as_array().map(|a| a.iter().filter_map(|e| e.as_str()).collect::<Vec<_>>().join("; "));
+        Err(Error::Vault(format!("{path}: HTTP {}: {}", status.as_u16(), errors.unwrap_or_default())))
     }
 
     /// Configures Vault for the console (idempotent): KV v2 mount, the shipped policies,
@@ -547,45 +475,27 @@ impl Vault {
     pub async fn setup(&self, role: &RoleSettings) -> Result<SetupReport> {
         let mount = &self.settings.mount;
         let mounts = self.sys(reqwest::Method::GET, "sys/mounts", None).await?;
-        let existing = mounts
-            .get("data")
-            .unwrap_or(&mounts)
-            .get(format!("{mount}/"));
+        let existing = mounts.get("data").unwrap_or(&mounts).get(format!("{mount}/"));
         let mount_created = match existing {
             None => {
-                let body = json!({"type": "kv", "description": "smtp-vault tenant credentials", "options": {"version": "2"}});
-                self.sys(
-                    reqwest::Method::POST,
-                    &format!("sys/mounts/{mount}"),
-                    Some(body),
-                )
-                .await?;
+                let body =
+                    json!({"type": "kv", "description": "smtp-vault tenant credentials", "options": {"version": "2"}});
+                self.sys(reqwest::Method::POST, &format!("sys/mounts/{mount}"), Some(body)).await?;
                 true
             }
             Some(m) if m["type"] == "kv" && m["options"]["version"] == "2" => false,
             Some(_) => {
-                return Err(Error::Config(format!(
-                    "mount `{mount}/` exists but is not KV version 2"
-                )));
+                return Err(Error::Config(format!("mount `{mount}/` exists but is not KV version 2")));
             }
         };
         // Keep history for "last known good" and make every write state the version it expects.
         let config = json!({"max_versions": 20, "cas_required": true});
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            match self
-                .sys(
-                    reqwest::Method::POST,
-                    &format!("{mount}/config"),
-                    Some(config.clone()),
-                )
-                .await
-            {
+            match self.sys(reqwest::Method::POST, &format!("{mount}/config"), Some(config.clone())).await {
                 Ok(_) => break,
                 // Same mount-upgrade window as for writes; no typed signal exists.
-                Err(Error::Vault(m))
-                    if m.contains("Upgrading") && tokio::time::Instant::now() < deadline =>
-                {
+                Err(Error::Vault(m)) if m.contains("Upgrading") && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e),
@@ -594,28 +504,13 @@ impl Vault {
         let mut policies = Vec::new();
         for (name, template) in POLICIES {
             let text = template.replace("{{mount}}", mount);
-            self.sys(
-                reqwest::Method::PUT,
-                &format!("sys/policies/acl/{name}"),
-                Some(json!({"policy": text})),
-            )
-            .await?;
+            self.sys(reqwest::Method::PUT, &format!("sys/policies/acl/{name}"), Some(json!({"policy": text}))).await?;
             policies.push(name.to_owned());
         }
         let approle = &self.settings.approle_mount;
         let auths = self.sys(reqwest::Method::GET, "sys/auth", None).await?;
-        if auths
-            .get("data")
-            .unwrap_or(&auths)
-            .get(format!("{approle}/"))
-            .is_none()
-        {
-            self.sys(
-                reqwest::Method::POST,
-                &format!("sys/auth/{approle}"),
-                Some(json!({"type": "approle"})),
-            )
-            .await?;
+        if auths.get("data").unwrap_or(&auths).get(format!("{approle}/")).is_none() {
+            self.sys(reqwest::Method::POST, &format!("sys/auth/{approle}"), Some(json!({"type": "approle"}))).await?;
         }
         let role_body = json!({
             "token_policies": [CONSOLE_ROLE],
@@ -624,29 +519,14 @@ impl Vault {
             "secret_id_ttl": role.secret_id_ttl,
             "token_type": "service",
         });
-        self.sys(
-            reqwest::Method::POST,
-            &format!("auth/{approle}/role/{CONSOLE_ROLE}"),
-            Some(role_body),
-        )
-        .await?;
-        let role_id = self
-            .sys(
-                reqwest::Method::GET,
-                &format!("auth/{approle}/role/{CONSOLE_ROLE}/role-id"),
-                None,
-            )
-            .await?;
+        self.sys(reqwest::Method::POST, &format!("auth/{approle}/role/{CONSOLE_ROLE}"), Some(role_body)).await?;
+        let role_id =
+            self.sys(reqwest::Method::GET, &format!("auth/{approle}/role/{CONSOLE_ROLE}/role-id"), None).await?;
         let secret = self
-            .sys(
-                reqwest::Method::POST,
-                &format!("auth/{approle}/role/{CONSOLE_ROLE}/secret-id"),
-                Some(json!({})),
-            )
+            .sys(reqwest::Method::POST, &format!("auth/{approle}/role/{CONSOLE_ROLE}/secret-id"), Some(json!({})))
             .await?;
-        let role_id = role_id["data"]["role_id"]
-            .as_str()
-            .ok_or_else(|| Error::Vault("role-id answer has no role_id".into()))?;
+        let role_id =
+            role_id["data"]["role_id"].as_str().ok_or_else(|| Error::Vault("role-id answer has no role_id".into()))?;
         let secret_id = secret["data"]["secret_id"]
             .as_str()
             .ok_or_else(|| Error::Vault("secret-id answer has no secret_id".into()))?;
@@ -674,11 +554,7 @@ pub struct RoleSettings {
 
 impl Default for RoleSettings {
     fn default() -> Self {
-        Self {
-            token_ttl: "1h".into(),
-            token_max_ttl: "24h".into(),
-            secret_id_ttl: "0".into(),
-        }
+        Self { token_ttl: "1h".into(), token_max_ttl: "24h".into(), secret_id_ttl: "0".into() }
     }
 }
 

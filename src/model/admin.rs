@@ -21,11 +21,7 @@ pub enum Role {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 3] = [
-        Role::PlatformAdmin,
-        Role::IncidentResponder,
-        Role::SecurityReviewer,
-    ];
+    pub const ALL: [Role; 3] = [Role::PlatformAdmin, Role::IncidentResponder, Role::SecurityReviewer];
 
     /// The stored and wire name.
     #[must_use]
@@ -138,6 +134,9 @@ pub struct RevealedCredentialView {
     pub grant_id: String,
     /// When the window closes.
     pub expires_at: DateTime<Utc>,
+    /// Seconds left in the window when this was sent (the browser counts down from it, so a
+    /// skewed client clock does not matter).
+    pub expires_in_secs: i64,
 }
 
 impl fmt::Debug for RevealedCredentialView {
@@ -176,9 +175,6 @@ impl UiError {
     /// Builds an error.
     #[must_use]
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
+        Self { code: code.into(), message: message.into() }
     }
 }

@@ -37,14 +37,7 @@ impl CredentialState {
     /// Parses the database/wire name.
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::Active,
-            Self::Rotating,
-            Self::NeedsReconcile,
-            Self::Drifted,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        [Self::Active, Self::Rotating, Self::NeedsReconcile, Self::Drifted].into_iter().find(|s| s.as_str() == name)
     }
 }
 
@@ -63,10 +56,7 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: &str, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            problem: problem.into(),
-        }
+        Self { field: field.to_owned(), problem: problem.into() }
     }
 }
 
@@ -102,15 +92,8 @@ impl fmt::Debug for StoreCredentialRequest {
     }
 }
 
-const STORE_FIELDS: [&str; 7] = [
-    "username",
-    "password",
-    "smtp_host",
-    "smtp_port",
-    "webmail_url",
-    "mailu_api_url",
-    "mailu_api_token",
-];
+const STORE_FIELDS: [&str; 7] =
+    ["username", "password", "smtp_host", "smtp_port", "webmail_url", "mailu_api_url", "mailu_api_token"];
 
 impl StoreCredentialRequest {
     /// Longest accepted password or API token, in bytes.
@@ -126,10 +109,7 @@ impl StoreCredentialRequest {
             return Err(FieldError::new("(body)", "must be a JSON object"));
         };
         if let Some(unknown) = obj.keys().find(|k| !STORE_FIELDS.contains(&k.as_str())) {
-            return Err(FieldError::new(
-                &printable_field_name(unknown),
-                "is not a known field",
-            ));
+            return Err(FieldError::new(&printable_field_name(unknown), "is not a known field"));
         }
         let password = take_string(&mut obj, "password", Self::MAX_SECRET_LEN, true)?;
         let mailu_api_token = take_string(&mut obj, "mailu_api_token", Self::MAX_SECRET_LEN, true)?;
@@ -148,35 +128,23 @@ impl StoreCredentialRequest {
 
 fn printable_field_name(name: &str) -> String {
     let printable = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic());
-    if printable {
-        name.to_owned()
-    } else {
-        "(unprintable)".to_owned()
-    }
+    if printable { name.to_owned() } else { "(unprintable)".to_owned() }
 }
 
-fn take_string(
-    obj: &mut Map<String, Value>,
-    field: &str,
-    max_len: usize,
-    secret: bool,
-) -> Result<String, FieldError> {
+fn take_string(obj: &mut Map<String, Value>, field: &str, max_len: usize, secret: bool) -> Result<String, FieldError> {
     match obj.remove(field) {
         None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
         Some(Value::String(s)) if s.is_empty() => Err(FieldError::new(field, "must not be empty")),
-        Some(Value::String(s)) if s.len() > max_len => Err(FieldError::new(
-            field,
-            format!("must be at most {max_len} bytes"),
-        )),
+        Some(Value::String(s)) if s.len() > max_len => {
+            Err(FieldError::new(field, format!("must be at most {max_len} bytes")))
+        }
         // Control characters in a login or secret are almost always a copy/paste accident.
-        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        )),
-        Some(Value::String(s)) if !secret && s.trim() != s => Err(FieldError::new(
-            field,
-            "must not start or end with white space",
-        )),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(FieldError::new(field, "must not contain control characters"))
+        }
+        Some(Value::String(s)) if !secret && s.trim() != s => {
+            Err(FieldError::new(field, "must not start or end with white space"))
+        }
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(FieldError::new(field, "must be a string")),
     }
@@ -187,17 +155,11 @@ fn take_host(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldE
     let ok = host.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     }) || host.parse::<std::net::IpAddr>().is_ok();
-    if ok {
-        Ok(host)
-    } else {
-        Err(FieldError::new(field, "must be a host name or IP address"))
-    }
+    if ok { Ok(host) } else { Err(FieldError::new(field, "must be a host name or IP address")) }
 }
 
 fn take_port(obj: &mut Map<String, Value>, field: &str) -> Result<u16, FieldError> {
@@ -214,18 +176,10 @@ fn take_port(obj: &mut Map<String, Value>, field: &str) -> Result<u16, FieldErro
 
 fn take_url(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
     let url = take_string(obj, field, 2048, false)?;
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    let host_part = rest
-        .and_then(|r| r.split(['/', '?', '#']).next())
-        .unwrap_or("");
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host_part = rest.and_then(|r| r.split(['/', '?', '#']).next()).unwrap_or("");
     let ok = !host_part.is_empty() && !url.contains(char::is_whitespace);
-    if ok {
-        Ok(url)
-    } else {
-        Err(FieldError::new(field, "must be an http:// or https:// URL"))
-    }
+    if ok { Ok(url) } else { Err(FieldError::new(field, "must be an http:// or https:// URL")) }
 }
 
 /// Answer to a successful store.
@@ -361,12 +315,7 @@ mod tests {
     fn refuses_unknown_fields_and_non_objects() {
         let mut body = valid();
         body["pasword"] = json!("typo");
-        assert_eq!(
-            StoreCredentialRequest::from_json(body)
-                .err()
-                .map(|e| e.field),
-            Some("pasword".into())
-        );
+        assert_eq!(StoreCredentialRequest::from_json(body).err().map(|e| e.field), Some("pasword".into()));
         assert!(StoreCredentialRequest::from_json(json!([1, 2])).is_err());
     }
 
@@ -374,10 +323,7 @@ mod tests {
     fn debug_never_shows_secrets() {
         let r = StoreCredentialRequest::from_json(valid()).ok();
         let text = format!("{r:?}");
-        assert!(
-            !text.contains("s3cret-Pass!") && !text.contains("\"tok\""),
-            "{text}"
-        );
+        assert!(!text.contains("s3cret-Pass!") && !text.contains("\"tok\""), "{text}");
     }
 }
 

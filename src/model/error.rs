@@ -22,11 +22,6 @@ impl ApiErrorBody {
     /// Builds a body from a code and message.
     #[must_use]
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            error: ApiError {
-                code: code.into(),
-                message: message.into(),
-            },
-        }
+        Self { error: ApiError { code: code.into(), message: message.into() } }
     }
 }

@@ -8,9 +8,7 @@ mod error;
 mod scope;
 mod tenant;
 
-pub use admin::{
-    AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError,
-};
+pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ServiceTokenSummary,
     StoreCredentialRequest, StoredCredentialView, TenantSummary,

@@ -72,10 +72,7 @@ impl fmt::Display for Scope {
 impl std::str::FromStr for Scope {
     type Err = UnknownScope;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scope::ALL
-            .into_iter()
-            .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| UnknownScope(s.to_owned()))
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| UnknownScope(s.to_owned()))
     }
 }
 
@@ -87,10 +84,7 @@ mod tests {
     fn names_round_trip() {
         for scope in Scope::ALL {
             assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
-            assert_eq!(
-                serde_json::to_string(&scope).ok(),
-                Some(format!("\"{scope}\""))
-            );
+            assert_eq!(serde_json::to_string(&scope).ok(), Some(format!("\"{scope}\"")));
         }
         assert!("credentials:*".parse::<Scope>().is_err());
     }

@@ -13,9 +13,7 @@ pub struct TenantId(String);
 
 /// The reason a tenant id was refused; deliberately does not echo the input back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "tenant id must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-)]
+#[error("tenant id must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")]
 pub struct InvalidTenantId;
 
 impl TenantId {
@@ -35,11 +33,7 @@ impl TenantId {
             && bytes.first().copied().is_some_and(edge_ok)
             && bytes.last().copied().is_some_and(edge_ok)
             && bytes.iter().copied().all(inner_ok);
-        if valid {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(InvalidTenantId)
-        }
+        if valid { Ok(Self(text.to_owned())) } else { Err(InvalidTenantId) }
     }
 
     /// The id as text.
@@ -81,15 +75,7 @@ mod tests {
 
     #[test]
     fn accepts_dns_labels() {
-        for ok in [
-            "a",
-            "0",
-            "acme",
-            "globex-eu-1",
-            &"a".repeat(63),
-            "a-b",
-            "9z",
-        ] {
+        for ok in ["a", "0", "acme", "globex-eu-1", &"a".repeat(63), "a-b", "9z"] {
             assert!(TenantId::parse(ok).is_ok(), "{ok} should be valid");
         }
     }
@@ -98,14 +84,10 @@ mod tests {
     fn refuses_everything_else() {
         let long = "a".repeat(64);
         for bad in [
-            "", "A", "a_b", "../x", "-a", "a-", "a.b", "a/b", "é", "acme ", " acme", "ac me",
-            &long, "a\0", "ACME", "a\n",
+            "", "A", "a_b", "../x", "-a", "a-", "a.b", "a/b", "é", "acme ", " acme", "ac me", &long, "a\0", "ACME",
+            "a\n",
         ] {
-            assert_eq!(
-                TenantId::parse(bad),
-                Err(InvalidTenantId),
-                "{bad:?} should be refused"
-            );
+            assert_eq!(TenantId::parse(bad), Err(InvalidTenantId), "{bad:?} should be refused");
         }
     }
 }

@@ -1,9 +1,7 @@
 //! The JSON API under `/api/v1` (ARCHITECTURE §3.3). Each handler: actor, one core call,
 //! convert. Responses that carry a secret are marked `no-store`.
 
-use crate::model::{
-    CredentialMetadataView, StoreCredentialRequest, StoredCredentialView, TenantSummary,
-};
+use crate::model::{CredentialMetadataView, StoreCredentialRequest, StoredCredentialView, TenantSummary};
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
 use crate::web::extract::{ApiActor, Client, JsonBody, TenantPath};
@@ -18,14 +16,8 @@ use axum::routing::get;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tenants", get(list_tenants))
-        .route(
-            "/tenants/{id}/smtp-credentials",
-            get(credential_metadata).put(store_credential),
-        )
-        .route(
-            "/tenants/{id}/smtp-credentials/secret",
-            get(read_credential_secret),
-        )
+        .route("/tenants/{id}/smtp-credentials", get(credential_metadata).put(store_credential))
+        .route("/tenants/{id}/smtp-credentials/secret", get(read_credential_secret))
         .fallback(|| async { ApiFailure::no_route() })
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
@@ -38,12 +30,7 @@ async fn store_credential(
     JsonBody(body): JsonBody,
 ) -> Result<Json<StoredCredentialView>, ApiFailure> {
     let request = StoreCredentialRequest::from_json(body).map_err(crate::core::Error::from)?;
-    Ok(Json(
-        state
-            .core
-            .store_credential(&actor, &client, &tenant, request)
-            .await?,
-    ))
+    Ok(Json(state.core.store_credential(&actor, &client, &tenant, request).await?))
 }
 
 async fn credential_metadata(
@@ -60,18 +47,11 @@ async fn read_credential_secret(
     Client(client): Client,
     TenantPath(tenant): TenantPath,
 ) -> Result<Response, ApiFailure> {
-    let secret = state
-        .core
-        .read_credential_secret(&actor, &client, &tenant)
-        .await?;
+    let secret = state.core.read_credential_secret(&actor, &client, &tenant).await?;
     let mut response = Json(secret).into_response();
     // SECURITY: no cache (browser, proxy or CDN) may keep a plaintext credential.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-        .headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
 
@@ -79,5 +59,5 @@ async fn list_tenants(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
 ) -> Result<Json<Vec<TenantSummary>>, ApiFailure> {
-    Ok(Json(state.core.list_tenants(&actor).await?))
+    Ok(Json(state.core.list_tenants(&actor, None).await?))
 }

@@ -19,21 +19,31 @@ impl ApiFailure {
     /// A failure with a fixed code and a message safe to show.
     #[must_use]
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     /// 400 `invalid_tenant_id`.
     #[must_use]
     pub fn invalid_tenant_id() -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_tenant_id",
-            crate::model::InvalidTenantId.to_string(),
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_tenant_id", crate::model::InvalidTenantId.to_string())
+    }
+
+    /// HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The error code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The safe message.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// 404 for an unknown route.
@@ -45,11 +55,7 @@ impl ApiFailure {
     /// 405 for a known route with another method.
     #[must_use]
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept that method",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
     }
 }
 
@@ -85,26 +91,16 @@ impl From<Error> for ApiFailure {
         } else {
             tracing::debug!(error = %error, code, "request refused");
         }
-        Self {
-            status,
-            code,
-            message,
-        }
+        Self { status, code, message }
     }
 }
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
-        let mut response = (
-            self.status,
-            Json(ApiErrorBody::new(self.code, self.message)),
-        )
-            .into_response();
+        let mut response = (self.status, Json(ApiErrorBody::new(self.code, self.message))).into_response();
         if unauthorized {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

