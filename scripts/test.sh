@@ -36,19 +36,28 @@ root_token="e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 start_openbao "$bao_port" "$root_token" "$work/openbao.log"
 pids+=("$BAO_PID")
 console_port=$(free_port)
-(
-  export VAULT_ADDR="http://127.0.0.1:$bao_port" DATABASE_URL="sqlite://$work/e2e.db"
-  export SMTP_VAULT_KEYRING="$work/keyring.json" LEPTOS_SITE_ADDR="127.0.0.1:$console_port"
-  target/debug/smtp-vault keys generate 2>/dev/null
-  setup=$(VAULT_TOKEN=$root_token target/debug/smtp-vault vault-setup 2>/dev/null)
-  export VAULT_ROLE_ID VAULT_SECRET_ID
-  VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
-  VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$setup")
-  exec target/debug/smtp-vault serve >"$work/console.log" 2>&1
-) &
+# WebAuthn needs a domain origin (localhost, not 127.0.0.1) with the exact port; the reveal
+# window is shortened so the journey can watch it close.
+export VAULT_ADDR="http://127.0.0.1:$bao_port" DATABASE_URL="sqlite://$work/e2e.db"
+export SMTP_VAULT_KEYRING="$work/keyring.json" LEPTOS_SITE_ADDR="127.0.0.1:$console_port"
+export SMTP_VAULT_PUBLIC_URL="http://localhost:$console_port" SMTP_VAULT_REVEAL_WINDOW_SECS=10
+target/debug/smtp-vault keys generate 2>/dev/null
+setup=$(VAULT_TOKEN=$root_token target/debug/smtp-vault vault-setup 2>/dev/null)
+export VAULT_ROLE_ID VAULT_SECRET_ID
+VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
+VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$setup")
+target/debug/smtp-vault serve >"$work/console.log" 2>&1 &
 pids+=("$!")
 wait_http "http://127.0.0.1:$console_port/readyz" 60 || { cat "$work/console.log" >&2; die "console did not start"; }
-(cd end2end && SMTP_VAULT_BASE_URL="http://127.0.0.1:$console_port" npx playwright test)
+token=$(target/debug/smtp-vault token create --name e2e --scope credentials:write 2>/dev/null)
+for tenant in acme globex; do
+  curl -fsS -o /dev/null -X PUT "http://127.0.0.1:$console_port/api/v1/tenants/$tenant/smtp-credentials" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"admin@$tenant.example\",\"password\":\"E2E-$tenant-Secret-Pass\",\"smtp_host\":\"mail.$tenant.example\",\"smtp_port\":587,\"webmail_url\":\"https://mail.$tenant.example/\",\"mailu_api_url\":\"https://mail.$tenant.example/api/v1\",\"mailu_api_token\":\"t\"}"
+done
+(cd end2end && SMTP_VAULT_BASE_URL="http://localhost:$console_port" SMTP_VAULT_BIN="$ROOT/target/debug/smtp-vault" \
+  npx playwright test)
+unset VAULT_ADDR DATABASE_URL SMTP_VAULT_KEYRING LEPTOS_SITE_ADDR SMTP_VAULT_PUBLIC_URL SMTP_VAULT_REVEAL_WINDOW_SECS VAULT_ROLE_ID VAULT_SECRET_ID
 
 runner=(cargo nextest run --no-fail-fast)
 command -v cargo-nextest >/dev/null || runner=(cargo test --no-fail-fast)

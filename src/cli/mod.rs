@@ -54,6 +54,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage console admins.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage service tokens for the JSON API.
     Token {
         #[command(subcommand)]
@@ -78,6 +83,21 @@ pub enum KeysCommand {
     },
     /// Re-encrypt every stored secret under the active key.
     Rewrap,
+}
+
+/// `admin …`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print a one-time enrollment link (valid 24 hours) for a new admin; this is how a fresh
+    /// install gets its first platform admin.
+    Invite {
+        /// The admin's email (their login name).
+        #[arg(long)]
+        email: String,
+        /// platform_admin, incident_responder or security_reviewer.
+        #[arg(long)]
+        role: crate::model::Role,
+    },
 }
 
 /// `token …`
@@ -213,6 +233,18 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             );
         }
         Command::Token { command } => return token_command(&config, &operator, command).await,
+        Command::Admin { command: AdminCommand::Invite { email, role } } => {
+            let core = connect(&config, Needs::DB).await?;
+            let client = crate::core::ClientInfo::local();
+            let invite = core.create_invite(&operator, &client, &email, role).await.map_err(|e| e.to_string())?;
+            eprintln!(
+                "invite for {} ({}) valid until {}; it works once",
+                invite.email,
+                invite.role.label(),
+                invite.expires_at.to_rfc3339()
+            );
+            println!("{}", invite.link);
+        }
         Command::Audit { command: AuditCommand::Verify } => {
             let core = connect(&config, Needs::DB).await?;
             let report = core.verify_audit_chain().await.map_err(|e| e.to_string())?;

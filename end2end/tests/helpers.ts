@@ -1,0 +1,46 @@
+// Shared steps: invites through the real CLI, a CDP virtual authenticator per page, enrollment.
+import { execFileSync } from 'node:child_process';
+import { expect, type Page } from '@playwright/test';
+
+/** A one-time enrollment link from `smtp-vault admin invite` (same env as the console). */
+export function invite(email: string, role: string): string {
+  const bin = process.env.SMTP_VAULT_BIN ?? '../target/debug/smtp-vault';
+  const out = execFileSync(bin, ['admin', 'invite', '--email', email, '--role', role], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const link = out.trim();
+  expect(link).toMatch(/\/enroll\/[A-Za-z0-9_-]+$/);
+  return link;
+}
+
+/** Adds a platform authenticator with user verification to the page (Chromium CDP). */
+export async function addAuthenticator(page: Page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+    },
+  });
+  return { cdp, authenticatorId };
+}
+
+/** Opens an invite link and enrolls a passkey; ends signed in on the tenant list. */
+export async function enroll(page: Page, link: string, name: string) {
+  await page.goto(new URL(link).pathname);
+  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await page.getByLabel('Your name').fill(name);
+  await page.getByRole('button', { name: 'Create passkey' }).click();
+  await expect(page.getByTestId('account')).toBeVisible();
+}
+
+/** Calls a server function directly, as an attacker with the page's cookie would. */
+export async function callServerFn(page: Page, name: string, form: Record<string, string>) {
+  return page.evaluate(async ([fn, body]) => {
+    const response = await fetch(`/_app/${fn}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(body as Record<string, string>).toString(),
+    });
+    return { status: response.status, text: await response.text() };
+  }, [name, form] as const);
+}
