@@ -135,6 +135,9 @@ pub(crate) fn require_scope(actor: &Actor, scope: Scope) -> Result<()> {
     if actor.has_scope(scope) {
         return Ok(());
     }
+    if matches!(actor, Actor::Anonymous) {
+        return Err(Error::Unauthenticated);
+    }
     let (kind, id) = actor.audit_identity();
     tracing::warn!(actor_kind = kind, actor = %id, needed_scope = scope.as_str(), "access denied");
     Err(Error::MissingScope(scope))

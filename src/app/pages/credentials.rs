@@ -43,7 +43,11 @@ pub fn SignInPrompt() -> impl IntoView {
 pub fn CredentialsPage() -> impl IntoView {
     let me = use_me();
     let search = RwSignal::new(String::new());
-    let tenants = Resource::new(move || search.get(), list_tenants);
+    // Only asked for once someone is signed in: anonymous visitors get the sign-in prompt.
+    let tenants = Resource::new(
+        move || (search.get(), signed_in(me).is_some()),
+        |(query, signed)| async move { if signed { list_tenants(query).await } else { Ok(Vec::new()) } },
+    );
     view! {
         <h1>"Credentials"</h1>
         <p class="purpose">"Tenants' Mailu admin SMTP credentials, encrypted in Vault."</p>
@@ -99,14 +103,17 @@ pub fn TenantPage() -> impl IntoView {
     let me = use_me();
     let params = use_params_map();
     let tenant_id = move || params.get().get("id").unwrap_or_default();
-    let metadata = Resource::new(tenant_id, credential_metadata);
+    let metadata = Resource::new(
+        move || (tenant_id(), signed_in(me).is_some()),
+        |(id, signed)| async move { if signed { credential_metadata(id).await.map(Some) } else { Ok(None) } },
+    );
     view! {
         <p><a href="/">"← All tenants"</a></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || match (me.get(), metadata.get()) {
                 (Some(Ok(None)) | Some(Err(_)), _) => Some(view! { <SignInPrompt /> }.into_any()),
                 (_, Some(Err(e))) => Some(view! { <p class="error">{e.message}</p> }.into_any()),
-                (Some(Ok(Some(_))), Some(Ok(m))) => Some(view! {
+                (Some(Ok(Some(_))), Some(Ok(Some(m)))) => Some(view! {
                     <h1>{m.tenant_id.to_string()}</h1>
                     <section class="card">
                         <h2>"SMTP credential"</h2>
