@@ -88,6 +88,12 @@ impl Actor {
         }
     }
 
+    /// The refusal for an action this actor may not take: 401 for nobody, 403 for somebody.
+    #[must_use]
+    pub fn refuse(&self, why: &'static str) -> Error {
+        if matches!(self, Actor::Anonymous) { Error::Unauthenticated } else { Error::Forbidden(why) }
+    }
+
     /// May this actor reveal credentials (after step-up)? Platform admins only.
     #[must_use]
     pub fn may_reveal(&self) -> bool {
@@ -194,7 +200,7 @@ pub(crate) async fn create_token(
     now: DateTime<Utc>,
 ) -> Result<CreatedToken> {
     if !actor.may_manage_tokens() {
-        return Err(Error::Forbidden("only an operator can create service tokens"));
+        return Err(actor.refuse("only an operator can create service tokens"));
     }
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
@@ -214,7 +220,7 @@ pub(crate) async fn create_token(
     let expires_at = ttl.map(|t| now + t);
     let scope_text = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
     let created_by = actor.audit_identity().1;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query(
         "INSERT INTO service_tokens (token_id, name, secret_hash, scopes, created_by, created_at_ms, expires_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -251,7 +257,7 @@ pub(crate) async fn create_token(
 /// [`Error::Forbidden`] or database errors.
 pub(crate) async fn list_tokens(db: &Db, actor: &Actor) -> Result<Vec<ServiceTokenSummary>> {
     if !actor.may_manage_tokens() {
-        return Err(Error::Forbidden("only an operator can list service tokens"));
+        return Err(actor.refuse("only an operator can list service tokens"));
     }
     let rows: Vec<ServiceTokenRow> =
         sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM service_tokens ORDER BY created_at_ms DESC, token_id"))
@@ -272,9 +278,9 @@ pub(crate) async fn revoke_token(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     if !actor.may_manage_tokens() {
-        return Err(Error::Forbidden("only an operator can revoke service tokens"));
+        return Err(actor.refuse("only an operator can revoke service tokens"));
     }
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let updated =
         sqlx::query("UPDATE service_tokens SET revoked_at_ms = $1 WHERE token_id = $2 AND revoked_at_ms IS NULL")
             .bind(now.timestamp_millis())

@@ -181,7 +181,7 @@ impl Core {
         role: Role,
     ) -> Result<InviteCreatedView> {
         if !actor.may_manage_admins() {
-            return Err(Error::Forbidden("only platform admins invite admins"));
+            return Err(actor.refuse("only platform admins invite admins"));
         }
         let email = clean_email(email)?;
         let existing: Option<(i64,)> = sqlx::query_as("SELECT active FROM admins WHERE email = $1")
@@ -197,7 +197,7 @@ impl Core {
         let token = SecretString::from(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?.as_ref()));
         let invite_id = new_id()?;
         let expires_at = now + Duration::hours(INVITE_TTL_HOURS);
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO invites (invite_id, token_hash, email, role, created_by, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -291,7 +291,7 @@ impl Core {
             ctx["user_handle"].as_str().unwrap_or_default().to_owned(),
         );
         let admin_id = new_id()?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let used = sqlx::query("UPDATE invites SET used_at_ms = $1 WHERE invite_id = $2 AND used_at_ms IS NULL")
             .bind(now.timestamp_millis())
             .bind(&invite_id)
@@ -584,7 +584,7 @@ impl Core {
             .webauthn()
             .finish_passkey_registration(&credential, &taken.state)
             .map_err(|e| Error::InvalidInput(format!("the passkey could not be verified ({e})")))?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let passkey_id = insert_passkey(&mut tx, admin_id, &name, &passkey, now).await?;
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id, "name": name});
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyAdded, None, details), now).await?;
@@ -601,7 +601,7 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         let name = clean_name(name, "passkey name", 60)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query("UPDATE passkeys SET name = $1 WHERE passkey_id = $2 AND admin_id = $3")
             .bind(&name)
             .bind(passkey_id)
@@ -626,7 +626,7 @@ impl Core {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // Locks the admin's rows first (write), so two removals cannot both see "two left".
         sqlx::query("UPDATE admins SET active = active WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
         let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM passkeys WHERE admin_id = $1")
@@ -659,7 +659,7 @@ impl Core {
     /// [`Error::Forbidden`], database errors.
     pub async fn list_admins(&self, actor: &Actor) -> Result<Vec<AdminView>> {
         if !actor.may_manage_admins() {
-            return Err(Error::Forbidden("only platform admins manage admins"));
+            return Err(actor.refuse("only platform admins manage admins"));
         }
         let rows: Vec<AdminRow> =
             sqlx::query_as("SELECT admin_id, email, display_name, role, active FROM admins ORDER BY email")
@@ -685,10 +685,10 @@ impl Core {
     /// [`Error::Forbidden`], [`Error::NotFound`], [`Error::InvalidInput`].
     pub async fn change_role(&self, actor: &Actor, client: &ClientInfo, admin_id: &str, role: Role) -> Result<()> {
         if !actor.may_manage_admins() {
-            return Err(Error::Forbidden("only platform admins manage admins"));
+            return Err(actor.refuse("only platform admins manage admins"));
         }
         let now = self.now();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let old: Option<(String,)> = sqlx::query_as("SELECT role FROM admins WHERE admin_id = $1")
             .bind(admin_id)
             .fetch_optional(&mut *tx)
@@ -699,7 +699,7 @@ impl Core {
             .bind(admin_id)
             .execute(&mut *tx)
             .await?;
-        if self.active_platform_admins(&mut tx).await? == 0 {
+        if old == Role::PlatformAdmin.as_str() && self.active_platform_admins(&mut tx).await? == 0 {
             return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
         // A demoted platform admin keeps no reveal window.
@@ -719,13 +719,18 @@ impl Core {
     /// last platform admin.
     pub async fn disable_admin(&self, actor: &Actor, client: &ClientInfo, admin_id: &str) -> Result<()> {
         if !actor.may_manage_admins() {
-            return Err(Error::Forbidden("only platform admins manage admins"));
+            return Err(actor.refuse("only platform admins manage admins"));
         }
         if matches!(actor, Actor::Admin { admin_id: me, .. } if me == admin_id) {
             return Err(Error::InvalidInput("you cannot disable yourself".into()));
         }
         let now = self.now();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
+        let target: Option<(String,)> = sqlx::query_as("SELECT role FROM admins WHERE admin_id = $1")
+            .bind(admin_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let was_platform_admin = target.is_some_and(|(role,)| role == Role::PlatformAdmin.as_str());
         let updated =
             sqlx::query("UPDATE admins SET active = 0, disabled_at_ms = $1 WHERE admin_id = $2 AND active = 1")
                 .bind(now.timestamp_millis())
@@ -735,7 +740,7 @@ impl Core {
         if updated.rows_affected() != 1 {
             return Err(Error::NotFound("active admin"));
         }
-        if self.active_platform_admins(&mut tx).await? == 0 {
+        if was_platform_admin && self.active_platform_admins(&mut tx).await? == 0 {
             return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
         self.revoke_grants_of(&mut tx, actor, client, admin_id, "admin_disabled", now).await?;

@@ -278,7 +278,7 @@ pub async fn append(
 /// # Errors
 /// Any database error.
 pub async fn record(db: &Db, actor: &Actor, client: &ClientInfo, event: NewEvent, now: DateTime<Utc>) -> Result<i64> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let seq = append(&mut tx, actor, client, event, now).await?;
     tx.commit().await?;
     Ok(seq)

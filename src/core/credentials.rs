@@ -85,7 +85,7 @@ impl Core {
         let version = previous + 1;
         let next_rotation = now + self.settings.rotation_period;
         let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
              mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms) \
@@ -282,7 +282,7 @@ impl Core {
     ) -> Result<()> {
         let now = self.now();
         let new_version = version + 1;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("UPDATE tenants SET version = $1, updated_at_ms = $2 WHERE tenant_id = $3")
             .bind(i64::try_from(new_version).map_err(|_| Error::Internal("version overflow".into()))?)
             .bind(now.timestamp_millis())

@@ -137,7 +137,7 @@ impl Core {
         let now = self.now();
         let expires_at = now + self.settings.reveal_window;
         let grant_id = hex::encode(random_bytes::<8>()?.as_ref());
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO reveal_grants (grant_id, admin_id, tenant_id, reason, passkey_id, created_at_ms, expires_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -268,7 +268,7 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         let now = self.now();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT tenant_id, admin_id FROM reveal_grants WHERE grant_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2",
         )
@@ -341,7 +341,7 @@ impl Core {
         let mut recorded = 0;
         let system = Actor::System { job: "reveal-expiry" };
         for (grant_id, tenant_id, admin_id) in closed {
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.begin_write().await?;
             // Claiming the row first makes concurrent sweepers record each expiry once.
             let claimed =
                 sqlx::query("UPDATE reveal_grants SET expiry_recorded = 1 WHERE grant_id = $1 AND expiry_recorded = 0")

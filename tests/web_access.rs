@@ -1,0 +1,303 @@
+//! The HTTP edge as browsers and callers meet it: an authorization matrix over every server
+//! function (checked against the registry, so a new one without a row fails), every API route
+//! and every page, for anonymous callers, each admin role and service tokens; sessions that
+//! survive a restart and end when the admin is disabled; CSRF refusals; security headers.
+#![cfg(feature = "ssr")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{TestEnv, credential_body};
+use reqwest::{Client, Method};
+use smtp_vault::core::{Actor, ClientInfo};
+use smtp_vault::model::{Role, Scope, StoreCredentialRequest, TenantId};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+const SECRET: &str = "Matrix-Plaintext-Never-Leaks-1";
+
+/// Who makes the calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    Reviewer,
+    Responder,
+    Platform,
+}
+
+const EVERYONE: [Who; 4] = [Who::Anonymous, Who::Reviewer, Who::Responder, Who::Platform];
+
+async fn server_fn(client: &Client, base: &str, name: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let response = client.post(format!("{base}/_app/{name}")).form(form).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Enrolls an admin over HTTP (server functions + software authenticator); returns a client
+/// whose cookie jar holds the signed-in session.
+async fn browser_for(env: &TestEnv, base: &str, email: &str, role: Role) -> Client {
+    let client = Client::builder().cookie_store(true).build().unwrap();
+    let invite = env.core.create_invite(&Actor::operator(), &ClientInfo::local(), email, role).await.unwrap();
+    let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
+    let (status, body) =
+        server_fn(&client, base, "begin_enrollment", &[("token", &token), ("display_name", "M")]).await;
+    assert_eq!(status, 200, "{body}");
+    let options: String = serde_json::from_str(&body).unwrap();
+    let mut key = SoftPasskey::new(true);
+    let credential = common::passkeys::register(&mut key, &options);
+    let (status, body) = server_fn(
+        &client,
+        base,
+        "finish_enrollment",
+        &[("token", &token), ("credential", &credential), ("passkey_name", "k")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    client
+}
+
+async fn store_tenants(env: &TestEnv) {
+    for tenant in ["acme", "globex"] {
+        let request = StoreCredentialRequest::from_json(credential_body(SECRET, "tok")).unwrap();
+        env.core
+            .store_credential(&Actor::operator(), &ClientInfo::local(), &TenantId::parse(tenant).unwrap(), request)
+            .await
+            .unwrap();
+    }
+}
+
+/// Expected status per caller: (anonymous, reviewer, responder, platform admin).
+type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
+
+/// Every server function, in call order (begin before finish; logout last). Statuses other
+/// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
+const SERVER_FNS: [Row; 22] = [
+    ("readiness", &[], [200, 200, 200, 200]),
+    ("current_admin", &[], [200, 200, 200, 200]),
+    ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
+    ("credential_metadata", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    ("begin_reveal", &[("tenant_id", "acme"), ("reason", "matrix check")], [401, 403, 403, 200]),
+    ("finish_reveal", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 403, 401]),
+    ("reveal_credential", &[("tenant_id", "acme")], [401, 403, 403, 403]),
+    ("list_grants", &[], [401, 200, 200, 200]),
+    ("revoke_grant", &[("grant_id", "0000")], [401, 404, 404, 404]),
+    ("list_admins", &[], [401, 403, 403, 200]),
+    ("create_invite", &[("email", "new@example.com"), ("role", "security_reviewer")], [401, 403, 403, 200]),
+    ("change_role", &[("admin_id", "nobody"), ("role", "security_reviewer")], [401, 403, 403, 404]),
+    ("disable_admin", &[("admin_id", "nobody")], [401, 403, 403, 404]),
+    ("begin_add_passkey", &[], [401, 200, 200, 200]),
+    ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [401, 400, 400, 400]),
+    ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [401, 404, 404, 404]),
+    ("remove_passkey", &[("passkey_id", "nope")], [401, 404, 404, 404]),
+    ("begin_enrollment", &[("token", "not-a-token"), ("display_name", "x")], [400, 400, 400, 400]),
+    (
+        "finish_enrollment",
+        &[("token", "not-a-token"), ("credential", "{}"), ("passkey_name", "x")],
+        [400, 400, 400, 400],
+    ),
+    ("begin_login", &[("email", "nobody@example.com")], [401, 401, 401, 401]),
+    ("finish_login", &[("credential", "{}")], [401, 401, 401, 401]),
+    ("logout", &[], [200, 200, 200, 200]),
+];
+
+#[tokio::test]
+async fn authorization_matrix_covers_every_server_function_api_route_and_page() {
+    let env = TestEnv::start().await;
+    store_tenants(&env).await;
+    let base = env.serve().await;
+
+    // 100% coverage: every registered server function has a row, and no row is stale.
+    let mut registered: Vec<String> = leptos::server_fn::axum::server_fn_paths()
+        .map(|(path, _)| path.trim_start_matches("/_app/").to_owned())
+        .collect();
+    registered.sort();
+    let mut covered: Vec<String> = SERVER_FNS.iter().map(|(name, _, _)| (*name).to_owned()).collect();
+    covered.sort();
+    assert_eq!(registered, covered, "every server function needs a row in the matrix");
+
+    let clients = [
+        Client::builder().cookie_store(true).build().unwrap(),
+        browser_for(&env, &base, "rev@example.com", Role::SecurityReviewer).await,
+        browser_for(&env, &base, "resp@example.com", Role::IncidentResponder).await,
+        browser_for(&env, &base, "plat@example.com", Role::PlatformAdmin).await,
+    ];
+
+    // Pages: all render, and none carries a secret; anonymous pages carry no tenant data.
+    let pages = ["/", "/login", "/enroll/some-token", "/tenants/acme", "/audit", "/incidents", "/backups", "/admins"];
+    for (who, client) in EVERYONE.iter().zip(&clients) {
+        for page in pages {
+            let response = client.get(format!("{base}{page}")).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{who:?} GET {page}");
+            let html = response.text().await.unwrap();
+            assert!(!html.contains(SECRET), "{who:?} GET {page} leaked the password");
+            if *who == Who::Anonymous {
+                assert!(!html.contains("admin@acme.example"), "anonymous GET {page} shows tenant data");
+            }
+        }
+    }
+
+    // API routes for admin sessions (service tokens below).
+    let api: [(Method, &str, [u16; 4]); 4] = [
+        (Method::GET, "/api/v1/tenants", [401, 200, 200, 200]),
+        (Method::GET, "/api/v1/tenants/acme/smtp-credentials", [401, 200, 200, 200]),
+        (Method::PUT, "/api/v1/tenants/acme/smtp-credentials", [401, 403, 403, 403]),
+        (Method::GET, "/api/v1/tenants/acme/smtp-credentials/secret", [401, 403, 403, 403]),
+    ];
+    for (i, (who, client)) in EVERYONE.iter().zip(&clients).enumerate() {
+        for (method, path, expected) in &api {
+            let mut request = client.request(method.clone(), format!("{base}{path}"));
+            if *method == Method::PUT {
+                request = request.json(&credential_body("x-new-password", "t"));
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert_eq!(status, expected[i], "{who:?} {method} {path}: {body}");
+            assert!(!body.contains(SECRET));
+        }
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(client.get(format!("{base}{path}")).send().await.unwrap().status(), 200);
+        }
+        // Server functions, in order.
+        for (name, form, expected) in &SERVER_FNS {
+            let (status, body) = server_fn(client, &base, name, form).await;
+            assert_eq!(status, expected[i], "{who:?} {name}: {body}");
+            assert!(!body.contains(SECRET), "{who:?} {name} leaked the password");
+        }
+    }
+
+    // Service tokens on the API: exactly their scopes.
+    let plain = Client::new();
+    let scopes: [(Scope, [u16; 4]); 3] = [
+        (Scope::CredentialsRead, [200, 200, 403, 403]),
+        (Scope::CredentialsWrite, [403, 403, 200, 403]),
+        (Scope::CredentialsReadSecret, [403, 403, 403, 200]),
+    ];
+    for (scope, expected) in scopes {
+        let token = env.token(&[scope]).await;
+        for ((method, path, _), want) in api.iter().zip(expected) {
+            let mut request = plain.request(method.clone(), format!("{base}{path}")).bearer_auth(&token);
+            if *method == Method::PUT {
+                request = request.json(&credential_body(SECRET, "t"));
+            }
+            assert_eq!(request.send().await.unwrap().status().as_u16(), want, "{scope} {method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_and_end_when_the_admin_is_disabled() {
+    let env = TestEnv::start().await;
+    store_tenants(&env).await;
+    let base = env.serve().await;
+    let browser = browser_for(&env, &base, "rev@example.com", Role::SecurityReviewer).await;
+    let (status, body) = server_fn(&browser, &base, "current_admin", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("rev@example.com"));
+
+    // A second console process on the same database (a restart) knows the session.
+    let restarted = env.serve().await;
+    let (status, body) = server_fn(&browser, &restarted, "list_tenants", &[("search", "")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("acme"));
+
+    // Disabled: the very next request is refused.
+    let admins: Vec<(String,)> = sqlx::query_as("SELECT admin_id FROM admins WHERE email = 'rev@example.com'")
+        .fetch_all(env.core.db().pool())
+        .await
+        .unwrap();
+    env.core.disable_admin(&Actor::operator(), &ClientInfo::local(), &admins[0].0).await.unwrap();
+    let (status, _) = server_fn(&browser, &restarted, "list_tenants", &[("search", "")]).await;
+    assert_eq!(status, 401);
+    let (_, body) = server_fn(&browser, &base, "current_admin", &[]).await;
+    assert_eq!(body.trim(), "null");
+}
+
+#[tokio::test]
+async fn cross_site_requests_are_refused_and_security_headers_are_set() {
+    let env = TestEnv::start().await;
+    store_tenants(&env).await;
+    let base = env.serve().await;
+    let client = Client::builder().cookie_store(true).build().unwrap();
+
+    // CSRF: a forged origin or a cross-site fetch is refused before anything runs.
+    for (header, value) in
+        [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site")]
+    {
+        let response = client
+            .post(format!("{base}/_app/begin_login"))
+            .header(header, value)
+            .form(&[("email", "a@b.co")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{header}: {value}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "csrf_rejected");
+    }
+    let token = env.token(&[Scope::CredentialsWrite]).await;
+    let response = client
+        .put(format!("{base}/api/v1/tenants/acme/smtp-credentials"))
+        .bearer_auth(&token)
+        .header("origin", "http://evil.example")
+        .json(&credential_body("x", "y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // Same origin is fine.
+    let response = client
+        .post(format!("{base}/_app/readiness"))
+        .header("origin", "http://localhost:3000")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Pages: CSP with this response's nonce (no unsafe-inline), framing denied, no referrer.
+    let response = client.get(format!("{base}/")).send().await.unwrap();
+    let headers = response.headers().clone();
+    let csp = headers.get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+    let html = response.text().await.unwrap();
+    let nonce = csp.split("'nonce-").nth(1).and_then(|rest| rest.split('\'').next()).unwrap().to_owned();
+    assert!(html.contains(&format!("nonce=\"{nonce}\"")), "the hydration script carries the CSP nonce");
+    assert!(!csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers.get("x-frame-options").unwrap(), "DENY");
+    assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+    assert_eq!(headers.get("referrer-policy").unwrap(), "no-referrer");
+    let second = client.get(format!("{base}/")).send().await.unwrap();
+    assert_ne!(
+        second.headers().get("content-security-policy").unwrap().to_str().unwrap(),
+        csp,
+        "a fresh nonce per page"
+    );
+
+    // The session cookie: HttpOnly, SameSite=Strict, and a new id at sign-in.
+    let fresh = Client::builder().cookie_store(true).build().unwrap();
+    let before =
+        fresh.post(format!("{base}/_app/begin_login")).form(&[("email", "nobody@example.com")]).send().await.unwrap();
+    let cookie = before.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let id_before = cookie.split(';').next().unwrap().to_owned();
+    let invite = env
+        .core
+        .create_invite(&Actor::operator(), &ClientInfo::local(), "pa@example.com", Role::PlatformAdmin)
+        .await
+        .unwrap();
+    let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
+    let (_, options) = server_fn(&fresh, &base, "begin_enrollment", &[("token", &token), ("display_name", "P")]).await;
+    let options: String = serde_json::from_str(&options).unwrap();
+    let credential = common::passkeys::register(&mut SoftPasskey::new(true), &options);
+    let signed_in = fresh
+        .post(format!("{base}/_app/finish_enrollment"))
+        .form(&[("token", token.as_str()), ("credential", credential.as_str()), ("passkey_name", "k")])
+        .send()
+        .await
+        .unwrap();
+    let after = signed_in.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(!after.is_empty() && after.split(';').next().unwrap() != id_before, "session id cycled at sign-in");
+
+    // A reveal answer is never cacheable.
+    let response =
+        client.post(format!("{base}/_app/reveal_credential")).form(&[("tenant_id", "acme")]).send().await.unwrap();
+    assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
+}
