@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::passkeys::server_fn;
 use common::{TestEnv, credential_body};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -93,6 +94,19 @@ async fn run_journey_and_check(capture: &Capture) {
         .await
         .unwrap();
     assert_eq!(failed.status(), 500);
+    // A platform admin reveals through the UI's server functions (enrollment, step-up, reveal).
+    let (browser, mut key) =
+        common::passkeys::http_admin(&env, &base, "logs@example.com", smtp_vault::model::Role::PlatformAdmin).await;
+    let (status, options) =
+        server_fn(&browser, &base, "begin_reveal", &[("tenant_id", "acme"), ("reason", "log canary check")]).await;
+    assert_eq!(status, 200, "{options}");
+    let assertion = common::passkeys::answer(&mut key, &options);
+    let (status, _) =
+        server_fn(&browser, &base, "finish_reveal", &[("tenant_id", "acme"), ("credential", &assertion)]).await;
+    assert_eq!(status, 200);
+    let (status, revealed) = server_fn(&browser, &base, "reveal_credential", &[("tenant_id", "acme")]).await;
+    assert_eq!(status, 200);
+    assert!(revealed.contains(password), "the reveal really happened");
     let wrong = client.get(format!("{base}/api/v1/tenants")).bearer_auth(format!("{token}x")).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::passkeys::server_fn;
 use common::{TestEnv, credential_body};
 use reqwest::{Client, Method};
 use smtp_vault::core::{Actor, ClientInfo};
@@ -26,32 +27,8 @@ enum Who {
 
 const EVERYONE: [Who; 4] = [Who::Anonymous, Who::Reviewer, Who::Responder, Who::Platform];
 
-async fn server_fn(client: &Client, base: &str, name: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let response = client.post(format!("{base}/_app/{name}")).form(form).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// Enrolls an admin over HTTP (server functions + software authenticator); returns a client
-/// whose cookie jar holds the signed-in session.
 async fn browser_for(env: &TestEnv, base: &str, email: &str, role: Role) -> Client {
-    let client = Client::builder().cookie_store(true).build().unwrap();
-    let invite = env.core.create_invite(&Actor::operator(), &ClientInfo::local(), email, role).await.unwrap();
-    let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
-    let (status, body) =
-        server_fn(&client, base, "begin_enrollment", &[("token", &token), ("display_name", "M")]).await;
-    assert_eq!(status, 200, "{body}");
-    let options: String = serde_json::from_str(&body).unwrap();
-    let mut key = SoftPasskey::new(true);
-    let credential = common::passkeys::register(&mut key, &options);
-    let (status, body) = server_fn(
-        &client,
-        base,
-        "finish_enrollment",
-        &[("token", &token), ("credential", &credential), ("passkey_name", "k")],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    client
+    common::passkeys::http_admin(env, base, email, role).await.0
 }
 
 async fn store_tenants(env: &TestEnv) {

@@ -46,3 +46,35 @@ pub fn register(authenticator: &mut SoftPasskey, options_json: &str) -> String {
     let credential = authenticator.do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
     serde_json::to_string(&credential).unwrap()
 }
+
+/// Calls a server function over HTTP (form-encoded, as the browser does).
+pub async fn server_fn(client: &reqwest::Client, base: &str, name: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let response = client.post(format!("{base}/_app/{name}")).form(form).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Enrolls an admin over HTTP (server functions + software authenticator); returns a client
+/// whose cookie jar holds the signed-in session, and the authenticator.
+pub async fn http_admin(env: &super::TestEnv, base: &str, email: &str, role: Role) -> (reqwest::Client, SoftPasskey) {
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let invite = env.core.create_invite(&Actor::operator(), &ClientInfo::local(), email, role).await.unwrap();
+    let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
+    let (status, body) =
+        server_fn(&client, base, "begin_enrollment", &[("token", &token), ("display_name", "M")]).await;
+    assert_eq!(status, 200, "{body}");
+    let options: String = serde_json::from_str(&body).unwrap();
+    let mut key = SoftPasskey::new(true);
+    let credential = register(&mut key, &options);
+    let form = [("token", token.as_str()), ("credential", credential.as_str()), ("passkey_name", "k")];
+    let (status, body) = server_fn(&client, base, "finish_enrollment", &form).await;
+    assert_eq!(status, 200, "{body}");
+    (client, key)
+}
+
+/// Answers request-options JSON (as returned by a server function) with `key`.
+pub fn answer(key: &mut SoftPasskey, options_body: &str) -> String {
+    let options: String = serde_json::from_str(options_body).unwrap();
+    let request: RequestChallengeResponse = serde_json::from_str(&options).unwrap();
+    let credential = key.do_authentication(Url::parse(ORIGIN).unwrap(), request).unwrap();
+    serde_json::to_string(&credential).unwrap()
+}
