@@ -2,7 +2,8 @@
 # Starts the console with demo data on the embedded defaults: installs what is missing, starts
 # OpenBao in dev mode (in memory) on 127.0.0.1:8200, runs vault-setup, creates the keyring if
 # there is none, serves the console on http://localhost:3000 logged in with AppRole, and seeds
-# three demo tenants through the API. Ctrl-C stops everything it started.
+# three demo tenants through the API, and prints a one-time enrollment link for a platform
+# admin. Ctrl-C stops everything it started.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -48,10 +49,15 @@ for tenant in acme globex initech; do
     -d "{\"username\":\"admin@$tenant.example\",\"password\":\"$password\",\"smtp_host\":\"mail.$tenant.example\",\"smtp_port\":587,\"webmail_url\":\"https://mail.$tenant.example/webmail\",\"mailu_api_url\":\"https://mail.$tenant.example/api/v1\",\"mailu_api_token\":\"demo-$tenant\"}"
 done
 
+invite=$("$bin" admin invite --email admin@example.com --role platform_admin 2>/dev/null)
+
 cat >&2 <<MSG
 
   smtp-vault is running on http://localhost:3000 (Vault: $VAULT_ADDR)
   demo tenants: acme, globex, initech
+  sign in: open this one-time link (24 h) in Chromium or any browser with passkeys,
+    $invite
+    then sign in later as admin@example.com with that passkey.
   API token (credentials:write/read/read-secret):
     $token
   try: curl -H "Authorization: Bearer \$TOKEN" http://localhost:3000/api/v1/tenants
