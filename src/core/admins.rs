@@ -10,6 +10,7 @@ use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
 use crate::core::ratelimit::Limit;
+use crate::core::reveal::OpenGrants;
 use crate::model::{AdminView, InviteCreatedView, PasskeyView, Role};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -704,7 +705,7 @@ impl Core {
         }
         // A demoted platform admin keeps no reveal window.
         if role != Role::PlatformAdmin {
-            self.revoke_grants_of(&mut tx, actor, client, admin_id, "role_changed", now).await?;
+            self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfAdmin(admin_id), "role_changed", now).await?;
         }
         let details = json!({"admin_id": admin_id, "from": old, "to": role.as_str()});
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::AdminRoleChanged, None, details), now).await?;
@@ -743,7 +744,7 @@ impl Core {
         if was_platform_admin && self.active_platform_admins(&mut tx).await? == 0 {
             return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
-        self.revoke_grants_of(&mut tx, actor, client, admin_id, "admin_disabled", now).await?;
+        self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfAdmin(admin_id), "admin_disabled", now).await?;
         sqlx::query("DELETE FROM ceremonies WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
         audit::append(
             &mut tx,

@@ -37,6 +37,17 @@ impl GrantRow {
     }
 }
 
+/// Which open grants to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum OpenGrants<'a> {
+    /// One grant by id.
+    One(&'a str),
+    /// Every open grant of an admin.
+    OfAdmin(&'a str),
+    /// Every open grant for a tenant.
+    OfTenant(&'a TenantId),
+}
+
 const GRANT_COLUMNS: &str = "g.grant_id, a.email, g.tenant_id, g.reason, g.created_at_ms, g.expires_at_ms";
 
 impl Core {
@@ -276,41 +287,38 @@ impl Core {
         .bind(now.timestamp_millis())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((tenant_id, owner)) = row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins()) else {
+        if row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins()).is_none() {
             return Err(Error::NotFound("open reveal window"));
-        };
-        sqlx::query("UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3")
-            .bind(now.timestamp_millis())
-            .bind(actor.audit_identity().1)
-            .bind(grant_id)
-            .execute(&mut *tx)
-            .await?;
-        let tenant = TenantId::parse(&tenant_id).ok();
-        let details = json!({"grant_id": grant_id, "owner": owner, "cause": "revoked"});
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details), now)
-            .await?;
+        }
+        self.revoke_open_grants(&mut tx, actor, client, OpenGrants::One(grant_id), "revoked", now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Revokes every open grant of an admin inside the caller's transaction.
-    pub(crate) async fn revoke_grants_of(
+    /// Revokes open grants inside the caller's transaction, one audit event each.
+    pub(crate) async fn revoke_open_grants(
         &self,
         tx: &mut sqlx::AnyConnection,
         actor: &Actor,
         client: &ClientInfo,
-        admin_id: &str,
+        which: OpenGrants<'_>,
         cause: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let open: Vec<(String, String)> = sqlx::query_as(
-            "SELECT grant_id, tenant_id FROM reveal_grants WHERE admin_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2",
-        )
-        .bind(admin_id)
+        let (column, value) = match which {
+            OpenGrants::One(grant_id) => ("grant_id", grant_id),
+            OpenGrants::OfAdmin(admin_id) => ("admin_id", admin_id),
+            OpenGrants::OfTenant(tenant) => ("tenant_id", tenant.as_str()),
+        };
+        let open: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT grant_id, tenant_id, admin_id FROM reveal_grants \
+             WHERE {column} = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2"
+        ))
+        .bind(value)
         .bind(now.timestamp_millis())
         .fetch_all(&mut *tx)
         .await?;
-        for (grant_id, tenant_id) in open {
+        for (grant_id, tenant_id, owner) in open {
             sqlx::query("UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3")
                 .bind(now.timestamp_millis())
                 .bind(actor.audit_identity().1)
@@ -318,7 +326,7 @@ impl Core {
                 .execute(&mut *tx)
                 .await?;
             let tenant = TenantId::parse(&tenant_id).ok();
-            let details = json!({"grant_id": grant_id, "owner": admin_id, "cause": cause});
+            let details = json!({"grant_id": grant_id, "owner": owner, "cause": cause});
             audit::append(tx, actor, client, NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details), now)
                 .await?;
         }

@@ -8,36 +8,46 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-/// `/login`: email, then the passkey.
-#[component]
-pub fn LoginPage() -> impl IntoView {
-    let email = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<String>);
-    let busy = RwSignal::new(false);
+type Flow = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
+
+/// Runs a sign-in ceremony: shows it as busy, then goes to the tenant list signed in, or shows
+/// the error.
+fn sign_in_flow(busy: RwSignal<bool>, error: RwSignal<Option<String>>) -> impl Fn(Flow) + Clone {
     let me = use_me();
     let navigate = use_navigate();
-    let submit = move |ev: SubmitEvent| {
-        ev.prevent_default();
+    move |flow: Flow| {
         busy.set(true);
         error.set(None);
-        let email = email.get_untracked();
         let navigate = navigate.clone();
         spawn_local(async move {
-            let outcome = async {
-                let options = begin_login(email).await.map_err(|e| e.message)?;
-                let credential = browser::get_assertion(options).await?;
-                finish_login(credential).await.map_err(|e| e.message)
-            }
-            .await;
+            let outcome = flow.await;
             busy.set(false);
             match outcome {
-                Ok(_) => {
+                Ok(()) => {
                     me.refetch();
                     navigate("/", Default::default());
                 }
                 Err(message) => error.set(Some(message)),
             }
         });
+    }
+}
+
+/// `/login`: email, then the passkey.
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let email = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let sign_in = sign_in_flow(busy, error);
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let email = email.get_untracked();
+        sign_in(Box::pin(async move {
+            let options = begin_login(email).await.map_err(|e| e.message)?;
+            let credential = browser::get_assertion(options).await?;
+            finish_login(credential).await.map(|_| ()).map_err(|e| e.message)
+        }));
     };
     view! {
         <section class="card narrow" aria-labelledby="login-title">
@@ -65,31 +75,16 @@ pub fn EnrollPage() -> impl IntoView {
     let passkey_name = RwSignal::new("My passkey".to_owned());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
-    let me = use_me();
-    let navigate = use_navigate();
+    let sign_in = sign_in_flow(busy, error);
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
-        busy.set(true);
-        error.set(None);
         let token = params.get_untracked().get("token").unwrap_or_default();
         let (name, key_name) = (display_name.get_untracked(), passkey_name.get_untracked());
-        let navigate = navigate.clone();
-        spawn_local(async move {
-            let outcome = async {
-                let options = begin_enrollment(token.clone(), name).await.map_err(|e| e.message)?;
-                let credential = browser::create_credential(options).await?;
-                finish_enrollment(token, credential, key_name).await.map_err(|e| e.message)
-            }
-            .await;
-            busy.set(false);
-            match outcome {
-                Ok(_) => {
-                    me.refetch();
-                    navigate("/", Default::default());
-                }
-                Err(message) => error.set(Some(message)),
-            }
-        });
+        sign_in(Box::pin(async move {
+            let options = begin_enrollment(token.clone(), name).await.map_err(|e| e.message)?;
+            let credential = browser::create_credential(options).await?;
+            finish_enrollment(token, credential, key_name).await.map(|_| ()).map_err(|e| e.message)
+        }));
     };
     view! {
         <section class="card narrow" aria-labelledby="enroll-title">
