@@ -48,7 +48,7 @@ fi
 ln -sf "$TOOLS/venv/bin/bao" "$TOOLS/bin/bao"
 
 if [ "$what" = test ]; then
-  apt_install chromium postgresql
+  apt_install chromium postgresql dovecot-core dovecot-submissiond dovecot-auth-lua openssl
   # Playwright (no browser download: Debian's Chromium is used).
   if [ ! -d "$here/end2end/node_modules/@playwright/test" ]; then
     log "npm ci in end2end/"

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod mail;
 pub mod passkeys;
 pub mod ratelimit;
 pub mod reveal;

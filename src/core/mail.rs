@@ -1,0 +1,213 @@
+//! The tenants' mail servers: Mailu's admin API v1 (create user, set password with
+//! `raw_password`, read user) and a real SMTP AUTH login check (lettre, STARTTLS or implicit TLS,
+//! one fresh connection per check, the whole check bounded by a timeout). Behind [`MailServer`]
+//! so rotation logic can be tested against a stand-in; secrets never appear in errors.
+
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use std::time::Duration;
+
+/// Where and as whom to reach one tenant's mail server.
+pub struct MailTarget {
+    /// The admin user (an email address).
+    pub username: String,
+    /// SMTP submission host.
+    pub smtp_host: String,
+    /// SMTP submission port (465 = implicit TLS, otherwise STARTTLS).
+    pub smtp_port: u16,
+    /// Mailu admin API base, e.g. `https://mail.example.com/api/v1`.
+    pub api_url: String,
+    /// Mailu API token.
+    pub api_token: SecretString,
+}
+
+impl std::fmt::Debug for MailTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailTarget")
+            .field("username", &self.username)
+            .field("smtp", &format!("{}:{}", self.smtp_host, self.smtp_port))
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the Mailu API answered when it did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// 401: no or malformed token.
+    #[error("Mailu API refused the request: no valid token (401)")]
+    Unauthorized,
+    /// 403: wrong token.
+    #[error("Mailu API refused the token (403)")]
+    Forbidden,
+    /// 404: user or domain missing.
+    #[error("Mailu API: not found (404): {0}")]
+    NotFound(String),
+    /// 409: already exists / too many users.
+    #[error("Mailu API: conflict (409): {0}")]
+    Conflict(String),
+    /// 429: rate-limited.
+    #[error("Mailu API rate-limited this address (429)")]
+    RateLimited,
+    /// 400: the request was refused (for example the password).
+    #[error("Mailu API rejected the request (400): {0}")]
+    Rejected(String),
+    /// 5xx.
+    #[error("Mailu API failed (HTTP {0})")]
+    Server(u16),
+    /// No answer.
+    #[error("Mailu API unreachable: {0}")]
+    Unreachable(String),
+}
+
+impl MailError {
+    /// Worth retrying later (the server may recover); otherwise a person must act.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MailError::RateLimited | MailError::Server(_) | MailError::Unreachable(_))
+    }
+}
+
+/// The outcome of an SMTP login check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginCheck {
+    /// 235: the server accepted the password.
+    Accepted,
+    /// 535 (or another permanent AUTH reply): the server refused it.
+    Rejected,
+    /// Could not tell (network, TLS, timeout, 4xx).
+    Unknown(String),
+}
+
+/// One tenant's mail server, as rotation sees it.
+#[async_trait]
+pub trait MailServer: Send + Sync {
+    /// Sets the user's password.
+    async fn set_password(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError>;
+    /// Creates the user with a password (the domain is created when missing).
+    async fn create_user(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError>;
+    /// Whether the user exists.
+    async fn user_exists(&self, target: &MailTarget) -> Result<bool, MailError>;
+    /// Logs in over SMTP with the password.
+    async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck;
+}
+
+/// The real thing: Mailu API over HTTPS and SMTP AUTH with lettre.
+pub struct Mailu {
+    http: reqwest::Client,
+    smtp_timeout: Duration,
+    extra_root: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Mailu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailu")
+    }
+}
+
+impl Mailu {
+    /// A client with request timeouts; `extra_root_pem` adds a trusted CA for SMTP TLS (private
+    /// CAs, tests).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(timeout: Duration, extra_root_pem: Option<Vec<u8>>) -> Result<Self, String> {
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+        Ok(Self { http, smtp_timeout: timeout, extra_root: extra_root_pem })
+    }
+
+    fn url(target: &MailTarget, path: &str) -> String {
+        format!("{}/{path}", target.api_url.trim_end_matches('/'))
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        target: &MailTarget,
+    ) -> Result<serde_json::Value, MailError> {
+        let response = request.bearer_auth(target.api_token.expose_secret()).send().await.map_err(|e| {
+            MailError::Unreachable(if e.is_timeout() { "timeout".into() } else { "connection failed".into() })
+        })?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        // Mailu's own message, shortened; it never contains the password (not echoed by Mailu).
+        let message = body["message"].as_str().unwrap_or_default().chars().take(200).collect::<String>();
+        match status {
+            200..=299 => Ok(body),
+            401 => Err(MailError::Unauthorized),
+            403 => Err(MailError::Forbidden),
+            404 => Err(MailError::NotFound(message)),
+            409 => Err(MailError::Conflict(message)),
+            429 => Err(MailError::RateLimited),
+            400..=499 => Err(MailError::Rejected(message)),
+            other => Err(MailError::Server(other)),
+        }
+    }
+
+    fn tls(&self, host: &str) -> Result<TlsParameters, String> {
+        let mut builder = TlsParameters::builder(host.to_owned());
+        if let Some(pem) = &self.extra_root {
+            builder = builder.add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
+        }
+        builder.build_rustls().map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl MailServer for Mailu {
+    async fn set_password(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError> {
+        let url = Self::url(target, &format!("user/{}", target.username));
+        let body = json!({"raw_password": password.expose_secret()});
+        self.send(self.http.patch(url).json(&body), target).await.map(|_| ())
+    }
+
+    async fn create_user(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError> {
+        let domain = target.username.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        match self.send(self.http.post(Self::url(target, "domain")).json(&json!({"name": domain})), target).await {
+            Ok(_) | Err(MailError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let body = json!({"email": target.username, "raw_password": password.expose_secret(), "global_admin": true});
+        self.send(self.http.post(Self::url(target, "user")).json(&body), target).await.map(|_| ())
+    }
+
+    async fn user_exists(&self, target: &MailTarget) -> Result<bool, MailError> {
+        match self.send(self.http.get(Self::url(target, &format!("user/{}", target.username))), target).await {
+            Ok(_) => Ok(true),
+            Err(MailError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck {
+        let tls = match self.tls(&target.smtp_host) {
+            Ok(tls) => tls,
+            Err(e) => return LoginCheck::Unknown(format!("TLS setup: {e}")),
+        };
+        let tls = if target.smtp_port == 465 { Tls::Wrapper(tls) } else { Tls::Required(tls) };
+        // A new transport per check (no pool), so every check is a fresh login.
+        let transport: AsyncSmtpTransport<Tokio1Executor> =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.smtp_host)
+                .port(target.smtp_port)
+                .tls(tls)
+                .credentials(Credentials::new(target.username.clone(), password.expose_secret().to_owned()))
+                .authentication(vec![Mechanism::Plain, Mechanism::Login])
+                .timeout(Some(self.smtp_timeout))
+                .build();
+        // lettre's own timeout bounds only the connect; this bounds the whole conversation.
+        match tokio::time::timeout(self.smtp_timeout, transport.test_connection()).await {
+            Ok(Ok(true)) => LoginCheck::Accepted,
+            Ok(Ok(false)) => LoginCheck::Unknown("the server closed the session after AUTH".into()),
+            Ok(Err(e)) if e.is_permanent() && e.status().is_some_and(|c| u16::from(c) == 535) => LoginCheck::Rejected,
+            Ok(Err(e)) => LoginCheck::Unknown(match e.status() {
+                Some(code) => format!("SMTP reply {}", u16::from(code)),
+                None => "connection or TLS failure".into(),
+            }),
+            Err(_) => LoginCheck::Unknown("timed out".into()),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! mailu-sim: a stand-in for Mailu's admin API v1 (domains and users, bearer token, Mailu's
+//! status codes and bodies), the `/internal/auth/email` callback Dovecot's Lua passdb asks on
+//! every SMTP login, a minimal SMTP relay sink for Dovecot's submission service, and fault
+//! injection (`POST /_sim/fault`). For tests and the demo only: passwords are kept as salted
+//! SHA-256, never logged.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct Sim {
+    token: String,
+    domains: BTreeSet<String>,
+    users: BTreeMap<String, (String, String)>,
+    fault: Fault,
+    password_sets: u64,
+}
+
+#[derive(Default, Clone)]
+struct Fault {
+    mode: String,
+    remaining: u64,
+}
+
+type Shared = Arc<Mutex<Sim>>;
+
+fn hash(password: &str, salt: &str) -> String {
+    hex::encode(Sha256::digest(format!("{salt}:{password}").as_bytes()))
+}
+
+fn new_salt() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn mailu_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"code": status.as_u16(), "message": message}))).into_response()
+}
+
+/// Mailu's auth order, then an injected fault if one is armed.
+async fn gate(sim: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let (fault, token) = {
+        let Ok(mut s) = sim.lock() else { return Some(mailu_error(StatusCode::INTERNAL_SERVER_ERROR, "poisoned")) };
+        let fault = s.fault.clone();
+        if s.fault.remaining > 0 {
+            s.fault.remaining -= 1;
+            if s.fault.remaining == 0 {
+                s.fault.mode.clear();
+            }
+        }
+        (fault, s.token.clone())
+    };
+    let Some(header) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Some(mailu_error(StatusCode::UNAUTHORIZED, "A valid Authorization header is mandatory"));
+    };
+    if header.trim_start_matches("Bearer ") != token {
+        return Some(mailu_error(StatusCode::FORBIDDEN, "Invalid API token"));
+    }
+    if fault.remaining == 0 {
+        return None;
+    }
+    match fault.mode.as_str() {
+        "down" => Some((StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response()),
+        "500" => Some(mailu_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")),
+        "429" => Some(mailu_error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts from your IP (rate-limit)")),
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+async fn create_domain(State(sim): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = gate(&sim, &headers).await {
+        return r;
+    }
+    let name = body["name"].as_str().unwrap_or_default().to_lowercase();
+    let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    if !s.domains.insert(name.clone()) {
+        return mailu_error(StatusCode::CONFLICT, &format!("Duplicate domain name {name}"));
+    }
+    Json(json!({"code": 200, "message": format!("Domain {name} has been created")})).into_response()
+}
+
+async fn create_user(State(sim): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = gate(&sim, &headers).await {
+        return r;
+    }
+    let (Some(email), Some(password)) = (body["email"].as_str(), body["raw_password"].as_str()) else {
+        return mailu_error(StatusCode::BAD_REQUEST, "Input payload validation failed");
+    };
+    let email = email.to_lowercase();
+    let domain = email.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+    let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    if !s.domains.contains(&domain) {
+        return mailu_error(StatusCode::NOT_FOUND, &format!("Domain {domain} does not exist"));
+    }
+    if s.users.contains_key(&email) {
+        return mailu_error(StatusCode::CONFLICT, &format!("User {email} already exists"));
+    }
+    let salt = new_salt();
+    let h = hash(password, &salt);
+    s.users.insert(email.clone(), (salt, h));
+    s.password_sets += 1;
+    Json(json!({"code": 200, "message": format!("User {email} has been created")})).into_response()
+}
+
+async fn read_user(State(sim): State<Shared>, headers: HeaderMap, Path(email): Path<String>) -> Response {
+    if let Some(r) = gate(&sim, &headers).await {
+        return r;
+    }
+    let Ok(s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    match s.users.get(&email.to_lowercase()) {
+        Some((salt, h)) => {
+            Json(json!({"email": email, "password": format!("$sim${salt}${h}"), "enabled": true})).into_response()
+        }
+        None => mailu_error(StatusCode::NOT_FOUND, &format!("User {email} cannot be found")),
+    }
+}
+
+async fn update_user(
+    State(sim): State<Shared>,
+    headers: HeaderMap,
+    Path(email): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(r) = gate(&sim, &headers).await {
+        return r;
+    }
+    let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let ignore = s.fault.mode == "ignore_password" && s.fault.remaining > 0;
+    let email = email.to_lowercase();
+    if !s.users.contains_key(&email) {
+        return mailu_error(StatusCode::NOT_FOUND, &format!("User {email} cannot be found"));
+    }
+    if let Some(password) = body["raw_password"].as_str() {
+        if ignore {
+            s.fault.remaining -= 1;
+        } else {
+            let salt = new_salt();
+            let h = hash(password, &salt);
+            s.users.insert(email.clone(), (salt, h));
+            s.password_sets += 1;
+        }
+    }
+    Json(json!({"code": 200, "message": format!("User {email} has been updated")})).into_response()
+}
+
+/// Dovecot's Lua passdb asks here on every login, like Mailu's admin service.
+async fn auth_email(State(sim): State<Shared>, headers: HeaderMap) -> Response {
+    let decode =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(urlencoding_decode).unwrap_or_default();
+    let (user, pass) = (decode("Auth-User").to_lowercase(), decode("Auth-Pass"));
+    let ok = sim.lock().ok().and_then(|s| s.users.get(&user).map(|(salt, h)| hash(&pass, salt) == *h)).unwrap_or(false);
+    let mut response = StatusCode::OK.into_response();
+    let status = if ok { "OK" } else { "Authentication credentials invalid" };
+    if let Ok(v) = status.parse() {
+        response.headers_mut().insert("Auth-Status", v);
+    }
+    if !ok && let Ok(v) = "535 5.7.8".parse() {
+        response.headers_mut().insert("Auth-Error-Code", v);
+    }
+    response
+}
+
+fn urlencoding_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hexpair =
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hexpair {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn set_fault(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+    let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    s.fault = Fault {
+        mode: body["mode"].as_str().unwrap_or_default().to_owned(),
+        remaining: body["count"].as_u64().unwrap_or(u64::MAX),
+    };
+    Json(json!({"mode": s.fault.mode, "count": s.fault.remaining})).into_response()
+}
+
+async fn stats(State(sim): State<Shared>) -> Response {
+    let Ok(s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    Json(json!({"users": s.users.len(), "password_sets": s.password_sets, "fault": s.fault.mode})).into_response()
+}
+
+/// Accepts whatever Dovecot's submission service relays; keeps nothing.
+async fn relay_sink(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply: &[u8] = if in_data {
+                    if line == "." {
+                        in_data = false;
+                        b"250 OK\r\n"
+                    } else {
+                        continue;
+                    }
+                } else {
+                    match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                        Some("EHLO") => b"250-sink\r\n250 8BITMIME\r\n",
+                        Some("DATA") => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        Some("QUIT") => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 OK\r\n",
+                    }
+                };
+                if write.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
+    };
+    let token = arg("--token", "");
+    if token.len() < 4 {
+        eprintln!("mailu-sim: --token of at least 4 characters is required (as Mailu)");
+        std::process::exit(2);
+    }
+    let sim: Shared = Arc::new(Mutex::new(Sim { token, ..Sim::default() }));
+    let api = TcpListener::bind(format!("127.0.0.1:{}", arg("--api-port", "0"))).await?;
+    let relay = TcpListener::bind(format!("127.0.0.1:{}", arg("--relay-port", "0"))).await?;
+    // Tests read these two lines to learn the ports.
+    println!("api_port={}", api.local_addr()?.port());
+    println!("relay_port={}", relay.local_addr()?.port());
+    tokio::spawn(relay_sink(relay));
+    let app = Router::new()
+        .route("/api/v1/domain", post(create_domain))
+        .route("/api/v1/user", post(create_user))
+        .route("/api/v1/user/{email}", get(read_user).patch(update_user))
+        .route("/internal/auth/email", get(auth_email))
+        .route("/_sim/fault", post(set_fault))
+        .route("/_sim/stats", get(stats))
+        .with_state(sim);
+    axum::serve(api, app).await
+}
