@@ -92,6 +92,14 @@ pub enum EventType {
     RevealRevoked,
     /// A reveal window closed by time.
     RevealExpired,
+    /// A rotation began (pending password stored).
+    RotationStarted,
+    /// A rotation finished: the new password is current.
+    CredentialRotated,
+    /// A rotation gave up (`needs_reconcile`).
+    RotationFailed,
+    /// An interrupted rotation was settled by keeping the current password.
+    RotationRolledBack,
 }
 
 impl EventType {
@@ -124,6 +132,10 @@ impl EventType {
             EventType::CredentialRevealed => "credential_revealed",
             EventType::RevealRevoked => "reveal_revoked",
             EventType::RevealExpired => "reveal_expired",
+            EventType::RotationStarted => "rotation_started",
+            EventType::CredentialRotated => "credential_rotated",
+            EventType::RotationFailed => "rotation_failed",
+            EventType::RotationRolledBack => "rotation_rolled_back",
         }
     }
 }

@@ -86,6 +86,18 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_REVEAL_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400), global = true)]
     pub reveal_window_secs: u64,
 
+    /// Extra CA certificate (PEM) trusted for SMTP TLS to tenants' mail servers.
+    #[arg(long, env = "SMTP_VAULT_SMTP_CA_FILE", global = true)]
+    pub smtp_ca_file: Option<PathBuf>,
+
+    /// Failed attempts before a rotation gives up (`needs_reconcile` + alert).
+    #[arg(long, env = "SMTP_VAULT_ROTATION_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
+    pub rotation_max_attempts: u32,
+
+    /// First delay between rotation attempts, in milliseconds (doubles each time).
+    #[arg(long, env = "SMTP_VAULT_ROTATION_RETRY_MS", default_value_t = 2000, global = true)]
+    pub rotation_retry_ms: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
     pub max_body_bytes: usize,
@@ -127,6 +139,9 @@ impl Config {
             slack_webhook_url: None,
             rotation_period_days: 90,
             reveal_window_secs: 900,
+            smtp_ca_file: None,
+            rotation_max_attempts: 3,
+            rotation_retry_ms: 2000,
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

@@ -180,11 +180,12 @@ impl Core {
         let now = self.now();
         require_scope(actor, Scope::CredentialsReadSecret)?;
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        let password = match self.keyring()?.open(&stored.document.password, tenant, SecretField::Password) {
+        let password = match self.effective_password(tenant, &stored).await {
             Ok(p) => p,
-            Err(e) => {
+            Err(Error::Crypto(e)) => {
                 return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await);
             }
+            Err(e) => return Err(e),
         };
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);

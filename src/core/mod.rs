@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admins;
+pub mod alerting;
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod mail;
 pub mod passkeys;
 pub mod ratelimit;
 pub mod reveal;
+pub mod rotation;
 pub mod vault;
 
 pub use access::{Actor, ClientInfo, CreatedToken};
@@ -28,7 +30,9 @@ use clock::{SharedClock, SystemClock};
 use config::Config;
 use crypto::{Keyring, KeyringError};
 use db::Db;
+use mail::{MailServer, Mailu};
 use passkeys::RelyingParty;
+use rotation::{FaultInjector, RotationLocks};
 use ratelimit::RateLimiter;
 use serde_json::json;
 use std::sync::Arc;
@@ -62,6 +66,10 @@ pub struct CoreSettings {
     pub session_absolute: chrono::Duration,
     /// Public URL (enrollment links, WebAuthn origin).
     pub public_url: String,
+    /// Failed attempts before a rotation gives up.
+    pub rotation_max_attempts: u32,
+    /// First retry delay; doubles each attempt.
+    pub rotation_retry_base: std::time::Duration,
 }
 
 /// The service core. Cheap to clone.
@@ -72,6 +80,9 @@ pub struct Core {
     keyring: Option<Arc<Keyring>>,
     rp: Option<Arc<RelyingParty>>,
     limiter: Arc<RateLimiter>,
+    mail: Option<Arc<dyn MailServer>>,
+    fault: Option<FaultInjector>,
+    rotation_locks: RotationLocks,
     clock: SharedClock,
     settings: CoreSettings,
 }
@@ -138,6 +149,10 @@ impl Core {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let vault = if needs.vault { Some(Arc::new(Vault::connect(vault_settings(config)?).await?)) } else { None };
+        let smtp_ca = match &config.smtp_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?),
+            None => None,
+        };
         let rp = RelyingParty::new(&config.public_url, chrono::Duration::minutes(2))?;
         let reveal_secs =
             i64::try_from(config.reveal_window_secs).map_err(|_| Error::Config("reveal window too long".into()))?;
@@ -147,12 +162,17 @@ impl Core {
             keyring,
             rp: Some(Arc::new(rp)),
             limiter: Arc::new(RateLimiter::default()),
+            mail: Some(Arc::new(Mailu::new(Duration::from_secs(10), smtp_ca).map_err(Error::Config)?)),
+            fault: None,
+            rotation_locks: RotationLocks::default(),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {
                 rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)),
                 reveal_window: chrono::Duration::seconds(reveal_secs),
                 session_absolute: chrono::Duration::hours(12),
                 public_url: config.public_url.clone(),
+                rotation_max_attempts: config.rotation_max_attempts,
+                rotation_retry_base: Duration::from_millis(config.rotation_retry_ms),
             },
         })
     }
@@ -163,6 +183,24 @@ impl Core {
 
     pub(crate) fn vault(&self) -> Result<&Arc<Vault>> {
         self.vault.as_ref().ok_or_else(|| Error::Internal("this command runs without Vault".into()))
+    }
+
+    /// The same core with a crash injector for rotation steps (tests of the invariants).
+    #[must_use]
+    pub fn with_fault_injector(mut self, fault: FaultInjector) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// The same core talking to another mail server implementation.
+    #[must_use]
+    pub fn with_mail_server(mut self, mail: Arc<dyn MailServer>) -> Self {
+        self.mail = Some(mail);
+        self
+    }
+
+    pub(crate) fn mail(&self) -> Result<&Arc<dyn MailServer>> {
+        self.mail.as_ref().ok_or_else(|| Error::Internal("no mail adapter".into()))
     }
 
     pub(crate) fn relying_party(&self) -> Result<&RelyingParty> {

@@ -7,7 +7,7 @@
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
-use crate::core::crypto::{SecretField, random_bytes};
+use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Purpose, SessionBinding};
 use crate::model::{GrantView, RevealedCredentialView, TenantId};
@@ -220,11 +220,12 @@ impl Core {
                 .await);
         };
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        let password = match self.keyring()?.open(&stored.document.password, tenant, SecretField::Password) {
+        let password = match self.effective_password(tenant, &stored).await {
             Ok(p) => p,
-            Err(e) => {
+            Err(Error::Crypto(e)) => {
                 return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await);
             }
+            Err(e) => return Err(e),
         };
         let details = json!({"grant_id": grant_id, "version": stored.version});
         audit::record(

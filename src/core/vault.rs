@@ -93,6 +93,44 @@ impl std::fmt::Debug for CredentialDocument {
     }
 }
 
+/// Where an in-flight rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingPhase {
+    /// Stored in Vault; the mail server may or may not have it yet.
+    Staged,
+    /// The mail server confirmed the change; not yet promoted to current.
+    Applied,
+}
+
+/// The in-flight rotation at `{mount}/{tenant}/pending`: the new password is here (sealed)
+/// before the mail server is touched, so it can never be lost.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingDocument {
+    /// Identifies this rotation in audit events and alerts.
+    pub rotation_id: String,
+    /// Envelope of the new password.
+    pub password: String,
+    /// Where it stands.
+    pub phase: PendingPhase,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// What started it (`scheduled`, `manual`, `reveal`, `emergency`).
+    pub trigger: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+}
+
+impl std::fmt::Debug for PendingDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingDocument")
+            .field("rotation_id", &self.rotation_id)
+            .field("phase", &self.phase)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A document with the KV v2 version it was read at.
 #[derive(Debug, Clone)]
 pub struct VersionedDocument {
@@ -355,10 +393,45 @@ impl Vault {
     /// [`Error::Vault`], [`Error::VaultSealed`], or [`Error::MalformedSecret`] when the data is
     /// not a credential document.
     pub async fn read_credential(&self, tenant: &TenantId) -> Result<Option<VersionedDocument>> {
-        let path = Self::path(tenant);
+        Ok(self.read_doc(&Self::path(tenant)).await?.map(|(document, version)| VersionedDocument { document, version }))
+    }
+
+    /// Reads the in-flight rotation of a tenant, if any, with its KV version.
+    ///
+    /// # Errors
+    /// Vault errors, [`Error::MalformedSecret`].
+    pub async fn read_pending(&self, tenant: &TenantId) -> Result<Option<(PendingDocument, u64)>> {
+        self.read_doc(&Self::pending_path(tenant)).await
+    }
+
+    /// Writes the in-flight rotation with check-and-set (0 = must not exist); returns the version.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when another writer changed it first.
+    pub async fn write_pending(&self, tenant: &TenantId, pending: &PendingDocument, cas: u64) -> Result<u64> {
+        self.write_doc(&Self::pending_path(tenant), pending, cas).await
+    }
+
+    /// Removes the in-flight rotation record entirely (all its versions).
+    ///
+    /// # Errors
+    /// Vault errors (an absent record is fine).
+    pub async fn delete_pending(&self, tenant: &TenantId) -> Result<()> {
+        match vaultrs::kv2::delete_metadata(self.client().as_ref(), &self.settings.mount, &Self::pending_path(tenant)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(vault_error("dropping pending rotation", e)),
+        }
+    }
+
+    fn pending_path(tenant: &TenantId) -> String {
+        format!("{tenant}/pending")
+    }
+
+    async fn read_doc<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<(T, u64)>> {
         let request = ReadSecretRequest::builder()
             .mount(self.settings.mount.as_str())
-            .path(path.as_str())
+            .path(path)
             .build()
             .map_err(|e| Error::Internal(format!("read request: {e}")))?;
         match vaultrs::api::exec_with_result(self.client().as_ref(), request).await {
@@ -367,12 +440,13 @@ impl Vault {
                     path: format!("{}/{path}", self.settings.mount),
                     problem: "fields missing or of the wrong type",
                 })?;
-                Ok(Some(VersionedDocument { document, version: response.metadata.version }))
+                Ok(Some((document, response.metadata.version)))
             }
             Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(vault_error("reading credential", e)),
+            Err(e) => Err(vault_error("reading secret", e)),
         }
     }
+
 
     /// The current KV version from metadata (0 when the path was never written).
     ///
@@ -392,14 +466,17 @@ impl Vault {
     /// # Errors
     /// [`Error::Conflict`] when another writer got there first; Vault errors otherwise.
     pub async fn write_credential(&self, tenant: &TenantId, document: &CredentialDocument, cas: u64) -> Result<u64> {
-        let path = Self::path(tenant);
+        self.write_doc(&Self::path(tenant), document, cas).await
+    }
+
+    async fn write_doc<T: Serialize + Sync>(&self, path: &str, document: &T, cas: u64) -> Result<u64> {
         let cas = u32::try_from(cas).map_err(|_| Error::Internal("KV version beyond u32".into()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let written = vaultrs::kv2::set_with_options(
                 self.client().as_ref(),
                 &self.settings.mount,
-                &path,
+                path,
                 document,
                 SetSecretRequestOptions { cas },
             )

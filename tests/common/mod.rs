@@ -135,6 +135,10 @@ impl TestEnv {
     }
 
     pub async fn start_with_clock(clock: Option<smtp_vault::core::clock::SharedClock>) -> Self {
+        Self::start_custom(clock, |_| {}).await
+    }
+
+    pub async fn start_custom(clock: Option<smtp_vault::core::clock::SharedClock>, customize: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bao = OpenBao::start().await;
         let db = TestDb::create(dir.path()).await;
@@ -143,6 +147,7 @@ impl TestEnv {
         config.vault_addr = bao.addr.clone();
         config.vault_token = Some(bao.root_token.clone());
         config.keyring_path = dir.path().join("keyring.json");
+        customize(&mut config);
         smtp_vault::core::generate_keyring(&config).unwrap();
         // vault-setup with the privileged token, as an operator would.
         let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await.unwrap();

@@ -1,0 +1,436 @@
+//! Staged, crash-safe rotation (ARCHITECTURE §4): generate → persist pending in Vault → apply on
+//! Mailu (skipped when the pending password already logs in) → verify with a real SMTP AUTH →
+//! promote with a check-and-set write → drop pending → record. At every instant Vault holds a
+//! password the mail server accepts (current, or pending once applied), so nothing is lost
+//! whatever step a crash interrupts; running the rotation again resumes from the pending
+//! record. Retries are bounded with backoff; a password the server refuses is replaced; after
+//! the limit the tenant is `needs_reconcile` and an alert is raised, with the pending record
+//! kept for the reconcile to settle.
+
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::alerting::{self, Alert};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::crypto::{SecretField, random_bytes};
+use crate::core::error::{Error, Result};
+use crate::core::mail::{LoginCheck, MailError, MailTarget};
+use crate::core::vault::{CredentialDocument, PendingDocument, PendingPhase, VersionedDocument};
+use crate::model::{Scope, TenantId};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
+
+/// A point in the rotation where a crash can be injected (tests of the invariants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// The pending password is in Vault; the mail server is untouched.
+    PendingStaged,
+    /// The mail server took the new password; Vault still says "staged".
+    MailApplied,
+    /// Vault says "applied".
+    PhaseApplied,
+    /// The new password is the current version; pending still exists.
+    Promoted,
+    /// Pending is gone; the database and audit log are not updated yet.
+    PendingDropped,
+}
+
+impl RotationStep {
+    /// Every step, in order.
+    pub const ALL: [RotationStep; 5] = [
+        RotationStep::PendingStaged,
+        RotationStep::MailApplied,
+        RotationStep::PhaseApplied,
+        RotationStep::Promoted,
+        RotationStep::PendingDropped,
+    ];
+}
+
+/// Decides whether to "crash" after a step (returns true to stop there).
+pub type FaultInjector = Arc<dyn Fn(&TenantId, RotationStep) -> bool + Send + Sync>;
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationResult {
+    /// The new password is current.
+    Rotated {
+        /// Its KV version.
+        version: u64,
+    },
+    /// Gave up; a person must look (alert raised).
+    NeedsReconcile {
+        /// Why.
+        reason: String,
+    },
+    /// Another rotation of this tenant is running.
+    Busy,
+}
+
+/// Tenants with a rotation running in this process.
+#[derive(Debug, Default, Clone)]
+pub struct RotationLocks(Arc<Mutex<HashSet<String>>>);
+
+struct TenantGuard {
+    locks: RotationLocks,
+    tenant: String,
+}
+
+impl Drop for TenantGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.locks.0.lock() {
+            set.remove(&self.tenant);
+        }
+    }
+}
+
+impl RotationLocks {
+    fn try_lock(&self, tenant: &TenantId) -> Option<TenantGuard> {
+        let mut set = self.0.lock().ok()?;
+        set.insert(tenant.to_string())
+            .then(|| TenantGuard { locks: self.clone(), tenant: tenant.to_string() })
+    }
+}
+
+/// A new random password: 32 characters of base64url (192 bits).
+///
+/// # Errors
+/// When the OS random source fails.
+pub fn generate_password() -> Result<SecretString> {
+    Ok(SecretString::from(URL_SAFE_NO_PAD.encode(random_bytes::<24>()?.as_ref())))
+}
+
+fn same(a: &SecretString, b: &SecretString) -> bool {
+    a.expose_secret().as_bytes().ct_eq(b.expose_secret().as_bytes()).into()
+}
+
+impl Core {
+    fn checkpoint(&self, tenant: &TenantId, step: RotationStep) -> Result<()> {
+        match &self.fault {
+            Some(crash) if crash(tenant, step) => Err(Error::Internal(format!("injected crash after {step:?}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The mail server of a tenant, from its stored document.
+    pub(crate) fn mail_target(&self, tenant: &TenantId, document: &CredentialDocument) -> Result<MailTarget> {
+        Ok(MailTarget {
+            username: document.username.clone(),
+            smtp_host: document.smtp_host.clone(),
+            smtp_port: document.smtp_port,
+            api_url: document.mailu_api_url.clone(),
+            api_token: self.keyring()?.open(&document.mailu_api_token, tenant, SecretField::MailuApiToken)?,
+        })
+    }
+
+    /// The password a consumer should use now: the current one, or the pending one once the mail
+    /// server has it (zero downtime: a consumer that fails a login and reads again gets the
+    /// password the server accepts).
+    pub(crate) async fn effective_password(&self, tenant: &TenantId, stored: &VersionedDocument) -> Result<SecretString> {
+        let keyring = self.keyring()?;
+        let current = keyring.open(&stored.document.password, tenant, SecretField::Password)?;
+        let Some((pending, _)) = self.vault()?.read_pending(tenant).await? else {
+            return Ok(current);
+        };
+        let new = keyring.open(&pending.password, tenant, SecretField::Password)?;
+        match pending.phase {
+            PendingPhase::Applied => Ok(new),
+            // The change may be in flight: ask the server which one it takes.
+            PendingPhase::Staged => {
+                let target = self.mail_target(tenant, &stored.document)?;
+                if self.mail()?.check_login(&target, &new).await == LoginCheck::Accepted { Ok(new) } else { Ok(current) }
+            }
+        }
+    }
+
+    /// Rotates one tenant's password now (or resumes its interrupted rotation).
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::NotFound`]; Vault and database errors stop the run with
+    /// the pending record kept, so running it again resumes.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, trigger))]
+    pub async fn rotate_credential(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        trigger: &str,
+    ) -> Result<RotationResult> {
+        require_scope(actor, Scope::CredentialsRotate)?;
+        let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
+            return Ok(RotationResult::Busy);
+        };
+        self.run_rotation(actor, client, tenant, trigger).await
+    }
+
+    async fn run_rotation(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId, trigger: &str) -> Result<RotationResult> {
+        let vault = self.vault()?;
+        let keyring = self.keyring()?;
+        let mail = self.mail()?;
+        let max_attempts = self.settings.rotation_max_attempts;
+        loop {
+            let current = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+            let target = self.mail_target(tenant, &current.document)?;
+            let current_password = keyring.open(&current.document.password, tenant, SecretField::Password)?;
+            let mut fresh = false;
+            let (mut pending, mut pending_version) = match vault.read_pending(tenant).await? {
+                Some(found) => found,
+                None => {
+                    let now = self.now();
+                    let pending = PendingDocument {
+                        rotation_id: hex::encode(random_bytes::<8>()?.as_ref()),
+                        password: keyring.seal(tenant, SecretField::Password, &generate_password()?)?,
+                        phase: PendingPhase::Staged,
+                        attempts: 0,
+                        trigger: trigger.to_owned(),
+                        started_at: now.to_rfc3339(),
+                    };
+                    let version = match vault.write_pending(tenant, &pending, 0).await {
+                        Ok(v) => v,
+                        Err(Error::Conflict) => return Ok(RotationResult::Busy),
+                        Err(e) => return Err(e),
+                    };
+                    self.record_rotation_started(actor, client, tenant, &pending).await?;
+                    self.checkpoint(tenant, RotationStep::PendingStaged)?;
+                    fresh = true;
+                    (pending, version)
+                }
+            };
+            let new_password = keyring.open(&pending.password, tenant, SecretField::Password)?;
+            // Promoted before a crash, pending not yet dropped: only the bookkeeping is left.
+            if same(&current_password, &new_password) {
+                vault.delete_pending(tenant).await?;
+                self.record_rotated(actor, client, tenant, &pending, current.version).await?;
+                return Ok(RotationResult::Rotated { version: current.version });
+            }
+            if pending.phase == PendingPhase::Staged {
+                // Idempotent apply: a change that reached the server before a crash is not sent twice.
+                // (A pending created just now cannot be on the server: no check, which would cost
+                // a refused login's delay.)
+                if fresh || mail.check_login(&target, &new_password).await != LoginCheck::Accepted {
+                    if let Err(error) = mail.set_password(&target, &new_password).await {
+                        let retry_new = matches!(error, MailError::Rejected(_));
+                        if !error.is_transient() && !retry_new {
+                            return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
+                        }
+                        self.retry_later(tenant, &mut pending, &mut pending_version, retry_new, &error.to_string()).await?;
+                        if pending.attempts >= max_attempts {
+                            return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
+                        }
+                        continue;
+                    }
+                }
+                self.checkpoint(tenant, RotationStep::MailApplied)?;
+                pending.phase = PendingPhase::Applied;
+                pending_version = vault.write_pending(tenant, &pending, pending_version).await?;
+                self.checkpoint(tenant, RotationStep::PhaseApplied)?;
+            }
+            match mail.check_login(&target, &new_password).await {
+                LoginCheck::Accepted => {
+                    let mut document = current.document.clone();
+                    document.password = pending.password.clone();
+                    let version = vault.write_credential(tenant, &document, current.version).await?;
+                    self.checkpoint(tenant, RotationStep::Promoted)?;
+                    vault.delete_pending(tenant).await?;
+                    self.checkpoint(tenant, RotationStep::PendingDropped)?;
+                    self.record_rotated(actor, client, tenant, &pending, version).await?;
+                    return Ok(RotationResult::Rotated { version });
+                }
+                LoginCheck::Rejected => {
+                    // The server did not keep the change. Only if the current password still logs
+                    // in is a fresh attempt safe; otherwise the target changed without a record.
+                    if mail.check_login(&target, &current_password).await != LoginCheck::Accepted {
+                        let reason = "neither the current nor the pending password logs in";
+                        return self.give_up(actor, client, tenant, &pending, reason).await;
+                    }
+                    let reason = "the mail server accepted the change but still refuses the new password";
+                    self.retry_later(tenant, &mut pending, &mut pending_version, true, reason).await?;
+                    if pending.attempts >= max_attempts {
+                        return self.give_up(actor, client, tenant, &pending, reason).await;
+                    }
+                }
+                LoginCheck::Unknown(why) => {
+                    let reason = format!("SMTP login could not be checked: {why}");
+                    self.retry_later(tenant, &mut pending, &mut pending_version, false, &reason).await?;
+                    if pending.attempts >= max_attempts {
+                        return self.give_up(actor, client, tenant, &pending, &reason).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a failed attempt in the pending record (with a new password when the old one was
+    /// refused, back to "staged") and waits the backoff.
+    async fn retry_later(
+        &self,
+        tenant: &TenantId,
+        pending: &mut PendingDocument,
+        version: &mut u64,
+        new_password: bool,
+        reason: &str,
+    ) -> Result<()> {
+        pending.attempts += 1;
+        if new_password {
+            pending.password = self.keyring()?.seal(tenant, SecretField::Password, &generate_password()?)?;
+            pending.phase = PendingPhase::Staged;
+        }
+        *version = self.vault()?.write_pending(tenant, pending, *version).await?;
+        sqlx::query("UPDATE tenants SET rotation_attempts = $1, last_error = $2 WHERE tenant_id = $3")
+            .bind(i64::from(pending.attempts))
+            .bind(reason)
+            .bind(tenant.as_str())
+            .execute(self.db.pool())
+            .await?;
+        if pending.attempts < self.settings.rotation_max_attempts {
+            let backoff = self.settings.rotation_retry_base * 2u32.saturating_pow(pending.attempts.saturating_sub(1));
+            tracing::warn!(tenant = %tenant, attempt = pending.attempts, reason, "rotation attempt failed; retrying");
+            tokio::time::sleep(backoff).await;
+        }
+        Ok(())
+    }
+
+    async fn give_up(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+        reason: &str,
+    ) -> Result<RotationResult> {
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("UPDATE tenants SET state = 'needs_reconcile', last_error = $1, updated_at_ms = $2 WHERE tenant_id = $3")
+            .bind(reason)
+            .bind(now.timestamp_millis())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let details = json!({"rotation_id": pending.rotation_id, "attempts": pending.attempts, "reason": reason});
+        let event = NewEvent::info(EventType::RotationFailed, Some(tenant), details.clone()).with_severity(Severity::Critical);
+        audit::append(&mut tx, actor, client, event, now).await?;
+        tx.commit().await?;
+        let alert = Alert {
+            kind: "rotation_needs_reconcile",
+            severity: Severity::Critical,
+            tenant: Some(tenant),
+            dedupe_key: format!("rotation_needs_reconcile:{tenant}:{}", pending.rotation_id),
+            message: format!("rotation of {tenant} gave up: {reason}"),
+            details,
+        };
+        alerting::raise(&self.db, alert, now).await?;
+        Ok(RotationResult::NeedsReconcile { reason: reason.to_owned() })
+    }
+
+    async fn record_rotation_started(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId, pending: &PendingDocument) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("UPDATE tenants SET state = 'rotating', rotation_attempts = 0, last_error = NULL, updated_at_ms = $1 WHERE tenant_id = $2")
+            .bind(now.timestamp_millis())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let details = json!({"rotation_id": pending.rotation_id, "trigger": pending.trigger});
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::RotationStarted, Some(tenant), details), now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_rotated(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+        version: u64,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let period: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT rotation_period_days FROM tenants WHERE tenant_id = $1").bind(tenant.as_str()).fetch_optional(&mut *tx).await?;
+        let period = period
+            .and_then(|(days,)| days)
+            .map_or(self.settings.rotation_period, chrono::Duration::days);
+        sqlx::query(
+            "UPDATE tenants SET state = 'active', version = $1, rotated_at_ms = $2, stored_at_ms = $2, next_rotation_at_ms = $3, \
+             rotation_attempts = 0, last_error = NULL, deferred_until_ms = NULL, notice_for_ms = NULL, updated_at_ms = $2 \
+             WHERE tenant_id = $4",
+        )
+        .bind(i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?)
+        .bind(now.timestamp_millis())
+        .bind((now + period).timestamp_millis())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let details = json!({"rotation_id": pending.rotation_id, "version": version, "trigger": pending.trigger, "attempts": pending.attempts});
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialRotated, Some(tenant), details), now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Settles a tenant whose rotation was interrupted or gave up: resumes it when attempts are
+    /// left; otherwise keeps whichever password the server accepts (promoting the pending one,
+    /// or dropping it), or leaves `needs_reconcile` when neither logs in.
+    ///
+    /// # Errors
+    /// Vault, mail and database errors.
+    pub async fn repair_rotation(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<RotationResult> {
+        require_scope(actor, Scope::CredentialsRotate)?;
+        let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
+            return Ok(RotationResult::Busy);
+        };
+        let vault = self.vault()?;
+        let Some((pending, _)) = vault.read_pending(tenant).await? else {
+            return Ok(RotationResult::Rotated { version: vault.metadata_version(tenant).await? });
+        };
+        if pending.attempts < self.settings.rotation_max_attempts {
+            return self.run_rotation(actor, client, tenant, &pending.trigger).await;
+        }
+        let current = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let target = self.mail_target(tenant, &current.document)?;
+        let keyring = self.keyring()?;
+        let new_password = keyring.open(&pending.password, tenant, SecretField::Password)?;
+        let current_password = keyring.open(&current.document.password, tenant, SecretField::Password)?;
+        if self.mail()?.check_login(&target, &new_password).await == LoginCheck::Accepted {
+            let mut document = current.document.clone();
+            document.password = pending.password.clone();
+            let version = vault.write_credential(tenant, &document, current.version).await?;
+            vault.delete_pending(tenant).await?;
+            self.record_rotated(actor, client, tenant, &pending, version).await?;
+            return Ok(RotationResult::Rotated { version });
+        }
+        if self.mail()?.check_login(&target, &current_password).await == LoginCheck::Accepted {
+            // Rolled back: the server kept the current password; a later rotation starts afresh.
+            vault.delete_pending(tenant).await?;
+            let now = self.now();
+            let mut tx = self.db.begin_write().await?;
+            sqlx::query("UPDATE tenants SET state = 'active', rotation_attempts = 0, updated_at_ms = $1 WHERE tenant_id = $2")
+                .bind(now.timestamp_millis())
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let details = json!({"rotation_id": pending.rotation_id, "outcome": "rolled_back"});
+            audit::append(&mut tx, actor, client, NewEvent::info(EventType::RotationRolledBack, Some(tenant), details), now).await?;
+            tx.commit().await?;
+            return Ok(RotationResult::Rotated { version: current.version });
+        }
+        Ok(RotationResult::NeedsReconcile { reason: "neither the current nor the pending password logs in".into() })
+    }
+
+    /// Tenants with an interrupted rotation (pending record in Vault or `rotating` in the DB).
+    ///
+    /// # Errors
+    /// Vault and database errors.
+    pub async fn tenants_with_pending_rotation(&self) -> Result<Vec<TenantId>> {
+        let mut found = Vec::new();
+        for tenant in self.vault()?.list_tenants().await? {
+            if self.vault()?.read_pending(&tenant).await?.is_some() {
+                found.push(tenant);
+            }
+        }
+        Ok(found)
+    }
+}
