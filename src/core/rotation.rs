@@ -90,8 +90,7 @@ impl Drop for TenantGuard {
 impl RotationLocks {
     fn try_lock(&self, tenant: &TenantId) -> Option<TenantGuard> {
         let mut set = self.0.lock().ok()?;
-        set.insert(tenant.to_string())
-            .then(|| TenantGuard { locks: self.clone(), tenant: tenant.to_string() })
+        set.insert(tenant.to_string()).then(|| TenantGuard { locks: self.clone(), tenant: tenant.to_string() })
     }
 }
 
@@ -129,7 +128,11 @@ impl Core {
     /// The password a consumer should use now: the current one, or the pending one once the mail
     /// server has it (zero downtime: a consumer that fails a login and reads again gets the
     /// password the server accepts).
-    pub(crate) async fn effective_password(&self, tenant: &TenantId, stored: &VersionedDocument) -> Result<SecretString> {
+    pub(crate) async fn effective_password(
+        &self,
+        tenant: &TenantId,
+        stored: &VersionedDocument,
+    ) -> Result<SecretString> {
         let keyring = self.keyring()?;
         let current = keyring.open(&stored.document.password, tenant, SecretField::Password)?;
         let Some((pending, _)) = self.vault()?.read_pending(tenant).await? else {
@@ -141,7 +144,11 @@ impl Core {
             // The change may be in flight: ask the server which one it takes.
             PendingPhase::Staged => {
                 let target = self.mail_target(tenant, &stored.document)?;
-                if self.mail()?.check_login(&target, &new).await == LoginCheck::Accepted { Ok(new) } else { Ok(current) }
+                if self.mail()?.check_login(&target, &new).await == LoginCheck::Accepted {
+                    Ok(new)
+                } else {
+                    Ok(current)
+                }
             }
         }
     }
@@ -166,7 +173,13 @@ impl Core {
         self.run_rotation(actor, client, tenant, trigger).await
     }
 
-    async fn run_rotation(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId, trigger: &str) -> Result<RotationResult> {
+    async fn run_rotation(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        trigger: &str,
+    ) -> Result<RotationResult> {
         let vault = self.vault()?;
         let keyring = self.keyring()?;
         let mail = self.mail()?;
@@ -210,18 +223,17 @@ impl Core {
                 // Idempotent apply: a change that reached the server before a crash is not sent twice.
                 // (A pending created just now cannot be on the server: no check, which would cost
                 // a refused login's delay.)
-                if fresh || mail.check_login(&target, &new_password).await != LoginCheck::Accepted {
-                    if let Err(error) = mail.set_password(&target, &new_password).await {
-                        let retry_new = matches!(error, MailError::Rejected(_));
-                        if !error.is_transient() && !retry_new {
-                            return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
-                        }
-                        self.retry_later(tenant, &mut pending, &mut pending_version, retry_new, &error.to_string()).await?;
-                        if pending.attempts >= max_attempts {
-                            return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
-                        }
-                        continue;
+                let applied_before = !fresh && mail.check_login(&target, &new_password).await == LoginCheck::Accepted;
+                if !applied_before && let Err(error) = mail.set_password(&target, &new_password).await {
+                    let retry_new = matches!(error, MailError::Rejected(_));
+                    if !error.is_transient() && !retry_new {
+                        return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
                     }
+                    self.retry_later(tenant, &mut pending, &mut pending_version, retry_new, &error.to_string()).await?;
+                    if pending.attempts >= max_attempts {
+                        return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
+                    }
+                    continue;
                 }
                 self.checkpoint(tenant, RotationStep::MailApplied)?;
                 pending.phase = PendingPhase::Applied;
@@ -303,14 +315,17 @@ impl Core {
     ) -> Result<RotationResult> {
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
-        sqlx::query("UPDATE tenants SET state = 'needs_reconcile', last_error = $1, updated_at_ms = $2 WHERE tenant_id = $3")
-            .bind(reason)
-            .bind(now.timestamp_millis())
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tenants SET state = 'needs_reconcile', last_error = $1, updated_at_ms = $2 WHERE tenant_id = $3",
+        )
+        .bind(reason)
+        .bind(now.timestamp_millis())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
         let details = json!({"rotation_id": pending.rotation_id, "attempts": pending.attempts, "reason": reason});
-        let event = NewEvent::info(EventType::RotationFailed, Some(tenant), details.clone()).with_severity(Severity::Critical);
+        let event =
+            NewEvent::info(EventType::RotationFailed, Some(tenant), details.clone()).with_severity(Severity::Critical);
         audit::append(&mut tx, actor, client, event, now).await?;
         tx.commit().await?;
         let alert = Alert {
@@ -325,7 +340,13 @@ impl Core {
         Ok(RotationResult::NeedsReconcile { reason: reason.to_owned() })
     }
 
-    async fn record_rotation_started(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId, pending: &PendingDocument) -> Result<()> {
+    async fn record_rotation_started(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+    ) -> Result<()> {
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         sqlx::query("UPDATE tenants SET state = 'rotating', rotation_attempts = 0, last_error = NULL, updated_at_ms = $1 WHERE tenant_id = $2")
@@ -334,7 +355,8 @@ impl Core {
             .execute(&mut *tx)
             .await?;
         let details = json!({"rotation_id": pending.rotation_id, "trigger": pending.trigger});
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::RotationStarted, Some(tenant), details), now).await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::RotationStarted, Some(tenant), details), now)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -350,10 +372,11 @@ impl Core {
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let period: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT rotation_period_days FROM tenants WHERE tenant_id = $1").bind(tenant.as_str()).fetch_optional(&mut *tx).await?;
-        let period = period
-            .and_then(|(days,)| days)
-            .map_or(self.settings.rotation_period, chrono::Duration::days);
+            sqlx::query_as("SELECT rotation_period_days FROM tenants WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let period = period.and_then(|(days,)| days).map_or(self.settings.rotation_period, chrono::Duration::days);
         sqlx::query(
             "UPDATE tenants SET state = 'active', version = $1, rotated_at_ms = $2, stored_at_ms = $2, next_rotation_at_ms = $3, \
              rotation_attempts = 0, last_error = NULL, deferred_until_ms = NULL, notice_for_ms = NULL, updated_at_ms = $2 \
@@ -366,7 +389,8 @@ impl Core {
         .execute(&mut *tx)
         .await?;
         let details = json!({"rotation_id": pending.rotation_id, "version": version, "trigger": pending.trigger, "attempts": pending.attempts});
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialRotated, Some(tenant), details), now).await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialRotated, Some(tenant), details), now)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -377,14 +401,38 @@ impl Core {
     ///
     /// # Errors
     /// Vault, mail and database errors.
-    pub async fn repair_rotation(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<RotationResult> {
+    pub async fn repair_rotation(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+    ) -> Result<RotationResult> {
         require_scope(actor, Scope::CredentialsRotate)?;
         let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
             return Ok(RotationResult::Busy);
         };
         let vault = self.vault()?;
         let Some((pending, _)) = vault.read_pending(tenant).await? else {
-            return Ok(RotationResult::Rotated { version: vault.metadata_version(tenant).await? });
+            // A crash after the pending record was dropped leaves only the bookkeeping to do.
+            let version = vault.metadata_version(tenant).await?;
+            let row: Option<(String, i64)> = sqlx::query_as("SELECT state, version FROM tenants WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(self.db.pool())
+                .await?;
+            if let Some((state, recorded)) = row
+                && (state == "rotating" || u64::try_from(recorded).ok() != Some(version))
+            {
+                let finished = PendingDocument {
+                    rotation_id: "recorded-after-restart".into(),
+                    password: String::new(),
+                    phase: PendingPhase::Applied,
+                    attempts: 0,
+                    trigger: "repair".into(),
+                    started_at: self.now().to_rfc3339(),
+                };
+                self.record_rotated(actor, client, tenant, &finished, version).await?;
+            }
+            return Ok(RotationResult::Rotated { version });
         };
         if pending.attempts < self.settings.rotation_max_attempts {
             return self.run_rotation(actor, client, tenant, &pending.trigger).await;
@@ -407,13 +455,22 @@ impl Core {
             vault.delete_pending(tenant).await?;
             let now = self.now();
             let mut tx = self.db.begin_write().await?;
-            sqlx::query("UPDATE tenants SET state = 'active', rotation_attempts = 0, updated_at_ms = $1 WHERE tenant_id = $2")
-                .bind(now.timestamp_millis())
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE tenants SET state = 'active', rotation_attempts = 0, updated_at_ms = $1 WHERE tenant_id = $2",
+            )
+            .bind(now.timestamp_millis())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
             let details = json!({"rotation_id": pending.rotation_id, "outcome": "rolled_back"});
-            audit::append(&mut tx, actor, client, NewEvent::info(EventType::RotationRolledBack, Some(tenant), details), now).await?;
+            audit::append(
+                &mut tx,
+                actor,
+                client,
+                NewEvent::info(EventType::RotationRolledBack, Some(tenant), details),
+                now,
+            )
+            .await?;
             tx.commit().await?;
             return Ok(RotationResult::Rotated { version: current.version });
         }

@@ -417,7 +417,9 @@ impl Vault {
     /// # Errors
     /// Vault errors (an absent record is fine).
     pub async fn delete_pending(&self, tenant: &TenantId) -> Result<()> {
-        match vaultrs::kv2::delete_metadata(self.client().as_ref(), &self.settings.mount, &Self::pending_path(tenant)).await {
+        match vaultrs::kv2::delete_metadata(self.client().as_ref(), &self.settings.mount, &Self::pending_path(tenant))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(vault_error("dropping pending rotation", e)),
@@ -446,7 +448,6 @@ impl Vault {
             Err(e) => Err(vault_error("reading secret", e)),
         }
     }
-
 
     /// The current KV version from metadata (0 when the path was never written).
     ///

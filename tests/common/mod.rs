@@ -138,7 +138,10 @@ impl TestEnv {
         Self::start_custom(clock, |_| {}).await
     }
 
-    pub async fn start_custom(clock: Option<smtp_vault::core::clock::SharedClock>, customize: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_custom(
+        clock: Option<smtp_vault::core::clock::SharedClock>,
+        customize: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bao = OpenBao::start().await;
         let db = TestDb::create(dir.path()).await;
