@@ -285,3 +285,74 @@ async fn a_consumer_that_re_reads_once_never_fails_during_100_rotations() {
     assert_eq!(rotated, 100);
     assert_eq!(failures.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn provisioning_and_rotation_through_the_api_and_the_cli() {
+    let s = setup(&[]).await;
+    let base = s.env.serve().await;
+    let token =
+        s.env.token(&[smtp_vault::model::Scope::CredentialsWrite, smtp_vault::model::Scope::CredentialsRotate]).await;
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "username": "admin@newco.example", "smtp_host": "localhost", "smtp_port": s.mail.smtp_port,
+        "webmail_url": "https://mail.newco.example/", "mailu_api_url": s.mail.api_url, "mailu_api_token": API_TOKEN,
+    });
+    let url = format!("{base}/api/v1/tenants/newco/smtp-credentials/provision");
+    let response = http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    // The generated password is in Vault and logs in; the Mailu user was created for it.
+    let (_, check) = consumer_view(&s, &s.env.core, "newco").await;
+    assert_eq!(check, LoginCheck::Accepted);
+    // Provisioning twice is refused: rotate instead.
+    let again = http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+
+    let rotated: serde_json::Value = http
+        .post(format!("{base}/api/v1/tenants/newco/smtp-credentials/rotate"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((rotated["result"].as_str(), rotated["version"].as_u64()), (Some("rotated"), Some(2)));
+
+    // A failing mail server during provisioning leaves a clear error and the tenant flagged.
+    s.mail.fault("500", 100).await;
+    let mut broken = body.clone();
+    broken["username"] = "admin@broken.example".into();
+    let failed = http
+        .post(format!("{base}/api/v1/tenants/broken/smtp-credentials/provision"))
+        .bearer_auth(&token)
+        .json(&broken)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 502);
+    let answer: serde_json::Value = failed.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "mail_server_error");
+    s.mail.fault("", 0).await;
+
+    // The CLI rotates a tenant, then everything due (nothing else is due yet).
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_smtp-vault"))
+            .args(args)
+            .env("DATABASE_URL", &s.env.db.url)
+            .env("VAULT_ADDR", &s.env.bao.addr)
+            .env("VAULT_ROLE_ID", &s.env.role_id)
+            .env("VAULT_SECRET_ID", s.env.secret_id.expose_secret())
+            .env("SMTP_VAULT_KEYRING", &s.env.config.keyring_path)
+            .env("SMTP_VAULT_SMTP_CA_FILE", s.mail.ca_path())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["rotate", "--tenant", "newco"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("newco: rotated, version 3"));
+    let out = cli(&["rotate", "--due"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 due"));
+    let (_, check) = consumer_view(&s, &s.env.core, "newco").await;
+    assert_eq!(check, LoginCheck::Accepted);
+}

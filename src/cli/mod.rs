@@ -54,6 +54,18 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Rotate one tenant's password now, or every tenant that is due.
+    Rotate {
+        /// The tenant to rotate.
+        #[arg(long, conflicts_with = "due", required_unless_present = "due")]
+        tenant: Option<crate::model::TenantId>,
+        /// Rotate every tenant whose rotation is due.
+        #[arg(long)]
+        due: bool,
+        /// Rotations run at once with --due.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Manage console admins.
     Admin {
         #[command(subcommand)]
@@ -233,6 +245,38 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             );
         }
         Command::Token { command } => return token_command(&config, &operator, command).await,
+        Command::Rotate { tenant: Some(tenant), .. } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let done = core
+                .rotate_now(&operator, &crate::core::ClientInfo::local(), &tenant)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}: rotated, version {}", done.tenant_id, done.version);
+        }
+        Command::Rotate { tenant: None, concurrency, .. } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let outcomes = core.rotate_due(&operator, concurrency).await.map_err(|e| e.to_string())?;
+            let mut failed = 0;
+            for (tenant, outcome) in &outcomes {
+                match outcome {
+                    Ok(crate::core::rotation::RotationResult::Rotated { version }) => {
+                        println!("{tenant}: rotated, version {version}")
+                    }
+                    Ok(other) => {
+                        failed += 1;
+                        println!("{tenant}: {other:?}");
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        println!("{tenant}: error: {e}");
+                    }
+                }
+            }
+            eprintln!("{} due, {} rotated, {failed} not", outcomes.len(), outcomes.len() - failed);
+            if failed > 0 {
+                return Err(format!("{failed} rotation(s) did not complete"));
+            }
+        }
         Command::Admin { command: AdminCommand::Invite { email, role } } => {
             let core = connect(&config, Needs::DB).await?;
             let client = crate::core::ClientInfo::local();

@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Configuration,
     /// Too many attempts.
     RateLimited,
+    /// A tenant's mail server failed or refused.
+    Upstream,
     /// A bug or an unexpected answer.
     Internal,
 }
@@ -91,6 +93,12 @@ pub enum Error {
     /// The audit chain is broken; writes are refused until an operator looks.
     #[error("audit chain: {0}")]
     AuditChain(String),
+    /// A tenant's mail server failed or refused (message safe to show: no secrets).
+    #[error("mail server: {0}")]
+    MailServer(String),
+    /// A rotation of this tenant is already running.
+    #[error("a rotation of this tenant is already running")]
+    RotationBusy,
     /// Too many attempts; try again later.
     #[error("too many attempts; wait a few minutes and try again")]
     RateLimited,
@@ -110,6 +118,8 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict => ErrorKind::Conflict,
             Error::RateLimited => ErrorKind::RateLimited,
+            Error::MailServer(_) => ErrorKind::Upstream,
+            Error::RotationBusy => ErrorKind::Conflict,
             Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
             Error::Crypto(_) | Error::MalformedSecret { .. } => ErrorKind::Integrity,
             Error::Vault(_) | Error::VaultSealed | Error::Database(_) => ErrorKind::Unavailable,

@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod mail;
 pub mod passkeys;
+pub mod provisioning;
 pub mod ratelimit;
 pub mod reveal;
 pub mod rotation;

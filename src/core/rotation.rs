@@ -18,6 +18,7 @@ use crate::core::vault::{CredentialDocument, PendingDocument, PendingPhase, Vers
 use crate::model::{Scope, TenantId};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::collections::HashSet;
@@ -393,6 +394,62 @@ impl Core {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Rotates now and answers for an API or CLI caller: the new version, or an error saying
+    /// why not (busy, or gave up with the reason).
+    ///
+    /// # Errors
+    /// [`Error::RotationBusy`], [`Error::MailServer`] (gave up; alert raised), and the errors of
+    /// [`Core::rotate_credential`].
+    pub async fn rotate_now(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+    ) -> Result<crate::model::RotationView> {
+        match self.rotate_credential(actor, client, tenant, "manual").await? {
+            RotationResult::Rotated { version } => {
+                Ok(crate::model::RotationView { tenant_id: tenant.clone(), result: "rotated".into(), version })
+            }
+            RotationResult::Busy => Err(Error::RotationBusy),
+            RotationResult::NeedsReconcile { reason } => Err(Error::MailServer(format!("rotation gave up: {reason}"))),
+        }
+    }
+
+    /// Rotates every tenant whose next rotation is due (and not deferred past now), a few at a
+    /// time; returns each tenant's outcome.
+    ///
+    /// # Errors
+    /// Database errors listing the due tenants; per-tenant failures are in the outcomes.
+    pub async fn rotate_due(
+        &self,
+        actor: &Actor,
+        concurrency: usize,
+    ) -> Result<Vec<(TenantId, Result<RotationResult>)>> {
+        require_scope(actor, Scope::CredentialsRotate)?;
+        let now = self.now().timestamp_millis();
+        let due: Vec<(String,)> = sqlx::query_as(
+            "SELECT tenant_id FROM tenants WHERE next_rotation_at_ms <= $1 \
+             AND (deferred_until_ms IS NULL OR deferred_until_ms <= $1) AND state <> 'needs_reconcile' ORDER BY tenant_id",
+        )
+        .bind(now)
+        .fetch_all(self.db.pool())
+        .await?;
+        let tenants: Vec<TenantId> = due.iter().filter_map(|(t,)| TenantId::parse(t).ok()).collect();
+        let client = ClientInfo::local();
+        let outcomes = futures_util::stream::iter(tenants)
+            .map(|tenant| {
+                let client = client.clone();
+                async move {
+                    let outcome = self.rotate_credential(actor, &client, &tenant, "scheduled").await;
+                    (tenant, outcome)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        Ok(outcomes)
     }
 
     /// Settles a tenant whose rotation was interrupted or gave up: resumes it when attempts are

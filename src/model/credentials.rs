@@ -182,6 +182,67 @@ fn take_url(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldEr
     if ok { Ok(url) } else { Err(FieldError::new(field, "must be an http:// or https:// URL")) }
 }
 
+/// `POST /tenants/{id}/smtp-credentials/provision`: everything but the password, which the
+/// console generates.
+pub struct ProvisionCredentialRequest {
+    /// SMTP login (the Mailu admin user's email).
+    pub username: String,
+    /// SMTP submission host.
+    pub smtp_host: String,
+    /// SMTP submission port.
+    pub smtp_port: u16,
+    /// Webmail address.
+    pub webmail_url: String,
+    /// Mailu admin API base URL.
+    pub mailu_api_url: String,
+    /// Mailu admin API token.
+    pub mailu_api_token: SecretString,
+}
+
+impl fmt::Debug for ProvisionCredentialRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProvisionCredentialRequest").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+const PROVISION_FIELDS: [&str; 6] =
+    ["username", "smtp_host", "smtp_port", "webmail_url", "mailu_api_url", "mailu_api_token"];
+
+impl ProvisionCredentialRequest {
+    /// Validates a parsed JSON body field by field.
+    ///
+    /// # Errors
+    /// The first [`FieldError`].
+    pub fn from_json(body: Value) -> Result<Self, FieldError> {
+        let Value::Object(mut obj) = body else {
+            return Err(FieldError::new("(body)", "must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !PROVISION_FIELDS.contains(&k.as_str())) {
+            return Err(FieldError::new(&printable_field_name(unknown), "is not a known field"));
+        }
+        let token = take_string(&mut obj, "mailu_api_token", StoreCredentialRequest::MAX_SECRET_LEN, true)?;
+        Ok(Self {
+            username: take_string(&mut obj, "username", 320, false)?,
+            smtp_host: take_host(&mut obj, "smtp_host")?,
+            smtp_port: take_port(&mut obj, "smtp_port")?,
+            webmail_url: take_url(&mut obj, "webmail_url")?,
+            mailu_api_url: take_url(&mut obj, "mailu_api_url")?,
+            mailu_api_token: SecretString::from(token),
+        })
+    }
+}
+
+/// What a rotation request did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// `rotated`.
+    pub result: String,
+    /// The new KV version.
+    pub version: u64,
+}
+
 /// Answer to a successful store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredCredentialView {

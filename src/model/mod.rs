@@ -10,8 +10,8 @@ mod tenant;
 
 pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
 pub use credentials::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ServiceTokenSummary,
-    StoreCredentialRequest, StoredCredentialView, TenantSummary,
+    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
+    RotationView, ServiceTokenSummary, StoreCredentialRequest, StoredCredentialView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody};
 pub use scope::{Scope, UnknownScope};

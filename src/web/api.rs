@@ -1,7 +1,10 @@
 //! The JSON API under `/api/v1` (ARCHITECTURE §3.3). Each handler: actor, one core call,
 //! convert. Responses that carry a secret are marked `no-store`.
 
-use crate::model::{CredentialMetadataView, StoreCredentialRequest, StoredCredentialView, TenantSummary};
+use crate::model::{
+    CredentialMetadataView, ProvisionCredentialRequest, RotationView, StoreCredentialRequest, StoredCredentialView,
+    TenantSummary,
+};
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
 use crate::web::extract::{ApiActor, Client, JsonBody, TenantPath};
@@ -10,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 /// The `/api/v1` routes.
 pub fn routes() -> Router<AppState> {
@@ -18,6 +21,8 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants", get(list_tenants))
         .route("/tenants/{id}/smtp-credentials", get(credential_metadata).put(store_credential))
         .route("/tenants/{id}/smtp-credentials/secret", get(read_credential_secret))
+        .route("/tenants/{id}/smtp-credentials/rotate", post(rotate_now))
+        .route("/tenants/{id}/smtp-credentials/provision", post(provision_credential))
         .fallback(|| async { ApiFailure::no_route() })
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
@@ -60,4 +65,24 @@ async fn list_tenants(
     ApiActor(actor): ApiActor,
 ) -> Result<Json<Vec<TenantSummary>>, ApiFailure> {
     Ok(Json(state.core.list_tenants(&actor, None).await?))
+}
+
+async fn rotate_now(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Client(client): Client,
+    TenantPath(tenant): TenantPath,
+) -> Result<Json<RotationView>, ApiFailure> {
+    Ok(Json(state.core.rotate_now(&actor, &client, &tenant).await?))
+}
+
+async fn provision_credential(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Client(client): Client,
+    TenantPath(tenant): TenantPath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<StoredCredentialView>, ApiFailure> {
+    let request = ProvisionCredentialRequest::from_json(body).map_err(crate::core::Error::from)?;
+    Ok(Json(state.core.provision_credential(&actor, &client, &tenant, request).await?))
 }

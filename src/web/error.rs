@@ -69,7 +69,9 @@ impl From<Error> for ApiFailure {
             (_, ErrorKind::Forbidden) => (StatusCode::FORBIDDEN, "forbidden", error.to_string()),
             (_, ErrorKind::RateLimited) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", error.to_string()),
             (_, ErrorKind::NotFound) => (StatusCode::NOT_FOUND, "not_found", error.to_string()),
+            (Error::RotationBusy, _) => (StatusCode::CONFLICT, "rotation_in_progress", error.to_string()),
             (_, ErrorKind::Conflict) => (StatusCode::CONFLICT, "conflict", error.to_string()),
+            (_, ErrorKind::Upstream) => (StatusCode::BAD_GATEWAY, "mail_server_error", error.to_string()),
             // SECURITY: vague on purpose; which tenant a ciphertext came from is for the audit
             // log and the operator, not for the caller.
             (_, ErrorKind::Integrity) => (

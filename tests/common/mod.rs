@@ -150,6 +150,7 @@ impl TestEnv {
         config.vault_addr = bao.addr.clone();
         config.vault_token = Some(bao.root_token.clone());
         config.keyring_path = dir.path().join("keyring.json");
+        config.rotation_retry_ms = 10;
         customize(&mut config);
         smtp_vault::core::generate_keyring(&config).unwrap();
         // vault-setup with the privileged token, as an operator would.
