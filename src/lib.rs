@@ -9,6 +9,8 @@ pub mod cli;
 #[cfg(feature = "ssr")]
 pub mod core;
 #[cfg(feature = "ssr")]
+pub mod scheduler;
+#[cfg(feature = "ssr")]
 pub mod web;
 
 /// Browser entry point: hydrates the server-rendered page.

@@ -24,9 +24,13 @@ struct Setup {
 }
 
 async fn setup(tenants: &[&str]) -> Setup {
+    setup_with(tenants, None).await
+}
+
+async fn setup_with(tenants: &[&str], clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
     let mail = MailStandIn::start();
     let ca = mail.ca_path();
-    let env = TestEnv::start_custom(None, |c| {
+    let env = TestEnv::start_custom(clock, |c| {
         c.smtp_ca_file = Some(ca);
         c.rotation_retry_ms = 10;
     })
@@ -355,4 +359,95 @@ async fn provisioning_and_rotation_through_the_api_and_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 due"));
     let (_, check) = consumer_view(&s, &s.env.core, "newco").await;
     assert_eq!(check, LoginCheck::Accepted);
+}
+
+#[tokio::test]
+async fn the_daily_cycle_rotates_exactly_the_due_tenants_notices_once_and_respects_a_deferral() {
+    let clock = common::ManualClock::new();
+    let s = setup_with(&["due", "soon", "later", "frozen"], Some(clock.clone())).await;
+    let core = &s.env.core;
+    let t0 = smtp_vault::core::clock::Clock::now(clock.as_ref());
+    let pool = core.db().pool().clone();
+    let set_next = |tenant: &'static str, at: chrono::DateTime<chrono::Utc>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("UPDATE tenants SET next_rotation_at_ms = $1 WHERE tenant_id = $2")
+                .bind(at.timestamp_millis())
+                .bind(tenant)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    set_next("due", t0 - chrono::Duration::hours(1)).await;
+    set_next("frozen", t0 - chrono::Duration::hours(1)).await;
+    set_next("soon", t0 + chrono::Duration::days(3)).await;
+    set_next("later", t0 + chrono::Duration::days(10)).await;
+    let frozen = TenantId::parse("frozen").unwrap();
+    let until =
+        core.defer_rotation(&Actor::operator(), &ClientInfo::local(), &frozen, 5, "change freeze").await.unwrap();
+    assert!(
+        core.defer_rotation(&Actor::operator(), &ClientInfo::local(), &frozen, 2, "again").await.is_err(),
+        "once only"
+    );
+    let names = |list: &[TenantId]| {
+        let mut v: Vec<String> = list.iter().map(ToString::to_string).collect();
+        v.sort();
+        v
+    };
+
+    let first = core.run_daily_cycle("console-a", 2).await.unwrap();
+    assert!(first.ran);
+    assert_eq!(names(&first.rotated), ["due"]);
+    assert_eq!(names(&first.noticed), ["frozen", "soon"], "due within 7 days (frozen on its new date)");
+    assert!(first.drifted.is_empty() && first.failed.is_empty());
+    // The same cycle never runs twice, on this console or another one on the same database.
+    assert!(!core.run_daily_cycle("console-a", 2).await.unwrap().ran);
+    let other = Core::connect(&s.env.config, smtp_vault::core::Needs::ALL, Some(clock.clone())).await.unwrap();
+    assert!(!other.run_daily_cycle("console-b", 2).await.unwrap().ran);
+
+    clock.advance(chrono::Duration::days(1));
+    let second = core.run_daily_cycle("console-a", 2).await.unwrap();
+    assert!(second.ran && second.rotated.is_empty() && second.noticed.is_empty(), "{second:?}");
+
+    // Six days in: the deferred date and "soon" have passed; "later" is now within 7 days.
+    clock.advance(chrono::Duration::days(5));
+    assert!(smtp_vault::core::clock::Clock::now(clock.as_ref()) > until);
+    let third = core.run_daily_cycle("console-a", 2).await.unwrap();
+    assert_eq!(names(&third.rotated), ["frozen", "soon"]);
+    assert_eq!(names(&third.noticed), ["later"]);
+    let (notices,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'rotation_notice'")
+        .fetch_one(core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(notices, 3, "one notice per tenant and date");
+    let (runs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'job_ran'")
+        .fetch_one(core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 3, "every run audited");
+}
+
+#[tokio::test]
+async fn two_consoles_firing_at_once_run_the_cycle_once_and_the_heartbeat_spots_drift() {
+    let s = setup(&["acme", "globex"]).await;
+    let other = Core::connect(&s.env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
+    let (a, b) = tokio::join!(s.env.core.run_daily_cycle("console-a", 2), other.run_daily_cycle("console-b", 2));
+    assert_eq!([a.unwrap().ran, b.unwrap().ran].iter().filter(|ran| **ran).count(), 1);
+
+    // Someone changes globex's password on the mail server behind the console's back.
+    s.mailu
+        .set_password(&target(&s.mail, "admin@globex.example"), &SecretString::from("Changed-By-Hand-1".to_owned()))
+        .await
+        .unwrap();
+    let drifted = s.env.core.heartbeat().await.unwrap();
+    assert_eq!(drifted, [TenantId::parse("globex").unwrap()]);
+    let meta = s.env.core.credential_metadata(&Actor::operator(), &TenantId::parse("globex").unwrap()).await.unwrap();
+    assert_eq!(meta.state.as_str(), "drifted");
+    let (alerts,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'heartbeat_drift' AND tenant_id = 'globex'")
+            .fetch_one(s.env.core.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(alerts, 1);
 }

@@ -100,6 +100,14 @@ pub enum EventType {
     RotationFailed,
     /// An interrupted rotation was settled by keeping the current password.
     RotationRolledBack,
+    /// A rotation was deferred.
+    RotationDeferred,
+    /// A 7-day rotation notice was queued.
+    RotationNoticeQueued,
+    /// The heartbeat found the stored password refused.
+    HeartbeatDrifted,
+    /// A scheduled job ran.
+    JobRan,
 }
 
 impl EventType {
@@ -136,6 +144,10 @@ impl EventType {
             EventType::CredentialRotated => "credential_rotated",
             EventType::RotationFailed => "rotation_failed",
             EventType::RotationRolledBack => "rotation_rolled_back",
+            EventType::RotationDeferred => "rotation_deferred",
+            EventType::RotationNoticeQueued => "rotation_notice_queued",
+            EventType::HeartbeatDrifted => "heartbeat_drifted",
+            EventType::JobRan => "job_ran",
         }
     }
 }

@@ -98,6 +98,14 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_ROTATION_RETRY_MS", default_value_t = 2000, global = true)]
     pub rotation_retry_ms: u64,
 
+    /// When the daily cycle runs (cron with seconds, UTC): rotate due, notices, heartbeat, repair.
+    #[arg(long, env = "SMTP_VAULT_DAILY_CRON", default_value = "0 0 2 * * *", global = true)]
+    pub daily_cron: String,
+
+    /// Rotations run at once by the daily cycle.
+    #[arg(long, env = "SMTP_VAULT_ROTATION_CONCURRENCY", default_value_t = 4, global = true)]
+    pub rotation_concurrency: usize,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
     pub max_body_bytes: usize,
@@ -142,6 +150,8 @@ impl Config {
             smtp_ca_file: None,
             rotation_max_attempts: 3,
             rotation_retry_ms: 2000,
+            daily_cron: "0 0 2 * * *".into(),
+            rotation_concurrency: 4,
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

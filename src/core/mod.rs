@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod jobs;
 pub mod mail;
 pub mod passkeys;
 pub mod provisioning;

@@ -163,6 +163,9 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
             }
         }
     });
+    let _scheduler = crate::scheduler::start(core.clone(), config)
+        .await
+        .map_err(|e| std::io::Error::other(format!("scheduler: {e}")))?;
     let app = router(core, config, leptos_options, sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "smtp-vault console listening");

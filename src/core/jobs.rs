@@ -1,0 +1,233 @@
+//! Scheduled work as core operations: the daily cycle (repair interrupted rotations, rotate
+//! what is due, queue 7-day notices once, heartbeat every stored credential) and rotation
+//! deferral. Single-flight across console instances: a cycle runs only for the instance that
+//! claims its key in the database (insert-once row), so two consoles on one PostgreSQL run it
+//! once. Every run is audited.
+
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::{self, Alert};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::error::{Error, Result};
+use crate::core::mail::LoginCheck;
+use crate::core::rotation::RotationResult;
+use crate::model::TenantId;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+/// What one daily cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// False when another instance (or an earlier run) already ran this cycle.
+    pub ran: bool,
+    /// Interrupted rotations settled.
+    pub repaired: Vec<TenantId>,
+    /// Tenants rotated.
+    pub rotated: Vec<TenantId>,
+    /// Tenants whose rotation did not complete.
+    pub failed: Vec<TenantId>,
+    /// Tenants noticed (due within 7 days).
+    pub noticed: Vec<TenantId>,
+    /// Tenants whose stored credential no longer logs in.
+    pub drifted: Vec<TenantId>,
+}
+
+const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
+
+impl Core {
+    /// Claims a job run for `key` (e.g. `daily:2026-11-22`); true for exactly one caller.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_job_run(&self, key: &str, holder: &str) -> Result<bool> {
+        let claimed = sqlx::query(
+            "INSERT INTO job_leases (job, holder, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT (job) DO NOTHING",
+        )
+        .bind(key)
+        .bind(holder)
+        .bind(self.now().timestamp_millis())
+        .execute(self.db.pool())
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// The daily cycle at `now`'s date (the scheduler calls it at 02:00 UTC).
+    ///
+    /// # Errors
+    /// Vault or database errors that stop the whole cycle; per-tenant failures are reported.
+    pub async fn run_daily_cycle(&self, holder: &str, concurrency: usize) -> Result<CycleReport> {
+        let now = self.now();
+        let key = format!("daily:{}", now.format("%Y-%m-%d"));
+        if !self.claim_job_run(&key, holder).await? {
+            return Ok(CycleReport::default());
+        }
+        let mut report = CycleReport { ran: true, ..CycleReport::default() };
+        let client = ClientInfo::local();
+        for tenant in self.tenants_with_pending_rotation().await? {
+            if let Ok(RotationResult::Rotated { .. }) = self.repair_rotation(&SYSTEM, &client, &tenant).await {
+                report.repaired.push(tenant);
+            }
+        }
+        for (tenant, outcome) in self.rotate_due(&SYSTEM, concurrency).await? {
+            match outcome {
+                Ok(RotationResult::Rotated { .. }) => report.rotated.push(tenant),
+                _ => report.failed.push(tenant),
+            }
+        }
+        report.noticed = self.queue_rotation_notices(now).await?;
+        report.drifted = self.heartbeat().await?;
+        let details = json!({
+            "cycle": key, "holder": holder, "repaired": report.repaired.len(), "rotated": report.rotated.len(),
+            "failed": report.failed.len(), "noticed": report.noticed.len(), "drifted": report.drifted.len(),
+        });
+        audit::record(&self.db, &SYSTEM, &client, NewEvent::info(EventType::JobRan, None, details), self.now()).await?;
+        Ok(report)
+    }
+
+    /// Queues one notice per tenant and rotation date for rotations due within 7 days.
+    async fn queue_rotation_notices(&self, now: DateTime<Utc>) -> Result<Vec<TenantId>> {
+        let soon: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT tenant_id, COALESCE(deferred_until_ms, next_rotation_at_ms), contact_email FROM tenants \
+             WHERE COALESCE(deferred_until_ms, next_rotation_at_ms) > $1 AND COALESCE(deferred_until_ms, next_rotation_at_ms) <= $2 \
+             AND (notice_for_ms IS NULL OR notice_for_ms <> COALESCE(deferred_until_ms, next_rotation_at_ms))",
+        )
+        .bind(now.timestamp_millis())
+        .bind((now + Duration::days(7)).timestamp_millis())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut noticed = Vec::new();
+        for (tenant_id, due_ms, contact) in soon {
+            let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
+            let due = DateTime::from_timestamp_millis(due_ms).unwrap_or(now);
+            let alert = Alert {
+                kind: "rotation_notice",
+                severity: Severity::Info,
+                tenant: Some(&tenant),
+                dedupe_key: format!("rotation_notice:{tenant}:{due_ms}"),
+                message: format!(
+                    "the SMTP admin password of {tenant} will be rotated on {}",
+                    due.format("%Y-%m-%d %H:%M UTC")
+                ),
+                details: json!({"due": due, "contact_email": contact}),
+            };
+            let mut tx = self.db.begin_write().await?;
+            sqlx::query("UPDATE tenants SET notice_for_ms = $1 WHERE tenant_id = $2")
+                .bind(due_ms)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let event = NewEvent::info(EventType::RotationNoticeQueued, Some(&tenant), json!({"due": due}));
+            audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, self.now()).await?;
+            tx.commit().await?;
+            alerting::raise(&self.db, alert, self.now()).await?;
+            noticed.push(tenant);
+        }
+        Ok(noticed)
+    }
+
+    /// Logs in with every stored credential; a refused one marks the tenant `drifted` and
+    /// raises an alert. Returns the drifted tenants.
+    ///
+    /// # Errors
+    /// Vault or database errors.
+    pub async fn heartbeat(&self) -> Result<Vec<TenantId>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM tenants WHERE state IN ('active', 'drifted') ORDER BY tenant_id")
+                .fetch_all(self.db.pool())
+                .await?;
+        let mut drifted = Vec::new();
+        for (tenant_id,) in rows {
+            let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
+            let Some(stored) = self.vault()?.read_credential(&tenant).await? else { continue };
+            let password = self.effective_password(&tenant, &stored).await?;
+            let target = self.mail_target(&tenant, &stored.document)?;
+            let check = self.mail()?.check_login(&target, &password).await;
+            let now = self.now();
+            let (ok, state) = match &check {
+                LoginCheck::Accepted => (Some(1i64), "active"),
+                LoginCheck::Rejected => (Some(0), "drifted"),
+                LoginCheck::Unknown(_) => (None, ""),
+            };
+            let mut tx = self.db.begin_write().await?;
+            sqlx::query(
+                "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, state = CASE WHEN $3 = '' THEN state ELSE $3 END \
+                 WHERE tenant_id = $4",
+            )
+            .bind(now.timestamp_millis())
+            .bind(ok)
+            .bind(state)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if check == LoginCheck::Rejected {
+                let event =
+                    NewEvent::info(EventType::HeartbeatDrifted, Some(&tenant), json!({"version": stored.version}))
+                        .with_severity(Severity::Critical);
+                audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, now).await?;
+            }
+            tx.commit().await?;
+            if check == LoginCheck::Rejected {
+                let alert = Alert {
+                    kind: "heartbeat_drift",
+                    severity: Severity::Critical,
+                    tenant: Some(&tenant),
+                    dedupe_key: format!("heartbeat_drift:{tenant}:{}", stored.version),
+                    message: format!("the stored SMTP admin password of {tenant} no longer logs in"),
+                    details: json!({"version": stored.version}),
+                };
+                alerting::raise(&self.db, alert, now).await?;
+                drifted.push(tenant);
+            }
+        }
+        Ok(drifted)
+    }
+
+    /// Defers a tenant's next rotation once, by up to 7 days, with a reason.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::InvalidInput`] (bad days, no reason, already deferred),
+    /// [`Error::NotFound`].
+    pub async fn defer_rotation(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        days: u32,
+        reason: &str,
+    ) -> Result<DateTime<Utc>> {
+        if !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins defer rotations"));
+        }
+        if !(1..=7).contains(&days) || reason.trim().chars().count() < 3 {
+            return Err(Error::InvalidInput("defer by 1 to 7 days and give a reason".into()));
+        }
+        let mut tx = self.db.begin_write().await?;
+        let row: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT next_rotation_at_ms, deferred_until_ms FROM tenants WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (next, deferred) = row.ok_or(Error::NotFound("credential"))?;
+        if deferred.is_some() {
+            return Err(Error::InvalidInput("this rotation was already deferred once".into()));
+        }
+        let next = next.and_then(DateTime::from_timestamp_millis).unwrap_or_else(|| self.now());
+        let until = next + Duration::days(i64::from(days));
+        sqlx::query("UPDATE tenants SET deferred_until_ms = $1 WHERE tenant_id = $2")
+            .bind(until.timestamp_millis())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let details = json!({"from": next, "until": until, "reason": reason.trim()});
+        audit::append(
+            &mut tx,
+            actor,
+            client,
+            NewEvent::info(EventType::RotationDeferred, Some(tenant), details),
+            self.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(until)
+    }
+}
