@@ -52,7 +52,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 22] = [
+const SERVER_FNS: [Row; 25] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -61,6 +61,9 @@ const SERVER_FNS: [Row; 22] = [
     ("finish_reveal", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 403, 401]),
     ("reveal_credential", &[("tenant_id", "acme")], [401, 403, 403, 403]),
     ("list_grants", &[], [401, 200, 200, 200]),
+    ("rotation_status", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    ("begin_rotation", &[("tenant_id", "acme")], [401, 403, 403, 200]),
+    ("finish_rotation", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 403, 401]),
     ("revoke_grant", &[("grant_id", "0000")], [401, 404, 404, 404]),
     ("list_admins", &[], [401, 403, 403, 200]),
     ("create_invite", &[("email", "new@example.com"), ("role", "security_reviewer")], [401, 403, 403, 200]),

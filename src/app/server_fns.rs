@@ -3,7 +3,7 @@
 
 use crate::model::{
     AdminView, CredentialMetadataView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role,
-    TenantSummary, UiError,
+    RotationStatusView, RotationView, TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -177,4 +177,27 @@ pub async fn rename_passkey(passkey_id: String, name: String) -> Result<(), UiEr
 pub async fn remove_passkey(passkey_id: String) -> Result<(), UiError> {
     let ctx = UiContext::load().await?;
     ctx.core.remove_passkey(&ctx.actor, &ctx.client, &passkey_id).await.map_err(fail)
+}
+
+/// A tenant's rotation state, heartbeat, notices and history.
+#[server(prefix = "/_app", endpoint = "rotation_status")]
+pub async fn rotation_status(tenant_id: String) -> Result<RotationStatusView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.rotation_status(&ctx.actor, &tenant(&tenant_id)?).await.map_err(fail)
+}
+
+/// Starts "Rotate now": a WebAuthn step-up challenge (JSON).
+#[server(prefix = "/_app", endpoint = "begin_rotation")]
+pub async fn begin_rotation(tenant_id: String) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_rotation(&ctx.actor, &binding, &tenant(&tenant_id)?).await.map_err(fail)
+}
+
+/// Finishes the step-up and rotates now.
+#[server(prefix = "/_app", endpoint = "finish_rotation")]
+pub async fn finish_rotation(tenant_id: String, credential: String) -> Result<RotationView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_rotation(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
 }

@@ -25,6 +25,8 @@ pub enum Purpose {
     AddPasskey,
     /// Step-up before revealing a tenant's credential.
     Reveal,
+    /// Step-up before rotating a tenant's credential from the UI.
+    Rotate,
 }
 
 impl Purpose {
@@ -34,6 +36,7 @@ impl Purpose {
             Purpose::Login => "login",
             Purpose::AddPasskey => "add_passkey",
             Purpose::Reveal => "reveal",
+            Purpose::Rotate => "rotate",
         }
     }
 }

@@ -548,3 +548,118 @@ impl Core {
         Ok(found)
     }
 }
+
+impl Core {
+    /// A tenant's rotation state, heartbeat, queued notices and history.
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::NotFound`], database errors.
+    pub async fn rotation_status(&self, actor: &Actor, tenant: &TenantId) -> Result<crate::model::RotationStatusView> {
+        use crate::model::{CredentialState, RotationEventView, RotationStatusView};
+        require_scope(actor, Scope::CredentialsRead)?;
+        type StatusRow = (String, i64, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+        let row: Option<StatusRow> = sqlx::query_as(
+            "SELECT state, rotation_attempts, last_error, heartbeat_at_ms, heartbeat_ok, deferred_until_ms FROM tenants WHERE tenant_id = $1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let (state, attempts, last_error, heartbeat_at, heartbeat_ok, deferred) =
+            row.ok_or(Error::NotFound("credential"))?;
+        let notices: Vec<(String,)> = sqlx::query_as(
+            "SELECT message FROM alerts WHERE tenant_id = $1 AND kind = 'rotation_notice' AND state = 'pending' ORDER BY created_at_ms DESC",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        let history: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT occurred_at_ms, event_type, actor_id, details FROM audit_events WHERE tenant_id = $1 AND event_type IN \
+             ('credential_stored', 'rotation_started', 'credential_rotated', 'rotation_failed', 'rotation_rolled_back', \
+              'rotation_deferred', 'heartbeat_drifted') ORDER BY seq DESC LIMIT 50",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        Ok(RotationStatusView {
+            tenant_id: tenant.clone(),
+            state: CredentialState::from_name(&state).unwrap_or(CredentialState::NeedsReconcile),
+            attempts,
+            last_error,
+            heartbeat_at: heartbeat_at.map(at),
+            heartbeat_ok: heartbeat_ok.map(|ok| ok != 0),
+            deferred_until: deferred.map(at),
+            notices: notices.into_iter().map(|(m,)| m).collect(),
+            history: history
+                .into_iter()
+                .map(|(ms, event, actor, details)| RotationEventView { at: at(ms), event, actor, details })
+                .collect(),
+        })
+    }
+
+    /// Starts "Rotate now" from the UI: a platform admin's WebAuthn step-up for this tenant.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] for other roles, [`Error::NotFound`], rate limits.
+    pub async fn begin_rotation(
+        &self,
+        actor: &Actor,
+        session: &crate::core::passkeys::SessionBinding,
+        tenant: &TenantId,
+    ) -> Result<String> {
+        if !actor.may_reveal() {
+            return Err(actor.refuse("only platform admins rotate from the console"));
+        }
+        self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Rotate, Some(tenant.as_str()), json!({}))
+            .await
+    }
+
+    /// Finishes "Rotate now": checks the step-up, then rotates.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] (audited `reauth_failed`), and those of [`Core::rotate_now`].
+    pub async fn finish_rotation(
+        &self,
+        actor: &Actor,
+        session: &crate::core::passkeys::SessionBinding,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        credential_json: &str,
+    ) -> Result<crate::model::RotationView> {
+        if !actor.may_reveal() {
+            return Err(actor.refuse("only platform admins rotate from the console"));
+        }
+        let purpose = crate::core::passkeys::Purpose::Rotate;
+        let passkey_id =
+            match self.finish_reauth(actor, session, purpose, Some(tenant.as_str()), credential_json).await? {
+                Ok((passkey_id, _)) => passkey_id,
+                Err(cause) => {
+                    let event = NewEvent::info(
+                        EventType::ReauthFailed,
+                        Some(tenant),
+                        json!({"purpose": "rotate", "reason": cause}),
+                    )
+                    .with_severity(Severity::Warning);
+                    audit::record(&self.db, actor, client, event, self.now()).await?;
+                    return Err(Error::Unauthenticated);
+                }
+            };
+        let event = NewEvent::info(
+            EventType::ReauthSucceeded,
+            Some(tenant),
+            json!({"purpose": "rotate", "passkey_id": passkey_id}),
+        );
+        audit::record(&self.db, actor, client, event, self.now()).await?;
+        let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
+            return Err(Error::RotationBusy);
+        };
+        match self.run_rotation(actor, client, tenant, "manual").await? {
+            RotationResult::Rotated { version } => {
+                Ok(crate::model::RotationView { tenant_id: tenant.clone(), result: "rotated".into(), version })
+            }
+            RotationResult::Busy => Err(Error::RotationBusy),
+            RotationResult::NeedsReconcile { reason } => Err(Error::MailServer(format!("rotation gave up: {reason}"))),
+        }
+    }
+}

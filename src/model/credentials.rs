@@ -408,3 +408,39 @@ pub struct ServiceTokenSummary {
     /// Last successful use (to the minute).
     pub last_used_at: Option<DateTime<Utc>>,
 }
+
+/// One entry of a tenant's rotation history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationEventView {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Event name (`credential_rotated`, `rotation_failed`, …).
+    pub event: String,
+    /// Who or what.
+    pub actor: String,
+    /// Non-secret details (JSON text).
+    pub details: String,
+}
+
+/// A tenant's rotation state for the UI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationStatusView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Life-cycle state.
+    pub state: CredentialState,
+    /// Failed attempts of the current or last rotation.
+    pub attempts: i64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Last heartbeat.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Whether it logged in (`None`: could not tell).
+    pub heartbeat_ok: Option<bool>,
+    /// A deferred rotation's new date.
+    pub deferred_until: Option<DateTime<Utc>>,
+    /// Queued rotation notices (dates).
+    pub notices: Vec<String>,
+    /// Newest first.
+    pub history: Vec<RotationEventView>,
+}

@@ -11,7 +11,8 @@ mod tenant;
 pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
-    RotationView, ServiceTokenSummary, StoreCredentialRequest, StoredCredentialView, TenantSummary,
+    RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,
+    StoredCredentialView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody};
 pub use scope::{Scope, UnknownScope};

@@ -5,7 +5,8 @@
 
 use crate::app::browser;
 use crate::app::server_fns::{
-    begin_reveal, credential_metadata, finish_reveal, list_grants, list_tenants, reveal_credential, revoke_grant,
+    begin_reveal, begin_rotation, credential_metadata, finish_reveal, finish_rotation, list_grants, list_tenants,
+    reveal_credential, revoke_grant, rotation_status,
 };
 use crate::app::session::{has_role, signed_in, use_me};
 use crate::app::status::ReadinessCard;
@@ -129,6 +130,7 @@ pub fn TenantPage() -> impl IntoView {
                         </dl>
                         <RevealPanel tenant_id=m.tenant_id.to_string() />
                     </section>
+                    <RotationPanel tenant_id=m.tenant_id.to_string() />
                 }.into_any()),
                 _ => None,
             }}
@@ -296,5 +298,86 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
                 })}
             </Transition>
         </div>
+    }
+}
+
+/// Rotation: state, heartbeat, queued notices, history, and "Rotate now" (platform admins,
+/// with a passkey step-up).
+#[component]
+fn RotationPanel(tenant_id: String) -> impl IntoView {
+    let me = use_me();
+    let refresh = RwSignal::new(0u32);
+    let tenant = StoredValue::new(tenant_id);
+    let status = Resource::new(move || refresh.get(), move |_| rotation_status(tenant.get_value()));
+    let error = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let rotate = move |_| {
+        busy.set(true);
+        error.set(None);
+        notice.set(None);
+        spawn_local(async move {
+            let outcome = async {
+                let options = begin_rotation(tenant.get_value()).await.map_err(|e| e.message)?;
+                let assertion = browser::get_assertion(options).await?;
+                finish_rotation(tenant.get_value(), assertion).await.map_err(|e| e.message)
+            }
+            .await;
+            busy.set(false);
+            match outcome {
+                Ok(done) => notice.set(Some(format!("Rotated: version {}.", done.version))),
+                Err(message) => error.set(Some(message)),
+            }
+            refresh.update(|n| *n += 1);
+        });
+    };
+    view! {
+        <section class="card" aria-labelledby="rotation-title">
+            <h2 id="rotation-title">"Rotation"</h2>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || status.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
+                    Ok(r) => view! {
+                        <dl class="facts" data-testid="rotation">
+                            <dt>"State"</dt><dd><StateBadge state=r.state /></dd>
+                            <dt>"Heartbeat"</dt>
+                            <dd>{match (r.heartbeat_ok, r.heartbeat_at) {
+                                (Some(true), at) => format!("logs in ({})", date(at)),
+                                (Some(false), at) => format!("REFUSED ({})", date(at)),
+                                (None, Some(at)) => format!("could not check ({})", date(Some(at))),
+                                (None, None) => "not checked yet".to_owned(),
+                            }}</dd>
+                            <dt>"Deferred to"</dt><dd>{date(r.deferred_until)}</dd>
+                            <dt>"Last error"</dt><dd>{r.last_error.clone().unwrap_or_else(|| "—".into())}</dd>
+                        </dl>
+                        {(!r.notices.is_empty()).then(|| view! {
+                            <h3>"Pending notices"</h3>
+                            <ul>{r.notices.iter().map(|n| view! { <li>{n.clone()}</li> }).collect_view()}</ul>
+                        })}
+                        <h3>"History"</h3>
+                        <table class="table" data-testid="rotation-history">
+                            <thead><tr><th>"When"</th><th>"Event"</th><th>"By"</th><th>"Details"</th></tr></thead>
+                            <tbody>
+                                {r.history.iter().map(|e| view! {
+                                    <tr>
+                                        <td>{date(Some(e.at))}</td>
+                                        <td>{e.event.replace('_', " ")}</td>
+                                        <td>{e.actor.clone()}</td>
+                                        <td><code>{e.details.clone()}</code></td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                })}
+            </Transition>
+            {move || has_role(me, Role::PlatformAdmin).then(|| view! {
+                <button type="button" data-testid="rotate-now" on:click=rotate disabled=move || busy.get()>
+                    {move || if busy.get() { "Confirm with your passkey…" } else { "Rotate now" }}
+                </button>
+            })}
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+            {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
+        </section>
     }
 }
