@@ -451,3 +451,29 @@ async fn two_consoles_firing_at_once_run_the_cycle_once_and_the_heartbeat_spots_
             .unwrap();
     assert_eq!(alerts, 1);
 }
+
+#[tokio::test]
+async fn rotate_now_from_the_console_needs_a_platform_admin_and_a_fresh_step_up() {
+    use common::passkeys::TestAdmin;
+    use smtp_vault::model::Role;
+    let s = setup(&["acme"]).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let local = ClientInfo::local();
+    let mut admin = TestAdmin::enroll(&s.env.core, "pa@example.com", Role::PlatformAdmin).await;
+    let options = s.env.core.begin_rotation(&admin.actor, &admin.session, &acme).await.unwrap();
+    let assertion = admin.assert(&options);
+    let done = s.env.core.finish_rotation(&admin.actor, &admin.session, &local, &acme, &assertion).await.unwrap();
+    assert_eq!(done.version, 2);
+    // The same assertion cannot rotate twice.
+    let again = s.env.core.finish_rotation(&admin.actor, &admin.session, &local, &acme, &assertion).await;
+    assert!(matches!(again, Err(smtp_vault::core::Error::Unauthenticated)));
+    let reviewer = TestAdmin::enroll(&s.env.core, "rev@example.com", Role::SecurityReviewer).await;
+    assert!(matches!(
+        s.env.core.begin_rotation(&reviewer.actor, &reviewer.session, &acme).await,
+        Err(smtp_vault::core::Error::Forbidden(_))
+    ));
+    let status = s.env.core.rotation_status(&reviewer.actor, &acme).await.unwrap();
+    assert_eq!(status.history.first().map(|e| e.event.as_str()), Some("credential_rotated"));
+    let (_, check) = consumer_view(&s, &s.env.core, "acme").await;
+    assert_eq!(check, LoginCheck::Accepted);
+}
