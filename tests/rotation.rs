@@ -261,10 +261,12 @@ async fn a_consumer_that_re_reads_once_never_fails_during_100_rotations() {
             let id = TenantId::parse(tenant).unwrap();
             tokio::spawn(async move {
                 for _ in 0..20 {
-                    let seen = cycles[i].load(Ordering::SeqCst);
                     let result =
                         s.env.core.rotate_credential(&system(), &ClientInfo::local(), &id, "scheduled").await.unwrap();
                     assert!(matches!(result, RotationResult::Rotated { .. }), "{result:?}");
+                    // Counted after the rotation: the next one starts only once a whole consumer
+                    // cycle began after this one ended, so each cycle spans at most one switch.
+                    let seen = cycles[i].load(Ordering::SeqCst);
                     common::wait_until("the consumer to log in twice more", Duration::from_secs(30), || {
                         let cycles = cycles.clone();
                         async move { cycles[i].load(Ordering::SeqCst) >= seen + 2 }
