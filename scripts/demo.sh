@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts the console with demo data on the embedded defaults: installs what is missing, starts
-# OpenBao in dev mode (in memory) on 127.0.0.1:8200, runs vault-setup, creates the keyring if
-# there is none, serves the console on http://localhost:3000 logged in with AppRole, and seeds
-# three demo tenants through the API, and prints a one-time enrollment link for a platform
-# admin. Ctrl-C stops everything it started.
+# OpenBao in dev mode (in memory) on 127.0.0.1:8200 and the mail stand-in (mailu-sim + Dovecot),
+# runs vault-setup, creates the keyring if there is none, serves the console on
+# http://localhost:3000 logged in with AppRole, provisions three demo tenants through the API
+# (real passwords set on the stand-in, verified by SMTP login) and prints a one-time enrollment
+# link for a platform admin. Ctrl-C stops everything it started.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -16,6 +17,7 @@ mkdir -p data
 pids=()
 cleanup() {
   trap - INT TERM EXIT
+  "$ROOT/scripts/mail-standin.sh" stop data/mail-standin >/dev/null 2>&1 || true
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   say "stopped"
@@ -37,16 +39,24 @@ export VAULT_ROLE_ID VAULT_SECRET_ID
 VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
 VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$setup")
 
+say "starting the mail stand-in (mailu-sim + Dovecot)"
+rm -rf data/mail-standin
+"$ROOT/scripts/mail-standin.sh" start data/mail-standin >/dev/null
+# shellcheck disable=SC1091
+source data/mail-standin/standin.env
+export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE
+
 "$bin" serve &
 pids+=("$!")
 wait_http "http://127.0.0.1:3000/readyz" 60 || die "the console did not become ready"
 
-token=$("$bin" token create --name demo-provisioner --scope credentials:write --scope credentials:read --scope credentials:read-secret 2>/dev/null)
+token=$("$bin" token create --name demo-provisioner --scope credentials:write --scope credentials:read \
+  --scope credentials:read-secret --scope credentials:rotate 2>/dev/null)
 for tenant in acme globex initech; do
-  password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-  curl -fsS -o /dev/null -X PUT "http://127.0.0.1:3000/api/v1/tenants/$tenant/smtp-credentials" \
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:3000/api/v1/tenants/$tenant/smtp-credentials/provision" \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d "{\"username\":\"admin@$tenant.example\",\"password\":\"$password\",\"smtp_host\":\"mail.$tenant.example\",\"smtp_port\":587,\"webmail_url\":\"https://mail.$tenant.example/webmail\",\"mailu_api_url\":\"https://mail.$tenant.example/api/v1\",\"mailu_api_token\":\"demo-$tenant\"}"
+    -d "{\"username\":\"admin@$tenant.example\",\"smtp_host\":\"localhost\",\"smtp_port\":$SMTP_PORT,\"webmail_url\":\"https://mail.$tenant.example/webmail\",\"mailu_api_url\":\"$API_URL\",\"mailu_api_token\":\"$API_TOKEN\"}" \
+    || die "provisioning $tenant failed"
 done
 
 invite=$("$bin" admin invite --email admin@example.com --role platform_admin 2>/dev/null)
@@ -54,14 +64,14 @@ invite=$("$bin" admin invite --email admin@example.com --role platform_admin 2>/
 cat >&2 <<MSG
 
   smtp-vault is running on http://localhost:3000 (Vault: $VAULT_ADDR)
-  demo tenants: acme, globex, initech
+  demo tenants: acme, globex, initech (provisioned on the mail stand-in: SMTP localhost:$SMTP_PORT)
   sign in: open this one-time link (24 h) in Chromium or any browser with passkeys,
     $invite
     then sign in later as admin@example.com with that passkey.
-  API token (credentials:write/read/read-secret):
+  API token (credentials:write/read/read-secret/rotate):
     $token
   try: curl -H "Authorization: Bearer \$TOKEN" http://localhost:3000/api/v1/tenants
 
-  Ctrl-C stops the console and OpenBao.
+  Ctrl-C stops the console, OpenBao and the mail stand-in.
 MSG
 wait "${pids[@]}"

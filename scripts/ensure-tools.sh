@@ -47,8 +47,11 @@ if [ ! -x "$TOOLS/venv/bin/bao" ]; then
 fi
 ln -sf "$TOOLS/venv/bin/bao" "$TOOLS/bin/bao"
 
+# The mail stand-in (demo and tests): Dovecot with the Lua passdb, and openssl for its CA.
+apt_install dovecot-core dovecot-submissiond dovecot-auth-lua openssl
+
 if [ "$what" = test ]; then
-  apt_install chromium postgresql dovecot-core dovecot-submissiond dovecot-auth-lua openssl
+  apt_install chromium postgresql
   # Playwright (no browser download: Debian's Chromium is used).
   if [ ! -d "$here/end2end/node_modules/@playwright/test" ]; then
     log "npm ci in end2end/"
