@@ -52,7 +52,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 25] = [
+const SERVER_FNS: [Row; 28] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -63,6 +63,20 @@ const SERVER_FNS: [Row; 25] = [
     ("list_grants", &[], [401, 200, 200, 200]),
     ("rotation_status", &[("tenant_id", "acme")], [401, 200, 200, 200]),
     ("begin_rotation", &[("tenant_id", "acme")], [401, 403, 403, 200]),
+    ("tenant_settings", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    (
+        "update_tenant_settings",
+        &[
+            ("tenant_id", "acme"),
+            ("rotation_period_days", "60"),
+            ("contact_email", "ops@acme.example"),
+            ("mailu_api_url", "https://mail.acme.example/api/v1"),
+            ("mailu_api_token", ""),
+            ("rotate_after_reveal", "false"),
+        ],
+        [401, 403, 403, 200],
+    ),
+    ("defer_rotation", &[("tenant_id", "acme"), ("days", "9"), ("reason", "too long")], [401, 403, 403, 400]),
     ("finish_rotation", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 403, 401]),
     ("revoke_grant", &[("grant_id", "0000")], [401, 404, 404, 404]),
     ("list_admins", &[], [401, 403, 403, 200]),

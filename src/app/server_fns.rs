@@ -3,7 +3,7 @@
 
 use crate::model::{
     AdminView, CredentialMetadataView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role,
-    RotationStatusView, RotationView, TenantSummary, UiError,
+    RotationStatusView, RotationView, TenantSettingsInput, TenantSettingsView, TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -200,4 +200,39 @@ pub async fn finish_rotation(tenant_id: String, credential: String) -> Result<Ro
     let ctx = UiContext::load().await?;
     let binding = ctx.binding().await?;
     ctx.core.finish_rotation(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
+}
+
+/// A tenant's settings.
+#[server(prefix = "/_app", endpoint = "tenant_settings")]
+pub async fn tenant_settings(tenant_id: String) -> Result<TenantSettingsView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.tenant_settings(&ctx.actor, &tenant(&tenant_id)?).await.map_err(fail)
+}
+
+/// Changes a tenant's settings (platform admins).
+#[server(prefix = "/_app", endpoint = "update_tenant_settings")]
+pub async fn update_tenant_settings(
+    tenant_id: String,
+    rotation_period_days: u32,
+    contact_email: String,
+    mailu_api_url: String,
+    mailu_api_token: String,
+    rotate_after_reveal: bool,
+) -> Result<TenantSettingsView, UiError> {
+    let ctx = UiContext::load().await?;
+    let settings = TenantSettingsInput {
+        rotation_period_days,
+        contact_email: Some(contact_email),
+        mailu_api_url,
+        mailu_api_token: Some(secrecy::SecretString::from(mailu_api_token)),
+        rotate_after_reveal,
+    };
+    ctx.core.update_tenant_settings(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, settings).await.map_err(fail)
+}
+
+/// Defers the next rotation once, by up to 7 days, with a reason (platform admins).
+#[server(prefix = "/_app", endpoint = "defer_rotation")]
+pub async fn defer_rotation(tenant_id: String, days: u32, reason: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.defer_rotation(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, days, &reason).await.map(|_| ()).map_err(fail)
 }

@@ -108,6 +108,8 @@ pub enum EventType {
     HeartbeatDrifted,
     /// A scheduled job ran.
     JobRan,
+    /// A tenant's settings changed.
+    TenantSettingsChanged,
 }
 
 impl EventType {
@@ -148,6 +150,7 @@ impl EventType {
             EventType::RotationNoticeQueued => "rotation_notice_queued",
             EventType::HeartbeatDrifted => "heartbeat_drifted",
             EventType::JobRan => "job_ran",
+            EventType::TenantSettingsChanged => "tenant_settings_changed",
         }
     }
 }

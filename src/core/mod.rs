@@ -20,6 +20,7 @@ pub mod provisioning;
 pub mod ratelimit;
 pub mod reveal;
 pub mod rotation;
+pub mod tenants;
 pub mod vault;
 
 pub use access::{Actor, ClientInfo, CreatedToken};

@@ -288,11 +288,15 @@ impl Core {
         .bind(now.timestamp_millis())
         .fetch_optional(&mut *tx)
         .await?;
-        if row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins()).is_none() {
+        let Some((tenant_id, _)) = row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins()) else {
             return Err(Error::NotFound("open reveal window"));
-        }
+        };
+        let revoked_tenant = TenantId::parse(&tenant_id).ok();
         self.revoke_open_grants(&mut tx, actor, client, OpenGrants::One(grant_id), "revoked", now).await?;
         tx.commit().await?;
+        if let Some(tenant) = revoked_tenant {
+            self.rotate_after_reveal(&tenant).await?;
+        }
         Ok(())
     }
 
@@ -348,6 +352,7 @@ impl Core {
         .fetch_all(self.db.pool())
         .await?;
         let mut recorded = 0;
+        let mut closed_tenants = Vec::new();
         let system = Actor::System { job: "reveal-expiry" };
         for (grant_id, tenant_id, admin_id) in closed {
             let mut tx = self.db.begin_write().await?;
@@ -369,8 +374,12 @@ impl Core {
                 )
                 .await?;
                 recorded += 1;
+                closed_tenants.extend(tenant);
             }
             tx.commit().await?;
+        }
+        for tenant in closed_tenants {
+            self.rotate_after_reveal(&tenant).await?;
         }
         Ok(recorded)
     }

@@ -444,3 +444,43 @@ pub struct RotationStatusView {
     /// Newest first.
     pub history: Vec<RotationEventView>,
 }
+
+/// A tenant's settings as shown (the Mailu token is write-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettingsView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Days between rotations.
+    pub rotation_period_days: u32,
+    /// Who gets rotation notices.
+    pub contact_email: Option<String>,
+    /// Mailu admin API base URL.
+    pub mailu_api_url: String,
+    /// Rotate as soon as a reveal window for this tenant closes.
+    pub rotate_after_reveal: bool,
+}
+
+/// Changes to a tenant's settings.
+#[derive(Deserialize)]
+pub struct TenantSettingsInput {
+    /// Days between rotations (1-365).
+    pub rotation_period_days: u32,
+    /// Who gets rotation notices (empty: nobody).
+    pub contact_email: Option<String>,
+    /// Mailu admin API base URL.
+    pub mailu_api_url: String,
+    /// A new Mailu API token; empty or absent keeps the current one.
+    pub mailu_api_token: Option<SecretString>,
+    /// Rotate as soon as a reveal window closes.
+    pub rotate_after_reveal: bool,
+}
+
+impl fmt::Debug for TenantSettingsInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantSettingsInput")
+            .field("rotation_period_days", &self.rotation_period_days)
+            .field("mailu_api_url", &self.mailu_api_url)
+            .field("mailu_api_token", &self.mailu_api_token.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}

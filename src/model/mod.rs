@@ -12,7 +12,7 @@ pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCr
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
     RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,
-    StoredCredentialView, TenantSummary,
+    StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody};
 pub use scope::{Scope, UnknownScope};

@@ -1,0 +1,125 @@
+//! Per-tenant settings: rotation period, contact email for notices, the Mailu API URL and
+//! token (the token re-sealed into Vault, never shown again), and "rotate after reveal", which
+//! rotates a credential as soon as the last reveal window for it closes (one-time-password
+//! style). Platform admins (or an operator) change them; every change is audited.
+
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::audit::{self, EventType, NewEvent};
+use crate::core::crypto::SecretField;
+use crate::core::error::{Error, Result};
+use crate::model::{Scope, TenantId, TenantSettingsInput, TenantSettingsView};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+impl Core {
+    /// A tenant's settings.
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::NotFound`].
+    pub async fn tenant_settings(&self, actor: &Actor, tenant: &TenantId) -> Result<TenantSettingsView> {
+        require_scope(actor, Scope::CredentialsRead)?;
+        let row: Option<(Option<i64>, Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal FROM tenants WHERE tenant_id = $1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let (days, contact_email, mailu_api_url, after_reveal) = row.ok_or(Error::NotFound("credential"))?;
+        let default_days = u32::try_from(self.settings.rotation_period.num_days()).unwrap_or(90);
+        Ok(TenantSettingsView {
+            tenant_id: tenant.clone(),
+            rotation_period_days: days.and_then(|d| u32::try_from(d).ok()).unwrap_or(default_days),
+            contact_email,
+            mailu_api_url,
+            rotate_after_reveal: after_reveal != 0,
+        })
+    }
+
+    /// Changes a tenant's settings.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::InvalidInput`] naming the bad field, [`Error::Conflict`]
+    /// when the credential changed meanwhile.
+    pub async fn update_tenant_settings(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        input: TenantSettingsInput,
+    ) -> Result<TenantSettingsView> {
+        if !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins change tenant settings"));
+        }
+        if !(1..=365).contains(&input.rotation_period_days) {
+            return Err(Error::InvalidInput("rotation period must be 1 to 365 days".into()));
+        }
+        let contact = input.contact_email.map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty());
+        if contact.as_deref().is_some_and(|e| !e.contains('@') || e.len() > 254 || e.contains(char::is_whitespace)) {
+            return Err(Error::InvalidInput("contact email is not an email address".into()));
+        }
+        let url = input.mailu_api_url.trim().to_owned();
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+            return Err(Error::InvalidInput("Mailu API URL must be an http(s) URL".into()));
+        }
+        let new_token = input.mailu_api_token.filter(|t| !t.expose_secret().is_empty());
+        let vault = self.vault()?;
+        let stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let mut document = stored.document.clone();
+        let vault_change = url != document.mailu_api_url || new_token.is_some();
+        document.mailu_api_url.clone_from(&url);
+        if let Some(token) = &new_token {
+            document.mailu_api_token = self.keyring()?.seal(tenant, SecretField::MailuApiToken, token)?;
+        }
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let version = if vault_change { stored.version + 1 } else { stored.version };
+        sqlx::query(
+            "UPDATE tenants SET rotation_period_days = $1, contact_email = $2, mailu_api_url = $3, rotate_after_reveal = $4, \
+             version = $5, next_rotation_at_ms = COALESCE(rotated_at_ms, stored_at_ms) + $6, updated_at_ms = $7 WHERE tenant_id = $8",
+        )
+        .bind(i64::from(input.rotation_period_days))
+        .bind(&contact)
+        .bind(&url)
+        .bind(i64::from(input.rotate_after_reveal))
+        .bind(i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?)
+        .bind(i64::from(input.rotation_period_days) * 86_400_000)
+        .bind(now.timestamp_millis())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let details = json!({
+            "rotation_period_days": input.rotation_period_days, "contact_email": contact, "mailu_api_url": url,
+            "mailu_api_token_changed": new_token.is_some(), "rotate_after_reveal": input.rotate_after_reveal,
+        });
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::TenantSettingsChanged, Some(tenant), details), now)
+            .await?;
+        if vault_change {
+            vault.write_credential(tenant, &document, stored.version).await?;
+        }
+        tx.commit().await?;
+        self.tenant_settings(actor, tenant).await
+    }
+
+    /// After a reveal window for `tenant` closed: rotates when the tenant asks for it and no
+    /// other window for it is open.
+    pub(crate) async fn rotate_after_reveal(&self, tenant: &TenantId) -> Result<()> {
+        let now = self.now().timestamp_millis();
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT t.rotate_after_reveal, (SELECT COUNT(*) FROM reveal_grants g WHERE g.tenant_id = t.tenant_id \
+             AND g.revoked_at_ms IS NULL AND g.expires_at_ms > $1) FROM tenants t WHERE t.tenant_id = $2",
+        )
+        .bind(now)
+        .bind(tenant.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        if let Some((1, 0)) = row {
+            let actor = Actor::System { job: "rotate-after-reveal" };
+            let outcome = self.rotate_credential(&actor, &ClientInfo::local(), tenant, "reveal").await;
+            if let Err(e) = &outcome {
+                tracing::error!(tenant = %tenant, error = %e, "rotation after reveal failed; the daily cycle will repair it");
+            }
+        }
+        Ok(())
+    }
+}
