@@ -479,3 +479,62 @@ async fn rotate_now_from_the_console_needs_a_platform_admin_and_a_fresh_step_up(
     let (_, check) = consumer_view(&s, &s.env.core, "acme").await;
     assert_eq!(check, LoginCheck::Accepted);
 }
+
+#[tokio::test]
+async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_audited() {
+    use common::passkeys::TestAdmin;
+    use smtp_vault::model::{Role, TenantSettingsInput};
+    let clock = common::ManualClock::new();
+    let s = setup_with(&["acme"], Some(clock.clone())).await;
+    let core = &s.env.core;
+    let acme = TenantId::parse("acme").unwrap();
+    let local = ClientInfo::local();
+    let mut admin = TestAdmin::enroll(core, "pa@example.com", Role::PlatformAdmin).await;
+    let settings = TenantSettingsInput {
+        rotation_period_days: 30,
+        contact_email: Some("Ops@Acme.example".into()),
+        mailu_api_url: s.mail.api_url.clone(),
+        mailu_api_token: None,
+        rotate_after_reveal: true,
+    };
+    let view = core.update_tenant_settings(&admin.actor, &local, &acme, settings).await.unwrap();
+    assert_eq!(
+        (view.rotation_period_days, view.contact_email.as_deref(), view.rotate_after_reveal),
+        (30, Some("ops@acme.example"), true)
+    );
+    let meta = core.credential_metadata(&admin.actor, &acme).await.unwrap();
+    assert_eq!(
+        meta.next_rotation_at.unwrap() - meta.stored_at,
+        chrono::Duration::days(30),
+        "next rotation follows the period"
+    );
+    let reviewer = TestAdmin::enroll(core, "rev@example.com", Role::SecurityReviewer).await;
+    let denied = TenantSettingsInput {
+        rotation_period_days: 1,
+        contact_email: None,
+        mailu_api_url: s.mail.api_url.clone(),
+        mailu_api_token: None,
+        rotate_after_reveal: false,
+    };
+    assert!(core.update_tenant_settings(&reviewer.actor, &local, &acme, denied).await.is_err());
+
+    // Reveal, then let the window close: the revealed password is rotated away.
+    let options = core.begin_reveal(&admin.actor, &admin.session, &local, &acme, "one-time use").await.unwrap();
+    let assertion = admin.assert(&options);
+    core.finish_reveal(&admin.actor, &admin.session, &local, &acme, &assertion).await.unwrap();
+    let revealed = core.reveal_credential(&admin.actor, &local, &acme).await.unwrap();
+    clock.advance(chrono::Duration::minutes(16));
+    assert_eq!(core.record_expired_grants().await.unwrap(), 1);
+    let old = s.mailu.check_login(&target(&s.mail, "admin@acme.example"), &revealed.password).await;
+    assert_eq!(old, LoginCheck::Rejected, "the revealed password no longer works");
+    let (_, check) = consumer_view(&s, core, "acme").await;
+    assert_eq!(check, LoginCheck::Accepted);
+    let status = core.rotation_status(&admin.actor, &acme).await.unwrap();
+    assert_eq!(status.history.first().map(|e| e.event.as_str()), Some("credential_rotated"));
+    let (changes,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'tenant_settings_changed'")
+            .fetch_one(core.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(changes, 1);
+}

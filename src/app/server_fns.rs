@@ -234,5 +234,9 @@ pub async fn update_tenant_settings(
 #[server(prefix = "/_app", endpoint = "defer_rotation")]
 pub async fn defer_rotation(tenant_id: String, days: u32, reason: String) -> Result<(), UiError> {
     let ctx = UiContext::load().await?;
-    ctx.core.defer_rotation(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, days, &reason).await.map(|_| ()).map_err(fail)
+    ctx.core
+        .defer_rotation(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, days, &reason)
+        .await
+        .map(|_| ())
+        .map_err(fail)
 }

@@ -92,8 +92,14 @@ impl Core {
             "rotation_period_days": input.rotation_period_days, "contact_email": contact, "mailu_api_url": url,
             "mailu_api_token_changed": new_token.is_some(), "rotate_after_reveal": input.rotate_after_reveal,
         });
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::TenantSettingsChanged, Some(tenant), details), now)
-            .await?;
+        audit::append(
+            &mut tx,
+            actor,
+            client,
+            NewEvent::info(EventType::TenantSettingsChanged, Some(tenant), details),
+            now,
+        )
+        .await?;
         if vault_change {
             vault.write_credential(tenant, &document, stored.version).await?;
         }
