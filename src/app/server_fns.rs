@@ -3,7 +3,7 @@
 
 use crate::model::{
     AdminView, CredentialMetadataView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role,
-    RotationStatusView, RotationView, TenantSettingsInput, TenantSettingsView, TenantSummary, UiError,
+    RotationStatusView, RotationView, TenantSettingsView, TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -220,7 +220,7 @@ pub async fn update_tenant_settings(
     rotate_after_reveal: bool,
 ) -> Result<TenantSettingsView, UiError> {
     let ctx = UiContext::load().await?;
-    let settings = TenantSettingsInput {
+    let settings = crate::model::TenantSettingsInput {
         rotation_period_days,
         contact_email: Some(contact_email),
         mailu_api_url,

@@ -5,8 +5,8 @@
 
 use crate::app::browser;
 use crate::app::server_fns::{
-    begin_reveal, begin_rotation, credential_metadata, finish_reveal, finish_rotation, list_grants, list_tenants,
-    reveal_credential, revoke_grant, rotation_status,
+    begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_reveal, finish_rotation, list_grants,
+    list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings, update_tenant_settings,
 };
 use crate::app::session::{has_role, signed_in, use_me};
 use crate::app::status::ReadinessCard;
@@ -131,6 +131,7 @@ pub fn TenantPage() -> impl IntoView {
                         <RevealPanel tenant_id=m.tenant_id.to_string() />
                     </section>
                     <RotationPanel tenant_id=m.tenant_id.to_string() />
+                    <SettingsPanel tenant_id=m.tenant_id.to_string() />
                 }.into_any()),
                 _ => None,
             }}
@@ -379,5 +380,85 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
             {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
             {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
         </section>
+    }
+}
+
+/// Settings: rotation period, contact for notices, Mailu API URL and token, rotate after
+/// reveal; and a one-time deferral of the next rotation. Editable by platform admins.
+#[component]
+fn SettingsPanel(tenant_id: String) -> impl IntoView {
+    let me = use_me();
+    let tenant = StoredValue::new(tenant_id);
+    let refresh = RwSignal::new(0u32);
+    let settings = Resource::new(move || refresh.get(), move |_| tenant_settings(tenant.get_value()));
+    let (period, contact, url, token, after) = (
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(false),
+    );
+    let (days, why) = (RwSignal::new("7".to_owned()), RwSignal::new(String::new()));
+    let error = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        if let Some(Ok(s)) = settings.get() {
+            period.set(s.rotation_period_days.to_string());
+            contact.set(s.contact_email.clone().unwrap_or_default());
+            url.set(s.mailu_api_url.clone());
+            after.set(s.rotate_after_reveal);
+        }
+    });
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let days_value = period.get_untracked().trim().parse::<u32>().unwrap_or(0);
+        let (c, u, t, a) = (contact.get_untracked(), url.get_untracked(), token.get_untracked(), after.get_untracked());
+        spawn_local(async move {
+            match update_tenant_settings(tenant.get_value(), days_value, c, u, t, a).await {
+                Ok(_) => {
+                    token.set(String::new());
+                    error.set(None);
+                    notice.set(Some("Settings saved.".into()));
+                    refresh.update(|n| *n += 1);
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let defer = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let (d, r) = (days.get_untracked().parse::<u32>().unwrap_or(0), why.get_untracked());
+        spawn_local(async move {
+            match defer_rotation(tenant.get_value(), d, r).await {
+                Ok(()) => {
+                    error.set(None);
+                    notice.set(Some("Next rotation deferred.".into()));
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    view! {
+        {move || has_role(me, Role::PlatformAdmin).then(|| view! {
+            <section class="card" aria-labelledby="settings-title">
+                <h2 id="settings-title">"Settings"</h2>
+                <form on:submit=save data-testid="settings">
+                    <label>"Rotation period (days)" <input type="number" min="1" max="365" bind:value=period /></label>
+                    <label>"Contact email for notices" <input type="email" bind:value=contact /></label>
+                    <label>"Mailu API URL" <input type="url" required bind:value=url /></label>
+                    <label>"New Mailu API token (leave empty to keep)" <input type="password" autocomplete="off" bind:value=token /></label>
+                    <label class="check"><input type="checkbox" bind:checked=after />" Rotate as soon as a reveal window closes"</label>
+                    <button type="submit">"Save settings"</button>
+                </form>
+                <h3>"Defer the next rotation (once)"</h3>
+                <form class="inline-form" on:submit=defer>
+                    <input type="number" min="1" max="7" aria-label="Days" bind:value=days />
+                    <input required minlength="3" placeholder="reason" aria-label="Reason" bind:value=why />
+                    <button type="submit" class="secondary">"Defer"</button>
+                </form>
+                {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+                {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
+            </section>
+        })}
     }
 }
