@@ -198,6 +198,8 @@ async fn mailu_faults_are_retried_a_bounded_number_of_times_then_need_reconcile_
             .await
             .unwrap();
     assert_eq!(alerts, 3, "one alert per failed rotation");
+    let listed = s.env.core.list_alerts(&Actor::operator(), 100).await.unwrap();
+    assert_eq!(listed.iter().filter(|a| a.kind == "rotation_needs_reconcile" && a.severity == "critical").count(), 3);
     // A change the server silently ignores is noticed by the SMTP check and retried with a new
     // password; the rotation still completes.
     s.mail.fault("ignore_password", 1).await;

@@ -52,7 +52,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 28] = [
+const SERVER_FNS: [Row; 29] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -61,6 +61,7 @@ const SERVER_FNS: [Row; 28] = [
     ("finish_reveal", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 403, 401]),
     ("reveal_credential", &[("tenant_id", "acme")], [401, 403, 403, 403]),
     ("list_grants", &[], [401, 200, 200, 200]),
+    ("list_alerts", &[], [401, 200, 200, 200]),
     ("rotation_status", &[("tenant_id", "acme")], [401, 200, 200, 200]),
     ("begin_rotation", &[("tenant_id", "acme")], [401, 403, 403, 200]),
     ("tenant_settings", &[("tenant_id", "acme")], [401, 200, 200, 200]),

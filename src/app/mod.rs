@@ -5,7 +5,7 @@
 mod browser;
 mod pages;
 pub mod server_fns;
-mod session;
+pub(crate) mod session;
 pub mod status;
 
 use crate::model::UiError;

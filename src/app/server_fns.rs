@@ -240,3 +240,10 @@ pub async fn defer_rotation(tenant_id: String, days: u32, reason: String) -> Res
         .map(|_| ())
         .map_err(fail)
 }
+
+/// The newest alerts (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "list_alerts")]
+pub async fn list_alerts() -> Result<Vec<crate::model::AlertView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_alerts(&ctx.actor, 100).await.map_err(fail)
+}

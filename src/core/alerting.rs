@@ -52,3 +52,32 @@ pub async fn raise(db: &Db, alert: Alert<'_>, now: DateTime<Utc>) -> Result<bool
     }
     Ok(inserted.rows_affected() == 1)
 }
+
+impl crate::core::Core {
+    /// The newest alerts, for any signed-in admin (and the operator).
+    ///
+    /// # Errors
+    /// [`crate::core::Error::Unauthenticated`] / `Forbidden` for others, database errors.
+    pub async fn list_alerts(&self, actor: &crate::core::Actor, limit: i64) -> Result<Vec<crate::model::AlertView>> {
+        if !matches!(actor, crate::core::Actor::Admin { .. } | crate::core::Actor::Operator { .. }) {
+            return Err(actor.refuse("only admins see alerts"));
+        }
+        let rows: Vec<(String, String, Option<String>, String, i64, String)> = sqlx::query_as(
+            "SELECT kind, severity, tenant_id, message, created_at_ms, state FROM alerts ORDER BY created_at_ms DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, 500))
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, severity, tenant_id, message, at, state)| crate::model::AlertView {
+                kind,
+                severity,
+                tenant_id,
+                message,
+                created_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+                state,
+            })
+            .collect())
+    }
+}

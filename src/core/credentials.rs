@@ -180,13 +180,7 @@ impl Core {
         let now = self.now();
         require_scope(actor, Scope::CredentialsReadSecret)?;
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        let password = match self.effective_password(tenant, &stored).await {
-            Ok(p) => p,
-            Err(Error::Crypto(e)) => {
-                return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await);
-            }
-            Err(e) => return Err(e),
-        };
+        let password = self.password_to_hand_out(actor, client, tenant, &stored, now).await?;
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
         audit::record(&self.db, actor, client, event, now).await?;
@@ -198,6 +192,24 @@ impl Core {
             smtp_port: stored.document.smtp_port,
             version: stored.version,
         })
+    }
+
+    /// The password a caller gets now (see [`Core::effective_password`]); a ciphertext that fails
+    /// its integrity check is diagnosed, recorded and refused.
+    pub(crate) async fn password_to_hand_out(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        stored: &crate::core::vault::VersionedDocument,
+        now: DateTime<Utc>,
+    ) -> Result<secrecy::SecretString> {
+        match self.effective_password(tenant, stored).await {
+            Err(Error::Crypto(e)) => {
+                Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await)
+            }
+            other => other,
+        }
     }
 
     /// Names the cause of a failed decryption as precisely as possible, records it (critical)

@@ -220,13 +220,7 @@ impl Core {
                 .await);
         };
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        let password = match self.effective_password(tenant, &stored).await {
-            Ok(p) => p,
-            Err(Error::Crypto(e)) => {
-                return Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await);
-            }
-            Err(e) => return Err(e),
-        };
+        let password = self.password_to_hand_out(actor, client, tenant, &stored, now).await?;
         let details = json!({"grant_id": grant_id, "version": stored.version});
         audit::record(
             &self.db,

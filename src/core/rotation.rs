@@ -534,6 +534,23 @@ impl Core {
         Ok(RotationResult::NeedsReconcile { reason: "neither the current nor the pending password logs in".into() })
     }
 
+    /// Settles every interrupted rotation (run at start-up, so a crash is repaired on restart).
+    ///
+    /// # Errors
+    /// Vault errors listing tenants; per-tenant failures are logged and left for the next cycle.
+    pub async fn repair_interrupted_rotations(&self) -> Result<usize> {
+        let actor = Actor::System { job: "startup-repair" };
+        let mut repaired = 0;
+        for tenant in self.tenants_with_pending_rotation().await? {
+            match self.repair_rotation(&actor, &ClientInfo::local(), &tenant).await {
+                Ok(RotationResult::Rotated { .. }) => repaired += 1,
+                Ok(other) => tracing::warn!(tenant = %tenant, outcome = ?other, "interrupted rotation not settled"),
+                Err(e) => tracing::error!(tenant = %tenant, error = %e, "repairing an interrupted rotation failed"),
+            }
+        }
+        Ok(repaired)
+    }
+
     /// Tenants with an interrupted rotation (pending record in Vault or `rotating` in the DB).
     ///
     /// # Errors

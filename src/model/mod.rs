@@ -8,7 +8,9 @@ mod error;
 mod scope;
 mod tenant;
 
-pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
+pub use admin::{
+    AdminView, AlertView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError,
+};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
     RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,

@@ -163,6 +163,16 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
             }
         }
     });
+    tokio::spawn({
+        let core = core.clone();
+        async move {
+            match core.repair_interrupted_rotations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(repaired = n, "interrupted rotations repaired at start-up"),
+                Err(e) => tracing::error!(error = %e, "could not look for interrupted rotations"),
+            }
+        }
+    });
     let _scheduler = crate::scheduler::start(core.clone(), config)
         .await
         .map_err(|e| std::io::Error::other(format!("scheduler: {e}")))?;
