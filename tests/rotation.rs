@@ -540,3 +540,37 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
             .unwrap();
     assert_eq!(changes, 1);
 }
+
+#[tokio::test]
+async fn vault_lost_right_after_the_mail_change_leaves_the_password_in_vault_and_restart_repairs_it() {
+    let s = setup(&["acme"]).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let (addr, root) = (s.env.bao.addr.clone(), s.env.bao.root_token.expose_secret().to_owned());
+    // Right after Mailu took the new password, the console loses Vault: every token issued to
+    // its AppRole is revoked, so its next Vault call is refused.
+    let core = s.env.core.clone().with_fault_injector(Arc::new(move |_: &TenantId, step: RotationStep| {
+        if step == RotationStep::MailApplied {
+            let status = std::process::Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", "-X", "PUT", "-H", &format!("X-Vault-Token: {root}")])
+                .arg(format!("{addr}/v1/sys/leases/revoke-prefix/auth/approle/login"))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        false
+    }));
+    let failed = core.rotate_credential(&system(), &ClientInfo::local(), &acme, "scheduled").await;
+    assert!(failed.is_err(), "{failed:?}");
+    // The mail server now has the new password, and Vault has it too (pending, staged).
+    let (status, pending) = s.env.vault_root(reqwest::Method::GET, "smtp/data/acme/pending", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(pending["data"]["data"]["phase"], "staged");
+    // A restarted console (new AppRole login) repairs it at start-up.
+    let restarted = Core::connect(&s.env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
+    assert_eq!(restarted.repair_interrupted_rotations().await.unwrap(), 1);
+    assert!(!pending_exists(&s, "acme").await);
+    let (_, check) = consumer_view(&s, &restarted, "acme").await;
+    assert_eq!(check, LoginCheck::Accepted);
+    let meta = restarted.credential_metadata(&Actor::operator(), &acme).await.unwrap();
+    assert_eq!((meta.version, meta.state.as_str()), (2, "active"));
+}
