@@ -149,16 +149,24 @@ impl Core {
                 LoginCheck::Unknown(_) => (None, ""),
             };
             let mut tx = self.db.begin_write().await?;
-            sqlx::query(
-                "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, state = CASE WHEN $3 = '' THEN state ELSE $3 END \
-                 WHERE tenant_id = $4",
+            // A rotation that started meanwhile owns the state: the heartbeat never overwrites
+            // `rotating` or `needs_reconcile`, and a refusal seen mid-rotation is no drift.
+            let (after,): (String,) = sqlx::query_as(
+                "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, \
+                 state = CASE WHEN $3 = '' OR state NOT IN ('active', 'drifted') THEN state ELSE $3 END \
+                 WHERE tenant_id = $4 RETURNING state",
             )
             .bind(now.timestamp_millis())
             .bind(ok)
             .bind(state)
             .bind(tenant.as_str())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let check = if check == LoginCheck::Rejected && after != "drifted" {
+                LoginCheck::Unknown("rotating".into())
+            } else {
+                check
+            };
             if check == LoginCheck::Rejected {
                 let event =
                     NewEvent::info(EventType::HeartbeatDrifted, Some(&tenant), json!({"version": stored.version}))

@@ -136,6 +136,15 @@ impl Core {
     ) -> Result<SecretString> {
         let keyring = self.keyring()?;
         let current = keyring.open(&stored.document.password, tenant, SecretField::Password)?;
+        // The mail server is only ever changed after the tenant is marked `rotating` (and a
+        // gave-up rotation stays `needs_reconcile`), so other tenants skip the pending read.
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        if state.is_some_and(|(s,)| s != "rotating" && s != "needs_reconcile") {
+            return Ok(current);
+        }
         let Some((pending, _)) = self.vault()?.read_pending(tenant).await? else {
             return Ok(current);
         };
