@@ -48,7 +48,7 @@ fi
 ln -sf "$TOOLS/venv/bin/bao" "$TOOLS/bin/bao"
 
 # The mail stand-in (demo and tests): Dovecot with the Lua passdb, and openssl for its CA.
-apt_install dovecot-core dovecot-submissiond dovecot-auth-lua openssl
+apt_install dovecot-core dovecot-submissiond dovecot-auth-lua openssl curl
 
 if [ "$what" = test ]; then
   apt_install chromium postgresql
