@@ -28,4 +28,4 @@ cp style/main.css "$pkg/smtp-vault.css"
 cp -r public/. "$site/"
 
 say "building the server ($mode)"
-cargo build --quiet --bin smtp-vault --bin mailu-sim "${server[@]}"
+cargo build --quiet --bin smtp-vault --bin mailu-sim --bin alert-sink "${server[@]}"

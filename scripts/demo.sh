@@ -46,12 +46,22 @@ rm -rf data/mail-standin
 source data/mail-standin/standin.env
 export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE
 
+say "starting the alert sinks (SMTP + Slack webhook stand-in)"
+target/debug/alert-sink >data/alert-sink.out 2>data/alert-sink.err &
+pids+=("$!")
+for _ in $(seq 1 200); do [ "$(wc -l < data/alert-sink.out)" -ge 2 ] && break; sleep 0.05; done
+sink_smtp=$(sed -n 's/^smtp_port=//p' data/alert-sink.out)
+sink_http=$(sed -n 's/^http_port=//p' data/alert-sink.out)
+[ -n "$sink_http" ] || die "alert-sink did not start"
+export SMTP_VAULT_ALERT_SMTP_URL="smtp://127.0.0.1:$sink_smtp?tls=none" SMTP_VAULT_ALERT_EMAIL_TO=security@example.com
+export SMTP_VAULT_SLACK_WEBHOOK_URL="http://127.0.0.1:$sink_http/slack"
+
 "$bin" serve &
 pids+=("$!")
 wait_http "http://127.0.0.1:3000/readyz" 60 || die "the console did not become ready"
 
 token=$("$bin" token create --name demo-provisioner --scope credentials:write --scope credentials:read \
-  --scope credentials:read-secret --scope credentials:rotate 2>/dev/null)
+  --scope credentials:read-secret --scope credentials:rotate --scope credentials:reset 2>/dev/null)
 for tenant in acme globex initech; do
   curl -fsS -o /dev/null -X POST "http://127.0.0.1:3000/api/v1/tenants/$tenant/smtp-credentials/provision" \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
@@ -68,7 +78,8 @@ cat >&2 <<MSG
   sign in: open this one-time link (24 h) in Chromium or any browser with passkeys,
     $invite
     then sign in later as admin@example.com with that passkey.
-  API token (credentials:write/read/read-secret/rotate):
+  alerts (security@example.com and Slack) land in a local sink: http://127.0.0.1:$sink_http/_sink/messages
+  API token (credentials:write/read/read-secret/rotate/reset):
     $token
   try: curl -H "Authorization: Bearer \$TOKEN" http://localhost:3000/api/v1/tenants
 

@@ -37,6 +37,10 @@ fn provision_body() -> serde_json::Value {
     body
 }
 
+fn reset_body() -> serde_json::Value {
+    serde_json::json!({"incident_id": "INC-1", "reason": "matrix check"})
+}
+
 async fn store_tenants(env: &TestEnv) {
     for tenant in ["acme", "globex"] {
         let request = StoreCredentialRequest::from_json(credential_body(SECRET, "tok")).unwrap();
@@ -52,7 +56,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 29] = [
+const SERVER_FNS: [Row; 35] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -96,6 +100,16 @@ const SERVER_FNS: [Row; 29] = [
     ),
     ("begin_login", &[("email", "nobody@example.com")], [401, 401, 401, 401]),
     ("finish_login", &[("credential", "{}")], [401, 401, 401, 401]),
+    ("list_incidents", &[], [401, 200, 200, 200]),
+    ("acknowledge_incident", &[("incident", "nope"), ("note", "looked at it")], [401, 404, 404, 404]),
+    ("send_test_alert", &[], [401, 403, 403, 400]),
+    ("retry_alert", &[("alert_id", "nope")], [401, 403, 403, 404]),
+    (
+        "begin_emergency_reset",
+        &[("tenant_id", "acme"), ("incident_id", "INC-1"), ("reason", "matrix check")],
+        [401, 403, 200, 200],
+    ),
+    ("finish_emergency_reset", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 401, 401]),
     ("logout", &[], [200, 200, 200, 200]),
 ];
 
@@ -136,19 +150,22 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     }
 
     // API routes for admin sessions (service tokens below).
-    let api: [(Method, &str, [u16; 4]); 6] = [
+    let api: [(Method, &str, [u16; 4]); 7] = [
         (Method::GET, "/api/v1/tenants", [401, 200, 200, 200]),
         (Method::GET, "/api/v1/tenants/acme/smtp-credentials", [401, 200, 200, 200]),
         (Method::PUT, "/api/v1/tenants/acme/smtp-credentials", [401, 403, 403, 403]),
         (Method::GET, "/api/v1/tenants/acme/smtp-credentials/secret", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/rotate", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/provision", [401, 403, 403, 403]),
+        (Method::POST, "/api/v1/tenants/acme/smtp-credentials/emergency-reset", [401, 403, 403, 403]),
     ];
     for (i, (who, client)) in EVERYONE.iter().zip(&clients).enumerate() {
         for (method, path, expected) in &api {
             let mut request = client.request(method.clone(), format!("{base}{path}"));
             if path.ends_with("/provision") {
                 request = request.json(&provision_body());
+            } else if path.ends_with("/emergency-reset") {
+                request = request.json(&reset_body());
             } else if *method == Method::PUT {
                 request = request.json(&credential_body("x-new-password", "t"));
             }
@@ -171,13 +188,14 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
 
     // Service tokens on the API: exactly their scopes.
     let plain = Client::new();
-    // (Rotate and provision reach the domain with the right scope: acme exists, so provision
-    // answers 400; rotating needs a mail server this test does not run, so 502.)
-    let scopes: [(Scope, [u16; 6]); 4] = [
-        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403]),
-        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400]),
-        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403]),
-        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403]),
+    // (Rotate, provision and reset reach the domain with the right scope: acme exists, so
+    // provision answers 400; rotating needs a mail server this test does not run, so 502.)
+    let scopes: [(Scope, [u16; 7]); 5] = [
+        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403]),
+        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403]),
+        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403]),
+        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502]),
     ];
     for (scope, expected) in scopes {
         let token = env.token(&[scope]).await;
@@ -185,6 +203,8 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
             let mut request = plain.request(method.clone(), format!("{base}{path}")).bearer_auth(&token);
             if path.ends_with("/provision") {
                 request = request.json(&provision_body());
+            } else if path.ends_with("/emergency-reset") {
+                request = request.json(&reset_body());
             } else if *method == Method::PUT {
                 request = request.json(&credential_body(SECRET, "t"));
             }

@@ -2,8 +2,9 @@
 //! Authorization is the core's; nothing here decides who may do what.
 
 use crate::model::{
-    AdminView, CredentialMetadataView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role,
-    RotationStatusView, RotationView, TenantSettingsView, TenantSummary, UiError,
+    AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
+    PasskeyView, RevealedCredentialView, Role, RotationStatusView, RotationView, TenantSettingsView, TenantSummary,
+    UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -241,9 +242,56 @@ pub async fn defer_rotation(tenant_id: String, days: u32, reason: String) -> Res
         .map_err(fail)
 }
 
-/// The newest alerts (any signed-in admin).
+/// The newest alerts with their delivery state (any signed-in admin).
 #[server(prefix = "/_app", endpoint = "list_alerts")]
-pub async fn list_alerts() -> Result<Vec<crate::model::AlertView>, UiError> {
+pub async fn list_alerts() -> Result<Vec<AlertView>, UiError> {
     let ctx = UiContext::load().await?;
     ctx.core.list_alerts(&ctx.actor, 100).await.map_err(fail)
+}
+
+/// Starts an emergency reset: a WebAuthn step-up challenge (JSON) bound to the incident id and
+/// reason (platform admins, incident responders).
+#[server(prefix = "/_app", endpoint = "begin_emergency_reset")]
+pub async fn begin_emergency_reset(tenant_id: String, incident_id: String, reason: String) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let tenant = tenant(&tenant_id)?;
+    ctx.core.begin_emergency_reset(&ctx.actor, &binding, &tenant, &incident_id, &reason).await.map_err(fail)
+}
+
+/// Finishes the step-up and resets: rotate now, revoke reveals, alert, notify.
+#[server(prefix = "/_app", endpoint = "finish_emergency_reset")]
+pub async fn finish_emergency_reset(tenant_id: String, credential: String) -> Result<EmergencyResetReceipt, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let tenant = tenant(&tenant_id)?;
+    ctx.core.finish_emergency_reset(&ctx.actor, &binding, &ctx.client, &tenant, &credential).await.map_err(fail)
+}
+
+/// Incidents with their review and history (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "list_incidents")]
+pub async fn list_incidents() -> Result<Vec<IncidentView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_incidents(&ctx.actor, 100).await.map_err(fail)
+}
+
+/// Acknowledges an incident with a note (another admin than the one who reset).
+#[server(prefix = "/_app", endpoint = "acknowledge_incident")]
+pub async fn acknowledge_incident(incident: String, note: String) -> Result<IncidentView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.acknowledge_incident(&ctx.actor, &ctx.client, &incident, &note).await.map_err(fail)
+}
+
+/// Sends a test alert to the security channels (platform admins).
+#[server(prefix = "/_app", endpoint = "send_test_alert")]
+pub async fn send_test_alert() -> Result<AlertView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.send_test_alert(&ctx.actor, &ctx.client).await.map_err(fail)
+}
+
+/// Queues a dead-lettered alert again (platform admins).
+#[server(prefix = "/_app", endpoint = "retry_alert")]
+pub async fn retry_alert(alert_id: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.retry_alert(&ctx.actor, &ctx.client, &alert_id).await.map_err(fail)
 }

@@ -66,6 +66,20 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Compromise response when the web tier is down (break-glass): rotate now, revoke every
+    /// reveal window for the tenant, alert security (email + Slack), notify the tenant, open an
+    /// incident. Delivers the alerts itself before it exits.
+    EmergencyReset {
+        /// The tenant whose credential is compromised.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// Your incident id (e.g. INC-2041).
+        #[arg(long)]
+        incident: String,
+        /// Why (recorded, sent to security; never to the tenant).
+        #[arg(long)]
+        reason: String,
+    },
     /// Manage console admins.
     Admin {
         #[command(subcommand)]
@@ -143,6 +157,30 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Recompute the hash chain; names the first broken event.
     Verify,
+    /// Write events as JSON Lines on standard output, oldest first.
+    Export {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<crate::model::TenantId>,
+        /// Only this event type (e.g. emergency_reset).
+        #[arg(long)]
+        event: Option<String>,
+        /// Only this severity (info, warning, critical).
+        #[arg(long)]
+        severity: Option<String>,
+        /// At or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("`{text}` is not an RFC 3339 time like 2026-12-01T00:00:00Z"))
 }
 
 fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
@@ -289,11 +327,75 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             );
             println!("{}", invite.link);
         }
+        Command::EmergencyReset { tenant, incident, reason } => {
+            return emergency_reset(&config, &operator, &tenant, &incident, &reason).await;
+        }
+        Command::Audit { command: AuditCommand::Export { tenant, event, severity, since, until } } => {
+            let core = connect(&config, Needs::DB).await?;
+            let filter = crate::core::audit::AuditFilter { tenant, event, severity, since, until };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let mut sink = |event: serde_json::Value| {
+                use std::io::Write as _;
+                serde_json::to_writer(&mut out, &event)?;
+                out.write_all(b"\n")
+            };
+            let count = core.export_audit(&operator, &filter, &mut sink).await.map_err(|e| e.to_string())?;
+            drop(sink);
+            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+            eprintln!("{count} events");
+        }
         Command::Audit { command: AuditCommand::Verify } => {
             let core = connect(&config, Needs::DB).await?;
             let report = core.verify_audit_chain().await.map_err(|e| e.to_string())?;
             return Ok(print_chain_report(&report));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn emergency_reset(
+    config: &Config,
+    operator: &Actor,
+    tenant: &crate::model::TenantId,
+    incident: &str,
+    reason: &str,
+) -> Result<ExitCode, String> {
+    let request = crate::model::EmergencyResetRequest::new(incident, reason).map_err(|e| e.to_string())?;
+    let core = connect(config, Needs::ALL).await?;
+    eprintln!("resetting {tenant}: revoking reveal windows, alerting security, rotating…");
+    let receipt = core
+        .emergency_reset(operator, &crate::core::ClientInfo::local(), tenant, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}: rotated to version {} (incident {}, record {}); {} reveal window(s) revoked; {} ms",
+        receipt.tenant_id,
+        receipt.new_version,
+        receipt.incident_id,
+        receipt.incident,
+        receipt.grants_revoked,
+        receipt.timings.total_ms
+    );
+    // The web tier may be down, so nobody else would send the alerts now: send them here, a
+    // few passes within a short deadline; what is left is retried by `serve` later.
+    eprintln!("delivering alerts…");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let pass = core.deliver_due_alerts().await.map_err(|e| e.to_string())?;
+        if pass.retrying == 0 || std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let alerts = core.list_alerts(operator, 50).await.map_err(|e| e.to_string())?;
+    for alert in alerts.iter().filter(|a| a.tenant_id.as_deref() == Some(tenant.as_str())).take(2) {
+        for d in &alert.deliveries {
+            let extra = d.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            println!("  {} via {} to {}: {}{extra}", alert.kind, d.channel, d.recipient, d.state);
+        }
+    }
+    if receipt.notified.iter().any(|d| d.state == "no_recipient") {
+        println!("  tenant notification: no contact email on record");
     }
     Ok(ExitCode::SUCCESS)
 }

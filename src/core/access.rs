@@ -100,6 +100,13 @@ impl Actor {
         matches!(self, Actor::Admin { role: Role::PlatformAdmin, .. })
     }
 
+    /// May this admin press the emergency reset (after a step-up)? Platform admins and
+    /// incident responders.
+    #[must_use]
+    pub fn may_respond(&self) -> bool {
+        matches!(self, Actor::Admin { role: Role::PlatformAdmin | Role::IncidentResponder, .. })
+    }
+
     /// May this actor invite, change and disable admins?
     #[must_use]
     pub fn may_manage_admins(&self) -> bool {

@@ -1,15 +1,43 @@
-//! Alert events: raised by the core (rotation gave up, heartbeat drift, …) into a durable
-//! outbox table with a dedupe key, so the same condition is one alert however often it is
-//! seen. Delivery (email, Slack) comes with the emergency-reset issue; until then alerts are
-//! visible in the UI and the database.
+//! The alert outbox: alerts raised by the core (rotation gave up, heartbeat drift, emergency
+//! resets, unacknowledged incidents, notices) are rows with a dedupe key, written in the
+//! caller's transaction together with one delivery row per channel (security email, Slack, or
+//! the tenant's contact). A worker sends what is due, retries with exponential backoff,
+//! dead-letters after the configured number of attempts and records each outcome; nothing is
+//! lost across a restart because the database is the queue. A lease on each delivery keeps two
+//! consoles from sending the same one at once. Alert texts never carry a secret.
 
-use crate::core::audit::Severity;
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::channels::{Channels, Notice, mailbox};
 use crate::core::crypto::random_bytes;
-use crate::core::db::Db;
-use crate::core::error::Result;
-use crate::model::TenantId;
+use crate::core::error::{Error, Result};
+use crate::model::{AlertView, DeliveryView, TenantId};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sqlx::AnyConnection;
+
+/// Who an alert is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// The security team: email to the configured recipients and Slack.
+    Security,
+    /// The tenant's contact, by email (nothing is sent when the tenant has none).
+    Tenant {
+        /// The contact address on record.
+        contact: Option<String>,
+    },
+}
+
+impl Audience {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Audience::Security => "security",
+            Audience::Tenant { .. } => "tenant",
+        }
+    }
+}
 
 /// An alert to raise.
 #[derive(Debug, Clone)]
@@ -22,22 +50,55 @@ pub struct Alert<'a> {
     pub tenant: Option<&'a TenantId>,
     /// Same key, same alert: raised once.
     pub dedupe_key: String,
-    /// One line for a person.
+    /// One line for a person (the subject).
     pub message: String,
-    /// Non-secret details.
+    /// Non-secret details. For the tenant audience, `body` is the whole letter and nothing
+    /// else is sent: internal details stay inside.
     pub details: Value,
+    /// Who receives it.
+    pub audience: Audience,
 }
 
-/// Raises an alert unless one with the same dedupe key exists; true when it was new.
+/// How long a claimed delivery stays claimed: longer than a send can take (30 s), so a
+/// console that died mid-send leaves it to another after this.
+const LEASE_MS: i64 = 120_000;
+/// The longest wait between two attempts.
+const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+/// Writes the alert and its deliveries in the caller's transaction; returns the new alert's
+/// id, or `None` when an alert with the same dedupe key exists.
 ///
 /// # Errors
 /// Database errors.
-pub async fn raise(db: &Db, alert: Alert<'_>, now: DateTime<Utc>) -> Result<bool> {
+pub(crate) async fn raise_in(
+    conn: &mut AnyConnection,
+    channels: &Channels,
+    alert: Alert<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    let alert_id = hex::encode(random_bytes::<8>()?.as_ref());
+    let mut routes: Vec<(&str, String)> = Vec::new();
+    match &alert.audience {
+        Audience::Security => {
+            if channels.email.is_some() && !channels.security_recipients.is_empty() {
+                let to: Vec<String> = channels.security_recipients.iter().map(ToString::to_string).collect();
+                routes.push(("email", to.join(", ")));
+            }
+            if channels.slack.is_some() {
+                routes.push(("slack", "webhook".into()));
+            }
+        }
+        Audience::Tenant { contact: Some(contact) } if channels.email.is_some() => {
+            routes.push(("email", contact.clone()));
+        }
+        Audience::Tenant { .. } => {}
+    }
+    let state = if routes.is_empty() { "no_recipient" } else { "pending" };
     let inserted = sqlx::query(
-        "INSERT INTO alerts (alert_id, kind, severity, tenant_id, dedupe_key, message, details, created_at_ms, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') ON CONFLICT (dedupe_key) DO NOTHING",
+        "INSERT INTO alerts (alert_id, kind, severity, tenant_id, dedupe_key, message, details, created_at_ms, state, audience) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedupe_key) DO NOTHING",
     )
-    .bind(hex::encode(random_bytes::<8>()?.as_ref()))
+    .bind(&alert_id)
     .bind(alert.kind)
     .bind(alert.severity.as_str())
     .bind(alert.tenant.map(TenantId::as_str))
@@ -45,39 +106,430 @@ pub async fn raise(db: &Db, alert: Alert<'_>, now: DateTime<Utc>) -> Result<bool
     .bind(&alert.message)
     .bind(alert.details.to_string())
     .bind(now.timestamp_millis())
-    .execute(db.pool())
+    .bind(state)
+    .bind(alert.audience.as_str())
+    .execute(&mut *conn)
     .await?;
-    if inserted.rows_affected() == 1 {
-        tracing::warn!(kind = alert.kind, tenant = ?alert.tenant, "alert raised: {}", alert.message);
+    if inserted.rows_affected() != 1 {
+        return Ok(None);
     }
-    Ok(inserted.rows_affected() == 1)
+    for (channel, recipient) in routes {
+        sqlx::query(
+            "INSERT INTO alert_deliveries (alert_id, channel, recipient, state, attempts, next_attempt_at_ms, created_at_ms) \
+             VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+        )
+        .bind(&alert_id)
+        .bind(channel)
+        .bind(&recipient)
+        .bind(now.timestamp_millis())
+        .execute(&mut *conn)
+        .await?;
+    }
+    tracing::warn!(kind = alert.kind, tenant = ?alert.tenant, alert_id = %alert_id, "alert raised: {}", alert.message);
+    Ok(Some(alert_id))
 }
 
-impl crate::core::Core {
-    /// The newest alerts, for any signed-in admin (and the operator).
+/// Sets an alert's summary state from its deliveries.
+async fn refresh_alert_state(conn: &mut AnyConnection, alert_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE alerts SET state = CASE \
+           WHEN EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = $1 AND d.state = 'dead') THEN 'dead' \
+           WHEN EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = $1 AND d.state = 'pending') THEN 'pending' \
+           ELSE 'delivered' END \
+         WHERE alert_id = $1 AND EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = $1)",
+    )
+    .bind(alert_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What one delivery pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Deliveries that reached their channel.
+    pub delivered: usize,
+    /// Attempts that failed and will be retried.
+    pub retrying: usize,
+    /// Deliveries that gave up (dead letter).
+    pub dead: usize,
+}
+
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    alert_id: String,
+    channel: String,
+    recipient: String,
+    attempts: i64,
+    kind: String,
+    severity: String,
+    tenant_id: Option<String>,
+    message: String,
+    details: String,
+    created_at_ms: i64,
+    audience: String,
+}
+
+fn when(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Core {
+    /// Raises an alert in its own transaction and wakes the delivery worker; true when new.
     ///
     /// # Errors
-    /// [`crate::core::Error::Unauthenticated`] / `Forbidden` for others, database errors.
-    pub async fn list_alerts(&self, actor: &crate::core::Actor, limit: i64) -> Result<Vec<crate::model::AlertView>> {
-        if !matches!(actor, crate::core::Actor::Admin { .. } | crate::core::Actor::Operator { .. }) {
+    /// Database errors.
+    pub(crate) async fn raise_alert(&self, alert: Alert<'_>) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        let raised = raise_in(&mut tx, &self.channels, alert, self.now()).await?;
+        tx.commit().await?;
+        if raised.is_some() {
+            self.wake_outbox();
+        }
+        Ok(raised.is_some())
+    }
+
+    /// Tells the delivery worker there is something to send.
+    pub(crate) fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+    }
+
+    fn render(&self, row: &DueRow) -> Notice {
+        let details: Value = serde_json::from_str(&row.details).unwrap_or(Value::Null);
+        let tenant = row.tenant_id.clone().unwrap_or_else(|| "—".into());
+        let id = format!("{}.{}", row.alert_id, row.channel);
+        if row.audience == "tenant" {
+            // SECURITY: a tenant gets only the letter written for them, never internal details
+            // such as the incident's reason.
+            let body = details["body"].as_str().unwrap_or(&row.message).to_owned();
+            return Notice {
+                id,
+                subject: row.message.clone(),
+                body,
+                severity: row.severity.clone(),
+                fields: vec![("Tenant".into(), tenant)],
+            };
+        }
+        let pretty = serde_json::to_string_pretty(&details).unwrap_or_default();
+        let raised = when(row.created_at_ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let body = format!(
+            "{}\n\nKind: {}\nSeverity: {}\nTenant: {tenant}\nRaised: {raised}\nAlert: {}\n\nDetails:\n{pretty}\n\nConsole: {}/incidents\n",
+            row.message,
+            row.kind,
+            row.severity,
+            row.alert_id,
+            self.settings.public_url.trim_end_matches('/'),
+        );
+        Notice {
+            id,
+            subject: format!("[smtp-vault] {}: {}", row.severity.to_uppercase(), row.message),
+            body,
+            severity: row.severity.clone(),
+            fields: vec![
+                ("Tenant".into(), tenant),
+                ("Kind".into(), row.kind.clone()),
+                ("Severity".into(), row.severity.clone()),
+                ("Raised".into(), raised),
+            ],
+        }
+    }
+
+    async fn send(&self, row: &DueRow) -> std::result::Result<(), String> {
+        let notice = self.render(row);
+        match row.channel.as_str() {
+            "email" => {
+                let email = self.channels.email.as_ref().ok_or("email channel is no longer configured")?;
+                let to = row
+                    .recipient
+                    .split(',')
+                    .filter(|a| !a.trim().is_empty())
+                    .map(|a| mailbox(a).map_err(|e| e.to_string()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                email.send(&to, &notice).await
+            }
+            "slack" => {
+                let slack = self.channels.slack.as_ref().ok_or("Slack channel is no longer configured")?;
+                slack.send(&notice).await
+            }
+            other => Err(format!("unknown channel {other}")),
+        }
+    }
+
+    /// One delivery pass: sends every due delivery (a few at a time), records each outcome and
+    /// schedules retries with exponential backoff; the last failed attempt dead-letters it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn deliver_due_alerts(&self) -> Result<DeliveryReport> {
+        let now = self.now().timestamp_millis();
+        let due: Vec<DueRow> = sqlx::query_as(
+            "SELECT d.alert_id, d.channel, d.recipient, d.attempts, a.kind, a.severity, a.tenant_id, a.message, \
+             a.details, a.created_at_ms, a.audience FROM alert_deliveries d JOIN alerts a ON a.alert_id = d.alert_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at_ms <= $1 AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $1) \
+             ORDER BY d.next_attempt_at_ms LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(self.db.pool())
+        .await?;
+        let outcomes = futures_util::stream::iter(due)
+            .map(|row| async move { self.deliver_one(row).await })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        let mut report = DeliveryReport::default();
+        for outcome in outcomes {
+            match outcome? {
+                Some(DeliveryOutcome::Delivered) => report.delivered += 1,
+                Some(DeliveryOutcome::Retrying) => report.retrying += 1,
+                Some(DeliveryOutcome::Dead) => report.dead += 1,
+                None => {}
+            }
+        }
+        Ok(report)
+    }
+
+    async fn deliver_one(&self, row: DueRow) -> Result<Option<DeliveryOutcome>> {
+        let now = self.now().timestamp_millis();
+        // Claiming first: only one console sends a given delivery at a time.
+        let claimed = sqlx::query(
+            "UPDATE alert_deliveries SET lease_until_ms = $1 WHERE alert_id = $2 AND channel = $3 AND state = 'pending' \
+             AND attempts = $4 AND (lease_until_ms IS NULL OR lease_until_ms < $5)",
+        )
+        .bind(now + LEASE_MS)
+        .bind(&row.alert_id)
+        .bind(&row.channel)
+        .bind(row.attempts)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        if claimed.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let sent = self.send(&row).await;
+        let attempts = row.attempts + 1;
+        let now = self.now();
+        let system = Actor::System { job: "alert-delivery" };
+        let tenant = row.tenant_id.as_deref().and_then(|t| TenantId::parse(t).ok());
+        let mut tx = self.db.begin_write().await?;
+        let outcome = match &sent {
+            Ok(()) => {
+                sqlx::query(
+                    "UPDATE alert_deliveries SET state = 'delivered', attempts = $1, delivered_at_ms = $2, lease_until_ms = NULL, \
+                     last_error = NULL WHERE alert_id = $3 AND channel = $4",
+                )
+                .bind(attempts)
+                .bind(now.timestamp_millis())
+                .bind(&row.alert_id)
+                .bind(&row.channel)
+                .execute(&mut *tx)
+                .await?;
+                let details =
+                    json!({"alert_id": row.alert_id, "kind": row.kind, "channel": row.channel, "attempts": attempts});
+                let event = NewEvent::info(EventType::AlertDelivered, tenant.as_ref(), details);
+                audit::append(&mut tx, &system, &ClientInfo::local(), event, now).await?;
+                DeliveryOutcome::Delivered
+            }
+            Err(problem) => {
+                let dead = attempts >= i64::from(self.settings.alert_max_attempts);
+                let base = i64::try_from(self.settings.alert_retry_base.as_millis()).unwrap_or(i64::MAX);
+                let backoff = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 30)).min(MAX_BACKOFF_MS);
+                sqlx::query(
+                    "UPDATE alert_deliveries SET state = $1, attempts = $2, next_attempt_at_ms = $3, lease_until_ms = NULL, \
+                     last_error = $4 WHERE alert_id = $5 AND channel = $6",
+                )
+                .bind(if dead { "dead" } else { "pending" })
+                .bind(attempts)
+                .bind(now.timestamp_millis().saturating_add(backoff))
+                .bind(problem)
+                .bind(&row.alert_id)
+                .bind(&row.channel)
+                .execute(&mut *tx)
+                .await?;
+                if dead {
+                    let details = json!({
+                        "alert_id": row.alert_id, "kind": row.kind, "channel": row.channel,
+                        "attempts": attempts, "last_error": problem,
+                    });
+                    let event = NewEvent::info(EventType::AlertDeliveryFailed, tenant.as_ref(), details)
+                        .with_severity(Severity::Warning);
+                    audit::append(&mut tx, &system, &ClientInfo::local(), event, now).await?;
+                    DeliveryOutcome::Dead
+                } else {
+                    DeliveryOutcome::Retrying
+                }
+            }
+        };
+        refresh_alert_state(&mut tx, &row.alert_id).await?;
+        tx.commit().await?;
+        match (&sent, outcome) {
+            (Err(problem), DeliveryOutcome::Dead) => tracing::error!(
+                alert_id = %row.alert_id, channel = %row.channel, attempts, error = %problem,
+                "alert delivery gave up (dead letter)"
+            ),
+            (Err(problem), _) => tracing::warn!(
+                alert_id = %row.alert_id, channel = %row.channel, attempts, error = %problem, "alert delivery failed; will retry"
+            ),
+            (Ok(()), _) => {
+                tracing::info!(alert_id = %row.alert_id, channel = %row.channel, attempts, "alert delivered")
+            }
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Sends alerts until the process ends: a pass whenever an alert is raised in this process,
+    /// and at least every `poll` (retries, and alerts raised by another console or the CLI);
+    /// once a minute also looks for incidents left unacknowledged.
+    pub async fn run_outbox_worker(&self, poll: std::time::Duration) {
+        let mut last_overdue_check: Option<std::time::Instant> = None;
+        loop {
+            if let Err(e) = self.deliver_due_alerts().await {
+                tracing::warn!(error = %e, "alert delivery pass failed");
+            }
+            if last_overdue_check.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                last_overdue_check = Some(std::time::Instant::now());
+                if let Err(e) = self.alert_unacknowledged_incidents().await {
+                    tracing::warn!(error = %e, "could not check for unacknowledged incidents");
+                }
+            }
+            tokio::select! {
+                () = self.outbox_wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// The newest alerts with their delivery state per channel, for any signed-in admin (and
+    /// the operator).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] / `Forbidden` for others, database errors.
+    pub async fn list_alerts(&self, actor: &Actor, limit: i64) -> Result<Vec<AlertView>> {
+        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. }) {
             return Err(actor.refuse("only admins see alerts"));
         }
-        let rows: Vec<(String, String, Option<String>, String, i64, String)> = sqlx::query_as(
-            "SELECT kind, severity, tenant_id, message, created_at_ms, state FROM alerts ORDER BY created_at_ms DESC LIMIT $1",
+        type AlertRow = (String, String, String, Option<String>, String, i64, String, String);
+        let rows: Vec<AlertRow> = sqlx::query_as(
+            "SELECT alert_id, kind, severity, tenant_id, message, created_at_ms, state, audience FROM alerts \
+             ORDER BY created_at_ms DESC, alert_id LIMIT $1",
         )
         .bind(limit.clamp(1, 500))
         .fetch_all(self.db.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kind, severity, tenant_id, message, at, state)| crate::model::AlertView {
+        let mut views = Vec::with_capacity(rows.len());
+        for (alert_id, kind, severity, tenant_id, message, at, state, audience) in rows {
+            let deliveries = self.deliveries_of(&alert_id).await?;
+            views.push(AlertView {
+                alert_id,
                 kind,
                 severity,
                 tenant_id,
                 message,
-                created_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+                created_at: when(at),
                 state,
+                audience,
+                deliveries,
+            });
+        }
+        Ok(views)
+    }
+
+    /// The deliveries of one alert.
+    pub(crate) async fn deliveries_of(&self, alert_id: &str) -> Result<Vec<DeliveryView>> {
+        type Row = (String, String, String, i64, Option<String>, Option<i64>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT channel, recipient, state, attempts, last_error, delivered_at_ms, next_attempt_at_ms \
+             FROM alert_deliveries WHERE alert_id = $1 ORDER BY channel",
+        )
+        .bind(alert_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(channel, recipient, state, attempts, last_error, delivered, next)| DeliveryView {
+                recipient: if channel == "slack" { "Slack".into() } else { recipient },
+                channel,
+                next_attempt_at: (state == "pending").then(|| when(next)),
+                state,
+                attempts,
+                last_error,
+                delivered_at: delivered.map(when),
             })
             .collect())
     }
+
+    /// Sends a test alert to the security channels (platform admins, the operator).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::InvalidInput`] when no channel is configured.
+    pub async fn send_test_alert(&self, actor: &Actor, client: &ClientInfo) -> Result<AlertView> {
+        if !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins send test alerts"));
+        }
+        if self.channels.slack.is_none()
+            && (self.channels.email.is_none() || self.channels.security_recipients.is_empty())
+        {
+            return Err(Error::InvalidInput(
+                "no alert channel is configured (SMTP_VAULT_ALERT_SMTP_URL + SMTP_VAULT_ALERT_EMAIL_TO, or SMTP_VAULT_SLACK_WEBHOOK_URL)"
+                    .into(),
+            ));
+        }
+        let now = self.now();
+        let by = actor.audit_identity().1;
+        let token = hex::encode(random_bytes::<6>()?.as_ref());
+        let alert = Alert {
+            kind: "test_alert",
+            severity: Severity::Info,
+            tenant: None,
+            dedupe_key: format!("test_alert:{token}"),
+            message: format!("test alert from smtp-vault, sent by {by}"),
+            details: json!({"requested_by": by}),
+            audience: Audience::Security,
+        };
+        let mut tx = self.db.begin_write().await?;
+        let alert_id = raise_in(&mut tx, &self.channels, alert, now)
+            .await?
+            .ok_or_else(|| Error::Internal("test alert dedupe key collided".into()))?;
+        let event = NewEvent::info(EventType::TestAlertRaised, None, json!({"alert_id": alert_id}));
+        audit::append(&mut tx, actor, client, event, now).await?;
+        tx.commit().await?;
+        self.wake_outbox();
+        let view = self.list_alerts(actor, 20).await?.into_iter().find(|a| a.alert_id == alert_id);
+        view.ok_or(Error::NotFound("alert"))
+    }
+
+    /// Queues a dead-lettered alert again (every dead channel, attempts from zero).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::NotFound`] when the alert has no dead delivery.
+    pub async fn retry_alert(&self, actor: &Actor, client: &ClientInfo, alert_id: &str) -> Result<()> {
+        if !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins retry alerts"));
+        }
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let retried = sqlx::query(
+            "UPDATE alert_deliveries SET state = 'pending', attempts = 0, next_attempt_at_ms = $1, last_error = NULL \
+             WHERE alert_id = $2 AND state = 'dead'",
+        )
+        .bind(now.timestamp_millis())
+        .bind(alert_id)
+        .execute(&mut *tx)
+        .await?;
+        if retried.rows_affected() == 0 {
+            return Err(Error::NotFound("dead-lettered alert"));
+        }
+        refresh_alert_state(&mut tx, alert_id).await?;
+        let event = NewEvent::info(EventType::AlertRetried, None, json!({"alert_id": alert_id}));
+        audit::append(&mut tx, actor, client, event, now).await?;
+        tx.commit().await?;
+        self.wake_outbox();
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeliveryOutcome {
+    Delivered,
+    Retrying,
+    Dead,
 }

@@ -74,6 +74,23 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_ALERT_EMAIL_TO", value_delimiter = ',', global = true)]
     pub alert_email_to: Vec<String>,
 
+    /// Sender address of alert emails.
+    #[arg(long, env = "SMTP_VAULT_ALERT_EMAIL_FROM", default_value = "smtp-vault@localhost", global = true)]
+    pub alert_email_from: String,
+
+    /// Attempts per alert and channel before it is dead-lettered.
+    #[arg(long, env = "SMTP_VAULT_ALERT_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50), global = true)]
+    pub alert_max_attempts: u32,
+
+    /// First delay between alert delivery attempts, in milliseconds (doubles each time, at
+    /// most an hour).
+    #[arg(long, env = "SMTP_VAULT_ALERT_RETRY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub alert_retry_ms: u64,
+
+    /// Hours an incident may stay unacknowledged before an alert is raised.
+    #[arg(long, env = "SMTP_VAULT_INCIDENT_ACK_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720), global = true)]
+    pub incident_ack_hours: u32,
+
     /// Slack incoming-webhook URL for security alerts.
     #[arg(long, env = "SMTP_VAULT_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = secret, global = true)]
     pub slack_webhook_url: Option<SecretString>,
@@ -145,6 +162,10 @@ impl Config {
             alert_smtp_url: None,
             alert_email_to: Vec::new(),
             slack_webhook_url: None,
+            alert_email_from: "smtp-vault@localhost".into(),
+            alert_max_attempts: 8,
+            alert_retry_ms: 5000,
+            incident_ack_hours: 24,
             rotation_period_days: 90,
             reveal_window_secs: 900,
             smtp_ca_file: None,

@@ -6,7 +6,7 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
-use crate::core::alerting::{self, Alert};
+use crate::core::alerting::{self, Alert, Audience};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::error::{Error, Result};
 use crate::core::mail::LoginCheck;
@@ -99,16 +99,22 @@ impl Core {
         for (tenant_id, due_ms, contact) in soon {
             let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
             let due = DateTime::from_timestamp_millis(due_ms).unwrap_or(now);
+            let when = due.format("%Y-%m-%d %H:%M UTC");
             let alert = Alert {
                 kind: "rotation_notice",
                 severity: Severity::Info,
                 tenant: Some(&tenant),
                 dedupe_key: format!("rotation_notice:{tenant}:{due_ms}"),
-                message: format!(
-                    "the SMTP admin password of {tenant} will be rotated on {}",
-                    due.format("%Y-%m-%d %H:%M UTC")
-                ),
-                details: json!({"due": due, "contact_email": contact}),
+                message: format!("the SMTP admin password of {tenant} will be rotated on {when}"),
+                details: json!({
+                    "due": due,
+                    "body": format!(
+                        "Hello,\n\nthe admin SMTP password of your mail server ({tenant}) will be rotated on {when}.\n\
+                         Services that read it from smtp-vault pick up the new password by themselves; anything \
+                         configured with it by hand must be updated after the rotation.\n\n-- smtp-vault\n"
+                    ),
+                }),
+                audience: Audience::Tenant { contact },
             };
             let mut tx = self.db.begin_write().await?;
             sqlx::query("UPDATE tenants SET notice_for_ms = $1 WHERE tenant_id = $2")
@@ -118,8 +124,9 @@ impl Core {
                 .await?;
             let event = NewEvent::info(EventType::RotationNoticeQueued, Some(&tenant), json!({"due": due}));
             audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, self.now()).await?;
+            alerting::raise_in(&mut tx, &self.channels, alert, self.now()).await?;
             tx.commit().await?;
-            alerting::raise(&self.db, alert, self.now()).await?;
+            self.wake_outbox();
             noticed.push(tenant);
         }
         Ok(noticed)
@@ -182,8 +189,9 @@ impl Core {
                     dedupe_key: format!("heartbeat_drift:{tenant}:{}", stored.version),
                     message: format!("the stored SMTP admin password of {tenant} no longer logs in"),
                     details: json!({"version": stored.version}),
+                    audience: Audience::Security,
                 };
-                alerting::raise(&self.db, alert, now).await?;
+                self.raise_alert(alert).await?;
                 drifted.push(tenant);
             }
         }

@@ -7,11 +7,13 @@ pub mod access;
 pub mod admins;
 pub mod alerting;
 pub mod audit;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
+pub mod emergency;
 pub mod error;
 pub mod jobs;
 pub mod mail;
@@ -73,6 +75,12 @@ pub struct CoreSettings {
     pub rotation_max_attempts: u32,
     /// First retry delay; doubles each attempt.
     pub rotation_retry_base: std::time::Duration,
+    /// Attempts per alert delivery before it is dead-lettered.
+    pub alert_max_attempts: u32,
+    /// First delay between alert delivery attempts; doubles each attempt.
+    pub alert_retry_base: std::time::Duration,
+    /// How long an incident may stay unacknowledged.
+    pub incident_ack_after: chrono::Duration,
 }
 
 /// The service core. Cheap to clone.
@@ -86,6 +94,8 @@ pub struct Core {
     mail: Option<Arc<dyn MailServer>>,
     fault: Option<FaultInjector>,
     rotation_locks: RotationLocks,
+    channels: Arc<channels::Channels>,
+    outbox_wake: Arc<tokio::sync::Notify>,
     clock: SharedClock,
     settings: CoreSettings,
 }
@@ -156,6 +166,13 @@ impl Core {
             Some(path) => Some(std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?),
             None => None,
         };
+        let channels = channels::Channels::new(
+            config.alert_smtp_url.as_ref(),
+            &config.alert_email_from,
+            &config.alert_email_to,
+            config.slack_webhook_url.as_ref(),
+            smtp_ca.as_deref(),
+        )?;
         let rp = RelyingParty::new(&config.public_url, chrono::Duration::minutes(2))?;
         let reveal_secs =
             i64::try_from(config.reveal_window_secs).map_err(|_| Error::Config("reveal window too long".into()))?;
@@ -168,6 +185,8 @@ impl Core {
             mail: Some(Arc::new(Mailu::new(Duration::from_secs(10), smtp_ca).map_err(Error::Config)?)),
             fault: None,
             rotation_locks: RotationLocks::default(),
+            channels: Arc::new(channels),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {
                 rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)),
@@ -176,6 +195,9 @@ impl Core {
                 public_url: config.public_url.clone(),
                 rotation_max_attempts: config.rotation_max_attempts,
                 rotation_retry_base: Duration::from_millis(config.rotation_retry_ms),
+                alert_max_attempts: config.alert_max_attempts,
+                alert_retry_base: Duration::from_millis(config.alert_retry_ms),
+                incident_ack_after: chrono::Duration::hours(i64::from(config.incident_ack_hours)),
             },
         })
     }

@@ -27,6 +27,8 @@ pub enum Purpose {
     Reveal,
     /// Step-up before rotating a tenant's credential from the UI.
     Rotate,
+    /// Step-up before an emergency reset from the UI.
+    EmergencyReset,
 }
 
 impl Purpose {
@@ -37,6 +39,7 @@ impl Purpose {
             Purpose::AddPasskey => "add_passkey",
             Purpose::Reveal => "reveal",
             Purpose::Rotate => "rotate",
+            Purpose::EmergencyReset => "emergency_reset",
         }
     }
 }

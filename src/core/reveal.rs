@@ -294,7 +294,8 @@ impl Core {
         Ok(())
     }
 
-    /// Revokes open grants inside the caller's transaction, one audit event each.
+    /// Revokes open grants inside the caller's transaction, one audit event each; returns how
+    /// many were open.
     pub(crate) async fn revoke_open_grants(
         &self,
         tx: &mut sqlx::AnyConnection,
@@ -303,7 +304,7 @@ impl Core {
         which: OpenGrants<'_>,
         cause: &str,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let (column, value) = match which {
             OpenGrants::One(grant_id) => ("grant_id", grant_id),
             OpenGrants::OfAdmin(admin_id) => ("admin_id", admin_id),
@@ -317,6 +318,7 @@ impl Core {
         .bind(now.timestamp_millis())
         .fetch_all(&mut *tx)
         .await?;
+        let count = open.len();
         for (grant_id, tenant_id, owner) in open {
             sqlx::query("UPDATE reveal_grants SET revoked_at_ms = $1, revoked_by = $2 WHERE grant_id = $3")
                 .bind(now.timestamp_millis())
@@ -329,7 +331,7 @@ impl Core {
             audit::append(tx, actor, client, NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details), now)
                 .await?;
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Writes one `reveal_expired` event for each window that has closed by time and was not

@@ -75,7 +75,7 @@ pub enum RotationResult {
 #[derive(Debug, Default, Clone)]
 pub struct RotationLocks(Arc<Mutex<HashSet<String>>>);
 
-struct TenantGuard {
+pub(crate) struct TenantGuard {
     locks: RotationLocks,
     tenant: String,
 }
@@ -89,6 +89,20 @@ impl Drop for TenantGuard {
 }
 
 impl RotationLocks {
+    /// Waits up to `wait` for the tenant's rotation lock (a running rotation finishes first).
+    pub(crate) async fn lock_within(&self, tenant: &TenantId, wait: std::time::Duration) -> Option<TenantGuard> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(guard) = self.try_lock(tenant) {
+                return Some(guard);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn try_lock(&self, tenant: &TenantId) -> Option<TenantGuard> {
         let mut set = self.0.lock().ok()?;
         set.insert(tenant.to_string()).then(|| TenantGuard { locks: self.clone(), tenant: tenant.to_string() })
@@ -183,7 +197,7 @@ impl Core {
         self.run_rotation(actor, client, tenant, trigger).await
     }
 
-    async fn run_rotation(
+    pub(crate) async fn run_rotation(
         &self,
         actor: &Actor,
         client: &ClientInfo,
@@ -345,8 +359,9 @@ impl Core {
             dedupe_key: format!("rotation_needs_reconcile:{tenant}:{}", pending.rotation_id),
             message: format!("rotation of {tenant} gave up: {reason}"),
             details,
+            audience: alerting::Audience::Security,
         };
-        alerting::raise(&self.db, alert, now).await?;
+        self.raise_alert(alert).await?;
         Ok(RotationResult::NeedsReconcile { reason: reason.to_owned() })
     }
 
@@ -593,7 +608,7 @@ impl Core {
         let (state, attempts, last_error, heartbeat_at, heartbeat_ok, deferred) =
             row.ok_or(Error::NotFound("credential"))?;
         let notices: Vec<(String,)> = sqlx::query_as(
-            "SELECT message FROM alerts WHERE tenant_id = $1 AND kind = 'rotation_notice' AND state = 'pending' ORDER BY created_at_ms DESC",
+            "SELECT message FROM alerts WHERE tenant_id = $1 AND kind = 'rotation_notice' AND state <> 'delivered' ORDER BY created_at_ms DESC",
         )
         .bind(tenant.as_str())
         .fetch_all(self.db.pool())

@@ -178,20 +178,3 @@ impl UiError {
         Self { code: code.into(), message: message.into() }
     }
 }
-
-/// An alert event as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertView {
-    /// Kind, e.g. `rotation_needs_reconcile`.
-    pub kind: String,
-    /// info | warning | critical.
-    pub severity: String,
-    /// Tenant, if any.
-    pub tenant_id: Option<String>,
-    /// One line for a person.
-    pub message: String,
-    /// Raised at.
-    pub created_at: DateTime<Utc>,
-    /// Delivery state (`pending` until delivery channels exist).
-    pub state: String,
-}

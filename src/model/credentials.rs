@@ -55,7 +55,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: &str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &str, problem: impl Into<String>) -> Self {
         Self { field: field.to_owned(), problem: problem.into() }
     }
 }

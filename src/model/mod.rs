@@ -5,17 +5,20 @@
 mod admin;
 mod credentials;
 mod error;
+mod incidents;
 mod scope;
 mod tenant;
 
-pub use admin::{
-    AdminView, AlertView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError,
-};
+pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
     RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,
     StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody};
+pub use incidents::{
+    AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView,
+    ResetTimings,
+};
 pub use scope::{Scope, UnknownScope};
 pub use tenant::{InvalidTenantId, TenantId};

@@ -2,8 +2,8 @@
 //! convert. Responses that carry a secret are marked `no-store`.
 
 use crate::model::{
-    CredentialMetadataView, ProvisionCredentialRequest, RotationView, StoreCredentialRequest, StoredCredentialView,
-    TenantSummary,
+    CredentialMetadataView, EmergencyResetReceipt, EmergencyResetRequest, ProvisionCredentialRequest, RotationView,
+    StoreCredentialRequest, StoredCredentialView, TenantSummary,
 };
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/secret", get(read_credential_secret))
         .route("/tenants/{id}/smtp-credentials/rotate", post(rotate_now))
         .route("/tenants/{id}/smtp-credentials/provision", post(provision_credential))
+        .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
         .fallback(|| async { ApiFailure::no_route() })
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
@@ -85,4 +86,15 @@ async fn provision_credential(
 ) -> Result<Json<StoredCredentialView>, ApiFailure> {
     let request = ProvisionCredentialRequest::from_json(body).map_err(crate::core::Error::from)?;
     Ok(Json(state.core.provision_credential(&actor, &client, &tenant, request).await?))
+}
+
+async fn emergency_reset(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Client(client): Client,
+    TenantPath(tenant): TenantPath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<EmergencyResetReceipt>, ApiFailure> {
+    let request = EmergencyResetRequest::from_json(body).map_err(crate::core::Error::from)?;
+    Ok(Json(state.core.emergency_reset(&actor, &client, &tenant, &request).await?))
 }

@@ -173,6 +173,12 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
             }
         }
     });
+    tokio::spawn({
+        let core = core.clone();
+        // Sends queued alerts (email, Slack) as they are raised, retries with backoff, and
+        // checks for incidents left unacknowledged.
+        async move { core.run_outbox_worker(Duration::from_secs(1)).await }
+    });
     let _scheduler = crate::scheduler::start(core.clone(), config)
         .await
         .map_err(|e| std::io::Error::other(format!("scheduler: {e}")))?;

@@ -279,5 +279,6 @@ pub async fn db_fingerprint(core: &Core) -> (i64, i64, i64) {
     };
     (count("tenants").await, count("audit_events").await, count("service_tokens").await)
 }
+pub mod alerts;
 pub mod mail;
 pub mod passkeys;

@@ -1,0 +1,277 @@
+//! Incidents: the emergency-reset form (tenant, incident id, reason, passkey step-up; platform
+//! admins and incident responders) with its receipt, the incidents with their second-person
+//! review and history, and the alerts with their delivery state per channel (send a test
+//! alert, retry a dead letter). Controls are shown by role; the server decides.
+
+use crate::app::browser;
+use crate::app::server_fns::{
+    acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_alerts, list_incidents, retry_alert,
+    send_test_alert,
+};
+use crate::app::session::{has_role, signed_in, use_me};
+use crate::model::{AlertView, EmergencyResetReceipt, IncidentView, Role};
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+fn date(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "—".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+}
+
+/// `/incidents`.
+#[component]
+pub fn IncidentsPage() -> impl IntoView {
+    let me = use_me();
+    let refresh = RwSignal::new(0u32);
+    view! {
+        <h1>"Incidents"</h1>
+        <p class="purpose">"Emergency resets and their review, and the alerts the console sends."</p>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || match me.get() {
+                None => None,
+                Some(Ok(None)) | Some(Err(_)) => Some(view! { <super::credentials::SignInPrompt /> }.into_any()),
+                Some(Ok(Some(_))) => Some(view! {
+                    {move || (has_role(me, Role::PlatformAdmin) || has_role(me, Role::IncidentResponder))
+                        .then(|| view! { <ResetForm refresh /> })}
+                    <IncidentList refresh />
+                    <AlertList refresh />
+                }.into_any()),
+            }}
+        </Transition>
+    }
+}
+
+/// The emergency reset: one form, one passkey touch.
+#[component]
+fn ResetForm(refresh: RwSignal<u32>) -> impl IntoView {
+    let (tenant, incident, reason) =
+        (RwSignal::new(String::new()), RwSignal::new(String::new()), RwSignal::new(String::new()));
+    let busy = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let receipt = RwSignal::new(None::<EmergencyResetReceipt>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        receipt.set(None);
+        let (t, i, r) = (tenant.get_untracked().trim().to_owned(), incident.get_untracked(), reason.get_untracked());
+        spawn_local(async move {
+            let outcome = async {
+                let options = begin_emergency_reset(t.clone(), i, r).await.map_err(|e| e.message)?;
+                let assertion = browser::get_assertion(options).await?;
+                finish_emergency_reset(t, assertion).await.map_err(|e| e.message)
+            }
+            .await;
+            busy.set(false);
+            match outcome {
+                Ok(done) => {
+                    reason.set(String::new());
+                    receipt.set(Some(done));
+                }
+                Err(message) => error.set(Some(message)),
+            }
+            refresh.update(|n| *n += 1);
+        });
+    };
+    view! {
+        <section class="card danger-zone" aria-labelledby="reset-title">
+            <h2 id="reset-title">"Emergency reset"</h2>
+            <p>"For a suspected compromise: rotates the tenant's admin password now, closes every reveal window for it, alerts security by email and Slack, notifies the tenant and opens an incident for a second admin to review."</p>
+            <form class="stack" on:submit=submit data-testid="reset-form">
+                <label>"Tenant" <input name="tenant" required pattern="[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" bind:value=tenant /></label>
+                <label>"Incident id" <input name="incident" required maxlength="64" placeholder="INC-2041" bind:value=incident /></label>
+                <label>"Reason (sent to security, never to the tenant)"
+                    <textarea name="reason" required minlength="3" maxlength="1000" bind:value=reason></textarea>
+                </label>
+                <button type="submit" class="danger" data-testid="reset" disabled=move || busy.get()>
+                    {move || if busy.get() { "Confirm with your passkey…" } else { "Reset now with passkey" }}
+                </button>
+            </form>
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+            {move || receipt.get().map(|r| view! {
+                <div class="receipt" data-testid="reset-receipt" role="status">
+                    <h3>"Reset done"</h3>
+                    <dl class="facts">
+                        <dt>"Tenant"</dt><dd>{r.tenant_id.to_string()}</dd>
+                        <dt>"Incident"</dt><dd>{format!("{} (record {})", r.incident_id, r.incident)}</dd>
+                        <dt>"New version"</dt><dd data-testid="receipt-version">{r.new_version}</dd>
+                        <dt>"Reveal windows closed"</dt><dd>{r.grants_revoked}</dd>
+                        <dt>"Took"</dt><dd>{format!("{} ms (contain {} ms, rotate {} ms)", r.timings.total_ms, r.timings.contain_ms, r.timings.rotation_ms)}</dd>
+                    </dl>
+                    <ul>
+                        {r.notified.into_iter().map(|d| view! {
+                            <li>{format!("{} to {}: {}", d.channel, d.recipient, d.state)}</li>
+                        }).collect_view()}
+                    </ul>
+                </div>
+            })}
+        </section>
+    }
+}
+
+/// Incidents, newest first, each with its acknowledgment form while open.
+#[component]
+fn IncidentList(refresh: RwSignal<u32>) -> impl IntoView {
+    let incidents = Resource::new(move || refresh.get(), |_| list_incidents());
+    view! {
+        <section class="card" aria-labelledby="incidents-title">
+            <h2 id="incidents-title">"Incidents"</h2>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || incidents.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p>"No incidents."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <div class="incidents" data-testid="incidents">
+                            {list.into_iter().map(|i| view! { <IncidentCard incident=i refresh /> }).collect_view()}
+                        </div>
+                    }.into_any(),
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn IncidentCard(incident: IncidentView, refresh: RwSignal<u32>) -> impl IntoView {
+    let note = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let id = StoredValue::new(incident.incident.clone());
+    let acknowledge = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let text = note.get_untracked();
+        spawn_local(async move {
+            match acknowledge_incident(id.get_value(), text).await {
+                Ok(_) => refresh.update(|n| *n += 1),
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let state_class = format!("state state-incident-{}", incident.state);
+    let open = incident.state == "open";
+    let mine = incident.opened_by_caller;
+    view! {
+        <article class="incident" data-testid="incident" data-state=incident.state.clone() data-incident=incident.incident.clone()>
+            <header>
+                <strong>{format!("{} — {}", incident.incident_id, incident.tenant_id)}</strong>
+                <span class=state_class>{incident.state.clone()}</span>
+                {incident.overdue.then(|| view! { <span class="state state-needs_reconcile">"overdue"</span> })}
+            </header>
+            <dl class="facts">
+                <dt>"Opened"</dt><dd>{format!("{} by {}", date(Some(incident.opened_at)), incident.opened_by)}</dd>
+                <dt>"Reason"</dt><dd>{incident.reason.clone()}</dd>
+                <dt>"Outcome"</dt><dd data-testid="incident-outcome">{format!("{}{}", incident.outcome.replace('_', " "), incident.new_version.map(|v| format!(", version {v}")).unwrap_or_default())}</dd>
+                <dt>"Reveal windows closed"</dt><dd>{incident.grants_revoked}</dd>
+                <dt>"Finished"</dt><dd>{date(incident.finished_at)}</dd>
+                {incident.acknowledged_by.clone().map(|by| view! {
+                    <dt>"Acknowledged"</dt><dd>{format!("{} by {}: “{}”", date(incident.acknowledged_at), by, incident.ack_note.clone().unwrap_or_default())}</dd>
+                })}
+            </dl>
+            <details>
+                <summary>"History"</summary>
+                <ul>
+                    {incident.history.iter().map(|e| view! {
+                        <li>{format!("{} {} ({}) by {}", date(Some(e.at)), e.event.replace('_', " "), e.severity, e.actor)}</li>
+                    }).collect_view()}
+                </ul>
+            </details>
+            {(open && mine).then(|| view! { <p class="purpose">"Another admin must acknowledge your reset."</p> })}
+            {(open && !mine).then(|| view! {
+                <form class="inline-form" on:submit=acknowledge>
+                    <input required minlength="3" maxlength="1000" placeholder="review note" aria-label="Review note" bind:value=note />
+                    <button type="submit" data-testid="acknowledge">"Acknowledge"</button>
+                </form>
+            })}
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+        </article>
+    }
+}
+
+/// Alerts with their delivery per channel; test and retry for platform admins.
+#[component]
+fn AlertList(refresh: RwSignal<u32>) -> impl IntoView {
+    let me = use_me();
+    let alerts = Resource::new(move || (refresh.get(), signed_in(me).is_some()), |_| list_alerts());
+    let error = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    let test = move |_| {
+        error.set(None);
+        spawn_local(async move {
+            match send_test_alert().await {
+                Ok(_) => notice.set(Some("Test alert queued.".into())),
+                Err(e) => error.set(Some(e.message)),
+            }
+            refresh.update(|n| *n += 1);
+        });
+    };
+    let retry = move |alert_id: String| {
+        spawn_local(async move {
+            match retry_alert(alert_id).await {
+                Ok(()) => notice.set(Some("Queued again.".into())),
+                Err(e) => error.set(Some(e.message)),
+            }
+            refresh.update(|n| *n += 1);
+        });
+    };
+    let admin = move || has_role(me, Role::PlatformAdmin);
+    view! {
+        <section class="card" aria-labelledby="alerts-title">
+            <h2 id="alerts-title">"Alerts"</h2>
+            <p class="inline-form">
+                <button type="button" class="secondary" on:click=move |_| refresh.update(|n| *n += 1)>"Refresh"</button>
+                {move || admin().then(|| view! {
+                    <button type="button" class="secondary" data-testid="test-alert" on:click=test>"Send test alert"</button>
+                })}
+            </p>
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+            {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || alerts.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p>"No alerts."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="table" data-testid="alerts">
+                            <thead><tr><th>"When"</th><th>"Severity"</th><th>"Kind"</th><th>"Tenant"</th><th>"Message"</th><th>"Delivery"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|a| view! { <AlertRow alert=a admin=admin() retry /> }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn AlertRow(alert: AlertView, admin: bool, retry: impl Fn(String) + Copy + Send + Sync + 'static) -> impl IntoView {
+    let id = alert.alert_id.clone();
+    let dead = alert.state == "dead";
+    view! {
+        <tr data-kind=alert.kind.clone() data-state=alert.state.clone()>
+            <td>{date(Some(alert.created_at))}</td>
+            <td>{alert.severity.clone()}</td>
+            <td>{alert.kind.replace('_', " ")}</td>
+            <td>{alert.tenant_id.clone().unwrap_or_default()}</td>
+            <td>{alert.message.clone()}</td>
+            <td>
+                {if alert.deliveries.is_empty() {
+                    view! { <span>{alert.state.replace('_', " ")}</span> }.into_any()
+                } else {
+                    view! {
+                        <ul class="deliveries">
+                            {alert.deliveries.iter().map(|d| {
+                                let tip = d.last_error.clone().unwrap_or_default();
+                                view! {
+                                    <li title=tip>{format!("{} ({}): {}, {} attempt(s)", d.channel, d.recipient, d.state, d.attempts)}</li>
+                                }
+                            }).collect_view()}
+                        </ul>
+                    }.into_any()
+                }}
+                {(admin && dead).then(|| view! {
+                    <button type="button" class="secondary" on:click=move |_| retry(id.clone())>"Retry"</button>
+                })}
+            </td>
+        </tr>
+    }
+}

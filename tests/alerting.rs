@@ -1,0 +1,151 @@
+//! Alert delivery through the durable outbox to real sinks (an SMTP server and a Slack-webhook
+//! stand-in): retries with backoff that survive a console restart and deliver exactly once, a
+//! dead letter after the attempt limit that can be queued again, the test alert, and what the
+//! Incidents page lists.
+#![cfg(feature = "ssr")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::alerts::{AlertSink, SECURITY};
+use common::{ManualClock, TestEnv};
+use smtp_vault::core::{Actor, ClientInfo, Core, Error, Needs};
+
+async fn states(core: &Core, alert_id: &str) -> Vec<(String, String, i64)> {
+    core.list_alerts(&Actor::operator(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.alert_id == alert_id)
+        .unwrap()
+        .deliveries
+        .into_iter()
+        .map(|d| (d.channel, d.state, d.attempts))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refusing_sink_gets_every_alert_exactly_once_even_across_a_restart() {
+    let sink = AlertSink::start();
+    let clock = ManualClock::new();
+    let env = TestEnv::start_custom(Some(clock.clone()), |c| {
+        sink.configure(c);
+        c.alert_retry_ms = 1000;
+        c.alert_max_attempts = 8;
+    })
+    .await;
+    sink.refuse("slack", 3).await;
+    sink.refuse("smtp", 1).await;
+    let operator = Actor::operator();
+    let first = env.core.send_test_alert(&operator, &ClientInfo::local()).await.unwrap();
+    let second = env.core.send_test_alert(&operator, &ClientInfo::local()).await.unwrap();
+    assert_eq!(first.deliveries.len(), 2);
+    assert!(first.deliveries.iter().all(|d| d.state == "pending"));
+
+    // Pass 1: Slack refuses both, SMTP refuses one and takes the other.
+    let pass = env.core.deliver_due_alerts().await.unwrap();
+    assert_eq!((pass.delivered, pass.retrying, pass.dead), (1, 3, 0));
+    // Nothing is due before the backoff has passed.
+    assert_eq!(env.core.deliver_due_alerts().await.unwrap().delivered, 0);
+    clock.advance(chrono::Duration::seconds(2));
+    // Pass 2: Slack refuses its third time; the email left over goes through.
+    let pass = env.core.deliver_due_alerts().await.unwrap();
+    assert_eq!((pass.delivered, pass.retrying), (2, 1));
+
+    // A restart: a new console on the same database picks up where the old one stopped.
+    let config = env.config.clone();
+    let restarted = Core::connect(&config, Needs::ALL, Some(clock.clone())).await.unwrap();
+    clock.advance(chrono::Duration::seconds(4));
+    let pass = restarted.deliver_due_alerts().await.unwrap();
+    assert_eq!((pass.delivered, pass.retrying), (1, 0));
+    assert_eq!(restarted.deliver_due_alerts().await.unwrap(), Default::default(), "nothing left");
+
+    let messages = sink.messages().await;
+    assert_eq!(messages["refused"]["slack"], 3);
+    assert_eq!(messages["refused"]["smtp"], 1);
+    let about = |list: &serde_json::Value, id: &str| -> Vec<serde_json::Value> {
+        list.as_array().unwrap().iter().filter(|m| m.to_string().contains(id)).cloned().collect()
+    };
+    for alert in [&first, &second] {
+        assert_eq!(about(&messages["slack"], &alert.alert_id).len(), 1, "one Slack message per alert");
+        let emails = about(&messages["emails"], &alert.alert_id);
+        assert_eq!(emails.len(), 1, "one email per alert");
+        assert!(emails[0]["to"].to_string().contains(SECURITY));
+        assert_eq!(emails[0]["message_id"].as_str().unwrap(), format!("<{}.email@smtp-vault>", alert.alert_id));
+    }
+    let slack = &about(&messages["slack"], &first.alert_id)[0];
+    assert!(slack["blocks"].as_array().unwrap().len() >= 3, "text and blocks");
+    let first_states = states(&restarted, &first.alert_id).await;
+    assert!(first_states.iter().all(|(_, state, _)| state == "delivered"), "{first_states:?}");
+    let attempts: i64 = first_states.iter().chain(states(&restarted, &second.alert_id).await.iter()).map(|s| s.2).sum();
+    assert_eq!(attempts, 5 + 3, "Slack: 3 refusals + 2 deliveries; email: 1 refusal + 2 deliveries");
+    let (delivered,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'alert_delivered'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(delivered, 4, "each delivery audited once");
+}
+
+#[tokio::test]
+async fn a_delivery_is_dead_lettered_after_the_limit_and_can_be_queued_again() {
+    let sink = AlertSink::start();
+    let clock = ManualClock::new();
+    let env = TestEnv::start_custom(Some(clock.clone()), |c| {
+        sink.configure(c);
+        c.slack_webhook_url = None;
+        c.alert_retry_ms = 1000;
+        c.alert_max_attempts = 3;
+    })
+    .await;
+    sink.refuse("smtp", 100).await;
+    let alert = env.core.send_test_alert(&Actor::operator(), &ClientInfo::local()).await.unwrap();
+    for _ in 0..3 {
+        env.core.deliver_due_alerts().await.unwrap();
+        clock.advance(chrono::Duration::hours(2));
+    }
+    assert_eq!(states(&env.core, &alert.alert_id).await, [("email".to_owned(), "dead".to_owned(), 3)]);
+    let listed = env.core.list_alerts(&Actor::operator(), 10).await.unwrap();
+    assert_eq!(listed[0].state, "dead");
+    assert!(listed[0].deliveries[0].last_error.as_deref().unwrap().contains("451"));
+    assert_eq!(env.core.deliver_due_alerts().await.unwrap(), Default::default(), "a dead letter is not retried");
+
+    let reviewer = Actor::Admin {
+        admin_id: "r".into(),
+        email: "r@example.com".into(),
+        role: smtp_vault::model::Role::SecurityReviewer,
+    };
+    assert!(matches!(
+        env.core.retry_alert(&reviewer, &ClientInfo::local(), &alert.alert_id).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        env.core.retry_alert(&Actor::operator(), &ClientInfo::local(), "nope").await,
+        Err(Error::NotFound(_))
+    ));
+    sink.refuse("smtp", 0).await;
+    env.core.retry_alert(&Actor::operator(), &ClientInfo::local(), &alert.alert_id).await.unwrap();
+    assert_eq!(env.core.deliver_due_alerts().await.unwrap().delivered, 1);
+    assert_eq!(sink.emails_about(&alert.message).await.len(), 1);
+    assert_eq!(states(&env.core, &alert.alert_id).await, [("email".to_owned(), "delivered".to_owned(), 1)]);
+    let (dead_events,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_events WHERE event_type IN ('alert_delivery_failed', 'alert_retried')",
+    )
+    .fetch_one(env.core.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(dead_events, 2);
+}
+
+#[tokio::test]
+async fn without_channels_a_test_alert_is_refused_and_alerts_say_no_recipient() {
+    let env = TestEnv::start().await;
+    let refused = env.core.send_test_alert(&Actor::operator(), &ClientInfo::local()).await;
+    assert!(matches!(refused, Err(Error::InvalidInput(_))), "{refused:?}");
+    let reviewer = Actor::Admin {
+        admin_id: "r".into(),
+        email: "r@example.com".into(),
+        role: smtp_vault::model::Role::SecurityReviewer,
+    };
+    assert!(matches!(env.core.send_test_alert(&reviewer, &ClientInfo::local()).await, Err(Error::Forbidden(_))));
+    assert!(matches!(env.core.list_alerts(&Actor::Anonymous, 10).await, Err(Error::Unauthenticated)));
+}
