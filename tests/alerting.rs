@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::alerts::{AlertSink, SECURITY};
+use common::alerts::{AlertSink, SECURITY, configure_ports, unused_port};
 use common::{ManualClock, TestEnv};
 use smtp_vault::core::{Actor, ClientInfo, Core, Error, Needs};
 
@@ -148,4 +148,47 @@ async fn without_channels_a_test_alert_is_refused_and_alerts_say_no_recipient() 
     };
     assert!(matches!(env.core.send_test_alert(&reviewer, &ClientInfo::local()).await, Err(Error::Forbidden(_))));
     assert!(matches!(env.core.list_alerts(&Actor::Anonymous, 10).await, Err(Error::Unauthenticated)));
+}
+
+#[tokio::test]
+async fn sinks_that_are_down_for_a_while_get_everything_later_exactly_once() {
+    let (smtp_port, http_port) = (unused_port(), unused_port());
+    let clock = ManualClock::new();
+    let env = TestEnv::start_custom(Some(clock.clone()), |c| {
+        configure_ports(c, smtp_port, http_port);
+        c.alert_retry_ms = 1000;
+    })
+    .await;
+    let operator = Actor::operator();
+    let mut alerts = Vec::new();
+    for _ in 0..3 {
+        alerts.push(env.core.send_test_alert(&operator, &ClientInfo::local()).await.unwrap());
+    }
+    // Nobody listens: every attempt fails with a connection error and is kept for later.
+    for _ in 0..3 {
+        let pass = env.core.deliver_due_alerts().await.unwrap();
+        assert_eq!((pass.delivered, pass.retrying, pass.dead), (0, 6, 0));
+        clock.advance(chrono::Duration::minutes(10));
+    }
+    let listed = env.core.list_alerts(&operator, 10).await.unwrap();
+    assert!(listed.iter().all(|a| a.state == "pending" && a.deliveries.iter().all(|d| d.last_error.is_some())));
+    assert!(
+        listed.iter().flat_map(|a| &a.deliveries).all(|d| !d.last_error.as_deref().unwrap().contains("/slack")),
+        "the webhook URL is never in an error"
+    );
+
+    // The sinks come up on those ports: one pass delivers everything, once.
+    let sink = AlertSink::start_on(smtp_port, http_port);
+    let pass = env.core.deliver_due_alerts().await.unwrap();
+    assert_eq!((pass.delivered, pass.retrying), (6, 0));
+    assert_eq!(env.core.deliver_due_alerts().await.unwrap(), Default::default());
+    let messages = sink.messages().await;
+    assert_eq!(messages["emails"].as_array().unwrap().len(), 3);
+    assert_eq!(messages["slack"].as_array().unwrap().len(), 3);
+    for alert in &alerts {
+        assert_eq!(
+            messages["slack"].as_array().unwrap().iter().filter(|m| m.to_string().contains(&alert.alert_id)).count(),
+            1
+        );
+    }
 }

@@ -332,3 +332,28 @@ async fn an_incident_left_unacknowledged_for_24_hours_raises_one_alert() {
     assert_eq!(s.sink.emails_about("unacknowledged after 25 h").await.len(), 1);
     assert_eq!(s.sink.slack_about("unacknowledged after 25 h").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_reset_cut_short_by_a_crash_is_marked_interrupted_with_an_alert() {
+    let clock = ManualClock::new();
+    let s = setup(Some(clock.clone())).await;
+    // What a process killed between containment and the end leaves behind.
+    let opened = clock.now_ms();
+    sqlx::query(
+        "INSERT INTO incidents (incident_id, reference, tenant_id, reason, opened_by, opened_at_ms, state, outcome, grants_revoked) \
+         VALUES ('00ff00ff00ff00ff', 'INC-12', 'acme', 'crash test', 'cli:root', $1, 'open', 'rotating', 0)",
+    )
+    .bind(opened)
+    .execute(s.env.core.db().pool())
+    .await
+    .unwrap();
+    clock.advance(chrono::Duration::minutes(5));
+    assert_eq!(s.env.core.settle_interrupted_resets(chrono::Duration::minutes(15)).await.unwrap(), 0, "may still run");
+    clock.advance(chrono::Duration::minutes(20));
+    assert_eq!(s.env.core.settle_interrupted_resets(chrono::Duration::minutes(15)).await.unwrap(), 1);
+    assert_eq!(s.env.core.settle_interrupted_resets(chrono::Duration::minutes(15)).await.unwrap(), 0, "once");
+    let incident = &s.env.core.list_incidents(&Actor::operator(), 5).await.unwrap()[0];
+    assert_eq!((incident.outcome.as_str(), incident.state.as_str()), ("interrupted", "open"));
+    let alerts = s.env.core.list_alerts(&Actor::operator(), 10).await.unwrap();
+    assert_eq!(alerts.iter().filter(|a| a.kind == "emergency_reset_interrupted").count(), 1);
+}

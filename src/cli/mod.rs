@@ -340,7 +340,6 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 out.write_all(b"\n")
             };
             let count = core.export_audit(&operator, &filter, &mut sink).await.map_err(|e| e.to_string())?;
-            drop(sink);
             std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
             eprintln!("{count} events");
         }
@@ -379,13 +378,9 @@ async fn emergency_reset(
     // The web tier may be down, so nobody else would send the alerts now: send them here, a
     // few passes within a short deadline; what is left is retried by `serve` later.
     eprintln!("delivering alerts…");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let pass = core.deliver_due_alerts().await.map_err(|e| e.to_string())?;
-        if pass.retrying == 0 || std::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let flushed = core.flush_alerts(std::time::Duration::from_secs(20)).await.map_err(|e| e.to_string())?;
+    if flushed.retrying > 0 {
+        eprintln!("{} alert deliveries still failing; `serve` retries them when it runs", flushed.retrying);
     }
     let alerts = core.list_alerts(operator, 50).await.map_err(|e| e.to_string())?;
     for alert in alerts.iter().filter(|a| a.tenant_id.as_deref() == Some(tenant.as_str())).take(2) {

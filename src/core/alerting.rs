@@ -81,7 +81,8 @@ pub(crate) async fn raise_in(
     match &alert.audience {
         Audience::Security => {
             if channels.email.is_some() && !channels.security_recipients.is_empty() {
-                let to: Vec<String> = channels.security_recipients.iter().map(ToString::to_string).collect();
+                // Bare addresses: a display name could hold the comma that separates them here.
+                let to: Vec<String> = channels.security_recipients.iter().map(|m| m.email.to_string()).collect();
                 routes.push(("email", to.join(", ")));
             }
             if channels.slack.is_some() {
@@ -390,11 +391,34 @@ impl Core {
                 if let Err(e) = self.alert_unacknowledged_incidents().await {
                     tracing::warn!(error = %e, "could not check for unacknowledged incidents");
                 }
+                if let Err(e) = self.settle_interrupted_resets(chrono::Duration::minutes(15)).await {
+                    tracing::warn!(error = %e, "could not check for interrupted emergency resets");
+                }
             }
             tokio::select! {
                 () = self.outbox_wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
             }
+        }
+    }
+
+    /// Delivery passes until nothing is waiting for a retry or `within` has passed (the CLI,
+    /// which may be the only process running); returns what the passes did in total.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn flush_alerts(&self, within: std::time::Duration) -> Result<DeliveryReport> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut total = DeliveryReport::default();
+        loop {
+            let pass = self.deliver_due_alerts().await?;
+            total.delivered += pass.delivered;
+            total.dead += pass.dead;
+            total.retrying = pass.retrying;
+            if pass.retrying == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(total);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
 

@@ -184,11 +184,13 @@ impl SlackChannel {
         let fields: Vec<serde_json::Value> = notice
             .fields
             .iter()
-            .map(|(label, value)| serde_json::json!({"type": "mrkdwn", "text": format!("*{label}*\n{value}")}))
+            .map(
+                |(label, value)| serde_json::json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(value))}),
+            )
             .collect();
         let mut blocks = vec![
             serde_json::json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&notice.subject, 150)}}),
-            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&notice.body, 2900)}}),
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&notice.body), 2900)}}),
         ];
         if !fields.is_empty() {
             blocks.push(
@@ -196,7 +198,7 @@ impl SlackChannel {
             );
         }
         blocks.push(serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("smtp-vault alert `{}`", notice.id)}]}));
-        let payload = serde_json::json!({"text": format!("{icon} {}", notice.subject), "blocks": blocks});
+        let payload = serde_json::json!({"text": format!("{icon} {}", escape(&notice.subject)), "blocks": blocks});
         let response = self
             .http
             .post(self.url.expose_secret())
@@ -208,6 +210,13 @@ impl SlackChannel {
         let status = response.status();
         if status.is_success() { Ok(()) } else { Err(format!("slack: HTTP {}", status.as_u16())) }
     }
+}
+
+/// Slack's control sequences (`<!channel>`, `<url|label>`) start with `<`; escaping the three
+/// characters Slack asks for keeps a reason typed by a caller from pinging a channel or
+/// disguising a link.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -260,6 +269,11 @@ mod tests {
         let hook = |u: &str| Channels::new(None, "x", &[], Some(&SecretString::from(u.to_owned())), None);
         assert!(hook("https://hooks.slack.com/services/T/B/X").is_ok());
         assert!(hook("ftp://example.com").is_err());
+    }
+
+    #[test]
+    fn slack_text_cannot_ping_or_link() {
+        assert_eq!(escape("<!channel> & <https://x|y>"), "&lt;!channel&gt; &amp; &lt;https://x|y&gt;");
     }
 
     #[test]

@@ -81,7 +81,26 @@ impl Core {
         request: &EmergencyResetRequest,
     ) -> Result<EmergencyResetReceipt> {
         require_scope(actor, Scope::CredentialsReset)?;
-        self.run_emergency_reset(actor, client, tenant, request, None).await
+        self.run_detached(actor, client, tenant, request, None).await
+    }
+
+    /// Runs the reset in its own task: a caller that goes away (request timeout, closed
+    /// connection) must not cut a reset short between containment and notification.
+    async fn run_detached(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        request: &EmergencyResetRequest,
+        passkey_id: Option<String>,
+    ) -> Result<EmergencyResetReceipt> {
+        let (core, actor, client, tenant, request) =
+            (self.clone(), actor.clone(), client.clone(), tenant.clone(), request.clone());
+        tokio::spawn(async move {
+            core.run_emergency_reset(&actor, &client, &tenant, &request, passkey_id.as_deref()).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("emergency reset task: {e}")))?
     }
 
     /// Starts an emergency reset from the UI: checks the role and the input, and returns the
@@ -149,7 +168,7 @@ impl Core {
             context["incident_id"].as_str().unwrap_or_default(),
             context["reason"].as_str().unwrap_or_default(),
         )?;
-        self.run_emergency_reset(actor, client, tenant, &request, Some(&passkey_id)).await
+        self.run_detached(actor, client, tenant, &request, Some(passkey_id)).await
     }
 
     async fn tenant_contact(&self, tenant: &TenantId) -> Result<(Option<String>, String)> {
@@ -469,6 +488,60 @@ impl Core {
             });
         }
         Ok(views)
+    }
+
+    /// Marks resets that stopped between containment and the end (the process died) as
+    /// `interrupted` and raises a critical alert for each: the credential itself is repaired by
+    /// the rotation's own recovery, but a person must check and reset again if needed. A reset
+    /// is considered dead after `after` (longer than any rotation with its retries).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn settle_interrupted_resets(&self, after: chrono::Duration) -> Result<usize> {
+        let now = self.now();
+        let stuck: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT incident_id, reference, tenant_id FROM incidents WHERE outcome = 'rotating' AND opened_at_ms <= $1",
+        )
+        .bind((now - after).timestamp_millis())
+        .fetch_all(self.db.pool())
+        .await?;
+        let system = Actor::System { job: "incident-review" };
+        let mut settled = 0;
+        for (incident, reference, tenant_id) in stuck {
+            let tenant = TenantId::parse(&tenant_id).ok();
+            let mut tx = self.db.begin_write().await?;
+            let claimed = sqlx::query(
+                "UPDATE incidents SET outcome = 'interrupted', finished_at_ms = $1 WHERE incident_id = $2 AND outcome = 'rotating'",
+            )
+            .bind(now.timestamp_millis())
+            .bind(&incident)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 1 {
+                let details = json!({"incident": incident, "outcome": "interrupted"});
+                let event = NewEvent::info(EventType::EmergencyResetFinished, tenant.as_ref(), details.clone())
+                    .with_severity(Severity::Warning);
+                audit::append(&mut tx, &system, &ClientInfo::local(), event, now).await?;
+                let alert = Alert {
+                    kind: "emergency_reset_interrupted",
+                    severity: Severity::Critical,
+                    tenant: tenant.as_ref(),
+                    dedupe_key: format!("emergency_reset_interrupted:{incident}"),
+                    message: format!(
+                        "the emergency reset of {tenant_id} (incident {reference}) was interrupted; check the tenant and reset again"
+                    ),
+                    details,
+                    audience: Audience::Security,
+                };
+                alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
+                settled += 1;
+            }
+            tx.commit().await?;
+        }
+        if settled > 0 {
+            self.wake_outbox();
+        }
+        Ok(settled)
     }
 
     /// Raises one alert per incident left unacknowledged past the limit; returns how many.

@@ -19,7 +19,13 @@ pub struct AlertSink {
 
 impl AlertSink {
     pub fn start() -> Self {
+        Self::start_on(0, 0)
+    }
+
+    /// On given ports (0: any free one).
+    pub fn start_on(smtp_port: u16, http_port: u16) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_alert-sink"))
+            .args(["--smtp-port", &smtp_port.to_string(), "--http-port", &http_port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -37,10 +43,7 @@ impl AlertSink {
 
     /// Points a console's alert channels here: security email + Slack.
     pub fn configure(&self, config: &mut Config) {
-        config.alert_smtp_url = Some(SecretString::from(format!("smtp://127.0.0.1:{}?tls=none", self.smtp_port)));
-        config.alert_email_to = vec![SECURITY.into()];
-        config.alert_email_from = "smtp-vault@console.example".into();
-        config.slack_webhook_url = Some(SecretString::from(format!("http://127.0.0.1:{}/slack", self.http_port)));
+        configure_ports(config, self.smtp_port, self.http_port);
     }
 
     pub async fn messages(&self) -> Value {
@@ -90,4 +93,17 @@ impl Drop for AlertSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Points a console's alert channels at a sink on these ports (running or not).
+pub fn configure_ports(config: &mut Config, smtp_port: u16, http_port: u16) {
+    config.alert_smtp_url = Some(SecretString::from(format!("smtp://127.0.0.1:{smtp_port}?tls=none")));
+    config.alert_email_to = vec![SECURITY.into()];
+    config.alert_email_from = "smtp-vault@console.example".into();
+    config.slack_webhook_url = Some(SecretString::from(format!("http://127.0.0.1:{http_port}/slack")));
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

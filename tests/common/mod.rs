@@ -262,6 +262,10 @@ impl ManualClock {
     pub fn advance(&self, by: chrono::Duration) {
         *self.0.lock().unwrap() += by;
     }
+
+    pub fn now_ms(&self) -> i64 {
+        self.0.lock().unwrap().timestamp_millis()
+    }
 }
 
 impl smtp_vault::core::clock::Clock for ManualClock {
