@@ -65,7 +65,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   // The reset: tenant, incident id, reason, passkey.
   await page.goto('/incidents');
   await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
-  await page.getByLabel('Tenant').fill('initech');
+  await page.getByLabel('Tenant', { exact: true }).fill('initech');
   await page.getByLabel('Incident id').fill('INC-E2E-1');
   await page.getByLabel('Reason (sent to security, never to the tenant)').fill('password pasted into a public ticket');
   await page.getByTestId('reset').click();
