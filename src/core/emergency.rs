@@ -505,41 +505,18 @@ impl Core {
         .bind((now - after).timestamp_millis())
         .fetch_all(self.db.pool())
         .await?;
-        let system = Actor::System { job: "incident-review" };
         let mut settled = 0;
         for (incident, reference, tenant_id) in stuck {
-            let tenant = TenantId::parse(&tenant_id).ok();
-            let mut tx = self.db.begin_write().await?;
-            let claimed = sqlx::query(
-                "UPDATE incidents SET outcome = 'interrupted', finished_at_ms = $1 WHERE incident_id = $2 AND outcome = 'rotating'",
-            )
-            .bind(now.timestamp_millis())
-            .bind(&incident)
-            .execute(&mut *tx)
-            .await?;
-            if claimed.rows_affected() == 1 {
-                let details = json!({"incident": incident, "outcome": "interrupted"});
-                let event = NewEvent::info(EventType::EmergencyResetFinished, tenant.as_ref(), details.clone())
-                    .with_severity(Severity::Warning);
-                audit::append(&mut tx, &system, &ClientInfo::local(), event, now).await?;
-                let alert = Alert {
-                    kind: "emergency_reset_interrupted",
-                    severity: Severity::Critical,
-                    tenant: tenant.as_ref(),
-                    dedupe_key: format!("emergency_reset_interrupted:{incident}"),
-                    message: format!(
-                        "the emergency reset of {tenant_id} (incident {reference}) was interrupted; check the tenant and reset again"
-                    ),
-                    details,
-                    audience: Audience::Security,
-                };
-                alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
-                settled += 1;
-            }
-            tx.commit().await?;
-        }
-        if settled > 0 {
-            self.wake_outbox();
+            let flag = IncidentFlag {
+                claim: "UPDATE incidents SET outcome = 'interrupted', finished_at_ms = $1 WHERE incident_id = $2 AND outcome = 'rotating'",
+                event: EventType::EmergencyResetFinished,
+                kind: "emergency_reset_interrupted",
+                message: format!(
+                    "the emergency reset of {tenant_id} (incident {reference}) was interrupted; check the tenant and reset again"
+                ),
+                details: json!({"incident": incident, "outcome": "interrupted"}),
+            };
+            settled += usize::from(self.flag_incident(&incident, &tenant_id, flag, now).await?);
         }
         Ok(settled)
     }
@@ -558,42 +535,63 @@ impl Core {
         .bind(cutoff)
         .fetch_all(self.db.pool())
         .await?;
-        let system = Actor::System { job: "incident-review" };
         let mut raised = 0;
         for (incident, reference, tenant_id, opened_ms) in late {
-            let tenant = TenantId::parse(&tenant_id).ok();
-            let mut tx = self.db.begin_write().await?;
-            // Claiming the row first makes concurrent checkers raise it once.
-            let claimed =
-                sqlx::query("UPDATE incidents SET overdue_alerted = 1 WHERE incident_id = $1 AND overdue_alerted = 0")
-                    .bind(&incident)
-                    .execute(&mut *tx)
-                    .await?;
-            if claimed.rows_affected() == 1 {
-                let hours = (now - at(opened_ms)).num_hours();
-                let details = json!({"incident": incident, "incident_id": reference, "open_hours": hours});
-                let event = NewEvent::info(EventType::IncidentOverdue, tenant.as_ref(), details.clone())
-                    .with_severity(Severity::Warning);
-                audit::append(&mut tx, &system, &ClientInfo::local(), event, now).await?;
-                let alert = Alert {
-                    kind: "incident_unacknowledged",
-                    severity: Severity::Critical,
-                    tenant: tenant.as_ref(),
-                    dedupe_key: format!("incident_unacknowledged:{incident}"),
-                    message: format!(
-                        "the emergency reset of {tenant_id} (incident {reference}) is unacknowledged after {hours} h"
-                    ),
-                    details,
-                    audience: Audience::Security,
-                };
-                alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
-                raised += 1;
-            }
-            tx.commit().await?;
-        }
-        if raised > 0 {
-            self.wake_outbox();
+            let hours = (now - at(opened_ms)).num_hours();
+            let flag = IncidentFlag {
+                claim: "UPDATE incidents SET overdue_alerted = 1 WHERE opened_at_ms <= $1 AND incident_id = $2 AND overdue_alerted = 0",
+                event: EventType::IncidentOverdue,
+                kind: "incident_unacknowledged",
+                message: format!(
+                    "the emergency reset of {tenant_id} (incident {reference}) is unacknowledged after {hours} h"
+                ),
+                details: json!({"incident": incident, "incident_id": reference, "open_hours": hours}),
+            };
+            raised += usize::from(self.flag_incident(&incident, &tenant_id, flag, now).await?);
         }
         Ok(raised)
     }
+
+    /// Sets a flag on an incident once: `claim` (an UPDATE of `$1` = now, `$2` = incident that
+    /// matches only while the flag is unset) decides which checker wins, so concurrent
+    /// consoles raise it once; the winner records a warning event and raises a critical
+    /// security alert in the same transaction.
+    async fn flag_incident(
+        &self,
+        incident: &str,
+        tenant_id: &str,
+        flag: IncidentFlag,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let tenant = TenantId::parse(tenant_id).ok();
+        let mut tx = self.db.begin_write().await?;
+        let claimed = sqlx::query(flag.claim).bind(now.timestamp_millis()).bind(incident).execute(&mut *tx).await?;
+        if claimed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let event = NewEvent::info(flag.event, tenant.as_ref(), flag.details.clone()).with_severity(Severity::Warning);
+        audit::append(&mut tx, &Actor::System { job: "incident-review" }, &ClientInfo::local(), event, now).await?;
+        let alert = Alert {
+            kind: flag.kind,
+            severity: Severity::Critical,
+            tenant: tenant.as_ref(),
+            dedupe_key: format!("{}:{incident}", flag.kind),
+            message: flag.message,
+            details: flag.details,
+            audience: Audience::Security,
+        };
+        alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
+        tx.commit().await?;
+        self.wake_outbox();
+        Ok(true)
+    }
+}
+
+/// A once-only mark on an incident and the alert it raises.
+struct IncidentFlag {
+    claim: &'static str,
+    event: EventType,
+    kind: &'static str,
+    message: String,
+    details: serde_json::Value,
 }
