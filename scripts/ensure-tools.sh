@@ -52,6 +52,11 @@ apt_install dovecot-core dovecot-submissiond dovecot-auth-lua openssl curl
 
 if [ "$what" = test ]; then
   apt_install chromium postgresql
+  # An S3 server for the backup tests (0.14.1: later releases need a newer rustc).
+  if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+    log "cargo install s3s-fs 0.14.1 into $TOOLS (about 13 minutes, once)"
+    cargo install s3s-fs --version =0.14.1 --locked --features binary --root "$TOOLS" --quiet
+  fi
   # Playwright (no browser download: Debian's Chromium is used).
   if [ ! -d "$here/end2end/node_modules/@playwright/test" ]; then
     log "npm ci in end2end/"

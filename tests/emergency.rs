@@ -68,6 +68,7 @@ fn target(mail: &MailStandIn) -> MailTarget {
         smtp_port: mail.smtp_port,
         api_url: mail.api_url.clone(),
         api_token: SecretString::from(API_TOKEN.to_owned()),
+        tls_name: None,
     }
 }
 

@@ -17,6 +17,7 @@ fn target(stand_in: &MailStandIn, user: &str, token: &str) -> MailTarget {
         smtp_port: stand_in.smtp_port,
         api_url: stand_in.api_url.clone(),
         api_token: SecretString::from(token.to_owned()),
+        tls_name: None,
     }
 }
 

@@ -80,6 +80,38 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Encrypted backups of every tenant's secret: run, list, prune, restore.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Recover a tenant onto a replacement mail server (VPS failure): set the stored password
+    /// on the new Mailu, prove an SMTP login there, record it and call the DNS hook.
+    Recover {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// The replacement server's address.
+        #[arg(long, required_unless_present = "provision", conflicts_with = "provision")]
+        new_vps_ip: Option<String>,
+        /// Its Mailu admin API base URL.
+        #[arg(long, required_unless_present = "provision", conflicts_with = "provision")]
+        mailu_api_url: Option<String>,
+        /// Its Mailu API token (default: the stored one).
+        #[arg(long, env = "SMTP_VAULT_RECOVER_MAILU_TOKEN", hide_env_values = true)]
+        mailu_api_token: Option<String>,
+        /// Its SMTP submission port (default: the stored one).
+        #[arg(long)]
+        smtp_port: Option<u16>,
+        /// Ask the provisioning hook (SMTP_VAULT_PROVISION_HOOK_URL) for the replacement server.
+        #[arg(long)]
+        provision: bool,
+    },
+    /// Disaster-recovery drills.
+    Dr {
+        #[command(subcommand)]
+        command: DrCommand,
+    },
     /// Manage console admins.
     Admin {
         #[command(subcommand)]
@@ -102,6 +134,10 @@ pub enum Command {
 pub enum KeysCommand {
     /// Create the keyring with one key (never overwrites an existing keyring).
     Generate {
+        /// Create the backup key (SMTP_VAULT_BACKUP_KEY) instead; keep it apart from the
+        /// backups and from Vault.
+        #[arg(long, conflicts_with = "add")]
+        backup: bool,
         /// Add a new active key to the existing keyring instead (old keys stay for decryption;
         /// run `keys rewrap` afterwards).
         #[arg(long)]
@@ -109,6 +145,49 @@ pub enum KeysCommand {
     },
     /// Re-encrypt every stored secret under the active key.
     Rewrap,
+}
+
+/// `backup …`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up every tenant now (then apply retention).
+    Run,
+    /// List backups, newest first.
+    List,
+    /// Apply retention: keep 30 daily and 12 monthly backups.
+    Prune,
+    /// Restore a backup (and the journal after it) into Vault; verifies every tenant.
+    Restore {
+        /// The backup id (a date, see `backup list`).
+        id: String,
+        /// Restore into this Vault instead (log in with VAULT_TOKEN or AppRole as usual).
+        #[arg(long)]
+        vault_addr: Option<String>,
+        /// Check and plan only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite tenants whose stored secret differs from the backup.
+        #[arg(long)]
+        force: bool,
+        /// Replay the journal only up to this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Restore the backup alone, without the journal.
+        #[arg(long, conflicts_with = "until")]
+        no_journal: bool,
+    },
+}
+
+/// `dr …`
+#[derive(Debug, Subcommand)]
+pub enum DrCommand {
+    /// Restore the newest backup plus the journal into a scratch OpenBao (or --vault-addr with
+    /// VAULT_TOKEN), verify every tenant, measure RTO and RPO, keep the report.
+    Drill {
+        /// Use this Vault as the scratch target instead of starting one.
+        #[arg(long)]
+        vault_addr: Option<String>,
+    },
 }
 
 /// `admin …`
@@ -254,7 +333,12 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             println!("VAULT_ROLE_ID={}", report.role_id);
             println!("VAULT_SECRET_ID={}", report.secret_id.expose_secret());
         }
-        Command::Keys { command: KeysCommand::Generate { add } } => {
+        Command::Keys { command: KeysCommand::Generate { backup: true, .. } } => {
+            let key_id = core::generate_backup_key(&config).map_err(|e| e.to_string())?;
+            eprintln!("backup key {}: key `{key_id}`", config.backup_key_path.display());
+            eprintln!("keep a copy apart from the backups and from Vault: without it no backup can be restored");
+        }
+        Command::Keys { command: KeysCommand::Generate { add, .. } } => {
             let key_id = if add { core::add_keyring_key(&config) } else { core::generate_keyring(&config) }
                 .map_err(|e| e.to_string())?;
             core::record_keyring_change(&config, &operator, &key_id, !add).await.map_err(|e| e.to_string())?;
@@ -327,6 +411,67 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             );
             println!("{}", invite.link);
         }
+        Command::Backup { command } => return backup_command(config, &operator, command).await,
+        Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, provision } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let client = crate::core::ClientInfo::local();
+            let done = if provision {
+                core.recover_tenant_provisioned(&operator, &client, &tenant).await
+            } else {
+                let request = crate::model::RecoverTenantRequest::new(
+                    new_vps_ip.as_deref().unwrap_or_default(),
+                    mailu_api_url.as_deref().unwrap_or_default(),
+                    mailu_api_token,
+                    smtp_port,
+                )
+                .map_err(|e| e.to_string())?;
+                core.recover_tenant(&operator, &client, &tenant, &request).await
+            }
+            .map_err(|e| e.to_string())?;
+            println!(
+                "{}: recovered onto {} (was {}); user {}; version {}; DNS hook {}; {} ms",
+                done.tenant_id,
+                done.new_address,
+                done.old_address.as_deref().unwrap_or("unknown"),
+                if done.created_user { "created" } else { "updated" },
+                done.version,
+                done.dns_hook,
+                done.duration_ms
+            );
+        }
+        Command::Dr { command: DrCommand::Drill { vault_addr } } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let given = match vault_addr {
+                Some(addr) => {
+                    let token = config.vault_token.clone().ok_or("--vault-addr needs VAULT_TOKEN for that Vault")?;
+                    Some((addr, token))
+                }
+                None => None,
+            };
+            let bar = progress_bar("tenants verified");
+            let mut progress = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let report = core.run_dr_drill(&operator, given, &mut progress).await.map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            println!(
+                "drill {}: backup {} + {} journal record(s); {}/{} tenants verified; RTO {} ms; RPO {}",
+                report.drill_id,
+                report.backup_id.as_deref().unwrap_or("none"),
+                report.journal_records,
+                report.verified,
+                report.tenants,
+                report.rto_ms,
+                report.rpo_ms.map_or_else(
+                    || "unknown".to_owned(),
+                    |r| format!("{r} ms ({} lost change(s))", report.lost_changes)
+                ),
+            );
+            if !report.ok {
+                return Err(format!("the drill failed: {}", report.problems.join("; ")));
+            }
+        }
         Command::EmergencyReset { tenant, incident, reason } => {
             return emergency_reset(&config, &operator, &tenant, &incident, &reason).await;
         }
@@ -347,6 +492,96 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             let core = connect(&config, Needs::DB).await?;
             let report = core.verify_audit_chain().await.map_err(|e| e.to_string())?;
             return Ok(print_chain_report(&report));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{elapsed}}"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
+}
+
+async fn backup_command(mut config: Config, operator: &Actor, command: BackupCommand) -> Result<ExitCode, String> {
+    if let BackupCommand::Restore { vault_addr: Some(addr), .. } = &command {
+        config.vault_addr.clone_from(addr);
+    }
+    let core = connect(&config, Needs::ALL).await?;
+    match command {
+        BackupCommand::Run => {
+            let bar = progress_bar("tenants exported");
+            let mut progress = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let report = core.run_backup(operator, &mut progress).await.map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            let m = &report.manifest;
+            println!(
+                "backup {}: {} tenants ({} in-flight rotations), {} bytes, sha256 {}, key {} -> {}",
+                m.id, m.tenants, m.pending, m.size, m.sha256, m.key_id, report.location
+            );
+            println!("export {} ms, total {} ms; pruned: {}", report.export_ms, report.total_ms, report.pruned.len());
+        }
+        BackupCommand::List => {
+            println!("{:<12} {:<22} {:>8} {:>10} KEY", "ID", "CREATED", "TENANTS", "BYTES");
+            for entry in core.list_backups().await.map_err(|e| e.to_string())? {
+                match entry.manifest {
+                    Some(m) => println!(
+                        "{:<12} {:<22} {:>8} {:>10} {}",
+                        entry.id,
+                        m.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        m.tenants,
+                        m.size,
+                        m.key_id
+                    ),
+                    None => println!("{:<12} (manifest missing or unreadable)", entry.id),
+                }
+            }
+        }
+        BackupCommand::Prune => {
+            let pruned = core.prune_backups(operator).await.map_err(|e| e.to_string())?;
+            println!(
+                "{} backup(s) deleted{}",
+                pruned.len(),
+                if pruned.is_empty() { String::new() } else { format!(": {}", pruned.join(", ")) }
+            );
+        }
+        BackupCommand::Restore { id, dry_run, force, until, no_journal, .. } => {
+            let options = crate::core::backup::RestoreOptions { dry_run, force, until, skip_journal: no_journal };
+            let bar = progress_bar("tenants");
+            let mut progress = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let report =
+                core.restore_backup(operator, &id, &options, &mut progress).await.map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            println!(
+                "{}backup {} + {} journal record(s), up to {}: {} tenants; {} written, {} unchanged, {} skipped, {} failed; {} verified",
+                if report.dry_run { "dry run: " } else { "" },
+                report.backup_id,
+                report.journal_records,
+                report.restored_up_to.map_or_else(String::new, |t| t.to_rfc3339()),
+                report.tenants,
+                report.written,
+                report.unchanged,
+                report.skipped.len(),
+                report.failed.len(),
+                report.verified
+            );
+            println!("fetch {} ms, write+verify {} ms, total {} ms", report.fetch_ms, report.write_ms, report.total_ms);
+            for (tenant, why) in &report.skipped {
+                println!("  skipped {tenant}: {why}");
+            }
+            for (tenant, why) in &report.failed {
+                println!("  FAILED {tenant}: {why}");
+            }
+            if !report.failed.is_empty() {
+                return Err(format!("{} tenant(s) failed to restore", report.failed.len()));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -128,6 +128,16 @@ pub enum EventType {
     AlertRetried,
     /// A test alert was sent.
     TestAlertRaised,
+    /// A backup was written.
+    BackupCreated,
+    /// Retention deleted backups.
+    BackupsPruned,
+    /// A backup was restored into Vault.
+    BackupRestored,
+    /// A tenant was recovered onto a replacement server.
+    CredentialsRecovered,
+    /// A disaster-recovery drill ran.
+    DrDrillRan,
 }
 
 impl EventType {
@@ -178,6 +188,11 @@ impl EventType {
             EventType::AlertDeliveryFailed => "alert_delivery_failed",
             EventType::AlertRetried => "alert_retried",
             EventType::TestAlertRaised => "test_alert_raised",
+            EventType::BackupCreated => "backup_created",
+            EventType::BackupsPruned => "backups_pruned",
+            EventType::BackupRestored => "backup_restored",
+            EventType::CredentialsRecovered => "smtp_credentials_recovered",
+            EventType::DrDrillRan => "dr_drill_ran",
         }
     }
 }

@@ -106,9 +106,10 @@ impl EmailChannel {
         let tls_mode = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
         let tls_parameters = || -> Result<TlsParameters> {
             let mut builder = TlsParameters::builder(host.clone());
-            if let Some(pem) = extra_root_pem {
-                builder = builder
-                    .add_root_certificate(Certificate::from_pem(pem).map_err(|_| bad("the extra CA file is not PEM"))?);
+            for pem in extra_root_pem.map(crate::core::mail::pem_certificates).unwrap_or_default() {
+                builder = builder.add_root_certificate(
+                    Certificate::from_pem(&pem).map_err(|_| bad("the extra CA file is not PEM"))?,
+                );
             }
             builder.build().map_err(|_| bad("TLS settings rejected"))
         };

@@ -95,6 +95,40 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = secret, global = true)]
     pub slack_webhook_url: Option<SecretString>,
 
+    /// When the daily backup runs (cron with seconds, UTC).
+    #[arg(long, env = "SMTP_VAULT_BACKUP_CRON", default_value = "0 0 2 * * *", global = true)]
+    pub backup_cron: String,
+
+    /// URL the console POSTs `{tenant_id, hostname, old_ip, new_ip}` to after a recovery, so
+    /// DNS can follow the replacement server.
+    #[arg(long, env = "SMTP_VAULT_DNS_HOOK_URL", global = true)]
+    pub dns_hook_url: Option<String>,
+
+    /// URL the console POSTs `{tenant_id, hostname}` to for `recover --provision`; it answers
+    /// `{new_vps_ip, mailu_api_url, mailu_api_token?, smtp_port?}`.
+    #[arg(long, env = "SMTP_VAULT_PROVISION_HOOK_URL", global = true)]
+    pub provision_hook_url: Option<String>,
+
+    /// Bearer token sent to both hooks.
+    #[arg(long, env = "SMTP_VAULT_HOOK_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
+    pub hook_token: Option<SecretString>,
+
+    /// OpenBao/Vault binary a DR drill starts as its scratch server (dev mode, loopback).
+    #[arg(long, env = "SMTP_VAULT_DRILL_BAO", default_value = "bao", global = true)]
+    pub drill_bao: String,
+
+    /// When the monthly DR drill runs (cron with seconds, UTC).
+    #[arg(long, env = "SMTP_VAULT_DRILL_CRON", default_value = "0 0 3 1 * *", global = true)]
+    pub drill_cron: String,
+
+    /// RTO target of a drill, in seconds (a slower restore raises an alert).
+    #[arg(long, env = "SMTP_VAULT_DRILL_RTO_SECS", default_value_t = 1800, global = true)]
+    pub drill_rto_secs: u64,
+
+    /// RPO target of a drill, in seconds (older lost changes raise an alert).
+    #[arg(long, env = "SMTP_VAULT_DRILL_RPO_SECS", default_value_t = 3600, global = true)]
+    pub drill_rpo_secs: u64,
+
     /// Days between automatic rotations.
     #[arg(long, env = "SMTP_VAULT_ROTATION_PERIOD_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650), global = true)]
     pub rotation_period_days: u32,
@@ -166,6 +200,14 @@ impl Config {
             alert_max_attempts: 8,
             alert_retry_ms: 5000,
             incident_ack_hours: 24,
+            backup_cron: "0 0 2 * * *".into(),
+            dns_hook_url: None,
+            provision_hook_url: None,
+            hook_token: None,
+            drill_bao: "bao".into(),
+            drill_cron: "0 0 3 1 * *".into(),
+            drill_rto_secs: 1800,
+            drill_rpo_secs: 3600,
             rotation_period_days: 90,
             reveal_window_secs: 900,
             smtp_ca_file: None,

@@ -111,7 +111,7 @@ impl Core {
         });
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialStored, Some(tenant), details), now)
             .await?;
-        let written = self.vault()?.write_credential(tenant, &document, previous).await?;
+        let written = self.write_credential_journaled(tenant, &document, previous).await?;
         if written != version {
             // Cannot happen with check-and-set; refuse rather than record a wrong version.
             return Err(Error::Internal(format!("vault wrote version {written}, expected {version}")));
@@ -311,7 +311,7 @@ impl Core {
             now,
         )
         .await?;
-        self.vault()?.write_credential(tenant, document, version).await?;
+        self.write_credential_journaled(tenant, document, version).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -99,6 +99,13 @@ pub enum Error {
     /// A rotation of this tenant is already running.
     #[error("a rotation of this tenant is already running")]
     RotationBusy,
+    /// The backup target failed (message names the object and the target, no secrets).
+    #[error("backup store: {0}")]
+    Backup(String),
+    /// A backup or journal file is not usable: damaged, truncated, altered or sealed with
+    /// another key.
+    #[error("backup rejected: {0}")]
+    BackupInvalid(&'static str),
     /// Too many attempts; try again later.
     #[error("too many attempts; wait a few minutes and try again")]
     RateLimited,
@@ -121,7 +128,8 @@ impl Error {
             Error::MailServer(_) => ErrorKind::Upstream,
             Error::RotationBusy => ErrorKind::Conflict,
             Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
-            Error::Crypto(_) | Error::MalformedSecret { .. } => ErrorKind::Integrity,
+            Error::Crypto(_) | Error::MalformedSecret { .. } | Error::BackupInvalid(_) => ErrorKind::Integrity,
+            Error::Backup(_) => ErrorKind::Unavailable,
             Error::Vault(_) | Error::VaultSealed | Error::Database(_) => ErrorKind::Unavailable,
             Error::Config(_) | Error::Io { .. } => ErrorKind::Configuration,
             Error::Migration(_) | Error::AuditChain(_) | Error::Internal(_) => ErrorKind::Internal,

@@ -51,6 +51,47 @@ impl Core {
         Ok(claimed.rows_affected() == 1)
     }
 
+    /// Today's backup, once across every console on the database (`None`: already ran).
+    ///
+    /// # Errors
+    /// Those of [`Core::run_backup`].
+    pub async fn run_scheduled_backup(&self, holder: &str) -> Result<Option<crate::core::backup::BackupReport>> {
+        let key = format!("backup:{}", self.now().format("%Y-%m-%d"));
+        if !self.claim_job_run(&key, holder).await? {
+            return Ok(None);
+        }
+        self.run_backup(&Actor::System { job: "daily-backup" }, &mut |_, _| {}).await.map(Some)
+    }
+
+    /// This month's DR drill, once across every console on the database.
+    ///
+    /// # Errors
+    /// Those of [`Core::run_dr_drill`].
+    pub async fn run_scheduled_drill(&self, holder: &str) -> Result<Option<crate::core::recovery::DrillReport>> {
+        let key = format!("drill:{}", self.now().format("%Y-%m"));
+        if !self.claim_job_run(&key, holder).await? {
+            return Ok(None);
+        }
+        self.run_dr_drill(&Actor::System { job: "dr-drill" }, None, &mut |_, _| {}).await.map(Some)
+    }
+
+    /// Logs a failed scheduled job and raises one critical alert per job and day.
+    pub async fn report_job_failure(&self, job: &'static str, error: &Error) {
+        tracing::error!(job, error = %error, "scheduled job failed");
+        let alert = Alert {
+            kind: "job_failed",
+            severity: Severity::Critical,
+            tenant: None,
+            dedupe_key: format!("job_failed:{job}:{}", self.now().format("%Y-%m-%d")),
+            message: format!("the scheduled job {job} failed: {error}"),
+            details: json!({"job": job}),
+            audience: Audience::Security,
+        };
+        if let Err(e) = self.raise_alert(alert).await {
+            tracing::error!(error = %e, "could not raise the job failure alert");
+        }
+    }
+
     /// The daily cycle at `now`'s date (the scheduler calls it at 02:00 UTC).
     ///
     /// # Errors

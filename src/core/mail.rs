@@ -23,6 +23,9 @@ pub struct MailTarget {
     pub api_url: String,
     /// Mailu API token.
     pub api_token: SecretString,
+    /// The name the server's certificate must carry when `smtp_host` is an address (a
+    /// replacement server reached by IP before DNS points at it); `None`: `smtp_host`.
+    pub tls_name: Option<String>,
 }
 
 impl std::fmt::Debug for MailTarget {
@@ -150,8 +153,8 @@ impl Mailu {
 
     fn tls(&self, host: &str) -> Result<TlsParameters, String> {
         let mut builder = TlsParameters::builder(host.to_owned());
-        if let Some(pem) = &self.extra_root {
-            builder = builder.add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
+        for pem in self.extra_root.as_deref().map(pem_certificates).unwrap_or_default() {
+            builder = builder.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
         }
         builder.build_rustls().map_err(|e| e.to_string())
     }
@@ -184,7 +187,7 @@ impl MailServer for Mailu {
     }
 
     async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck {
-        let tls = match self.tls(&target.smtp_host) {
+        let tls = match self.tls(target.tls_name.as_deref().unwrap_or(&target.smtp_host)) {
             Ok(tls) => tls,
             Err(e) => return LoginCheck::Unknown(format!("TLS setup: {e}")),
         };
@@ -209,5 +212,27 @@ impl MailServer for Mailu {
             }),
             Err(_) => LoginCheck::Unknown("timed out".into()),
         }
+    }
+}
+
+/// The certificates of a PEM bundle, one PEM each (lettre reads one certificate per call).
+#[must_use]
+pub fn pem_certificates(bundle: &[u8]) -> Vec<Vec<u8>> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(bundle);
+    text.split_inclusive(END)
+        .filter_map(|part| part.find("-----BEGIN CERTIFICATE-----").map(|start| part[start..].as_bytes().to_vec()))
+        .filter(|pem| pem.ends_with(END.as_bytes()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bundle_splits_into_its_certificates() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
+        let bundle = format!("junk\n{one}\n{one}\ntrailing");
+        assert_eq!(super::pem_certificates(bundle.as_bytes()).len(), 2);
+        assert!(super::pem_certificates(b"nothing").is_empty());
     }
 }

@@ -7,6 +7,7 @@ pub mod access;
 pub mod admins;
 pub mod alerting;
 pub mod audit;
+pub mod backup;
 pub mod channels;
 pub mod clock;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod mail;
 pub mod passkeys;
 pub mod provisioning;
 pub mod ratelimit;
+pub mod recovery;
 pub mod reveal;
 pub mod rotation;
 pub mod tenants;
@@ -81,6 +83,8 @@ pub struct CoreSettings {
     pub alert_retry_base: std::time::Duration,
     /// How long an incident may stay unacknowledged.
     pub incident_ack_after: chrono::Duration,
+    /// Disaster-recovery hooks and drill settings.
+    pub recovery: recovery::RecoverySettings,
 }
 
 /// The service core. Cheap to clone.
@@ -95,6 +99,8 @@ pub struct Core {
     fault: Option<FaultInjector>,
     rotation_locks: RotationLocks,
     channels: Arc<channels::Channels>,
+    backup_target: Option<Arc<backup::BackupTarget>>,
+    backup_key: Option<Arc<Keyring>>,
     outbox_wake: Arc<tokio::sync::Notify>,
     clock: SharedClock,
     settings: CoreSettings,
@@ -173,6 +179,18 @@ impl Core {
             config.slack_webhook_url.as_ref(),
             smtp_ca.as_deref(),
         )?;
+        // Backups and the journal: the target only where Vault is used (no stray directories
+        // for database-only commands), the key only when its file exists.
+        let backup_target =
+            if needs.vault { Some(Arc::new(backup::BackupTarget::open(&config.backup_target)?)) } else { None };
+        let backup_key = if needs.vault && config.backup_key_path.exists() {
+            if let Some(target) = &backup_target {
+                target.check_key_apart(&config.backup_key_path)?;
+            }
+            Some(Arc::new(backup::load_backup_key(&config.backup_key_path)?))
+        } else {
+            None
+        };
         let rp = RelyingParty::new(&config.public_url, chrono::Duration::minutes(2))?;
         let reveal_secs =
             i64::try_from(config.reveal_window_secs).map_err(|_| Error::Config("reveal window too long".into()))?;
@@ -186,6 +204,8 @@ impl Core {
             fault: None,
             rotation_locks: RotationLocks::default(),
             channels: Arc::new(channels),
+            backup_target,
+            backup_key,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {
@@ -198,6 +218,7 @@ impl Core {
                 alert_max_attempts: config.alert_max_attempts,
                 alert_retry_base: Duration::from_millis(config.alert_retry_ms),
                 incident_ack_after: chrono::Duration::hours(i64::from(config.incident_ack_hours)),
+                recovery: recovery::RecoverySettings::from_config(config),
             },
         })
     }
@@ -339,6 +360,16 @@ impl Core {
 pub fn generate_keyring(config: &Config) -> std::result::Result<String, KeyringError> {
     let ring = Keyring::generate(Utc::now())?;
     ring.save(&config.keyring_path, false)?;
+    Ok(ring.active_key_id().to_owned())
+}
+
+/// Creates the backup key file (a keyring of its own); never overwrites.
+///
+/// # Errors
+/// [`KeyringError::Exists`] when the file is there, I/O errors.
+pub fn generate_backup_key(config: &Config) -> std::result::Result<String, KeyringError> {
+    let ring = Keyring::generate(Utc::now())?;
+    ring.save(&config.backup_key_path, false)?;
     Ok(ring.active_key_id().to_owned())
 }
 

@@ -137,6 +137,7 @@ impl Core {
             smtp_port: document.smtp_port,
             api_url: document.mailu_api_url.clone(),
             api_token: self.keyring()?.open(&document.mailu_api_token, tenant, SecretField::MailuApiToken)?,
+            tls_name: None,
         })
     }
 
@@ -225,7 +226,7 @@ impl Core {
                         trigger: trigger.to_owned(),
                         started_at: now.to_rfc3339(),
                     };
-                    let version = match vault.write_pending(tenant, &pending, 0).await {
+                    let version = match self.write_pending_journaled(tenant, &pending, 0).await {
                         Ok(v) => v,
                         Err(Error::Conflict) => return Ok(RotationResult::Busy),
                         Err(e) => return Err(e),
@@ -261,14 +262,14 @@ impl Core {
                 }
                 self.checkpoint(tenant, RotationStep::MailApplied)?;
                 pending.phase = PendingPhase::Applied;
-                pending_version = vault.write_pending(tenant, &pending, pending_version).await?;
+                pending_version = self.write_pending_journaled(tenant, &pending, pending_version).await?;
                 self.checkpoint(tenant, RotationStep::PhaseApplied)?;
             }
             match mail.check_login(&target, &new_password).await {
                 LoginCheck::Accepted => {
                     let mut document = current.document.clone();
                     document.password = pending.password.clone();
-                    let version = vault.write_credential(tenant, &document, current.version).await?;
+                    let version = self.write_credential_journaled(tenant, &document, current.version).await?;
                     self.checkpoint(tenant, RotationStep::Promoted)?;
                     vault.delete_pending(tenant).await?;
                     self.checkpoint(tenant, RotationStep::PendingDropped)?;
@@ -314,7 +315,7 @@ impl Core {
             pending.password = self.keyring()?.seal(tenant, SecretField::Password, &generate_password()?)?;
             pending.phase = PendingPhase::Staged;
         }
-        *version = self.vault()?.write_pending(tenant, pending, *version).await?;
+        *version = self.write_pending_journaled(tenant, pending, *version).await?;
         sqlx::query("UPDATE tenants SET rotation_attempts = $1, last_error = $2 WHERE tenant_id = $3")
             .bind(i64::from(pending.attempts))
             .bind(reason)
@@ -526,7 +527,7 @@ impl Core {
         if self.mail()?.check_login(&target, &new_password).await == LoginCheck::Accepted {
             let mut document = current.document.clone();
             document.password = pending.password.clone();
-            let version = vault.write_credential(tenant, &document, current.version).await?;
+            let version = self.write_credential_journaled(tenant, &document, current.version).await?;
             vault.delete_pending(tenant).await?;
             self.record_rotated(actor, client, tenant, &pending, version).await?;
             return Ok(RotationResult::Rotated { version });

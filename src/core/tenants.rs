@@ -101,7 +101,7 @@ impl Core {
         )
         .await?;
         if vault_change {
-            vault.write_credential(tenant, &document, stored.version).await?;
+            self.write_credential_journaled(tenant, &document, stored.version).await?;
         }
         tx.commit().await?;
         self.tenant_settings(actor, tenant).await

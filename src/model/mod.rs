@@ -6,6 +6,7 @@ mod admin;
 mod credentials;
 mod error;
 mod incidents;
+mod recovery;
 mod scope;
 mod tenant;
 
@@ -20,5 +21,6 @@ pub use incidents::{
     AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView,
     ResetTimings,
 };
+pub use recovery::{RecoverTenantRequest, RecoveryView};
 pub use scope::{Scope, UnknownScope};
 pub use tenant::{InvalidTenantId, TenantId};

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/rotate", post(rotate_now))
         .route("/tenants/{id}/smtp-credentials/provision", post(provision_credential))
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
+        .route("/tenants/{id}/recover", post(recover_tenant))
         .fallback(|| async { ApiFailure::no_route() })
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
@@ -97,4 +98,15 @@ async fn emergency_reset(
 ) -> Result<Json<EmergencyResetReceipt>, ApiFailure> {
     let request = EmergencyResetRequest::from_json(body).map_err(crate::core::Error::from)?;
     Ok(Json(state.core.emergency_reset(&actor, &client, &tenant, &request).await?))
+}
+
+async fn recover_tenant(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Client(client): Client,
+    TenantPath(tenant): TenantPath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<crate::model::RecoveryView>, ApiFailure> {
+    let request = crate::model::RecoverTenantRequest::from_json(body).map_err(crate::core::Error::from)?;
+    Ok(Json(state.core.recover_tenant(&actor, &client, &tenant, &request).await?))
 }

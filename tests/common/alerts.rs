@@ -75,6 +75,22 @@ impl AlertSink {
             .collect()
     }
 
+    /// Hook calls received under `name`.
+    pub async fn hooks(&self, name: &str) -> Vec<Value> {
+        let all = self.messages().await;
+        all["hooks"].as_array().unwrap().iter().filter(|h| h["name"] == name).cloned().collect()
+    }
+
+    /// What the `provision` hook answers from now on.
+    pub async fn set_provision_answer(&self, answer: Value) {
+        let url = format!("http://127.0.0.1:{}/_sink/provision-answer", self.http_port);
+        assert!(reqwest::Client::new().post(url).json(&answer).send().await.unwrap().status().is_success());
+    }
+
+    pub fn hook_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/hooks/{name}", self.http_port)
+    }
+
     /// Refuses the next `count` deliveries on `channel` (`smtp` or `slack`).
     pub async fn refuse(&self, channel: &str, count: u64) {
         let url = format!("http://127.0.0.1:{}/_sink/fault", self.http_port);

@@ -150,6 +150,8 @@ impl TestEnv {
         config.vault_addr = bao.addr.clone();
         config.vault_token = Some(bao.root_token.clone());
         config.keyring_path = dir.path().join("keyring.json");
+        config.backup_target = format!("file://{}", dir.path().join("backups").display());
+        config.backup_key_path = dir.path().join("backup.key");
         config.rotation_retry_ms = 10;
         customize(&mut config);
         smtp_vault::core::generate_keyring(&config).unwrap();

@@ -1,7 +1,8 @@
-//! alert-sink: the receiving end of the console's alerts for tests and the demo. An SMTP server
-//! (plain, no auth) that keeps every message it accepts and an HTTP endpoint standing in for a
-//! Slack incoming webhook, both with fault injection (refuse the next N deliveries), and
-//! `GET /_sink/messages` to read what arrived. Keeps everything in memory.
+//! alert-sink: the receiving end of the console's alerts and hooks for tests and the demo. An
+//! SMTP server (plain, no auth) that keeps every message it accepts, an HTTP endpoint standing
+//! in for a Slack incoming webhook, both with fault injection (refuse the next N deliveries),
+//! `/hooks/{name}` for other webhooks (DNS update; `provision` answers what
+//! `/_sink/provision-answer` set), and `GET /_sink/messages` to read what arrived. In memory.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,6 +22,8 @@ struct Sink {
     refuse_slack: u64,
     refused_smtp: u64,
     refused_slack: u64,
+    hooks: Vec<Value>,
+    provision_answer: Option<Value>,
 }
 
 type Shared = Arc<Mutex<Sink>>;
@@ -124,10 +127,36 @@ async fn slack(State(sink): State<Shared>, body: String) -> Response {
     }
 }
 
+/// Any other webhook (a DNS-update hook, say): kept with its name and bearer token.
+async fn hook(
+    State(sink): State<Shared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    let Ok(mut s) = sink.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let payload: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    s.hooks.push(json!({"name": name, "authorization": auth, "body": payload}));
+    if name == "provision" {
+        return match &s.provision_answer {
+            Some(answer) => Json(answer.clone()).into_response(),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no replacement server configured").into_response(),
+        };
+    }
+    "ok".into_response()
+}
+
+async fn set_provision_answer(State(sink): State<Shared>, Json(body): Json<Value>) -> Response {
+    let Ok(mut s) = sink.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    s.provision_answer = Some(body);
+    "ok".into_response()
+}
+
 async fn messages(State(sink): State<Shared>) -> Response {
     let Ok(s) = sink.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     Json(json!({
-        "emails": s.emails, "slack": s.slack,
+        "emails": s.emails, "slack": s.slack, "hooks": s.hooks,
         "refused": {"smtp": s.refused_smtp, "slack": s.refused_slack},
     }))
     .into_response()
@@ -166,6 +195,8 @@ async fn main() -> std::io::Result<()> {
         .route("/slack", post(slack))
         .route("/_sink/messages", get(messages))
         .route("/_sink/fault", post(fault))
+        .route("/_sink/provision-answer", post(set_provision_answer))
+        .route("/hooks/{name}", post(hook))
         .with_state(sink);
     axum::serve(http, app).await
 }

@@ -1,0 +1,519 @@
+//! Recovery from lost infrastructure. VPS failure: the tenant's credential is read from Vault
+//! and set on the replacement Mailu (the user created when absent), proven by an SMTP login to
+//! the new address (the certificate checked against the tenant's host name), recorded, and
+//! DNS is told through a hook. DR drills: the newest backup plus the journal is restored into a
+//! scratch OpenBao, every tenant verified, RTO and RPO measured and kept, and an alert raised
+//! when a drill fails or misses its targets.
+
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::alerting::{Alert, Audience};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::backup::RestoreOptions;
+use crate::core::config::Config;
+use crate::core::crypto::{SecretField, random_bytes};
+use crate::core::error::{Error, Result};
+use crate::core::mail::{LoginCheck, MailTarget};
+use crate::core::vault::{RoleSettings, Vault, VaultAuth, VaultSettings};
+use crate::model::{RecoverTenantRequest, RecoveryView, Scope, TenantId};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Hooks and drill settings.
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    /// DNS-update hook.
+    pub dns_hook_url: Option<String>,
+    /// Replacement-server provisioning hook.
+    pub provision_hook_url: Option<String>,
+    /// Bearer token for both hooks.
+    pub hook_token: Option<SecretString>,
+    /// Binary for the drill's scratch server.
+    pub drill_bao: String,
+    /// RTO target.
+    pub drill_rto: Duration,
+    /// RPO target.
+    pub drill_rpo: Duration,
+}
+
+impl RecoverySettings {
+    /// From the configuration.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            dns_hook_url: config.dns_hook_url.clone(),
+            provision_hook_url: config.provision_hook_url.clone(),
+            hook_token: config.hook_token.clone(),
+            drill_bao: config.drill_bao.clone(),
+            drill_rto: Duration::from_secs(config.drill_rto_secs),
+            drill_rpo: Duration::from_secs(config.drill_rpo_secs),
+        }
+    }
+}
+
+/// What the provisioning hook answers.
+#[derive(Deserialize)]
+struct ProvisionedServer {
+    new_vps_ip: String,
+    mailu_api_url: String,
+    mailu_api_token: Option<String>,
+    smtp_port: Option<u16>,
+}
+
+/// One drill, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillReport {
+    /// Id.
+    pub drill_id: String,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// The backup restored.
+    pub backup_id: Option<String>,
+    /// Journal records replayed.
+    pub journal_records: usize,
+    /// Tenants restored.
+    pub tenants: usize,
+    /// Tenants read back and decrypted.
+    pub verified: usize,
+    /// Milliseconds from fetching the backup to every tenant verified.
+    pub rto_ms: u64,
+    /// Age of the newest lost change: 0 when the restore matches live Vault.
+    pub rpo_ms: Option<u64>,
+    /// Tenants whose live secret differs from the restored one.
+    pub lost_changes: usize,
+    /// Passed and met both targets.
+    pub ok: bool,
+    /// Why not, when not.
+    pub problems: Vec<String>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Core {
+    fn hook_client(&self) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
+    }
+
+    async fn call_hook(&self, url: &str, body: serde_json::Value) -> std::result::Result<reqwest::Response, String> {
+        let mut request = self.hook_client().map_err(|e| e.to_string())?.post(url).json(&body);
+        if let Some(token) = &self.settings.recovery.hook_token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let response = request.send().await.map_err(|e| format!("{}", e.without_url()))?;
+        if response.status().is_success() { Ok(response) } else { Err(format!("HTTP {}", response.status().as_u16())) }
+    }
+
+    /// Recovers a tenant onto a replacement server (VPS failure).
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`] without `tenants:recover`; [`Error::NotFound`];
+    /// [`Error::MailServer`] when the new Mailu or the SMTP login fails (nothing recorded).
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn recover_tenant(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        request: &RecoverTenantRequest,
+    ) -> Result<RecoveryView> {
+        require_scope(actor, Scope::TenantsRecover)?;
+        let clock = Instant::now();
+        let Some(_guard) = self.rotation_locks.lock_within(tenant, Duration::from_secs(60)).await else {
+            return Err(Error::RotationBusy);
+        };
+        let vault = self.vault()?;
+        let keyring = self.keyring()?;
+        let stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let password = keyring.open(&stored.document.password, tenant, SecretField::Password)?;
+        let token = match &request.mailu_api_token {
+            Some(token) => token.clone(),
+            None => keyring.open(&stored.document.mailu_api_token, tenant, SecretField::MailuApiToken)?,
+        };
+        let new_address = request.new_vps_ip.to_string();
+        let port = request.smtp_port.unwrap_or(stored.document.smtp_port);
+        let target = MailTarget {
+            username: stored.document.username.clone(),
+            smtp_host: new_address.clone(),
+            smtp_port: port,
+            api_url: request.mailu_api_url.clone(),
+            api_token: token.clone(),
+            // SECURITY: reached by address before DNS moves, but the certificate must still be
+            // the tenant's host name's.
+            tls_name: Some(stored.document.smtp_host.clone()),
+        };
+        let mail = self.mail()?;
+        let created_user = !mail.user_exists(&target).await?;
+        if created_user {
+            mail.create_user(&target, &password).await?;
+        } else {
+            mail.set_password(&target, &password).await?;
+        }
+        match mail.check_login(&target, &password).await {
+            LoginCheck::Accepted => {}
+            LoginCheck::Rejected => {
+                return Err(Error::MailServer(
+                    "the replacement server refused the stored password at SMTP login".into(),
+                ));
+            }
+            LoginCheck::Unknown(why) => {
+                return Err(Error::MailServer(format!(
+                    "SMTP login on the replacement server could not be checked: {why}"
+                )));
+            }
+        }
+        // A rotation that was in flight targeted the lost server; the new one has the current
+        // password, so the pending one is moot.
+        vault.delete_pending(tenant).await?;
+        let mut document = stored.document.clone();
+        document.mailu_api_url.clone_from(&request.mailu_api_url);
+        document.smtp_port = port;
+        if let Some(new_token) = &request.mailu_api_token {
+            document.mailu_api_token = keyring.seal(tenant, SecretField::MailuApiToken, new_token)?;
+        }
+        let version = if document == stored.document {
+            stored.version
+        } else {
+            self.write_credential_journaled(tenant, &document, stored.version).await?
+        };
+        let now = self.now();
+        let duration_ms = millis(clock.elapsed());
+        let mut tx = self.db.begin_write().await?;
+        let old: Option<(Option<String>,)> = sqlx::query_as("SELECT server_ip FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let old_address = old.and_then(|(ip,)| ip);
+        sqlx::query(
+            "UPDATE tenants SET server_ip = $1, mailu_api_url = $2, smtp_port = $3, version = $4, state = 'active', \
+             last_error = NULL, updated_at_ms = $5 WHERE tenant_id = $6",
+        )
+        .bind(&new_address)
+        .bind(&request.mailu_api_url)
+        .bind(i64::from(port))
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .bind(now.timestamp_millis())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let details = json!({
+            "old_address": old_address, "new_address": new_address, "mailu_api_url": request.mailu_api_url,
+            "created_user": created_user, "version": version, "duration_ms": duration_ms,
+        });
+        let event =
+            NewEvent::info(EventType::CredentialsRecovered, Some(tenant), details).with_severity(Severity::Warning);
+        audit::append(&mut tx, actor, client, event, now).await?;
+        tx.commit().await?;
+        let dns_hook = match &self.settings.recovery.dns_hook_url {
+            None => "not_configured".to_owned(),
+            Some(url) => {
+                let body = json!({
+                    "tenant_id": tenant, "hostname": stored.document.smtp_host,
+                    "old_ip": old_address, "new_ip": new_address,
+                });
+                match self.call_hook(url, body).await {
+                    Ok(_) => "notified".to_owned(),
+                    Err(why) => {
+                        let alert = Alert {
+                            kind: "dns_hook_failed",
+                            severity: Severity::Critical,
+                            tenant: Some(tenant),
+                            dedupe_key: format!("dns_hook_failed:{tenant}:{new_address}"),
+                            message: format!(
+                                "{tenant} was recovered onto {new_address}, but the DNS hook failed ({why}): point {} there by hand",
+                                stored.document.smtp_host
+                            ),
+                            details: json!({"new_address": new_address, "error": why}),
+                            audience: Audience::Security,
+                        };
+                        self.raise_alert(alert).await?;
+                        format!("failed: {why}")
+                    }
+                }
+            }
+        };
+        Ok(RecoveryView {
+            tenant_id: tenant.clone(),
+            old_address,
+            new_address,
+            created_user,
+            version,
+            dns_hook,
+            recovered_at: now,
+            duration_ms: millis(clock.elapsed()),
+        })
+    }
+
+    /// `recover --provision`: asks the provisioning hook for a replacement server, then
+    /// recovers onto it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a hook; [`Error::MailServer`] when the hook fails or answers
+    /// something unusable; those of [`Core::recover_tenant`].
+    pub async fn recover_tenant_provisioned(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+    ) -> Result<RecoveryView> {
+        require_scope(actor, Scope::TenantsRecover)?;
+        let url = self
+            .settings
+            .recovery
+            .provision_hook_url
+            .clone()
+            .ok_or_else(|| Error::Config("set SMTP_VAULT_PROVISION_HOOK_URL to use --provision".into()))?;
+        let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let body = json!({"tenant_id": tenant, "hostname": stored.document.smtp_host});
+        let response =
+            self.call_hook(&url, body).await.map_err(|why| Error::MailServer(format!("provisioning hook: {why}")))?;
+        let server: ProvisionedServer = response
+            .json()
+            .await
+            .map_err(|_| Error::MailServer("provisioning hook: the answer is not the expected JSON".into()))?;
+        let request = RecoverTenantRequest::new(
+            &server.new_vps_ip,
+            &server.mailu_api_url,
+            server.mailu_api_token,
+            server.smtp_port,
+        )
+        .map_err(|e| Error::MailServer(format!("provisioning hook: {e}")))?;
+        self.recover_tenant(actor, client, tenant, &request).await
+    }
+
+    /// A disaster-recovery drill: restores the newest backup plus the journal into a scratch
+    /// OpenBao started for the purpose (or the Vault at `vault_addr` with `token`), verifies
+    /// every tenant, measures RTO and RPO against live Vault, keeps the report and alerts when
+    /// it fails or misses a target.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless an operator or the scheduler; setup errors of the scratch
+    /// server. A failed restore is a failed drill (recorded), not an error.
+    pub async fn run_dr_drill(
+        &self,
+        actor: &Actor,
+        given: Option<(String, SecretString)>,
+        progress: &mut (dyn FnMut(usize, usize) + Send),
+    ) -> Result<DrillReport> {
+        if !matches!(actor, Actor::Operator { .. } | Actor::System { .. }) {
+            return Err(actor.refuse("drills run from the host or the scheduler"));
+        }
+        let started_at = self.now();
+        let drill_id = hex::encode(random_bytes::<8>()?.as_ref());
+        let (scratch, _server) = match given {
+            Some((addr, token)) => (self.scratch_vault(&addr, token).await?, None),
+            None => {
+                let server = ScratchServer::start(&self.settings.recovery.drill_bao).await?;
+                (self.scratch_vault(&server.addr, server.token.clone()).await?, Some(server))
+            }
+        };
+        let clock = Instant::now();
+        let mut problems = Vec::new();
+        let mut report = DrillReport {
+            drill_id: drill_id.clone(),
+            started_at,
+            backup_id: None,
+            journal_records: 0,
+            tenants: 0,
+            verified: 0,
+            rto_ms: 0,
+            rpo_ms: None,
+            lost_changes: 0,
+            ok: false,
+            problems: Vec::new(),
+        };
+        let options = RestoreOptions::default();
+        match self.restore_state(None, &options).await {
+            Err(e) => problems.push(format!("the backup could not be opened: {e}")),
+            Ok(state) => {
+                let restored_up_to = state.restored_up_to;
+                match self.restore_into(&scratch, state, &options, progress).await {
+                    Err(e) => problems.push(format!("the restore failed: {e}")),
+                    Ok((restore, _)) => {
+                        report.rto_ms = millis(clock.elapsed());
+                        report.backup_id = Some(restore.backup_id.clone());
+                        report.journal_records = restore.journal_records;
+                        report.tenants = restore.tenants;
+                        report.verified = restore.verified;
+                        for (tenant, why) in restore.failed.iter().take(5) {
+                            problems.push(format!("{tenant} did not verify: {why}"));
+                        }
+                        if restore.verified != restore.tenants {
+                            problems.push(format!("{} of {} tenants verified", restore.verified, restore.tenants));
+                        }
+                        report.lost_changes = self.count_lost_changes(&scratch).await?;
+                        let rpo = if report.lost_changes == 0 {
+                            0
+                        } else {
+                            u64::try_from((self.now() - restored_up_to).num_milliseconds()).unwrap_or(0)
+                        };
+                        report.rpo_ms = Some(rpo);
+                    }
+                }
+            }
+        }
+        let settings = &self.settings.recovery;
+        if report.rto_ms > millis(settings.drill_rto) {
+            problems.push(format!("RTO {} ms misses the target of {} s", report.rto_ms, settings.drill_rto.as_secs()));
+        }
+        if report.rpo_ms.is_some_and(|rpo| rpo > millis(settings.drill_rpo)) {
+            problems.push(format!(
+                "{} tenant(s) changed since the newest recoverable point; RPO misses the target of {} s",
+                report.lost_changes,
+                settings.drill_rpo.as_secs()
+            ));
+        }
+        report.ok = problems.is_empty();
+        report.problems = problems;
+        self.record_drill(actor, &report).await?;
+        Ok(report)
+    }
+
+    async fn scratch_vault(&self, addr: &str, token: SecretString) -> Result<Vault> {
+        let live = self.vault()?;
+        let vault = Vault::connect(VaultSettings {
+            addr: addr.to_owned(),
+            mount: live.mount().to_owned(),
+            approle_mount: "approle".into(),
+            auth: VaultAuth::Token(token),
+            timeout: Duration::from_secs(10),
+        })
+        .await?;
+        vault.setup(&RoleSettings::default()).await?;
+        Ok(vault)
+    }
+
+    /// Tenants whose secret in live Vault differs from (or is missing in) the restored one.
+    async fn count_lost_changes(&self, restored: &Vault) -> Result<usize> {
+        let live = self.vault()?;
+        let mut lost = 0;
+        for tenant in live.list_tenants().await? {
+            let Some(current) = live.read_credential(&tenant).await? else { continue };
+            let again = restored.read_credential(&tenant).await?;
+            if again.is_none_or(|r| r.document != current.document) {
+                lost += 1;
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn record_drill(&self, actor: &Actor, report: &DrillReport) -> Result<()> {
+        let text = serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO dr_drills (drill_id, started_at_ms, backup_id, ok, tenants, verified, rto_ms, rpo_ms, lost_changes, report) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&report.drill_id)
+        .bind(report.started_at.timestamp_millis())
+        .bind(report.backup_id.as_deref())
+        .bind(i64::from(report.ok))
+        .bind(i64::try_from(report.tenants).unwrap_or(i64::MAX))
+        .bind(i64::try_from(report.verified).unwrap_or(i64::MAX))
+        .bind(i64::try_from(report.rto_ms).unwrap_or(i64::MAX))
+        .bind(report.rpo_ms.map(|r| i64::try_from(r).unwrap_or(i64::MAX)))
+        .bind(i64::try_from(report.lost_changes).unwrap_or(i64::MAX))
+        .bind(&text)
+        .execute(&mut *tx)
+        .await?;
+        let severity = if report.ok { Severity::Info } else { Severity::Warning };
+        let details = json!({
+            "drill_id": report.drill_id, "ok": report.ok, "backup_id": report.backup_id, "tenants": report.tenants,
+            "verified": report.verified, "rto_ms": report.rto_ms, "rpo_ms": report.rpo_ms, "problems": report.problems,
+        });
+        audit::append(
+            &mut tx,
+            actor,
+            &ClientInfo::local(),
+            NewEvent::info(EventType::DrDrillRan, None, details.clone()).with_severity(severity),
+            now,
+        )
+        .await?;
+        if !report.ok {
+            let alert = Alert {
+                kind: "dr_drill_failed",
+                severity: Severity::Critical,
+                tenant: None,
+                dedupe_key: format!("dr_drill_failed:{}", report.drill_id),
+                message: format!("the disaster-recovery drill failed: {}", report.problems.join("; ")),
+                details,
+                audience: Audience::Security,
+            };
+            crate::core::alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
+        }
+        tx.commit().await?;
+        self.wake_outbox();
+        Ok(())
+    }
+
+    /// The newest drills (any admin, the operator).
+    ///
+    /// # Errors
+    /// Refusals for others; database errors.
+    pub async fn list_drills(&self, actor: &Actor, limit: i64) -> Result<Vec<DrillReport>> {
+        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. }) {
+            return Err(actor.refuse("only admins see drills"));
+        }
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT report FROM dr_drills ORDER BY started_at_ms DESC LIMIT $1")
+            .bind(limit.clamp(1, 500))
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(rows.into_iter().filter_map(|(text,)| serde_json::from_str(&text).ok()).collect())
+    }
+}
+
+/// A dev-mode OpenBao on a free loopback port, killed when dropped.
+struct ScratchServer {
+    _child: tokio::process::Child,
+    addr: String,
+    token: SecretString,
+}
+
+impl ScratchServer {
+    async fn start(binary: &str) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::io("finding a free port for the drill", e))?
+            .port();
+        let token = format!("drill-{}", hex::encode(random_bytes::<16>()?.as_ref()));
+        let child = tokio::process::Command::new(binary)
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={token}"),
+                "-dev-no-store-token",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                Error::io(format!("starting the drill's scratch server `{binary}` (SMTP_VAULT_DRILL_BAO)"), e)
+            })?;
+        let addr = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = http.get(format!("{addr}/v1/sys/health")).send().await.is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Vault("the drill's scratch server did not become ready in 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self { _child: child, addr, token: SecretString::from(token) })
+    }
+}
