@@ -307,6 +307,10 @@ pub fn retained(dates: &[NaiveDate]) -> BTreeSet<NaiveDate> {
     keep
 }
 
+/// A tenant during replay: its record, when its document was written, and when its pending
+/// rotation was (if any).
+type Replayed = (TenantRecord, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// A backup opened and replayed, ready to write.
 pub(crate) struct RestoreState {
     manifest: BackupManifest,
@@ -723,7 +727,7 @@ impl Core {
         let bytes =
             target.get(&format!("backups/{backup_id}/vault-snapshot.enc")).await?.ok_or(Error::NotFound("backup"))?;
         let (manifest, records) = open_backup(self.backup_key()?, &bytes)?;
-        let mut state: BTreeMap<String, (TenantRecord, DateTime<Utc>, Option<DateTime<Utc>>)> = records
+        let mut state: BTreeMap<String, Replayed> = records
             .into_iter()
             .map(|r| {
                 let pending_at = r.pending.as_ref().map(|_| manifest.created_at);

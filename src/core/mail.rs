@@ -221,7 +221,7 @@ pub fn pem_certificates(bundle: &[u8]) -> Vec<Vec<u8>> {
     const END: &str = "-----END CERTIFICATE-----";
     let text = String::from_utf8_lossy(bundle);
     text.split_inclusive(END)
-        .filter_map(|part| part.find("-----BEGIN CERTIFICATE-----").map(|start| part[start..].as_bytes().to_vec()))
+        .filter_map(|part| part.find("-----BEGIN CERTIFICATE-----").map(|start| part.as_bytes()[start..].to_vec()))
         .filter(|pem| pem.ends_with(END.as_bytes()))
         .collect()
 }
