@@ -314,7 +314,7 @@ async fn four_hundred_days_of_daily_backups_keep_exactly_30_daily_and_12_monthly
     }
     let kept: Vec<chrono::NaiveDate> = b
         .core
-        .list_backups()
+        .list_backups(&Actor::operator())
         .await
         .unwrap()
         .into_iter()
@@ -445,4 +445,47 @@ async fn backups_go_to_s3_and_restore_from_it_through_the_cli() {
     assert!(stdout.contains("2 written") && stdout.contains("2 verified"), "{stdout}");
     let replacement = b.replacement(&replacement_bao).await;
     assert_eq!(password_of(&replacement, "acme").await, "S3-Acme-Pass");
+}
+
+#[tokio::test]
+async fn a_platform_admin_restores_from_the_console_with_a_step_up_and_watches_progress() {
+    let b = with_backups(None).await;
+    store(&b.core, "acme", "Console-Restore-Pass").await;
+    let report = b.core.run_backup(&Actor::operator(), &mut no_progress()).await.unwrap();
+    let client = ClientInfo::local();
+    let mut admin =
+        common::passkeys::TestAdmin::enroll(&b.core, "plat@example.com", smtp_vault::model::Role::PlatformAdmin).await;
+    let reviewer =
+        common::passkeys::TestAdmin::enroll(&b.core, "rev@example.com", smtp_vault::model::Role::SecurityReviewer)
+            .await;
+    assert_eq!(b.core.list_backups(&reviewer.actor).await.unwrap().len(), 1, "reviewers see backups");
+    let refused = b.core.begin_restore(&reviewer.actor, &reviewer.session, &report.manifest.id, false, false).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))));
+    let direct =
+        b.core.restore_backup(&admin.actor, &report.manifest.id, &RestoreOptions::default(), &mut no_progress()).await;
+    assert!(matches!(direct, Err(Error::Forbidden(_))), "no restore without the step-up");
+    let unknown = b.core.begin_restore(&admin.actor, &admin.session, "2001-01-01", false, false).await;
+    assert!(matches!(unknown, Err(Error::NotFound(_))));
+    let no_step_up = b.core.finish_restore(&admin.actor, &admin.session, &client, "{}").await;
+    assert!(matches!(no_step_up, Err(Error::Unauthenticated)));
+
+    store(&b.core, "acme", "Changed-After").await;
+    let options = b.core.begin_restore(&admin.actor, &admin.session, &report.manifest.id, false, true).await.unwrap();
+    let assertion = admin.assert(&options);
+    let started = b.core.finish_restore(&admin.actor, &admin.session, &client, &assertion).await.unwrap();
+    assert!(started.running);
+    let core = b.core.clone();
+    let actor = admin.actor.clone();
+    common::wait_until("the restore to finish", Duration::from_secs(30), || {
+        let (core, actor) = (core.clone(), actor.clone());
+        async move { core.restore_status(&actor).unwrap().is_some_and(|s| !s.running) }
+    })
+    .await;
+    let status = b.core.restore_status(&admin.actor).unwrap().unwrap();
+    assert!(status.error.is_none(), "{status:?}");
+    let done = status.report.unwrap();
+    assert_eq!((status.done, status.total), (1, 1));
+    // The journal replays the later change, so --force rewrites nothing: identical.
+    assert_eq!((done.unchanged, done.verified), (1, 1));
+    assert_eq!(password_of(&b.core, "acme").await, "Changed-After");
 }

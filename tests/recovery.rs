@@ -225,3 +225,40 @@ async fn a_drill_restores_into_a_scratch_openbao_and_measures_rto_and_rpo() {
     assert!(!none.ok);
     assert!(none.problems[0].contains("backup"), "{:?}", none.problems);
 }
+
+#[tokio::test]
+async fn an_incident_responder_recovers_from_the_tenant_page_with_a_step_up() {
+    let s = setup().await;
+    let client = ClientInfo::local();
+    let core = &s.env.core;
+    let mut responder =
+        common::passkeys::TestAdmin::enroll(core, "resp@example.com", smtp_vault::model::Role::IncidentResponder).await;
+    let reviewer =
+        common::passkeys::TestAdmin::enroll(core, "rev@example.com", smtp_vault::model::Role::SecurityReviewer).await;
+    let refused =
+        core.begin_recovery(&reviewer.actor, &reviewer.session, &acme(), "127.0.0.1", &s.new.api_url, None).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))));
+    let bad = core.begin_recovery(&responder.actor, &responder.session, &acme(), "nope", &s.new.api_url, None).await;
+    assert!(matches!(bad, Err(Error::InvalidField(_))));
+    let options = core
+        .begin_recovery(
+            &responder.actor,
+            &responder.session,
+            &acme(),
+            "127.0.0.1",
+            &s.new.api_url,
+            Some(s.new.smtp_port),
+        )
+        .await
+        .unwrap();
+    let assertion = responder.assert(&options);
+    let done = core
+        .finish_recovery(&responder.actor, &responder.session, &client, &acme(), &assertion, Some(API_TOKEN.into()))
+        .await
+        .unwrap();
+    assert_eq!(done.new_address, "127.0.0.1");
+    let password = SecretString::from("Acme-Admin-Pass".to_owned());
+    assert_eq!(s.mailu.check_login(&target(&s.new), &password).await, LoginCheck::Accepted);
+    let replay = core.finish_recovery(&responder.actor, &responder.session, &client, &acme(), &assertion, None).await;
+    assert!(matches!(replay, Err(Error::Unauthenticated)), "the step-up is single use");
+}

@@ -56,7 +56,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 35] = [
+const SERVER_FNS: [Row; 42] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -110,6 +110,17 @@ const SERVER_FNS: [Row; 35] = [
         [401, 403, 200, 200],
     ),
     ("finish_emergency_reset", &[("tenant_id", "acme"), ("credential", "{}")], [401, 403, 401, 401]),
+    ("list_backups", &[], [401, 200, 200, 200]),
+    ("list_drills", &[], [401, 200, 200, 200]),
+    ("restore_status", &[], [401, 200, 200, 200]),
+    ("begin_restore", &[("backup_id", "2001-01-01"), ("dry_run", "true"), ("force", "false")], [401, 403, 403, 404]),
+    ("finish_restore", &[("credential", "{}")], [401, 403, 403, 401]),
+    (
+        "begin_recovery",
+        &[("tenant_id", "acme"), ("new_vps_ip", "127.0.0.1"), ("mailu_api_url", "https://mail.acme.example/api/v1")],
+        [401, 403, 200, 200],
+    ),
+    ("finish_recovery", &[("tenant_id", "acme"), ("credential", "{}"), ("mailu_api_token", "")], [401, 403, 401, 401]),
     ("logout", &[], [200, 200, 200, 200]),
 ];
 
@@ -150,7 +161,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     }
 
     // API routes for admin sessions (service tokens below).
-    let api: [(Method, &str, [u16; 4]); 7] = [
+    let api: [(Method, &str, [u16; 4]); 8] = [
         (Method::GET, "/api/v1/tenants", [401, 200, 200, 200]),
         (Method::GET, "/api/v1/tenants/acme/smtp-credentials", [401, 200, 200, 200]),
         (Method::PUT, "/api/v1/tenants/acme/smtp-credentials", [401, 403, 403, 403]),
@@ -158,6 +169,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/rotate", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/provision", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/emergency-reset", [401, 403, 403, 403]),
+        (Method::POST, "/api/v1/tenants/acme/recover", [401, 403, 403, 403]),
     ];
     for (i, (who, client)) in EVERYONE.iter().zip(&clients).enumerate() {
         for (method, path, expected) in &api {
@@ -166,6 +178,8 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
                 request = request.json(&provision_body());
             } else if path.ends_with("/emergency-reset") {
                 request = request.json(&reset_body());
+            } else if path.ends_with("/recover") {
+                request = request.json(&serde_json::json!({"new_vps_ip": "127.0.0.1", "mailu_api_url": "https://mail.acme.example/api/v1"}));
             } else if *method == Method::PUT {
                 request = request.json(&credential_body("x-new-password", "t"));
             }
@@ -190,12 +204,13 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     let plain = Client::new();
     // (Rotate, provision and reset reach the domain with the right scope: acme exists, so
     // provision answers 400; rotating needs a mail server this test does not run, so 502.)
-    let scopes: [(Scope, [u16; 7]); 5] = [
-        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403]),
-        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403]),
-        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403]),
-        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502]),
+    let scopes: [(Scope, [u16; 8]); 6] = [
+        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403, 403]),
+        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403, 403]),
+        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403, 403]),
+        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502, 403]),
+        (Scope::TenantsRecover, [403, 403, 403, 403, 403, 403, 403, 502]),
     ];
     for (scope, expected) in scopes {
         let token = env.token(&[scope]).await;
@@ -205,6 +220,8 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
                 request = request.json(&provision_body());
             } else if path.ends_with("/emergency-reset") {
                 request = request.json(&reset_body());
+            } else if path.ends_with("/recover") {
+                request = request.json(&serde_json::json!({"new_vps_ip": "127.0.0.1", "mailu_api_url": "https://mail.acme.example/api/v1"}));
             } else if *method == Method::PUT {
                 request = request.json(&credential_body(SECRET, "t"));
             }

@@ -295,3 +295,69 @@ pub async fn retry_alert(alert_id: String) -> Result<(), UiError> {
     let ctx = UiContext::load().await?;
     ctx.core.retry_alert(&ctx.actor, &ctx.client, &alert_id).await.map_err(fail)
 }
+
+/// Backups in the target, newest first (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "list_backups")]
+pub async fn list_backups() -> Result<Vec<crate::model::BackupView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_backups(&ctx.actor).await.map_err(fail)
+}
+
+/// Disaster-recovery drills, newest first (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "list_drills")]
+pub async fn list_drills() -> Result<Vec<crate::model::DrillReport>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_drills(&ctx.actor, 50).await.map_err(fail)
+}
+
+/// Starts a restore: a WebAuthn step-up bound to the backup and options (platform admins).
+#[server(prefix = "/_app", endpoint = "begin_restore")]
+pub async fn begin_restore(backup_id: String, dry_run: bool, force: bool) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_restore(&ctx.actor, &binding, &backup_id, dry_run, force).await.map_err(fail)
+}
+
+/// Finishes the step-up and starts the restore in the background.
+#[server(prefix = "/_app", endpoint = "finish_restore")]
+pub async fn finish_restore(credential: String) -> Result<crate::model::RestoreStatusView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_restore(&ctx.actor, &binding, &ctx.client, &credential).await.map_err(fail)
+}
+
+/// The progress of the restore started from the console (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "restore_status")]
+pub async fn restore_status() -> Result<Option<crate::model::RestoreStatusView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.restore_status(&ctx.actor).map_err(fail)
+}
+
+/// Starts recovering a tenant onto a replacement server: a WebAuthn step-up (platform admins,
+/// incident responders).
+#[server(prefix = "/_app", endpoint = "begin_recovery")]
+pub async fn begin_recovery(
+    tenant_id: String,
+    new_vps_ip: String,
+    mailu_api_url: String,
+    smtp_port: Option<u16>,
+) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let tenant = tenant(&tenant_id)?;
+    ctx.core.begin_recovery(&ctx.actor, &binding, &tenant, &new_vps_ip, &mailu_api_url, smtp_port).await.map_err(fail)
+}
+
+/// Finishes the step-up and recovers (the Mailu token, if a new one, comes only here).
+#[server(prefix = "/_app", endpoint = "finish_recovery")]
+pub async fn finish_recovery(
+    tenant_id: String,
+    credential: String,
+    mailu_api_token: String,
+) -> Result<crate::model::RecoveryView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let tenant = tenant(&tenant_id)?;
+    let token = Some(mailu_api_token).filter(|t| !t.is_empty());
+    ctx.core.finish_recovery(&ctx.actor, &binding, &ctx.client, &tenant, &credential, token).await.map_err(fail)
+}

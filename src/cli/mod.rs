@@ -527,17 +527,16 @@ async fn backup_command(mut config: Config, operator: &Actor, command: BackupCom
         }
         BackupCommand::List => {
             println!("{:<12} {:<22} {:>8} {:>10} KEY", "ID", "CREATED", "TENANTS", "BYTES");
-            for entry in core.list_backups().await.map_err(|e| e.to_string())? {
-                match entry.manifest {
-                    Some(m) => println!(
-                        "{:<12} {:<22} {:>8} {:>10} {}",
+            for entry in core.list_backups(operator).await.map_err(|e| e.to_string())? {
+                match (entry.created_at, entry.tenants, entry.size, entry.key_id) {
+                    (Some(created), Some(tenants), Some(size), Some(key)) => println!(
+                        "{:<12} {:<22} {:>8} {:>10} {key}",
                         entry.id,
-                        m.created_at.format("%Y-%m-%d %H:%M:%S"),
-                        m.tenants,
-                        m.size,
-                        m.key_id
+                        created.format("%Y-%m-%d %H:%M:%S"),
+                        tenants,
+                        size
                     ),
-                    None => println!("{:<12} (manifest missing or unreadable)", entry.id),
+                    _ => println!("{:<12} (manifest missing or unreadable)", entry.id),
                 }
             }
         }

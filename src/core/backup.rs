@@ -17,6 +17,7 @@ use crate::core::crypto::{Keyring, SecretField};
 use crate::core::error::{Error, Result};
 use crate::core::vault::{CredentialDocument, PendingDocument, Vault};
 use crate::model::TenantId;
+pub use crate::model::{BackupView, RestoreReport};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -321,15 +322,6 @@ pub(crate) struct RestoreState {
     fetch_ms: u64,
 }
 
-/// A backup as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupEntry {
-    /// Id (date).
-    pub id: String,
-    /// Its manifest, when readable.
-    pub manifest: Option<BackupManifest>,
-}
-
 /// What a backup run did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupReport {
@@ -356,39 +348,6 @@ pub struct RestoreOptions {
     pub until: Option<DateTime<Utc>>,
     /// Leave the journal out.
     pub skip_journal: bool,
-}
-
-/// What a restore did, tenant by tenant in summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreReport {
-    /// Backup id.
-    pub backup_id: String,
-    /// When the backup was made.
-    pub backup_created_at: Option<DateTime<Utc>>,
-    /// Journal records replayed on top.
-    pub journal_records: usize,
-    /// Time of the newest change restored (backup or journal).
-    pub restored_up_to: Option<DateTime<Utc>>,
-    /// Tenants in the restored state.
-    pub tenants: usize,
-    /// Written to the target.
-    pub written: usize,
-    /// Already identical in the target.
-    pub unchanged: usize,
-    /// Left alone because the target differs (use force), with the reason.
-    pub skipped: Vec<(String, String)>,
-    /// Read back and decrypted.
-    pub verified: usize,
-    /// Failed to write or verify, with the reason.
-    pub failed: Vec<(String, String)>,
-    /// Nothing was written.
-    pub dry_run: bool,
-    /// Fetching and opening.
-    pub fetch_ms: u64,
-    /// Writing and verifying.
-    pub write_ms: u64,
-    /// In all.
-    pub total_ms: u64,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -494,11 +453,18 @@ impl Core {
         })
     }
 
-    /// Backups in the target, newest first.
+    /// Backups in the target, newest first (any admin, the operator).
     ///
     /// # Errors
-    /// Store errors.
-    pub async fn list_backups(&self) -> Result<Vec<BackupEntry>> {
+    /// Refusals for others; store errors.
+    pub async fn list_backups(&self, actor: &Actor) -> Result<Vec<BackupView>> {
+        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. } | Actor::System { .. }) {
+            return Err(actor.refuse("only admins see backups"));
+        }
+        self.backups().await
+    }
+
+    async fn backups(&self) -> Result<Vec<BackupView>> {
         let target = self.backup_target()?;
         let mut ids = BTreeSet::new();
         for name in target.list("backups").await? {
@@ -508,11 +474,17 @@ impl Core {
         }
         let mut entries = Vec::new();
         for id in ids.into_iter().rev() {
-            let manifest = target
+            let manifest: Option<BackupManifest> = target
                 .get(&format!("backups/{id}/manifest.json"))
                 .await?
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-            entries.push(BackupEntry { id, manifest });
+            entries.push(BackupView {
+                id,
+                created_at: manifest.as_ref().map(|m| m.created_at),
+                tenants: manifest.as_ref().map(|m| m.tenants),
+                size: manifest.as_ref().map(|m| m.size),
+                key_id: manifest.map(|m| m.key_id),
+            });
         }
         Ok(entries)
     }
@@ -524,7 +496,7 @@ impl Core {
     /// Store errors.
     pub async fn prune_backups(&self, actor: &Actor) -> Result<Vec<String>> {
         let target = self.backup_target()?;
-        let entries = self.list_backups().await?;
+        let entries = self.backups().await?;
         let dates: Vec<NaiveDate> =
             entries.iter().filter_map(|e| NaiveDate::parse_from_str(&e.id, "%Y-%m-%d").ok()).collect();
         let keep = retained(&dates);
@@ -696,8 +668,18 @@ impl Core {
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<RestoreReport> {
         if !matches!(actor, Actor::Operator { .. } | Actor::System { .. }) {
-            return Err(actor.refuse("restores run from the host"));
+            return Err(actor.refuse("restores run from the host, or from the console with a passkey step-up"));
         }
+        self.run_restore(actor, backup_id, options, progress).await
+    }
+
+    async fn run_restore(
+        &self,
+        actor: &Actor,
+        backup_id: &str,
+        options: &RestoreOptions,
+        progress: &mut (dyn FnMut(usize, usize) + Send),
+    ) -> Result<RestoreReport> {
         let clock = Instant::now();
         let state = self.restore_state(Some(backup_id), options).await?;
         let (mut report, versions) = self.restore_into(self.vault()?, state, options, progress).await?;
@@ -719,7 +701,7 @@ impl Core {
         let target = self.backup_target()?;
         let backup_id = match backup_id {
             Some(id) => id.to_owned(),
-            None => self.list_backups().await?.into_iter().next().ok_or(Error::NotFound("backup"))?.id,
+            None => self.backups().await?.into_iter().next().ok_or(Error::NotFound("backup"))?.id,
         };
         if NaiveDate::parse_from_str(&backup_id, "%Y-%m-%d").is_err() {
             return Err(Error::InvalidInput("a backup id is a date: YYYY-MM-DD (see `smtp-vault backup list`)".into()));
@@ -967,5 +949,123 @@ mod tests {
             Some((b"{}".to_vec(), b"body".to_vec()))
         );
         assert!(matches!(unframe(&framed[..8]), Err(Error::BackupInvalid(_))));
+    }
+}
+
+impl Core {
+    /// Starts a restore from the console: a platform admin's WebAuthn step-up, bound to the
+    /// backup id and options.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] for other roles, [`Error::InvalidInput`] for a bad id,
+    /// [`Error::NotFound`] for an unknown backup.
+    pub async fn begin_restore(
+        &self,
+        actor: &Actor,
+        session: &crate::core::passkeys::SessionBinding,
+        backup_id: &str,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<String> {
+        if !matches!(actor, Actor::Admin { .. }) || !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins restore backups"));
+        }
+        if NaiveDate::parse_from_str(backup_id, "%Y-%m-%d").is_err() {
+            return Err(Error::InvalidInput("a backup id is a date: YYYY-MM-DD".into()));
+        }
+        if !self.backups().await?.iter().any(|b| b.id == backup_id) {
+            return Err(Error::NotFound("backup"));
+        }
+        let context = json!({"backup_id": backup_id, "dry_run": dry_run, "force": force});
+        self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Restore, None, context).await
+    }
+
+    /// Finishes the step-up and starts the restore in the background; its progress is read
+    /// with [`Core::restore_status`].
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] (audited), [`Error::RotationBusy`]-like
+    /// [`Error::InvalidInput`] when a restore is already running.
+    pub async fn finish_restore(
+        &self,
+        actor: &Actor,
+        session: &crate::core::passkeys::SessionBinding,
+        client: &ClientInfo,
+        credential_json: &str,
+    ) -> Result<crate::model::RestoreStatusView> {
+        if !matches!(actor, Actor::Admin { .. }) || !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins restore backups"));
+        }
+        let purpose = crate::core::passkeys::Purpose::Restore;
+        let (passkey_id, context) = match self.finish_reauth(actor, session, purpose, None, credential_json).await? {
+            Ok(found) => found,
+            Err(cause) => {
+                let event =
+                    NewEvent::info(EventType::ReauthFailed, None, json!({"purpose": "restore", "reason": cause}))
+                        .with_severity(Severity::Warning);
+                audit::record(&self.db, actor, client, event, self.now()).await?;
+                return Err(Error::Unauthenticated);
+            }
+        };
+        let details = json!({"purpose": "restore", "passkey_id": passkey_id});
+        audit::record(&self.db, actor, client, NewEvent::info(EventType::ReauthSucceeded, None, details), self.now())
+            .await?;
+        let backup_id = context["backup_id"].as_str().unwrap_or_default().to_owned();
+        let options = RestoreOptions {
+            dry_run: context["dry_run"].as_bool().unwrap_or(true),
+            force: context["force"].as_bool().unwrap_or(false),
+            ..RestoreOptions::default()
+        };
+        let status = crate::model::RestoreStatusView {
+            running: true,
+            backup_id: backup_id.clone(),
+            started_by: actor.audit_identity().1,
+            started_at: Some(self.now()),
+            ..Default::default()
+        };
+        {
+            let mut slot = self.restore_status.lock().map_err(|_| Error::Internal("restore status lock".into()))?;
+            if slot.as_ref().is_some_and(|s| s.running) {
+                return Err(Error::InvalidInput("a restore is already running; watch its progress".into()));
+            }
+            *slot = Some(status.clone());
+        }
+        let (core, actor) = (self.clone(), actor.clone());
+        tokio::spawn(async move {
+            let shared = core.restore_status.clone();
+            let mut progress = |done: usize, total: usize| {
+                if let Ok(mut slot) = shared.lock()
+                    && let Some(status) = slot.as_mut()
+                {
+                    status.done = done;
+                    status.total = total;
+                }
+            };
+            let outcome = core.run_restore(&actor, &backup_id, &options, &mut progress).await;
+            if let Ok(mut slot) = core.restore_status.lock()
+                && let Some(status) = slot.as_mut()
+            {
+                status.running = false;
+                match outcome {
+                    Ok(report) => status.report = Some(report),
+                    Err(e) => {
+                        tracing::error!(error = %e, "restore from the console failed");
+                        status.error = Some(e.to_string());
+                    }
+                }
+            }
+        });
+        Ok(status)
+    }
+
+    /// The restore started from the console in this process, if any (any admin).
+    ///
+    /// # Errors
+    /// Refusals for others.
+    pub fn restore_status(&self, actor: &Actor) -> Result<Option<crate::model::RestoreStatusView>> {
+        if !matches!(actor, Actor::Admin { .. }) {
+            return Err(actor.refuse("only admins see restores"));
+        }
+        Ok(self.restore_status.lock().map_err(|_| Error::Internal("restore status lock".into()))?.clone())
     }
 }

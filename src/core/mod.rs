@@ -101,6 +101,7 @@ pub struct Core {
     channels: Arc<channels::Channels>,
     backup_target: Option<Arc<backup::BackupTarget>>,
     backup_key: Option<Arc<Keyring>>,
+    restore_status: Arc<std::sync::Mutex<Option<crate::model::RestoreStatusView>>>,
     outbox_wake: Arc<tokio::sync::Notify>,
     clock: SharedClock,
     settings: CoreSettings,
@@ -206,6 +207,7 @@ impl Core {
             channels: Arc::new(channels),
             backup_target,
             backup_key,
+            restore_status: Arc::default(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {

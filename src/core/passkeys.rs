@@ -29,6 +29,10 @@ pub enum Purpose {
     Rotate,
     /// Step-up before an emergency reset from the UI.
     EmergencyReset,
+    /// Step-up before restoring a backup from the UI.
+    Restore,
+    /// Step-up before recovering a tenant onto a replacement server from the UI.
+    Recover,
 }
 
 impl Purpose {
@@ -40,6 +44,8 @@ impl Purpose {
             Purpose::Reveal => "reveal",
             Purpose::Rotate => "rotate",
             Purpose::EmergencyReset => "emergency_reset",
+            Purpose::Restore => "restore",
+            Purpose::Recover => "recover",
         }
     }
 }

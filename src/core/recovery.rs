@@ -15,10 +15,10 @@ use crate::core::crypto::{SecretField, random_bytes};
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
 use crate::core::vault::{RoleSettings, Vault, VaultAuth, VaultSettings};
+pub use crate::model::DrillReport;
 use crate::model::{RecoverTenantRequest, RecoveryView, Scope, TenantId};
-use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -63,33 +63,6 @@ struct ProvisionedServer {
     smtp_port: Option<u16>,
 }
 
-/// One drill, as kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrillReport {
-    /// Id.
-    pub drill_id: String,
-    /// When it began.
-    pub started_at: DateTime<Utc>,
-    /// The backup restored.
-    pub backup_id: Option<String>,
-    /// Journal records replayed.
-    pub journal_records: usize,
-    /// Tenants restored.
-    pub tenants: usize,
-    /// Tenants read back and decrypted.
-    pub verified: usize,
-    /// Milliseconds from fetching the backup to every tenant verified.
-    pub rto_ms: u64,
-    /// Age of the newest lost change: 0 when the restore matches live Vault.
-    pub rpo_ms: Option<u64>,
-    /// Tenants whose live secret differs from the restored one.
-    pub lost_changes: usize,
-    /// Passed and met both targets.
-    pub ok: bool,
-    /// Why not, when not.
-    pub problems: Vec<String>,
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -126,6 +99,16 @@ impl Core {
         request: &RecoverTenantRequest,
     ) -> Result<RecoveryView> {
         require_scope(actor, Scope::TenantsRecover)?;
+        self.run_recovery(actor, client, tenant, request).await
+    }
+
+    async fn run_recovery(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        request: &RecoverTenantRequest,
+    ) -> Result<RecoveryView> {
         let clock = Instant::now();
         let Some(_guard) = self.rotation_locks.lock_within(tenant, Duration::from_secs(60)).await else {
             return Err(Error::RotationBusy);
@@ -250,6 +233,80 @@ impl Core {
             recovered_at: now,
             duration_ms: millis(clock.elapsed()),
         })
+    }
+
+    /// Starts a recovery from the tenant page: platform admins and incident responders, with a
+    /// WebAuthn step-up bound to the replacement's address, API URL and port.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::InvalidField`], [`Error::NotFound`], rate limits.
+    pub async fn begin_recovery(
+        &self,
+        actor: &Actor,
+        session: &crate::core::passkeys::SessionBinding,
+        tenant: &TenantId,
+        new_vps_ip: &str,
+        mailu_api_url: &str,
+        smtp_port: Option<u16>,
+    ) -> Result<String> {
+        if !actor.may_respond() {
+            return Err(actor.refuse("only platform admins and incident responders recover tenants"));
+        }
+        let request = RecoverTenantRequest::new(new_vps_ip, mailu_api_url, None, smtp_port)?;
+        self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let context = json!({
+            "new_vps_ip": request.new_vps_ip.to_string(), "mailu_api_url": request.mailu_api_url, "smtp_port": request.smtp_port,
+        });
+        self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Recover, Some(tenant.as_str()), context).await
+    }
+
+    /// Finishes the step-up and recovers. The Mailu token (optional) comes only now, so it is
+    /// never stored with the ceremony.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] (audited), and those of [`Core::recover_tenant`].
+    pub async fn finish_recovery(
+        &self,
+        actor: &Actor,
+        session: &crate::core::passkeys::SessionBinding,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        credential_json: &str,
+        mailu_api_token: Option<String>,
+    ) -> Result<RecoveryView> {
+        if !actor.may_respond() {
+            return Err(actor.refuse("only platform admins and incident responders recover tenants"));
+        }
+        let purpose = crate::core::passkeys::Purpose::Recover;
+        let (passkey_id, context) =
+            match self.finish_reauth(actor, session, purpose, Some(tenant.as_str()), credential_json).await? {
+                Ok(found) => found,
+                Err(cause) => {
+                    let details = json!({"purpose": "recover", "reason": cause});
+                    let event =
+                        NewEvent::info(EventType::ReauthFailed, Some(tenant), details).with_severity(Severity::Warning);
+                    audit::record(&self.db, actor, client, event, self.now()).await?;
+                    return Err(Error::Unauthenticated);
+                }
+            };
+        let details = json!({"purpose": "recover", "passkey_id": passkey_id});
+        audit::record(
+            &self.db,
+            actor,
+            client,
+            NewEvent::info(EventType::ReauthSucceeded, Some(tenant), details),
+            self.now(),
+        )
+        .await?;
+        let port = context["smtp_port"].as_u64().and_then(|p| u16::try_from(p).ok());
+        let token = mailu_api_token.filter(|t| !t.is_empty());
+        let request = RecoverTenantRequest::new(
+            context["new_vps_ip"].as_str().unwrap_or_default(),
+            context["mailu_api_url"].as_str().unwrap_or_default(),
+            token,
+            port,
+        )?;
+        self.run_recovery(actor, client, tenant, &request).await
     }
 
     /// `recover --provision`: asks the provisioning hook for a replacement server, then

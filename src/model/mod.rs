@@ -21,6 +21,6 @@ pub use incidents::{
     AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView,
     ResetTimings,
 };
-pub use recovery::{RecoverTenantRequest, RecoveryView};
+pub use recovery::{BackupView, DrillReport, RecoverTenantRequest, RecoveryView, RestoreReport, RestoreStatusView};
 pub use scope::{Scope, UnknownScope};
 pub use tenant::{InvalidTenantId, TenantId};

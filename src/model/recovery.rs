@@ -112,3 +112,99 @@ pub struct RecoveryView {
     /// How long it took.
     pub duration_ms: u64,
 }
+
+/// A backup as listed (from its plaintext manifest; `None` when that is missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    /// Id (its UTC date).
+    pub id: String,
+    /// When it was made.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Tenants in it.
+    pub tenants: Option<usize>,
+    /// Bytes.
+    pub size: Option<u64>,
+    /// Backup key id.
+    pub key_id: Option<String>,
+}
+
+/// What a restore did, tenant by tenant in summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// Backup id.
+    pub backup_id: String,
+    /// When the backup was made.
+    pub backup_created_at: Option<DateTime<Utc>>,
+    /// Journal records replayed on top.
+    pub journal_records: usize,
+    /// Time of the newest change restored (backup or journal).
+    pub restored_up_to: Option<DateTime<Utc>>,
+    /// Tenants in the restored state.
+    pub tenants: usize,
+    /// Written to the target.
+    pub written: usize,
+    /// Already identical in the target.
+    pub unchanged: usize,
+    /// Left alone because the target differs (use force), with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Read back and decrypted.
+    pub verified: usize,
+    /// Failed to write or verify, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Fetching and opening.
+    pub fetch_ms: u64,
+    /// Writing and verifying.
+    pub write_ms: u64,
+    /// In all.
+    pub total_ms: u64,
+}
+
+/// One drill, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillReport {
+    /// Id.
+    pub drill_id: String,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// The backup restored.
+    pub backup_id: Option<String>,
+    /// Journal records replayed.
+    pub journal_records: usize,
+    /// Tenants restored.
+    pub tenants: usize,
+    /// Tenants read back and decrypted.
+    pub verified: usize,
+    /// Milliseconds from fetching the backup to every tenant verified.
+    pub rto_ms: u64,
+    /// Age of the newest lost change: 0 when the restore matches live Vault.
+    pub rpo_ms: Option<u64>,
+    /// Tenants whose live secret differs from the restored one.
+    pub lost_changes: usize,
+    /// Passed and met both targets.
+    pub ok: bool,
+    /// Why not, when not.
+    pub problems: Vec<String>,
+}
+
+/// A restore started from the console, as its progress view shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreStatusView {
+    /// Still running.
+    pub running: bool,
+    /// The backup.
+    pub backup_id: String,
+    /// Who started it.
+    pub started_by: String,
+    /// When.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Tenants done.
+    pub done: usize,
+    /// Tenants in all.
+    pub total: usize,
+    /// The report, once finished.
+    pub report: Option<RestoreReport>,
+    /// Why it stopped, if it failed.
+    pub error: Option<String>,
+}

@@ -5,8 +5,9 @@
 
 use crate::app::browser;
 use crate::app::server_fns::{
-    begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_reveal, finish_rotation, list_grants,
-    list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings, update_tenant_settings,
+    begin_recovery, begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_recovery, finish_reveal,
+    finish_rotation, list_grants, list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings,
+    update_tenant_settings,
 };
 use crate::app::session::{has_role, signed_in, use_me};
 use crate::app::status::ReadinessCard;
@@ -132,6 +133,7 @@ pub fn TenantPage() -> impl IntoView {
                     </section>
                     <RotationPanel tenant_id=m.tenant_id.to_string() />
                     <SettingsPanel tenant_id=m.tenant_id.to_string() />
+                    <RecoveryPanel tenant_id=m.tenant_id.to_string() />
                 }.into_any()),
                 _ => None,
             }}
@@ -455,6 +457,73 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
                     <input type="number" min="1" max="7" aria-label="Days" bind:value=days />
                     <input required minlength="3" placeholder="reason" aria-label="Reason" bind:value=why />
                     <button type="submit" class="secondary">"Defer"</button>
+                </form>
+                {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+                {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
+            </section>
+        })}
+    }
+}
+
+/// VPS failure: recover the tenant onto a replacement server (platform admins and incident
+/// responders, with a passkey step-up).
+#[component]
+fn RecoveryPanel(tenant_id: String) -> impl IntoView {
+    let me = use_me();
+    let tenant = StoredValue::new(tenant_id);
+    let (ip, url, port, token) = (
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+    );
+    let busy = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    let recover = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        notice.set(None);
+        let (i, u, t) = (ip.get_untracked(), url.get_untracked(), token.get_untracked());
+        let p = port.get_untracked().trim().parse::<u16>().ok();
+        spawn_local(async move {
+            let outcome = async {
+                let options = begin_recovery(tenant.get_value(), i, u, p).await.map_err(|e| e.message)?;
+                let assertion = browser::get_assertion(options).await?;
+                finish_recovery(tenant.get_value(), assertion, t).await.map_err(|e| e.message)
+            }
+            .await;
+            busy.set(false);
+            match outcome {
+                Ok(done) => {
+                    token.set(String::new());
+                    notice.set(Some(format!(
+                        "Recovered onto {} (user {}); version {}; DNS hook {}; {} ms.",
+                        done.new_address,
+                        if done.created_user { "created" } else { "updated" },
+                        done.version,
+                        done.dns_hook,
+                        done.duration_ms
+                    )));
+                }
+                Err(message) => error.set(Some(message)),
+            }
+        });
+    };
+    view! {
+        {move || (has_role(me, Role::PlatformAdmin) || has_role(me, Role::IncidentResponder)).then(|| view! {
+            <section class="card" aria-labelledby="recover-title">
+                <h2 id="recover-title">"Recover onto a replacement server"</h2>
+                <p>"When the tenant's mail server is lost: sets the stored password on the new Mailu (creating the admin user if needed), proves an SMTP login there and tells DNS."</p>
+                <form class="stack" on:submit=recover data-testid="recover-form">
+                    <label>"New server address" <input required placeholder="203.0.113.7" bind:value=ip /></label>
+                    <label>"New Mailu API URL" <input type="url" required bind:value=url /></label>
+                    <label>"SMTP port (empty: unchanged)" <input type="number" min="1" max="65535" bind:value=port /></label>
+                    <label>"New Mailu API token (empty: unchanged)" <input type="password" autocomplete="off" bind:value=token /></label>
+                    <button type="submit" class="danger" disabled=move || busy.get()>
+                        {move || if busy.get() { "Confirm with your passkey…" } else { "Recover with passkey" }}
+                    </button>
                 </form>
                 {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
                 {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}

@@ -2,6 +2,7 @@
 //! them comes from server functions, which the core authorizes.
 
 pub mod admins;
+pub mod backups;
 pub mod credentials;
 pub mod incidents;
 pub mod login;
@@ -9,6 +10,7 @@ pub mod login;
 use leptos::prelude::*;
 
 pub use admins::AdminsPage;
+pub use backups::BackupsPage;
 pub use credentials::{CredentialsPage, TenantPage};
 pub use incidents::IncidentsPage;
 pub use login::{EnrollPage, LoginPage};
@@ -31,12 +33,6 @@ pub fn AuditPage() -> impl IntoView {
             purpose="The hash-chained record of every change and every secret read. Verify it with `smtp-vault audit verify`."
         />
     }
-}
-
-/// Backups, restores and DR drills.
-#[component]
-pub fn BackupsPage() -> impl IntoView {
-    view! { <PageHeader title="Backups" purpose="Encrypted backups, verified restores and disaster-recovery drills." /> }
 }
 
 /// Unknown path.
