@@ -33,6 +33,8 @@ export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
 rm -f data/smtp-vault.db data/smtp-vault.db-wal data/smtp-vault.db-shm
 bin=target/debug/smtp-vault
 [ -f data/keyring.json ] || "$bin" keys generate
+# The backup key lives beside the keyring, outside the backup target (data/backups).
+[ -f data/backup.key ] || "$bin" keys generate --backup
 say "configuring Vault (mount, policies, AppRole)"
 setup=$(VAULT_TOKEN=$root_token "$bin" vault-setup)
 export VAULT_ROLE_ID VAULT_SECRET_ID
@@ -78,6 +80,7 @@ cat >&2 <<MSG
   sign in: open this one-time link (24 h) in Chromium or any browser with passkeys,
     $invite
     then sign in later as admin@example.com with that passkey.
+  backups: "$bin backup run" writes to data/backups (daily at 02:00 UTC while serving)
   alerts (security@example.com and Slack) land in a local sink: http://127.0.0.1:$sink_http/_sink/messages
   API token (credentials:write/read/read-secret/rotate/reset):
     $token

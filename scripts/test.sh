@@ -48,7 +48,7 @@ sink_http=$(sed -n 's/^http_port=//p' "$work/sink.out")
 [ -n "$sink_http" ] || die "alert-sink did not start"
 export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE SMTP_VAULT_ALERT_SMTP_URL="smtp://127.0.0.1:$sink_smtp?tls=none"
 export SMTP_VAULT_ALERT_EMAIL_TO=security@example.com SMTP_VAULT_SLACK_WEBHOOK_URL="http://127.0.0.1:$sink_http/slack"
-export SMTP_VAULT_ALERT_RETRY_MS=200
+export SMTP_VAULT_ALERT_RETRY_MS=200 SMTP_VAULT_BACKUP_TARGET="file://$work/backups" SMTP_VAULT_BACKUP_KEY="$work/backup.key"
 console_port=$(free_port)
 # WebAuthn needs a domain origin (localhost, not 127.0.0.1) with the exact port; the reveal
 # window is shortened so the journey can watch it close.
@@ -56,6 +56,7 @@ export VAULT_ADDR="http://127.0.0.1:$bao_port" DATABASE_URL="sqlite://$work/e2e.
 export SMTP_VAULT_KEYRING="$work/keyring.json" LEPTOS_SITE_ADDR="127.0.0.1:$console_port"
 export SMTP_VAULT_PUBLIC_URL="http://localhost:$console_port" SMTP_VAULT_REVEAL_WINDOW_SECS=10
 target/debug/smtp-vault keys generate 2>/dev/null
+target/debug/smtp-vault keys generate --backup 2>/dev/null
 setup=$(VAULT_TOKEN=$root_token target/debug/smtp-vault vault-setup 2>/dev/null)
 export VAULT_ROLE_ID VAULT_SECRET_ID
 VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
@@ -79,6 +80,7 @@ curl -fsS -o /dev/null -X POST "http://127.0.0.1:$console_port/api/v1/tenants/in
   SMTP_VAULT_E2E_CA="$CA_FILE" npx playwright test)
 unset VAULT_ADDR DATABASE_URL SMTP_VAULT_KEYRING LEPTOS_SITE_ADDR SMTP_VAULT_PUBLIC_URL SMTP_VAULT_REVEAL_WINDOW_SECS VAULT_ROLE_ID VAULT_SECRET_ID
 unset SMTP_VAULT_SMTP_CA_FILE SMTP_VAULT_ALERT_SMTP_URL SMTP_VAULT_ALERT_EMAIL_TO SMTP_VAULT_SLACK_WEBHOOK_URL SMTP_VAULT_ALERT_RETRY_MS
+unset SMTP_VAULT_BACKUP_TARGET SMTP_VAULT_BACKUP_KEY
 
 runner=(cargo nextest run --no-fail-fast)
 command -v cargo-nextest >/dev/null || runner=(cargo test --no-fail-fast)

@@ -489,3 +489,91 @@ async fn a_platform_admin_restores_from_the_console_with_a_step_up_and_watches_p
     assert_eq!((done.unchanged, done.verified), (1, 1));
     assert_eq!(password_of(&b.core, "acme").await, "Changed-After");
 }
+
+/// A single-node raft OpenBao, initialised and unsealed; killed on drop.
+struct RaftBao {
+    child: std::process::Child,
+    addr: String,
+    root: SecretString,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RaftBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_raft() -> RaftBao {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (api, cluster) = (free(), free());
+    std::fs::create_dir_all(dir.path().join("raft")).unwrap();
+    let config = format!(
+        "ui = false\nstorage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n  performance_multiplier = 1\n}}\n\
+         listener \"tcp\" {{\n  address = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+         api_addr = \"http://127.0.0.1:{api}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+        dir.path().join("raft").display()
+    );
+    std::fs::write(dir.path().join("bao.hcl"), config).unwrap();
+    let child = std::process::Command::new(bao_binary())
+        .arg("server")
+        .arg(format!("-config={}", dir.path().join("bao.hcl").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("http://127.0.0.1:{api}");
+    let http = reqwest::Client::new();
+    let health = format!("{addr}/v1/sys/health");
+    common::wait_until("raft OpenBao to listen", Duration::from_secs(30), || {
+        let request = http.get(&health).send();
+        async move { request.await.is_ok() }
+    })
+    .await;
+    let init: serde_json::Value = http
+        .post(format!("{addr}/v1/sys/init"))
+        .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = init["keys_base64"][0].as_str().unwrap().to_owned();
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    http.post(format!("{addr}/v1/sys/unseal")).json(&serde_json::json!({"key": key})).send().await.unwrap();
+    common::wait_until("raft OpenBao to become active", Duration::from_secs(30), || {
+        let request = http.get(&health).send();
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    RaftBao { child, addr, root: SecretString::from(root), _dir: dir }
+}
+
+#[tokio::test]
+async fn on_raft_storage_the_raft_snapshot_is_sealed_beside_the_backup() {
+    let b = with_backups(None).await;
+    let raft = start_raft().await;
+    let mut config = b.config();
+    config.vault_addr = raft.addr.clone();
+    config.vault_token = Some(raft.root.clone());
+    let core = Core::connect(&config, Needs::ALL, None).await.unwrap();
+    core.setup_vault(&Actor::operator(), &RoleSettings::default()).await.unwrap();
+    store(&core, "acme", "Raft-Acme-Pass").await;
+    let report = core.run_backup(&Actor::operator(), &mut no_progress()).await.unwrap();
+    let bytes = core.save_raft_snapshot(&Actor::operator(), &report.manifest.id, None).await.unwrap();
+    assert!(bytes > 0);
+    let sealed =
+        std::fs::read(b.env.dir.path().join(format!("backups/backups/{}/raft.snap.enc", report.manifest.id))).unwrap();
+    let opened = core.export_raft_snapshot(&Actor::operator(), &report.manifest.id).await.unwrap();
+    assert!(!sealed.windows(64).any(|w| w == &opened[..64]), "sealed, not the raw snapshot");
+    assert_eq!(opened.len(), bytes);
+    assert_eq!(&opened[..2], &[0x1f, 0x8b], "a gzip'd tar, as `bao operator raft snapshot restore` takes");
+    // The console's own AppRole token may not take snapshots: a clear refusal.
+    let console = Core::connect(&b.config(), Needs::ALL, None).await.unwrap();
+    let refused = console.save_raft_snapshot(&Actor::operator(), &report.manifest.id, None).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("raft snapshot"), "{message}");
+}

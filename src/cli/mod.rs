@@ -151,18 +151,30 @@ pub enum KeysCommand {
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
     /// Back up every tenant now (then apply retention).
-    Run,
+    Run {
+        /// Also save Vault's raft snapshot (needs VAULT_TOKEN allowed sys/storage/raft/snapshot;
+        /// restorable only with the original cluster's unseal keys).
+        #[arg(long)]
+        raft_snapshot: bool,
+    },
+    /// Write the decrypted raft snapshot of a backup to a file, for
+    /// `bao operator raft snapshot restore -force FILE`.
+    RaftExport {
+        /// The backup id.
+        id: String,
+        /// Output file (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List backups, newest first.
     List,
     /// Apply retention: keep 30 daily and 12 monthly backups.
     Prune,
     /// Restore a backup (and the journal after it) into Vault; verifies every tenant.
     Restore {
-        /// The backup id (a date, see `backup list`).
+        /// The backup id (a date, see `backup list`). Restore into another Vault with the
+        /// global `--vault-addr` (and VAULT_TOKEN or AppRole for it).
         id: String,
-        /// Restore into this Vault instead (log in with VAULT_TOKEN or AppRole as usual).
-        #[arg(long)]
-        vault_addr: Option<String>,
         /// Check and plan only; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -184,9 +196,13 @@ pub enum DrCommand {
     /// Restore the newest backup plus the journal into a scratch OpenBao (or --vault-addr with
     /// VAULT_TOKEN), verify every tenant, measure RTO and RPO, keep the report.
     Drill {
-        /// Use this Vault as the scratch target instead of starting one.
-        #[arg(long)]
-        vault_addr: Option<String>,
+        /// Use this Vault as the scratch target instead of starting one (it must be empty or
+        /// disposable).
+        #[arg(long, requires = "scratch_token")]
+        scratch_addr: Option<String>,
+        /// Token for --scratch-addr.
+        #[arg(long, env = "SMTP_VAULT_SCRATCH_TOKEN", hide_env_values = true)]
+        scratch_token: Option<String>,
     },
 }
 
@@ -439,15 +455,9 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 done.duration_ms
             );
         }
-        Command::Dr { command: DrCommand::Drill { vault_addr } } => {
+        Command::Dr { command: DrCommand::Drill { scratch_addr, scratch_token } } => {
             let core = connect(&config, Needs::ALL).await?;
-            let given = match vault_addr {
-                Some(addr) => {
-                    let token = config.vault_token.clone().ok_or("--vault-addr needs VAULT_TOKEN for that Vault")?;
-                    Some((addr, token))
-                }
-                None => None,
-            };
+            let given = scratch_addr.zip(scratch_token.map(secrecy::SecretString::from));
             let bar = progress_bar("tenants verified");
             let mut progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
@@ -497,6 +507,16 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Creates `path` with mode 0600, refusing to replace an existing file.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
 fn progress_bar(what: &str) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{elapsed}}"))
@@ -504,13 +524,20 @@ fn progress_bar(what: &str) -> indicatif::ProgressBar {
     )
 }
 
-async fn backup_command(mut config: Config, operator: &Actor, command: BackupCommand) -> Result<ExitCode, String> {
-    if let BackupCommand::Restore { vault_addr: Some(addr), .. } = &command {
-        config.vault_addr.clone_from(addr);
-    }
+async fn backup_command(config: Config, operator: &Actor, command: BackupCommand) -> Result<ExitCode, String> {
     let core = connect(&config, Needs::ALL).await?;
     match command {
-        BackupCommand::Run => {
+        BackupCommand::RaftExport { id, out } => {
+            let snapshot = core.export_raft_snapshot(operator, &id).await.map_err(|e| e.to_string())?;
+            write_new_private(&out, &snapshot).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!(
+                "{}: {} bytes; restore with `bao operator raft snapshot restore -force {}` and the ORIGINAL unseal keys",
+                out.display(),
+                snapshot.len(),
+                out.display()
+            );
+        }
+        BackupCommand::Run { raft_snapshot } => {
             let bar = progress_bar("tenants exported");
             let mut progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
@@ -524,6 +551,15 @@ async fn backup_command(mut config: Config, operator: &Actor, command: BackupCom
                 m.id, m.tenants, m.pending, m.size, m.sha256, m.key_id, report.location
             );
             println!("export {} ms, total {} ms; pruned: {}", report.export_ms, report.total_ms, report.pruned.len());
+            if raft_snapshot {
+                let bytes = core
+                    .save_raft_snapshot(operator, &m.id, config.vault_token.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "raft snapshot: {bytes} bytes sealed beside it (restorable only with the original unseal keys)"
+                );
+            }
         }
         BackupCommand::List => {
             println!("{:<12} {:<22} {:>8} {:>10} KEY", "ID", "CREATED", "TENANTS", "BYTES");

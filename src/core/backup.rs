@@ -39,6 +39,7 @@ pub const KEEP_DAILY: usize = 30;
 pub const KEEP_MONTHLY: usize = 12;
 const PURPOSE_BACKUP: &str = "backup";
 const PURPOSE_JOURNAL: &str = "journal";
+const PURPOSE_RAFT: &str = "raft";
 
 /// Where backups go.
 pub struct BackupTarget {
@@ -913,42 +914,85 @@ async fn restore_tenant(
     Ok(TenantOutcome::Written(version))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The clear header of a sealed raft snapshot.
+#[derive(Serialize, Deserialize)]
+struct RaftHeader {
+    format: u32,
+    kind: String,
+    id: String,
+    key_id: String,
+    nonce: String,
+    created_at: DateTime<Utc>,
+    bytes: usize,
+}
 
-    #[test]
-    fn retention_keeps_30_daily_and_12_monthly_over_400_days() {
-        let start = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap_or_default();
-        let mut kept: BTreeSet<NaiveDate> = BTreeSet::new();
-        for day in 0..400 {
-            let today = start + chrono::Duration::days(day);
-            kept.insert(today);
-            kept = retained(&kept.iter().copied().collect::<Vec<_>>());
+impl Core {
+    /// Adds Vault's raft snapshot to backup `backup_id`, sealed with the backup key. It is
+    /// restorable only with the original cluster's unseal keys (docs/disaster-recovery.md).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless an operator; Vault errors (not raft, no permission).
+    pub async fn save_raft_snapshot(
+        &self,
+        actor: &Actor,
+        backup_id: &str,
+        token: Option<&secrecy::SecretString>,
+    ) -> Result<usize> {
+        if !matches!(actor, Actor::Operator { .. }) {
+            return Err(actor.refuse("raft snapshots are taken from the host"));
         }
-        let last = start + chrono::Duration::days(399);
-        assert_eq!(kept.len(), KEEP_DAILY + KEEP_MONTHLY);
-        let daily: Vec<NaiveDate> = (0..30).map(|d| last - chrono::Duration::days(d)).collect();
-        assert!(daily.iter().all(|d| kept.contains(d)));
-        let older: Vec<&NaiveDate> = kept.iter().filter(|d| !daily.contains(d)).collect();
-        let months: BTreeSet<(i32, u32)> = older.iter().map(|d| (d.year(), d.month())).collect();
-        assert_eq!(months.len(), 12, "one per month");
-        for d in &older {
-            // Each monthly backup is the last one of its month (or the last before the daily window).
-            let next = **d + chrono::Duration::days(1);
-            assert!(next.month() != d.month() || daily.contains(&next) || next > last, "{d}");
-        }
+        let snapshot = zeroize::Zeroizing::new(self.vault()?.raft_snapshot(token).await?);
+        let aad = format!("raft/{backup_id}");
+        let sealed = self.backup_key()?.seal_blob(PURPOSE_RAFT, aad.as_bytes(), &snapshot)?;
+        let header = RaftHeader {
+            format: 1,
+            kind: "raft".into(),
+            id: backup_id.to_owned(),
+            key_id: sealed.key_id,
+            nonce: STANDARD.encode(&sealed.nonce),
+            created_at: self.now(),
+            bytes: snapshot.len(),
+        };
+        let header = serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?;
+        self.backup_target()?
+            .put(&format!("backups/{backup_id}/raft.snap.enc"), frame(&header, &sealed.ciphertext))
+            .await?;
+        let details = json!({"backup_id": backup_id, "raft_snapshot_bytes": snapshot.len()});
+        audit::record(
+            &self.db,
+            actor,
+            &ClientInfo::local(),
+            NewEvent::info(EventType::BackupCreated, None, details),
+            self.now(),
+        )
+        .await?;
+        Ok(snapshot.len())
     }
 
-    #[test]
-    fn frames_reject_garbage_and_truncation() {
-        assert!(matches!(unframe(b"hello"), Err(Error::BackupInvalid(_))));
-        let framed = frame(b"{}", b"body");
-        assert_eq!(
-            unframe(&framed).map(|(h, b)| (h.to_vec(), b.to_vec())).ok(),
-            Some((b"{}".to_vec(), b"body".to_vec()))
-        );
-        assert!(matches!(unframe(&framed[..8]), Err(Error::BackupInvalid(_))));
+    /// Opens the raft snapshot of backup `backup_id` for `bao operator raft snapshot restore`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the backup has none; [`Error::BackupInvalid`] when it does not
+    /// authenticate.
+    pub async fn export_raft_snapshot(&self, actor: &Actor, backup_id: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        if !matches!(actor, Actor::Operator { .. }) {
+            return Err(actor.refuse("raft snapshots are opened on the host"));
+        }
+        let bytes = self
+            .backup_target()?
+            .get(&format!("backups/{backup_id}/raft.snap.enc"))
+            .await?
+            .ok_or(Error::NotFound("raft snapshot in that backup"))?;
+        let (header, ciphertext) = unframe(&bytes)?;
+        let header: RaftHeader = serde_json::from_slice(header)
+            .map_err(|_| Error::BackupInvalid("the raft snapshot's header is damaged"))?;
+        let nonce = STANDARD
+            .decode(&header.nonce)
+            .map_err(|_| Error::BackupInvalid("the raft snapshot's header is damaged"))?;
+        let aad = format!("raft/{backup_id}");
+        self.backup_key()?.open_blob(PURPOSE_RAFT, aad.as_bytes(), &header.key_id, &nonce, ciphertext).map_err(|_| {
+            Error::BackupInvalid("the raft snapshot failed authentication (altered, or another backup key)")
+        })
     }
 }
 
@@ -1067,5 +1111,44 @@ impl Core {
             return Err(actor.refuse("only admins see restores"));
         }
         Ok(self.restore_status.lock().map_err(|_| Error::Internal("restore status lock".into()))?.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_30_daily_and_12_monthly_over_400_days() {
+        let start = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap_or_default();
+        let mut kept: BTreeSet<NaiveDate> = BTreeSet::new();
+        for day in 0..400 {
+            let today = start + chrono::Duration::days(day);
+            kept.insert(today);
+            kept = retained(&kept.iter().copied().collect::<Vec<_>>());
+        }
+        let last = start + chrono::Duration::days(399);
+        assert_eq!(kept.len(), KEEP_DAILY + KEEP_MONTHLY);
+        let daily: Vec<NaiveDate> = (0..30).map(|d| last - chrono::Duration::days(d)).collect();
+        assert!(daily.iter().all(|d| kept.contains(d)));
+        let older: Vec<&NaiveDate> = kept.iter().filter(|d| !daily.contains(d)).collect();
+        let months: BTreeSet<(i32, u32)> = older.iter().map(|d| (d.year(), d.month())).collect();
+        assert_eq!(months.len(), 12, "one per month");
+        for d in &older {
+            // Each monthly backup is the last one of its month (or the last before the daily window).
+            let next = **d + chrono::Duration::days(1);
+            assert!(next.month() != d.month() || daily.contains(&next) || next > last, "{d}");
+        }
+    }
+
+    #[test]
+    fn frames_reject_garbage_and_truncation() {
+        assert!(matches!(unframe(b"hello"), Err(Error::BackupInvalid(_))));
+        let framed = frame(b"{}", b"body");
+        assert_eq!(
+            unframe(&framed).map(|(h, b)| (h.to_vec(), b.to_vec())).ok(),
+            Some((b"{}".to_vec(), b"body".to_vec()))
+        );
+        assert!(matches!(unframe(&framed[..8]), Err(Error::BackupInvalid(_))));
     }
 }

@@ -545,6 +545,31 @@ impl Vault {
         Err(Error::Vault(format!("{path}: HTTP {}: {}", status.as_u16(), errors.unwrap_or_default())))
     }
 
+    /// The raft storage snapshot (gzip'd tar), with `token` when given (reading it needs
+    /// `sudo`-level rights on `sys/storage/raft/snapshot`, which the console's policy lacks).
+    ///
+    /// # Errors
+    /// [`Error::Vault`] naming the cause (not raft storage, permission denied, unreachable).
+    pub async fn raft_snapshot(&self, token: Option<&SecretString>) -> Result<Vec<u8>> {
+        let url = format!("{}/v1/sys/storage/raft/snapshot", self.settings.addr.trim_end_matches('/'));
+        let token = token.cloned().unwrap_or_else(|| self.token());
+        let response = self
+            .http
+            .get(url)
+            .header("X-Vault-Token", token.expose_secret())
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|_| Error::Vault("raft snapshot: Vault is unreachable".into()))?;
+        match response.status().as_u16() {
+            200 => Ok(response.bytes().await.map_err(|_| Error::Vault("raft snapshot: cut short".into()))?.to_vec()),
+            403 => Err(Error::Vault(
+                "raft snapshot: permission denied; give an operator token (VAULT_TOKEN) allowed sys/storage/raft/snapshot".into(),
+            )),
+            code => Err(Error::Vault(format!("raft snapshot: HTTP {code} (is Vault on raft storage?)"))),
+        }
+    }
+
     /// Configures Vault for the console (idempotent): KV v2 mount, the shipped policies,
     /// AppRole and the console's role, then issues a new secret id for it.
     ///
