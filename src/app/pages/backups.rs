@@ -120,6 +120,7 @@ fn BackupList() -> impl IntoView {
             {move || status.get().map(|s| view! { <RestoreProgress status=s /> })}
         </section>
     }
+    .into_any()
 }
 
 #[component]
@@ -148,6 +149,7 @@ fn RestoreProgress(status: RestoreStatusView) -> impl IntoView {
             })}
         </div>
     }
+    .into_any()
 }
 
 #[component]
@@ -182,4 +184,5 @@ fn DrillList() -> impl IntoView {
             </Transition>
         </section>
     }
+    .into_any()
 }
