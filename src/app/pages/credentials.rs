@@ -48,8 +48,15 @@ pub fn CredentialsPage() -> impl IntoView {
     // Only asked for once someone is signed in: anonymous visitors get the sign-in prompt.
     let tenants = Resource::new(
         move || (search.get(), signed_in(me).is_some()),
-        |(query, signed)| async move { if signed { list_tenants(query).await } else { Ok(Vec::new()) } },
+        |(query, signed)| async move { (signed, if signed { list_tenants(query).await } else { Ok(Vec::new()) }) },
     );
+    // The server may render before it knows who is signed in, and hydration then keeps that
+    // empty answer although the source now says "signed in": ask again once.
+    Effect::new(move |_| {
+        if signed_in(me).is_some() && matches!(tenants.get(), Some((false, _))) {
+            tenants.refetch();
+        }
+    });
     view! {
         <h1>"Credentials"</h1>
         <p class="purpose">"Tenants' Mailu admin SMTP credentials, encrypted in Vault."</p>
@@ -66,7 +73,7 @@ pub fn CredentialsPage() -> impl IntoView {
                                 <input type="search" placeholder="tenant id" bind:value=search />
                             </label>
                             <Transition fallback=|| view! { <p>"Loading…"</p> }>
-                                {move || tenants.get().map(|answer| match answer {
+                                {move || tenants.get().map(|(_, answer)| match answer {
                                     Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
                                     Ok(list) if list.is_empty() => view! { <p>"No tenants match."</p> }.into_any(),
                                     Ok(list) => view! {
@@ -109,6 +116,13 @@ pub fn TenantPage() -> impl IntoView {
         move || (tenant_id(), signed_in(me).is_some()),
         |(id, signed)| async move { if signed { credential_metadata(id).await.map(Some) } else { Ok(None) } },
     );
+    // As on the tenant list: an answer rendered before the session was known is asked again
+    // (the blank tenant page seen once in a while in end2end runs).
+    Effect::new(move |_| {
+        if signed_in(me).is_some() && matches!(metadata.get(), Some(Ok(None))) {
+            metadata.refetch();
+        }
+    });
     view! {
         <p><a href="/">"← All tenants"</a></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
