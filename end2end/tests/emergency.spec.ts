@@ -41,6 +41,9 @@ async function sinkMessages(page: Page) {
 
 test('an emergency reset from the Incidents page, then a second admin acknowledges it', async ({ browser }) => {
   test.setTimeout(120_000);
+  // Unique per run, so the journey can run again against the same console.
+  const incidentId = `INC-E2E-${Date.now()}`;
+  const since = new Date(Date.now() - 1000).toISOString();
   const context = await browser.newContext();
   const page = await context.newPage();
   await addAuthenticator(page);
@@ -58,7 +61,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   expect(smtpLogin(old)).toBe(true);
 
   // An open reveal window, which the reset must close.
-  await page.getByLabel('Reason for revealing (recorded)').fill('INC-E2E-1: checking before the reset');
+  await page.getByLabel('Reason for revealing (recorded)').fill(`${incidentId}: checking before the reset`);
   await page.getByTestId('reveal').click();
   await expect(page.getByTestId('password')).toHaveText(old);
 
@@ -66,7 +69,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   await page.goto('/incidents');
   await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
   await page.getByLabel('Tenant', { exact: true }).fill('initech');
-  await page.getByLabel('Incident id').fill('INC-E2E-1');
+  await page.getByLabel('Incident id').fill(incidentId);
   await page.getByLabel('Reason (sent to security, never to the tenant)').fill('password pasted into a public ticket');
   await page.getByTestId('reset').click();
   const receipt = page.getByTestId('reset-receipt');
@@ -86,19 +89,21 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   expect(JSON.parse(grants.text)).toEqual([]);
 
   // One critical audit event for the tenant: the reset.
-  const critical = execFileSync(BIN, ['audit', 'export', '--tenant', 'initech', '--severity', 'critical'], {
+  const critical = execFileSync(BIN, ['audit', 'export', '--tenant', 'initech', '--severity', 'critical', '--since', since], {
     encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'],
   }).trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
   expect(critical.map((e) => e.event)).toEqual(['emergency_reset']);
-  expect(critical[0].details.incident_id).toBe('INC-E2E-1');
+  expect(critical[0].details.incident_id).toBe(incidentId);
 
   // The sinks: one security email, one Slack message, one letter to the tenant.
   await expect.poll(async () => {
     const m = await sinkMessages(page);
-    const security = m.emails.filter((e: { subject: string }) => e.subject.includes('emergency reset of initech')).length;
-    const slack = m.slack.filter((s: { text: string }) => s.text.includes('emergency reset of initech')).length;
-    const letters = m.emails.filter((e: { subject: string, to: string[] }) =>
-      e.subject.includes('(initech) was reset') && JSON.stringify(e.to).includes(CONTACT)).length;
+    const security = m.emails.filter((e: { subject: string }) => e.subject.includes('emergency reset of initech')
+      && e.subject.includes(incidentId)).length;
+    const slack = m.slack.filter((s: { text: string }) => s.text.includes('emergency reset of initech')
+      && s.text.includes(incidentId)).length;
+    const letters = m.emails.filter((e: { subject: string, to: string[], data: string }) =>
+      e.subject.includes('(initech) was reset') && JSON.stringify(e.to).includes(CONTACT) && e.data.includes(incidentId)).length;
     return [security, slack, letters];
   }, { timeout: 20_000 }).toEqual([1, 1, 1]);
   const all = await sinkMessages(page);
@@ -106,7 +111,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
 
   // An open incident; the admin who reset cannot acknowledge it.
   await page.reload();
-  const incident = page.getByTestId('incident').filter({ hasText: 'INC-E2E-1' });
+  const incident = page.getByTestId('incident').filter({ hasText: incidentId });
   await expect(incident).toHaveAttribute('data-state', 'open');
   await expect(incident.getByTestId('incident-outcome')).toContainText('rotated');
   await expect(incident).toContainText('Another admin must acknowledge your reset.');
@@ -124,7 +129,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   await enroll(reviewer, invite(`rex-${Date.now()}@example.com`, 'security_reviewer'), 'Rex Reviewer');
   await reviewer.goto('/incidents');
   await expect(reviewer.getByTestId('reset')).toHaveCount(0);
-  const card = reviewer.getByTestId('incident').filter({ hasText: 'INC-E2E-1' });
+  const card = reviewer.getByTestId('incident').filter({ hasText: incidentId });
   await card.getByLabel('Review note').fill('ticket scrubbed, new password confirmed');
   await card.getByTestId('acknowledge').click();
   await expect(card).toHaveAttribute('data-state', 'acknowledged');

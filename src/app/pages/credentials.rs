@@ -45,18 +45,13 @@ pub fn SignInPrompt() -> impl IntoView {
 pub fn CredentialsPage() -> impl IntoView {
     let me = use_me();
     let search = RwSignal::new(String::new());
-    // Only asked for once someone is signed in: anonymous visitors get the sign-in prompt.
+    // Only asked for once someone is signed in: anonymous visitors get the sign-in prompt. The
+    // session is awaited inside the fetcher (not read in the source), so the server never
+    // renders with one answer and streams another: no hydration mismatch.
     let tenants = Resource::new(
-        move || (search.get(), signed_in(me).is_some()),
-        |(query, signed)| async move { (signed, if signed { list_tenants(query).await } else { Ok(Vec::new()) }) },
+        move || search.get(),
+        move |query| async move { if matches!(me.await, Ok(Some(_))) { list_tenants(query).await } else { Ok(Vec::new()) } },
     );
-    // The server may render before it knows who is signed in, and hydration then keeps that
-    // empty answer although the source now says "signed in": ask again once.
-    Effect::new(move |_| {
-        if signed_in(me).is_some() && matches!(tenants.get(), Some((false, _))) {
-            tenants.refetch();
-        }
-    });
     view! {
         <h1>"Credentials"</h1>
         <p class="purpose">"Tenants' Mailu admin SMTP credentials, encrypted in Vault."</p>
@@ -73,7 +68,7 @@ pub fn CredentialsPage() -> impl IntoView {
                                 <input type="search" placeholder="tenant id" bind:value=search />
                             </label>
                             <Transition fallback=|| view! { <p>"Loading…"</p> }>
-                                {move || tenants.get().map(|(_, answer)| match answer {
+                                {move || tenants.get().map(|answer| match answer {
                                     Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
                                     Ok(list) if list.is_empty() => view! { <p>"No tenants match."</p> }.into_any(),
                                     Ok(list) => view! {
@@ -112,16 +107,8 @@ pub fn TenantPage() -> impl IntoView {
     let me = use_me();
     let params = use_params_map();
     let tenant_id = move || params.get().get("id").unwrap_or_default();
-    let metadata = Resource::new(
-        move || (tenant_id(), signed_in(me).is_some()),
-        |(id, signed)| async move { if signed { credential_metadata(id).await.map(Some) } else { Ok(None) } },
-    );
-    // As on the tenant list: an answer rendered before the session was known is asked again
-    // (the blank tenant page seen once in a while in end2end runs).
-    Effect::new(move |_| {
-        if signed_in(me).is_some() && matches!(metadata.get(), Some(Ok(None))) {
-            metadata.refetch();
-        }
+    let metadata = Resource::new(tenant_id, move |id| async move {
+        if matches!(me.await, Ok(Some(_))) { credential_metadata(id).await.map(Some) } else { Ok(None) }
     });
     view! {
         <p><a href="/">"← All tenants"</a></p>
