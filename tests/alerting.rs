@@ -192,3 +192,41 @@ async fn sinks_that_are_down_for_a_while_get_everything_later_exactly_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rotation_notice_reaches_the_tenants_contact_and_no_one_else() {
+    let sink = AlertSink::start();
+    let clock = ManualClock::new();
+    let env = TestEnv::start_custom(Some(clock.clone()), |c| sink.configure(c)).await;
+    let operator = Actor::operator();
+    for tenant in ["acme", "globex"] {
+        let request =
+            smtp_vault::model::StoreCredentialRequest::from_json(common::credential_body("Notice-Pass", "tok"))
+                .unwrap();
+        let id = smtp_vault::model::TenantId::parse(tenant).unwrap();
+        env.core.store_credential(&operator, &ClientInfo::local(), &id, request).await.unwrap();
+    }
+    let settings = smtp_vault::model::TenantSettingsInput {
+        rotation_period_days: 90,
+        contact_email: Some("ops@acme.example".into()),
+        mailu_api_url: "https://mail.acme.example/api/v1".into(),
+        mailu_api_token: None,
+        rotate_after_reveal: false,
+    };
+    let acme = smtp_vault::model::TenantId::parse("acme").unwrap();
+    env.core.update_tenant_settings(&operator, &ClientInfo::local(), &acme, settings).await.unwrap();
+    // 85 days on: both are due within 7 days; only acme has a contact.
+    clock.advance(chrono::Duration::days(85));
+    let report = env.core.run_daily_cycle("test", 1).await.unwrap();
+    assert_eq!(report.noticed.len(), 2);
+    env.core.deliver_due_alerts().await.unwrap();
+    let letters = sink.emails_about("will be rotated on").await;
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0]["to"].to_string().contains("ops@acme.example"));
+    assert!(letters[0]["data"].as_str().unwrap().contains("(acme)"));
+    assert!(sink.slack_about("will be rotated").await.is_empty(), "notices are the tenant's, not the channel's");
+    let listed = env.core.list_alerts(&operator, 20).await.unwrap();
+    let globex =
+        listed.iter().find(|a| a.kind == "rotation_notice" && a.tenant_id.as_deref() == Some("globex")).unwrap();
+    assert_eq!(globex.state, "no_recipient", "visible as undeliverable, not silently dropped");
+}
