@@ -481,3 +481,80 @@ impl crate::core::Core {
         Ok(written)
     }
 }
+
+impl crate::core::Core {
+    /// A page of the audit trail, newest first, filtered; `cursor` continues after a page.
+    /// Filters combine with AND; the text search looks inside the details.
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`] without `audit:read` (security reviewers and platform admins
+    /// have it); [`Error::InvalidInput`] for a bad cursor, severity or tenant.
+    pub async fn query_audit(
+        &self,
+        actor: &Actor,
+        query: &crate::model::AuditQuery,
+    ) -> Result<crate::model::AuditPage> {
+        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        let limit = i64::from(query.limit.unwrap_or(50).clamp(1, 500));
+        let before = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => i64::MAX,
+            Some(cursor) => cursor
+                .parse::<i64>()
+                .ok()
+                .filter(|seq| *seq > 0)
+                .ok_or_else(|| Error::InvalidInput("the cursor is not one this API gave out".into()))?,
+        };
+        if query.severity.as_deref().is_some_and(|s| !s.is_empty() && !["info", "warning", "critical"].contains(&s)) {
+            return Err(Error::InvalidInput("severity is info, warning or critical".into()));
+        }
+        if let Some(tenant) = query.tenant.as_deref().filter(|t| !t.is_empty()) {
+            TenantId::parse(tenant).map_err(|_| Error::InvalidInput("tenant is not a valid tenant id".into()))?;
+        }
+        let like = |text: &Option<String>| {
+            text.as_deref().filter(|t| !t.is_empty()).map(|t| {
+                // SECURITY: the caller's text is data, never pattern syntax.
+                let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                format!("%{escaped}%")
+            })
+        };
+        let rows = sqlx::query_as::<_, AuditEventRow>(
+            "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
+             request_id, details, prev_hash, hash FROM audit_events \
+             WHERE seq < $1 AND ($2 = '' OR tenant_id = $2) AND ($3 = '' OR event_type = $3) \
+             AND ($4 = '' OR severity = $4) AND occurred_at_ms >= $5 AND occurred_at_ms < $6 \
+             AND ($7 = '' OR actor_id LIKE $7 ESCAPE '\\') AND ($8 = '' OR details LIKE $8 ESCAPE '\\') \
+             ORDER BY seq DESC LIMIT $9",
+        )
+        .bind(before)
+        .bind(query.tenant.as_deref().unwrap_or_default())
+        .bind(query.event.as_deref().unwrap_or_default())
+        .bind(query.severity.as_deref().unwrap_or_default())
+        .bind(query.since.map_or(i64::MIN, |t| t.timestamp_millis()))
+        .bind(query.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+        .bind(like(&query.actor).unwrap_or_default())
+        .bind(like(&query.text).unwrap_or_default())
+        .bind(limit + 1)
+        .fetch_all(self.db().pool())
+        .await?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+        let events: Vec<crate::model::AuditEventView> = rows
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(50))
+            .map(|row| crate::model::AuditEventView {
+                seq: row.seq,
+                occurred_at: DateTime::from_timestamp_millis(row.occurred_at_ms).unwrap_or_default(),
+                details: serde_json::from_str(&row.details).unwrap_or(Value::String(row.details.clone())),
+                event: row.event_type,
+                severity: row.severity,
+                actor_kind: row.actor_kind,
+                actor: row.actor_id,
+                tenant_id: row.tenant_id,
+                client_ip: row.client_ip,
+                request_id: row.request_id,
+                hash: row.hash,
+            })
+            .collect();
+        let next_cursor = if more { events.last().map(|e| e.seq.to_string()) } else { None };
+        Ok(crate::model::AuditPage { events, next_cursor })
+    }
+}

@@ -3,6 +3,7 @@
 //! in a type that derives `Debug` or `Serialize` without redaction.
 
 mod admin;
+mod audit;
 mod credentials;
 mod error;
 mod incidents;
@@ -11,6 +12,7 @@ mod scope;
 mod tenant;
 
 pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
+pub use audit::{AuditEventView, AuditPage, AuditQuery};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
     RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,

@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/provision", post(provision_credential))
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
         .route("/tenants/{id}/recover", post(recover_tenant))
+        .route("/audit", get(query_audit))
         .fallback(|| async { ApiFailure::no_route() })
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
@@ -109,4 +110,15 @@ async fn recover_tenant(
 ) -> Result<Json<crate::model::RecoveryView>, ApiFailure> {
     let request = crate::model::RecoverTenantRequest::from_json(body).map_err(crate::core::Error::from)?;
     Ok(Json(state.core.recover_tenant(&actor, &client, &tenant, &request).await?))
+}
+
+async fn query_audit(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    query: Result<axum::extract::Query<crate::model::AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::model::AuditPage>, ApiFailure> {
+    let axum::extract::Query(query) = query.map_err(|rejection| {
+        ApiFailure::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+    })?;
+    Ok(Json(state.core.query_audit(&actor, &query).await?))
 }

@@ -1,0 +1,67 @@
+//! Audit-trail wire types: the query a reviewer or API caller makes and the page of events it
+//! returns (newest first, keyset-paginated).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Filters for the audit trail; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// One tenant.
+    pub tenant: Option<String>,
+    /// One event type (stored name, e.g. `credential_revealed`).
+    pub event: Option<String>,
+    /// One actor (as recorded: admin id and email, token id and name, `cli:user`, job name);
+    /// a substring match.
+    pub actor: Option<String>,
+    /// One severity.
+    pub severity: Option<String>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// Text in the details (`q` in a query string).
+    #[serde(alias = "q")]
+    pub text: Option<String>,
+    /// Continue after this cursor (from the previous page).
+    pub cursor: Option<String>,
+    /// Page size (1 to 500, default 50).
+    pub limit: Option<u32>,
+}
+
+/// One audit event as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEventView {
+    /// Position in the chain.
+    pub seq: i64,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// Event type.
+    pub event: String,
+    /// info | warning | critical.
+    pub severity: String,
+    /// Actor kind.
+    pub actor_kind: String,
+    /// Actor.
+    pub actor: String,
+    /// Tenant, if any.
+    pub tenant_id: Option<String>,
+    /// Client address, if any.
+    pub client_ip: Option<String>,
+    /// Request id, if any.
+    pub request_id: Option<String>,
+    /// Details (JSON; never a secret).
+    pub details: serde_json::Value,
+    /// This event's hash.
+    pub hash: String,
+}
+
+/// A page of events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<AuditEventView>,
+    /// Pass as `cursor` for the next (older) page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
