@@ -56,7 +56,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 42] = [
+const SERVER_FNS: [Row; 44] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -121,6 +121,21 @@ const SERVER_FNS: [Row; 42] = [
         [401, 403, 200, 200],
     ),
     ("finish_recovery", &[("tenant_id", "acme"), ("credential", "{}"), ("mailu_api_token", "")], [401, 403, 401, 401]),
+    (
+        "query_audit",
+        &[
+            ("tenant", ""),
+            ("event", ""),
+            ("actor", ""),
+            ("severity", ""),
+            ("text", ""),
+            ("since", ""),
+            ("until", ""),
+            ("cursor", ""),
+        ],
+        [401, 200, 403, 200],
+    ),
+    ("audit_chain_state", &[], [401, 200, 403, 200]),
     ("logout", &[], [200, 200, 200, 200]),
 ];
 

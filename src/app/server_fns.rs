@@ -361,3 +361,48 @@ pub async fn finish_recovery(
     let token = Some(mailu_api_token).filter(|t| !t.is_empty());
     ctx.core.finish_recovery(&ctx.actor, &binding, &ctx.client, &tenant, &credential, token).await.map_err(fail)
 }
+
+/// A page of the audit trail, newest first (security reviewers, platform admins). Dates are
+/// `YYYY-MM-DD` (UTC; `until` inclusive) or empty.
+#[server(prefix = "/_app", endpoint = "query_audit")]
+#[allow(clippy::too_many_arguments, reason = "one argument per filter of the form")]
+pub async fn query_audit(
+    tenant: String,
+    event: String,
+    actor: String,
+    severity: String,
+    text: String,
+    since: String,
+    until: String,
+    cursor: String,
+) -> Result<crate::model::AuditPage, UiError> {
+    let ctx = UiContext::load().await?;
+    let day = |text: &str, add: i64| -> Result<Option<chrono::DateTime<chrono::Utc>>, UiError> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let date = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+            .map_err(|_| fail(crate::core::Error::InvalidInput("dates are YYYY-MM-DD".into())))?;
+        Ok(Some(date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + chrono::Duration::days(add)))
+    };
+    let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let query = crate::model::AuditQuery {
+        tenant: some(tenant),
+        event: some(event),
+        actor: some(actor),
+        severity: some(severity),
+        since: day(&since, 0)?,
+        until: day(&until, 1)?,
+        text: some(text),
+        cursor: some(cursor),
+        limit: Some(50),
+    };
+    ctx.core.query_audit(&ctx.actor, &query).await.map_err(fail)
+}
+
+/// Recomputes the audit chain and says where it breaks, if it does.
+#[server(prefix = "/_app", endpoint = "audit_chain_state")]
+pub async fn audit_chain_state() -> Result<crate::model::ChainStateView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.audit_chain_state(&ctx.actor).await.map_err(fail)
+}

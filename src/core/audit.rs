@@ -558,3 +558,20 @@ impl crate::core::Core {
         Ok(crate::model::AuditPage { events, next_cursor })
     }
 }
+
+impl crate::core::Core {
+    /// The chain's verification state for reviewers (recomputed now).
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`] without `audit:read`; database errors.
+    pub async fn audit_chain_state(&self, actor: &Actor) -> Result<crate::model::ChainStateView> {
+        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        let report = verify(self.db()).await?;
+        Ok(crate::model::ChainStateView {
+            events: report.events,
+            head_hash: report.head_hash,
+            broken_seq: report.first_broken.as_ref().map(|b| b.seq),
+            reason: report.first_broken.map(|b| b.reason),
+        })
+    }
+}

@@ -65,3 +65,16 @@ pub struct AuditPage {
     /// Pass as `cursor` for the next (older) page; `None` at the end.
     pub next_cursor: Option<String>,
 }
+
+/// The audit chain's verification state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStateView {
+    /// Events checked.
+    pub events: u64,
+    /// Hash of the last event checked.
+    pub head_hash: String,
+    /// The first broken event, if any.
+    pub broken_seq: Option<i64>,
+    /// Why it is broken.
+    pub reason: Option<String>,
+}

@@ -2,6 +2,7 @@
 //! them comes from server functions, which the core authorizes.
 
 pub mod admins;
+pub mod audit;
 pub mod backups;
 pub mod credentials;
 pub mod incidents;
@@ -10,6 +11,7 @@ pub mod login;
 use leptos::prelude::*;
 
 pub use admins::AdminsPage;
+pub use audit::AuditPage;
 pub use backups::BackupsPage;
 pub use credentials::{CredentialsPage, TenantPage};
 pub use incidents::IncidentsPage;
@@ -21,17 +23,6 @@ fn PageHeader(title: &'static str, purpose: &'static str) -> impl IntoView {
     view! {
         <h1>{title}</h1>
         <p class="purpose">{purpose}</p>
-    }
-}
-
-/// The audit trail (dashboard in a later issue).
-#[component]
-pub fn AuditPage() -> impl IntoView {
-    view! {
-        <PageHeader
-            title="Audit"
-            purpose="The hash-chained record of every change and every secret read. Verify it with `smtp-vault audit verify`."
-        />
     }
 }
 

@@ -1,0 +1,210 @@
+//! The audit trail for security reviewers and platform admins: filters (tenant, event, actor,
+//! severity, text, dates), newest-first pages with "older"/"newer", an event's details, the
+//! chain's verification state, and the saved filter "who revealed this tenant lately".
+//! The server authorizes every call; this page only asks.
+
+use crate::app::server_fns::{audit_chain_state, query_audit};
+use crate::app::session::use_me;
+use crate::model::{AuditEventView, AuditPage, Role};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+/// The filter as submitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Filter {
+    tenant: String,
+    event: String,
+    actor: String,
+    severity: String,
+    text: String,
+    since: String,
+    until: String,
+}
+
+/// `/audit`.
+#[component]
+pub fn AuditPage() -> impl IntoView {
+    let me = use_me();
+    view! {
+        <h1>"Audit"</h1>
+        <p class="purpose">"The hash-chained record of every change and every secret read."</p>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || match me.get() {
+                None => None,
+                Some(Ok(None)) | Some(Err(_)) => Some(view! { <super::credentials::SignInPrompt /> }.into_any()),
+                // Only roles that may read the trail ask for it (the server refuses the others, and a
+                // refused call during server rendering would turn the whole page into that error).
+                Some(Ok(Some(admin))) if matches!(admin.role, Role::PlatformAdmin | Role::SecurityReviewer) => {
+                    Some(view! { <ChainState /> <Trail /> }.into_any())
+                }
+                Some(Ok(Some(_))) => Some(view! {
+                    <section class="card"><p>"Your role does not read the audit trail; security reviewers and platform admins do."</p></section>
+                }.into_any()),
+            }}
+        </Transition>
+    }
+}
+
+#[component]
+fn ChainState() -> impl IntoView {
+    let state = RwSignal::new(None::<Result<crate::model::ChainStateView, String>>);
+    let verify = move |_| {
+        spawn_local(async move {
+            state.set(Some(audit_chain_state().await.map_err(|e| e.message)));
+        });
+    };
+    view! {
+        <section class="card" aria-labelledby="chain-title">
+            <h2 id="chain-title">"Chain"</h2>
+            <button type="button" class="secondary" data-testid="verify-chain" on:click=verify>"Verify the chain"</button>
+            {move || state.get().map(|answer| match answer {
+                Err(message) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
+                Ok(chain) => match chain.broken_seq {
+                    None => view! {
+                        <p class="notice" data-testid="chain-state">{format!("Intact: {} events, head {}", chain.events, chain.head_hash)}</p>
+                    }.into_any(),
+                    Some(seq) => view! {
+                        <p class="error" data-testid="chain-state">{format!(
+                            "BROKEN at event {seq}: {} ({} events before it verified)",
+                            chain.reason.unwrap_or_default(), chain.events
+                        )}</p>
+                    }.into_any(),
+                },
+            })}
+        </section>
+    }
+    .into_any()
+}
+
+#[component]
+fn Trail() -> impl IntoView {
+    let field = || RwSignal::new(String::new());
+    let (tenant, event, actor, severity, text, since, until) =
+        (field(), field(), field(), field(), field(), field(), field());
+    let applied = RwSignal::new(Filter::default());
+    // Cursors of the pages before this one, so "newer" can go back.
+    let trail = RwSignal::new(Vec::<String>::new());
+    let cursor = RwSignal::new(String::new());
+    let selected = RwSignal::new(None::<AuditEventView>);
+    let page = Resource::new(
+        move || (applied.get(), cursor.get()),
+        |(f, c)| query_audit(f.tenant, f.event, f.actor, f.severity, f.text, f.since, f.until, c),
+    );
+    let apply = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        trail.set(Vec::new());
+        cursor.set(String::new());
+        selected.set(None);
+        applied.set(Filter {
+            tenant: tenant.get_untracked(),
+            event: event.get_untracked(),
+            actor: actor.get_untracked(),
+            severity: severity.get_untracked(),
+            text: text.get_untracked(),
+            since: since.get_untracked(),
+            until: until.get_untracked(),
+        });
+    };
+    let reveals = move |_| {
+        // The saved filter: who revealed this tenant in the last 30 days.
+        let from = (chrono::Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
+        event.set("credential_revealed".into());
+        since.set(from);
+        for cleared in [actor, severity, text, until] {
+            cleared.set(String::new());
+        }
+        trail.set(Vec::new());
+        cursor.set(String::new());
+        applied.set(Filter {
+            tenant: tenant.get_untracked(),
+            event: "credential_revealed".into(),
+            since: since.get_untracked(),
+            ..Filter::default()
+        });
+    };
+    let older = move |next: String| {
+        trail.update(|t| t.push(cursor.get_untracked()));
+        cursor.set(next);
+        selected.set(None);
+    };
+    let newer = move |_| {
+        let mut previous = trail.get_untracked();
+        cursor.set(previous.pop().unwrap_or_default());
+        trail.set(previous);
+        selected.set(None);
+    };
+    view! {
+        <section class="card" aria-labelledby="trail-title">
+            <h2 id="trail-title">"Events"</h2>
+            <form class="filters" on:submit=apply data-testid="audit-filters">
+                <label>"Tenant" <input bind:value=tenant placeholder="acme" /></label>
+                <label>"Event" <input bind:value=event placeholder="credential_revealed" /></label>
+                <label>"Actor" <input bind:value=actor placeholder="email, token or job" /></label>
+                <label>"Severity"
+                    <select bind:value=severity>
+                        <option value="">"any"</option>
+                        <option value="info">"info"</option>
+                        <option value="warning">"warning"</option>
+                        <option value="critical">"critical"</option>
+                    </select>
+                </label>
+                <label>"Text in details" <input bind:value=text /></label>
+                <label>"From" <input type="date" bind:value=since /></label>
+                <label>"To" <input type="date" bind:value=until /></label>
+                <button type="submit">"Filter"</button>
+                <button type="button" class="secondary" on:click=reveals>"Who revealed this tenant (30 days)"</button>
+            </form>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || page.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
+                    Ok(AuditPage { events, next_cursor }) => view! {
+                        <p class="inline-form">
+                            <button type="button" class="secondary" disabled=move || trail.with(Vec::is_empty) on:click=newer>"← Newer"</button>
+                            {next_cursor.map(|next| view! {
+                                <button type="button" class="secondary" data-testid="older" on:click=move |_| older(next.clone())>"Older →"</button>
+                            })}
+                        </p>
+                        {if events.is_empty() {
+                            view! { <p data-testid="no-events">"No events match."</p> }.into_any()
+                        } else {
+                            view! {
+                                <table class="table" data-testid="audit-events">
+                                    <thead><tr><th>"#"</th><th>"When"</th><th>"Event"</th><th>"Severity"</th><th>"Actor"</th><th>"Tenant"</th></tr></thead>
+                                    <tbody>
+                                        {events.into_iter().map(|e| {
+                                            let chosen = e.clone();
+                                            view! {
+                                                <tr class=format!("severity-{}", e.severity)>
+                                                    <td><button type="button" class="link" on:click=move |_| selected.set(Some(chosen.clone()))>{e.seq}</button></td>
+                                                    <td>{e.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string()}</td>
+                                                    <td>{e.event.clone()}</td>
+                                                    <td>{e.severity.clone()}</td>
+                                                    <td>{e.actor.clone()}</td>
+                                                    <td>{e.tenant_id.clone().unwrap_or_default()}</td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any()
+                        }}
+                    }.into_any(),
+                })}
+            </Transition>
+            {move || selected.get().map(|e| view! {
+                <div class="receipt" data-testid="audit-detail">
+                    <h3>{format!("Event {} — {}", e.seq, e.event)}</h3>
+                    <dl class="facts">
+                        <dt>"When"</dt><dd>{e.occurred_at.to_rfc3339()}</dd>
+                        <dt>"Actor"</dt><dd>{format!("{} ({})", e.actor, e.actor_kind)}</dd>
+                        <dt>"Client"</dt><dd>{e.client_ip.clone().unwrap_or_default()}</dd>
+                        <dt>"Request"</dt><dd>{e.request_id.clone().unwrap_or_default()}</dd>
+                        <dt>"Hash"</dt><dd><code>{e.hash.clone()}</code></dd>
+                    </dl>
+                    <pre>{serde_json::to_string_pretty(&e.details).unwrap_or_default()}</pre>
+                </div>
+            })}
+        </section>
+    }
+    .into_any()
+}
