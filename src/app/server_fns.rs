@@ -1,5 +1,6 @@
 //! Server functions: each loads the request context, makes one core call and converts.
 //! Authorization is the core's; nothing here decides who may do what.
+#![expect(clippy::too_many_arguments, reason = "query_audit takes each filter field as the form sends it")]
 
 use crate::model::{
     AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
@@ -363,9 +364,8 @@ pub async fn finish_recovery(
 }
 
 /// A page of the audit trail, newest first (security reviewers, platform admins). Dates are
-/// `YYYY-MM-DD` (UTC; `until` inclusive) or empty.
+/// `YYYY-MM-DD` (UTC; `until` inclusive) or empty; `since` may also be `Nd`, the last N days.
 #[server(prefix = "/_app", endpoint = "query_audit")]
-#[allow(clippy::too_many_arguments, reason = "one argument per filter of the form")]
 pub async fn query_audit(
     tenant: String,
     event: String,
@@ -380,6 +380,11 @@ pub async fn query_audit(
     let day = |text: &str, add: i64| -> Result<Option<chrono::DateTime<chrono::Utc>>, UiError> {
         if text.trim().is_empty() {
             return Ok(None);
+        }
+        if let Some(days) =
+            text.trim().strip_suffix('d').and_then(|n| n.parse::<i64>().ok()).filter(|n| (1..=3650).contains(n))
+        {
+            return Ok(Some(chrono::Utc::now() - chrono::Duration::days(days)));
         }
         let date = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
             .map_err(|_| fail(crate::core::Error::InvalidInput("dates are YYYY-MM-DD".into())))?;

@@ -107,10 +107,8 @@ fn Trail() -> impl IntoView {
     };
     let reveals = move |_| {
         // The saved filter: who revealed this tenant in the last 30 days.
-        let from = (chrono::Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
         event.set("credential_revealed".into());
-        since.set(from);
-        for cleared in [actor, severity, text, until] {
+        for cleared in [actor, severity, text, since, until] {
             cleared.set(String::new());
         }
         trail.set(Vec::new());
@@ -118,7 +116,8 @@ fn Trail() -> impl IntoView {
         applied.set(Filter {
             tenant: tenant.get_untracked(),
             event: "credential_revealed".into(),
-            since: since.get_untracked(),
+            // The server counts the days: the browser build has no clock of its own here.
+            since: "30d".into(),
             ..Filter::default()
         });
     };
@@ -154,6 +153,7 @@ fn Trail() -> impl IntoView {
                 <button type="submit">"Filter"</button>
                 <button type="button" class="secondary" on:click=reveals>"Who revealed this tenant (30 days)"</button>
             </form>
+            {move || (applied.with(|f| f.since == "30d")).then(|| view! { <p class="purpose">"Showing the last 30 days."</p> })}
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || page.get().map(|answer| match answer {
                     Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
