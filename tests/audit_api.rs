@@ -104,3 +104,51 @@ async fn every_filter_and_the_pagination_return_exactly_the_matching_events() {
     assert_eq!(get(&base, &other, "").await.0, 403);
     assert_eq!(get(&base, "svt_nope_nope", "").await.0, 401);
 }
+
+#[tokio::test]
+async fn exports_stream_csv_and_json_lines_with_the_same_filters() {
+    let env = TestEnv::start().await;
+    for tenant in ["acme", "globex"] {
+        let mut body = credential_body("Export-Pass", "tok");
+        // A value a spreadsheet would run as a formula, to prove it is neutralised.
+        body["webmail_url"] = "https://mail.example/=cmd".into();
+        let request = StoreCredentialRequest::from_json(body).unwrap();
+        env.core
+            .store_credential(&Actor::operator(), &ClientInfo::local(), &TenantId::parse(tenant).unwrap(), request)
+            .await
+            .unwrap();
+    }
+    let reader = env.token(&[Scope::AuditRead]).await;
+    let base = env.serve().await;
+    let http = reqwest::Client::new();
+    let response =
+        http.get(format!("{base}/api/v1/audit/export.csv?tenant=acme")).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let csv = response.text().await.unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert!(lines[0].starts_with("seq,occurred_at,event"));
+    assert!(lines.len() >= 2);
+    assert!(lines[1..].iter().all(|l| l.contains(",acme,")), "{csv}");
+    assert!(!csv.contains("Export-Pass"), "no secret in the trail");
+
+    let response = http.get(format!("{base}/api/v1/audit/export.jsonl")).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (total,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_events").fetch_one(env.core.db().pool()).await.unwrap();
+    assert_eq!(events.len(), usize::try_from(total).unwrap(), "everything, oldest first");
+    assert!(events.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+
+    let response =
+        http.get(format!("{base}/api/v1/audit/export.csv?severity=loud")).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let other = env.token(&[Scope::CredentialsRead]).await;
+    assert_eq!(
+        http.get(format!("{base}/api/v1/audit/export.csv")).bearer_auth(&other).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(http.get(format!("{base}/api/v1/audit/export.jsonl")).send().await.unwrap().status(), 401);
+}

@@ -1,5 +1,6 @@
 // Reviewer journey on the audit trail: filter by tenant and event, page through, open an
-// event's details, verify the chain.
+// event's details, export the filtered events as CSV, verify the chain.
+import { readFileSync } from 'node:fs';
 import { test, expect } from '@playwright/test';
 import { addAuthenticator, enroll, invite } from './helpers';
 
@@ -24,6 +25,15 @@ test('a security reviewer filters the audit trail, opens an event and verifies t
   await rows.first().getByRole('button').click();
   await expect(page.getByTestId('audit-detail')).toContainText('credential_stored');
   await expect(page.getByTestId('audit-detail')).not.toContainText('E2E-acme-Secret-Pass');
+
+  // The export follows the filter and streams as a download.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-csv').click()]);
+  const csv = readFileSync(await download.path(), 'utf8');
+  const lines = csv.split('\r\n').filter(Boolean);
+  expect(lines[0]).toMatch(/^seq,occurred_at,event,severity/);
+  expect(lines.length).toBeGreaterThan(1);
+  for (const line of lines.slice(1)) expect(line).toContain(',credential_stored,');
+  expect(csv).not.toContain('E2E-acme-Secret-Pass');
 
   await page.getByLabel('Event', { exact: true }).fill('no_such_event');
   await page.getByRole('button', { name: 'Filter' }).click();

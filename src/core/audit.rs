@@ -504,56 +504,16 @@ impl crate::core::Core {
                 .filter(|seq| *seq > 0)
                 .ok_or_else(|| Error::InvalidInput("the cursor is not one this API gave out".into()))?,
         };
-        if query.severity.as_deref().is_some_and(|s| !s.is_empty() && !["info", "warning", "critical"].contains(&s)) {
-            return Err(Error::InvalidInput("severity is info, warning or critical".into()));
-        }
-        if let Some(tenant) = query.tenant.as_deref().filter(|t| !t.is_empty()) {
-            TenantId::parse(tenant).map_err(|_| Error::InvalidInput("tenant is not a valid tenant id".into()))?;
-        }
-        let like = |text: &Option<String>| {
-            text.as_deref().filter(|t| !t.is_empty()).map(|t| {
-                // SECURITY: the caller's text is data, never pattern syntax.
-                let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                format!("%{escaped}%")
-            })
-        };
-        let rows = sqlx::query_as::<_, AuditEventRow>(
-            "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
-             request_id, details, prev_hash, hash FROM audit_events \
-             WHERE seq < $1 AND ($2 = '' OR tenant_id = $2) AND ($3 = '' OR event_type = $3) \
-             AND ($4 = '' OR severity = $4) AND occurred_at_ms >= $5 AND occurred_at_ms < $6 \
-             AND ($7 = '' OR actor_id LIKE $7 ESCAPE '\\') AND ($8 = '' OR details LIKE $8 ESCAPE '\\') \
-             ORDER BY seq DESC LIMIT $9",
-        )
-        .bind(before)
-        .bind(query.tenant.as_deref().unwrap_or_default())
-        .bind(query.event.as_deref().unwrap_or_default())
-        .bind(query.severity.as_deref().unwrap_or_default())
-        .bind(query.since.map_or(i64::MIN, |t| t.timestamp_millis()))
-        .bind(query.until.map_or(i64::MAX, |t| t.timestamp_millis()))
-        .bind(like(&query.actor).unwrap_or_default())
-        .bind(like(&query.text).unwrap_or_default())
-        .bind(limit + 1)
-        .fetch_all(self.db().pool())
-        .await?;
+        let filter = AuditSqlFilter::of(query)?;
+        let sql = format!("{AUDIT_SELECT} WHERE seq < $1 AND {AUDIT_WHERE} ORDER BY seq DESC LIMIT $9");
+        let rows = filter
+            .bind(sqlx::query_as::<_, AuditEventRow>(&sql).bind(before))
+            .bind(limit + 1)
+            .fetch_all(self.db().pool())
+            .await?;
         let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let events: Vec<crate::model::AuditEventView> = rows
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(50))
-            .map(|row| crate::model::AuditEventView {
-                seq: row.seq,
-                occurred_at: DateTime::from_timestamp_millis(row.occurred_at_ms).unwrap_or_default(),
-                details: serde_json::from_str(&row.details).unwrap_or(Value::String(row.details.clone())),
-                event: row.event_type,
-                severity: row.severity,
-                actor_kind: row.actor_kind,
-                actor: row.actor_id,
-                tenant_id: row.tenant_id,
-                client_ip: row.client_ip,
-                request_id: row.request_id,
-                hash: row.hash,
-            })
-            .collect();
+        let events: Vec<crate::model::AuditEventView> =
+            rows.into_iter().take(usize::try_from(limit).unwrap_or(50)).map(AuditEventRow::view).collect();
         let next_cursor = if more { events.last().map(|e| e.seq.to_string()) } else { None };
         Ok(crate::model::AuditPage { events, next_cursor })
     }
@@ -573,5 +533,122 @@ impl crate::core::Core {
             broken_seq: report.first_broken.as_ref().map(|b| b.seq),
             reason: report.first_broken.map(|b| b.reason),
         })
+    }
+}
+
+const AUDIT_SELECT: &str = "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
+     request_id, details, prev_hash, hash FROM audit_events";
+/// Parameters `$2`..`$8`, in [`AuditSqlFilter::bind`]'s order.
+const AUDIT_WHERE: &str = "($2 = '' OR tenant_id = $2) AND ($3 = '' OR event_type = $3) \
+     AND ($4 = '' OR severity = $4) AND occurred_at_ms >= $5 AND occurred_at_ms < $6 \
+     AND ($7 = '' OR actor_id LIKE $7 ESCAPE '\\') AND ($8 = '' OR details LIKE $8 ESCAPE '\\')";
+
+/// An [`crate::model::AuditQuery`]'s filters, checked and ready to bind.
+struct AuditSqlFilter {
+    tenant: String,
+    event: String,
+    severity: String,
+    since: i64,
+    until: i64,
+    actor: String,
+    text: String,
+}
+
+impl AuditSqlFilter {
+    fn of(query: &crate::model::AuditQuery) -> Result<Self> {
+        if query.severity.as_deref().is_some_and(|s| !s.is_empty() && !["info", "warning", "critical"].contains(&s)) {
+            return Err(Error::InvalidInput("severity is info, warning or critical".into()));
+        }
+        if let Some(tenant) = query.tenant.as_deref().filter(|t| !t.is_empty()) {
+            TenantId::parse(tenant).map_err(|_| Error::InvalidInput("tenant is not a valid tenant id".into()))?;
+        }
+        let like = |text: &Option<String>| {
+            text.as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    // SECURITY: the caller's text is data, never pattern syntax.
+                    let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    format!("%{escaped}%")
+                })
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            tenant: query.tenant.clone().unwrap_or_default(),
+            event: query.event.clone().unwrap_or_default(),
+            severity: query.severity.clone().unwrap_or_default(),
+            since: query.since.map_or(i64::MIN, |t| t.timestamp_millis()),
+            until: query.until.map_or(i64::MAX, |t| t.timestamp_millis()),
+            actor: like(&query.actor),
+            text: like(&query.text),
+        })
+    }
+
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+        query
+            .bind(&self.tenant)
+            .bind(&self.event)
+            .bind(&self.severity)
+            .bind(self.since)
+            .bind(self.until)
+            .bind(&self.actor)
+            .bind(&self.text)
+    }
+}
+
+impl AuditEventRow {
+    fn view(self) -> crate::model::AuditEventView {
+        crate::model::AuditEventView {
+            seq: self.seq,
+            occurred_at: DateTime::from_timestamp_millis(self.occurred_at_ms).unwrap_or_default(),
+            details: serde_json::from_str(&self.details).unwrap_or(Value::String(self.details.clone())),
+            event: self.event_type,
+            severity: self.severity,
+            actor_kind: self.actor_kind,
+            actor: self.actor_id,
+            tenant_id: self.tenant_id,
+            client_ip: self.client_ip,
+            request_id: self.request_id,
+            hash: self.hash,
+        }
+    }
+}
+
+impl crate::core::Core {
+    /// Streams every event matching `query` (oldest first; cursor and limit ignored) into
+    /// `out`, for exports of any size in constant memory. Stops quietly when the receiver goes.
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`] without `audit:read`, [`Error::InvalidInput`]; database errors.
+    pub async fn stream_audit(
+        &self,
+        actor: &Actor,
+        query: &crate::model::AuditQuery,
+        out: tokio::sync::mpsc::Sender<crate::model::AuditEventView>,
+    ) -> Result<u64> {
+        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        let filter = AuditSqlFilter::of(query)?;
+        let sql = format!("{AUDIT_SELECT} WHERE seq > $1 AND {AUDIT_WHERE} ORDER BY seq");
+        let mut rows = filter.bind(sqlx::query_as::<_, AuditEventRow>(&sql).bind(0i64)).fetch(self.db().pool());
+        let mut sent = 0;
+        while let Some(row) = rows.try_next().await? {
+            if out.send(row.view()).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Checks the actor may read the audit trail (before a stream starts, so the answer's
+    /// status is right).
+    ///
+    /// # Errors
+    /// [`Error::MissingScope`], [`Error::InvalidInput`] for a bad filter.
+    pub fn check_audit_query(&self, actor: &Actor, query: &crate::model::AuditQuery) -> Result<()> {
+        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        AuditSqlFilter::of(query).map(|_| ())
     }
 }

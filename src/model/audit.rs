@@ -78,3 +78,55 @@ pub struct ChainStateView {
     /// Why it is broken.
     pub reason: Option<String>,
 }
+
+/// The CSV export's header line.
+pub const CSV_HEADER: &str =
+    "seq,occurred_at,event,severity,actor_kind,actor,tenant_id,client_ip,request_id,details,hash\r\n";
+
+/// One CSV field: quoted when needed, and a leading `= + - @` (or tab) neutralised so a
+/// spreadsheet never runs a value as a formula.
+#[must_use]
+pub fn csv_field(value: &str) -> String {
+    // SECURITY: details and actor names come from callers; opening the export must not run them.
+    let value =
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
+    if value.contains([',', '"', '\n', '\r']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
+}
+
+impl AuditEventView {
+    /// This event as one CSV line (CRLF-terminated).
+    #[must_use]
+    pub fn csv_line(&self) -> String {
+        let fields = [
+            self.seq.to_string(),
+            self.occurred_at.to_rfc3339(),
+            self.event.clone(),
+            self.severity.clone(),
+            self.actor_kind.clone(),
+            self.actor.clone(),
+            self.tenant_id.clone().unwrap_or_default(),
+            self.client_ip.clone().unwrap_or_default(),
+            self.request_id.clone().unwrap_or_default(),
+            self.details.to_string(),
+            self.hash.clone(),
+        ];
+        let mut line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+        line.push_str("\r\n");
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("@cmd"), "'@cmd");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+    }
+}

@@ -26,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
         .route("/tenants/{id}/recover", post(recover_tenant))
         .route("/audit", get(query_audit))
+        .route("/audit/export.csv", get(export_audit_csv))
+        .route("/audit/export.jsonl", get(export_audit_jsonl))
         .fallback(|| async { ApiFailure::no_route() })
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
@@ -121,4 +123,67 @@ async fn query_audit(
         ApiFailure::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
     })?;
     Ok(Json(state.core.query_audit(&actor, &query).await?))
+}
+
+type AuditQueryParams =
+    Result<axum::extract::Query<crate::model::AuditQuery>, axum::extract::rejection::QueryRejection>;
+
+async fn export_audit_csv(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    query: AuditQueryParams,
+) -> Result<Response, ApiFailure> {
+    export_audit(state, actor, query, true).await
+}
+
+async fn export_audit_jsonl(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    query: AuditQueryParams,
+) -> Result<Response, ApiFailure> {
+    export_audit(state, actor, query, false).await
+}
+
+/// Streams the export: rows leave as the database yields them, so any size fits in memory.
+async fn export_audit(
+    state: AppState,
+    actor: crate::core::Actor,
+    query: AuditQueryParams,
+    csv: bool,
+) -> Result<Response, ApiFailure> {
+    let axum::extract::Query(query) = query.map_err(|rejection| {
+        ApiFailure::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+    })?;
+    state.core.check_audit_query(&actor, &query)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let core = state.core.clone();
+    tokio::spawn(async move {
+        if let Err(e) = core.stream_audit(&actor, &query, tx).await {
+            tracing::error!(error = %e, "audit export stopped");
+        }
+    });
+    let head = futures_util::stream::iter(
+        csv.then(|| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(crate::model::CSV_HEADER))),
+    );
+    let rows = futures_util::stream::unfold(rx, move |mut rx| async move {
+        let event = rx.recv().await?;
+        let line = if csv {
+            event.csv_line()
+        } else {
+            let mut json = serde_json::to_string(&event).unwrap_or_default();
+            json.push('\n');
+            json
+        };
+        Some((Ok(axum::body::Bytes::from(line)), rx))
+    });
+    let mut response = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, rows)).into_response();
+    let (kind, name) =
+        if csv { ("text/csv; charset=utf-8", "audit.csv") } else { ("application/x-ndjson", "audit.jsonl") };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

@@ -21,6 +21,41 @@ struct Filter {
     until: String,
 }
 
+/// Percent-encodes a query-string value (the browser build has no URL crate).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The export address for the filter as applied (dates become UTC day bounds).
+fn export_url(filter: &Filter, format: &str) -> String {
+    let mut params = Vec::new();
+    for (key, value) in [
+        ("tenant", &filter.tenant),
+        ("event", &filter.event),
+        ("actor", &filter.actor),
+        ("severity", &filter.severity),
+        ("q", &filter.text),
+    ] {
+        if !value.trim().is_empty() {
+            params.push(format!("{key}={}", encode(value.trim())));
+        }
+    }
+    let day = |text: &str| chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok();
+    if let Some(date) = day(&filter.since) {
+        params.push(format!("since={}", encode(&format!("{date}T00:00:00Z"))));
+    }
+    if let Some(date) = day(&filter.until).and_then(|d| d.succ_opt()) {
+        params.push(format!("until={}", encode(&format!("{date}T00:00:00Z"))));
+    }
+    format!("/api/v1/audit/export.{format}?{}", params.join("&"))
+}
+
 /// `/audit`.
 #[component]
 pub fn AuditPage() -> impl IntoView {
@@ -154,6 +189,10 @@ fn Trail() -> impl IntoView {
                 <button type="button" class="secondary" on:click=reveals>"Who revealed this tenant (30 days)"</button>
             </form>
             {move || (applied.with(|f| f.since == "30d")).then(|| view! { <p class="purpose">"Showing the last 30 days."</p> })}
+            <p class="inline-form">
+                <a class="button secondary" data-testid="export-csv" href=move || applied.with(|f| export_url(f, "csv"))>"Export CSV"</a>
+                <a class="button secondary" href=move || applied.with(|f| export_url(f, "jsonl"))>"Export JSON Lines"</a>
+            </p>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || page.get().map(|answer| match answer {
                     Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
