@@ -530,6 +530,44 @@ impl Core {
         Ok(self.verify_assertion(admin_id, &taken.state, credential_json).await.map(|id| (id, taken.context)))
     }
 
+    /// Finishes a step-up and records it either way: a refusal is audited `reauth_failed`
+    /// (warning, with the cause) and answered [`Error::Unauthenticated`]; a success is audited
+    /// `reauth_succeeded` with the passkey used. Returns the passkey id and the ceremony's
+    /// context (what the admin confirmed).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`]; database errors.
+    pub(crate) async fn finish_step_up(
+        &self,
+        actor: &Actor,
+        session: &SessionBinding,
+        client: &ClientInfo,
+        purpose: Purpose,
+        tenant: Option<&crate::model::TenantId>,
+        credential_json: &str,
+    ) -> Result<(String, Value)> {
+        let outcome = self
+            .finish_reauth(actor, session, purpose, tenant.map(crate::model::TenantId::as_str), credential_json)
+            .await?;
+        let (event, found) = match outcome {
+            Ok((passkey_id, context)) => (
+                NewEvent::info(
+                    EventType::ReauthSucceeded,
+                    tenant,
+                    json!({"purpose": purpose.as_str(), "passkey_id": passkey_id}),
+                ),
+                Some((passkey_id, context)),
+            ),
+            Err(cause) => (
+                NewEvent::info(EventType::ReauthFailed, tenant, json!({"purpose": purpose.as_str(), "reason": cause}))
+                    .with_severity(Severity::Warning),
+                None,
+            ),
+        };
+        audit::record(&self.db, actor, client, event, self.now()).await?;
+        found.ok_or(Error::Unauthenticated)
+    }
+
     /// Starts registering another passkey for the signed-in admin.
     ///
     /// # Errors

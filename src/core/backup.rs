@@ -1041,19 +1041,7 @@ impl Core {
             return Err(actor.refuse("only platform admins restore backups"));
         }
         let purpose = crate::core::passkeys::Purpose::Restore;
-        let (passkey_id, context) = match self.finish_reauth(actor, session, purpose, None, credential_json).await? {
-            Ok(found) => found,
-            Err(cause) => {
-                let event =
-                    NewEvent::info(EventType::ReauthFailed, None, json!({"purpose": "restore", "reason": cause}))
-                        .with_severity(Severity::Warning);
-                audit::record(&self.db, actor, client, event, self.now()).await?;
-                return Err(Error::Unauthenticated);
-            }
-        };
-        let details = json!({"purpose": "restore", "passkey_id": passkey_id});
-        audit::record(&self.db, actor, client, NewEvent::info(EventType::ReauthSucceeded, None, details), self.now())
-            .await?;
+        let (_, context) = self.finish_step_up(actor, session, client, purpose, None, credential_json).await?;
         let backup_id = context["backup_id"].as_str().unwrap_or_default().to_owned();
         let options = RestoreOptions {
             dry_run: context["dry_run"].as_bool().unwrap_or(true),

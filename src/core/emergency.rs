@@ -143,27 +143,8 @@ impl Core {
         if !actor.may_respond() {
             return Err(actor.refuse("only platform admins and incident responders reset credentials"));
         }
-        let purpose = Purpose::EmergencyReset;
         let (passkey_id, context) =
-            match self.finish_reauth(actor, session, purpose, Some(tenant.as_str()), credential_json).await? {
-                Ok(found) => found,
-                Err(cause) => {
-                    let details = json!({"purpose": "emergency_reset", "reason": cause});
-                    let event =
-                        NewEvent::info(EventType::ReauthFailed, Some(tenant), details).with_severity(Severity::Warning);
-                    audit::record(&self.db, actor, client, event, self.now()).await?;
-                    return Err(Error::Unauthenticated);
-                }
-            };
-        let details = json!({"purpose": "emergency_reset", "passkey_id": passkey_id});
-        audit::record(
-            &self.db,
-            actor,
-            client,
-            NewEvent::info(EventType::ReauthSucceeded, Some(tenant), details),
-            self.now(),
-        )
-        .await?;
+            self.finish_step_up(actor, session, client, Purpose::EmergencyReset, Some(tenant), credential_json).await?;
         let request = EmergencyResetRequest::new(
             context["incident_id"].as_str().unwrap_or_default(),
             context["reason"].as_str().unwrap_or_default(),

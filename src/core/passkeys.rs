@@ -36,7 +36,7 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Purpose::Enroll => "enroll",
             Purpose::Login => "login",

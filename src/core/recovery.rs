@@ -278,26 +278,7 @@ impl Core {
             return Err(actor.refuse("only platform admins and incident responders recover tenants"));
         }
         let purpose = crate::core::passkeys::Purpose::Recover;
-        let (passkey_id, context) =
-            match self.finish_reauth(actor, session, purpose, Some(tenant.as_str()), credential_json).await? {
-                Ok(found) => found,
-                Err(cause) => {
-                    let details = json!({"purpose": "recover", "reason": cause});
-                    let event =
-                        NewEvent::info(EventType::ReauthFailed, Some(tenant), details).with_severity(Severity::Warning);
-                    audit::record(&self.db, actor, client, event, self.now()).await?;
-                    return Err(Error::Unauthenticated);
-                }
-            };
-        let details = json!({"purpose": "recover", "passkey_id": passkey_id});
-        audit::record(
-            &self.db,
-            actor,
-            client,
-            NewEvent::info(EventType::ReauthSucceeded, Some(tenant), details),
-            self.now(),
-        )
-        .await?;
+        let (_, context) = self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
         let port = context["smtp_port"].as_u64().and_then(|p| u16::try_from(p).ok());
         let token = mailu_api_token.filter(|t| !t.is_empty());
         let request = RecoverTenantRequest::new(

@@ -673,26 +673,7 @@ impl Core {
             return Err(actor.refuse("only platform admins rotate from the console"));
         }
         let purpose = crate::core::passkeys::Purpose::Rotate;
-        let passkey_id =
-            match self.finish_reauth(actor, session, purpose, Some(tenant.as_str()), credential_json).await? {
-                Ok((passkey_id, _)) => passkey_id,
-                Err(cause) => {
-                    let event = NewEvent::info(
-                        EventType::ReauthFailed,
-                        Some(tenant),
-                        json!({"purpose": "rotate", "reason": cause}),
-                    )
-                    .with_severity(Severity::Warning);
-                    audit::record(&self.db, actor, client, event, self.now()).await?;
-                    return Err(Error::Unauthenticated);
-                }
-            };
-        let event = NewEvent::info(
-            EventType::ReauthSucceeded,
-            Some(tenant),
-            json!({"purpose": "rotate", "passkey_id": passkey_id}),
-        );
-        audit::record(&self.db, actor, client, event, self.now()).await?;
+        self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
         let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
             return Err(Error::RotationBusy);
         };
