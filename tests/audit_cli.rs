@@ -162,3 +162,25 @@ async fn cli_commands_have_help_keys_are_never_overwritten_and_tokens_show_once(
     assert_eq!(secret.password.expose_secret(), "Rewrap-Me-123");
     let _ = Scope::ALL;
 }
+
+#[tokio::test]
+async fn audit_export_writes_the_filtered_events_as_json_lines() {
+    let env = TestEnv::start().await;
+    store(&env, "acme", "Export-Acme-1").await;
+    store(&env, "globex", "Export-Globex-1").await;
+    store(&env, "acme", "Export-Acme-2").await;
+    let (code, out, err) = cli(&env, &["audit", "export", "--tenant", "acme", "--event", "credential_stored"]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["tenant_id"] == "acme" && e["event"] == "credential_stored"));
+    assert!(events[0]["seq"].as_i64() < events[1]["seq"].as_i64(), "oldest first");
+    assert!(err.contains("2 events"));
+    assert!(!out.contains("Export-Acme"), "no secret in the trail");
+    let (code, _, err) = cli(&env, &["audit", "export", "--severity", "loud"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("severity"), "{err}");
+    let (code, _, err) = cli(&env, &["audit", "export", "--since", "yesterday"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("RFC 3339"), "{err}");
+}

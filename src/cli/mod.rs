@@ -487,15 +487,30 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Audit { command: AuditCommand::Export { tenant, event, severity, since, until } } => {
             let core = connect(&config, Needs::DB).await?;
-            let filter = crate::core::audit::AuditFilter { tenant, event, severity, since, until };
-            let mut out = std::io::BufWriter::new(std::io::stdout());
-            let mut sink = |event: serde_json::Value| {
-                use std::io::Write as _;
-                serde_json::to_writer(&mut out, &event)?;
-                out.write_all(b"\n")
+            let query = crate::model::AuditQuery {
+                tenant: tenant.map(|t| t.to_string()),
+                event,
+                severity,
+                since,
+                until,
+                ..Default::default()
             };
-            let count = core.export_audit(&operator, &filter, &mut sink).await.map_err(|e| e.to_string())?;
+            core.check_audit_query(&operator, &query).map_err(|e| e.to_string())?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+            let streaming = {
+                let (core, operator) = (core.clone(), operator.clone());
+                tokio::spawn(async move { core.stream_audit(&operator, &query, tx).await })
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let mut count = 0u64;
+            while let Some(event) = rx.recv().await {
+                use std::io::Write as _;
+                serde_json::to_writer(&mut out, &event).map_err(|e| e.to_string())?;
+                out.write_all(b"\n").map_err(|e| e.to_string())?;
+                count += 1;
+            }
             std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+            streaming.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
             eprintln!("{count} events");
         }
         Command::Audit { command: AuditCommand::Verify } => {

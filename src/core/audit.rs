@@ -419,69 +419,6 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
     Ok(ChainReport { events, head_hash: expected_prev, first_broken: None })
 }
 
-/// Which events [`crate::core::Core::export_audit`] writes.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Only this tenant's events.
-    pub tenant: Option<TenantId>,
-    /// Only events of this type (stored name).
-    pub event: Option<String>,
-    /// Only events of this severity.
-    pub severity: Option<String>,
-    /// At or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Before.
-    pub until: Option<DateTime<Utc>>,
-}
-
-impl crate::core::Core {
-    /// Streams matching events, oldest first, as JSON objects to `sink`; returns how many.
-    ///
-    /// # Errors
-    /// [`Error::MissingScope`] without `audit:read`; database errors; the sink's errors as
-    /// [`Error::Io`].
-    pub async fn export_audit(
-        &self,
-        actor: &Actor,
-        filter: &AuditFilter,
-        sink: &mut (dyn FnMut(Value) -> std::io::Result<()> + Send),
-    ) -> Result<u64> {
-        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
-        let mut rows = sqlx::query_as::<_, AuditEventRow>(
-            "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
-             request_id, details, prev_hash, hash FROM audit_events \
-             WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR event_type = $2) AND ($3 = '' OR severity = $3) \
-             AND occurred_at_ms >= $4 AND occurred_at_ms < $5 ORDER BY seq",
-        )
-        .bind(filter.tenant.as_ref().map_or("", TenantId::as_str))
-        .bind(filter.event.as_deref().unwrap_or_default())
-        .bind(filter.severity.as_deref().unwrap_or_default())
-        .bind(filter.since.map_or(i64::MIN, |t| t.timestamp_millis()))
-        .bind(filter.until.map_or(i64::MAX, |t| t.timestamp_millis()))
-        .fetch(self.db().pool());
-        let mut written = 0u64;
-        while let Some(row) = rows.try_next().await? {
-            let details: Value = serde_json::from_str(&row.details).unwrap_or(Value::String(row.details.clone()));
-            let event = serde_json::json!({
-                "seq": row.seq,
-                "occurred_at": DateTime::from_timestamp_millis(row.occurred_at_ms),
-                "event": row.event_type,
-                "severity": row.severity,
-                "actor_kind": row.actor_kind,
-                "actor": row.actor_id,
-                "tenant_id": row.tenant_id,
-                "client_ip": row.client_ip,
-                "request_id": row.request_id,
-                "details": details,
-                "hash": row.hash,
-            });
-            sink(event).map_err(|e| Error::io("writing the export", e))?;
-            written += 1;
-        }
-        Ok(written)
-    }
-}
-
 impl crate::core::Core {
     /// A page of the audit trail, newest first, filtered; `cursor` continues after a page.
     /// Filters combine with AND; the text search looks inside the details.
