@@ -190,8 +190,9 @@ fn Trail() -> impl IntoView {
             </form>
             {move || (applied.with(|f| f.since == "30d")).then(|| view! { <p class="purpose">"Showing the last 30 days."</p> })}
             <p class="inline-form">
-                <a class="button secondary" data-testid="export-csv" href=move || applied.with(|f| export_url(f, "csv"))>"Export CSV"</a>
-                <a class="button secondary" href=move || applied.with(|f| export_url(f, "jsonl"))>"Export JSON Lines"</a>
+                // `download` and `rel="external"` keep the client-side router from taking these links.
+                <a class="button secondary" data-testid="export-csv" rel="external" download="audit.csv" href=move || applied.with(|f| export_url(f, "csv"))>"Export CSV"</a>
+                <a class="button secondary" rel="external" download="audit.jsonl" href=move || applied.with(|f| export_url(f, "jsonl"))>"Export JSON Lines"</a>
             </p>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || page.get().map(|answer| match answer {
