@@ -151,6 +151,39 @@ async fn without_channels_a_test_alert_is_refused_and_alerts_say_no_recipient() 
 }
 
 #[tokio::test]
+async fn an_alert_is_acknowledged_once_by_an_admin_and_stays_listed() {
+    let sink = AlertSink::start();
+    let env = TestEnv::start_custom(None, |c| sink.configure(c)).await;
+    let alert = env.core.send_test_alert(&Actor::operator(), &ClientInfo::local()).await.unwrap();
+    assert!(alert.acknowledged_by.is_none());
+    let reviewer = Actor::Admin {
+        admin_id: "r".into(),
+        email: "r@example.com".into(),
+        role: smtp_vault::model::Role::SecurityReviewer,
+    };
+    assert!(matches!(
+        env.core.acknowledge_alert(&Actor::operator(), &ClientInfo::local(), &alert.alert_id).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        env.core.acknowledge_alert(&reviewer, &ClientInfo::local(), "nope").await,
+        Err(Error::NotFound(_))
+    ));
+    env.core.acknowledge_alert(&reviewer, &ClientInfo::local(), &alert.alert_id).await.unwrap();
+    let again = env.core.acknowledge_alert(&reviewer, &ClientInfo::local(), &alert.alert_id).await;
+    assert!(matches!(again, Err(Error::InvalidInput(_))));
+    let listed = env.core.list_alerts(&Actor::operator(), 10).await.unwrap();
+    assert_eq!(listed.len(), 1, "still listed");
+    assert_eq!(listed[0].acknowledged_by.as_deref(), Some("r (r@example.com)"));
+    assert!(listed[0].acknowledged_at.is_some());
+    let (events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'alert_acknowledged'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+}
+
+#[tokio::test]
 async fn sinks_that_are_down_for_a_while_get_everything_later_exactly_once() {
     let (smtp_port, http_port) = (unused_port(), unused_port());
     let clock = ManualClock::new();

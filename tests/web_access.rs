@@ -56,7 +56,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 44] = [
+const SERVER_FNS: [Row; 45] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -136,6 +136,7 @@ const SERVER_FNS: [Row; 44] = [
         [401, 200, 403, 200],
     ),
     ("audit_chain_state", &[], [401, 200, 403, 200]),
+    ("acknowledge_alert", &[("alert_id", "nope")], [401, 404, 404, 404]),
     ("logout", &[], [200, 200, 200, 200]),
 ];
 

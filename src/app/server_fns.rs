@@ -411,3 +411,10 @@ pub async fn audit_chain_state() -> Result<crate::model::ChainStateView, UiError
     let ctx = UiContext::load().await?;
     ctx.core.audit_chain_state(&ctx.actor).await.map_err(fail)
 }
+
+/// Acknowledges an alert (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "acknowledge_alert")]
+pub async fn acknowledge_alert(alert_id: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.acknowledge_alert(&ctx.actor, &ctx.client, &alert_id).await.map_err(fail)
+}

@@ -431,16 +431,19 @@ impl Core {
         if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. }) {
             return Err(actor.refuse("only admins see alerts"));
         }
-        type AlertRow = (String, String, String, Option<String>, String, i64, String, String);
+        type AlertRow =
+            (String, String, String, Option<String>, String, i64, String, String, Option<String>, Option<i64>);
         let rows: Vec<AlertRow> = sqlx::query_as(
-            "SELECT alert_id, kind, severity, tenant_id, message, created_at_ms, state, audience FROM alerts \
-             ORDER BY created_at_ms DESC, alert_id LIMIT $1",
+            "SELECT alert_id, kind, severity, tenant_id, message, created_at_ms, state, audience, acknowledged_by, \
+             acknowledged_at_ms FROM alerts ORDER BY created_at_ms DESC, alert_id LIMIT $1",
         )
         .bind(limit.clamp(1, 500))
         .fetch_all(self.db.pool())
         .await?;
         let mut views = Vec::with_capacity(rows.len());
-        for (alert_id, kind, severity, tenant_id, message, at, state, audience) in rows {
+        for (alert_id, kind, severity, tenant_id, message, at, state, audience, acknowledged_by, acknowledged_at) in
+            rows
+        {
             let deliveries = self.deliveries_of(&alert_id).await?;
             views.push(AlertView {
                 alert_id,
@@ -452,6 +455,8 @@ impl Core {
                 state,
                 audience,
                 deliveries,
+                acknowledged_by,
+                acknowledged_at: acknowledged_at.map(when),
             });
         }
         Ok(views)
@@ -519,6 +524,39 @@ impl Core {
         self.wake_outbox();
         let view = self.list_alerts(actor, 20).await?.into_iter().find(|a| a.alert_id == alert_id);
         view.ok_or(Error::NotFound("alert"))
+    }
+
+    /// Marks an alert as seen and handled (any admin); it stays listed.
+    ///
+    /// # Errors
+    /// Refusals for non-admins, [`Error::NotFound`], [`Error::InvalidInput`] when already
+    /// acknowledged.
+    pub async fn acknowledge_alert(&self, actor: &Actor, client: &ClientInfo, alert_id: &str) -> Result<()> {
+        if !matches!(actor, Actor::Admin { .. }) {
+            return Err(actor.refuse("only admins acknowledge alerts"));
+        }
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT acknowledged_by, tenant_id FROM alerts WHERE alert_id = $1")
+                .bind(alert_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (already, tenant) = row.ok_or(Error::NotFound("alert"))?;
+        if already.is_some() {
+            return Err(Error::InvalidInput("this alert is already acknowledged".into()));
+        }
+        sqlx::query("UPDATE alerts SET acknowledged_by = $1, acknowledged_at_ms = $2 WHERE alert_id = $3")
+            .bind(actor.audit_identity().1)
+            .bind(now.timestamp_millis())
+            .bind(alert_id)
+            .execute(&mut *tx)
+            .await?;
+        let tenant = tenant.as_deref().and_then(|t| TenantId::parse(t).ok());
+        let event = NewEvent::info(EventType::AlertAcknowledged, tenant.as_ref(), json!({"alert_id": alert_id}));
+        audit::append(&mut tx, actor, client, event, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Queues a dead-lettered alert again (every dead channel, attempts from zero).

@@ -126,6 +126,8 @@ pub enum EventType {
     AlertDeliveryFailed,
     /// A dead-lettered alert was queued again.
     AlertRetried,
+    /// An admin acknowledged an alert.
+    AlertAcknowledged,
     /// A test alert was sent.
     TestAlertRaised,
     /// A backup was written.
@@ -187,6 +189,7 @@ impl EventType {
             EventType::AlertDelivered => "alert_delivered",
             EventType::AlertDeliveryFailed => "alert_delivery_failed",
             EventType::AlertRetried => "alert_retried",
+            EventType::AlertAcknowledged => "alert_acknowledged",
             EventType::TestAlertRaised => "test_alert_raised",
             EventType::BackupCreated => "backup_created",
             EventType::BackupsPruned => "backups_pruned",

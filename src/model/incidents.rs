@@ -142,6 +142,10 @@ pub struct AlertView {
     pub audience: String,
     /// Per channel.
     pub deliveries: Vec<DeliveryView>,
+    /// Who acknowledged it, if anyone.
+    pub acknowledged_by: Option<String>,
+    /// When.
+    pub acknowledged_at: Option<DateTime<Utc>>,
 }
 
 /// One step in an incident's history (from the audit trail).

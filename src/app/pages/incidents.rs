@@ -5,8 +5,8 @@
 
 use crate::app::browser;
 use crate::app::server_fns::{
-    acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_alerts, list_incidents, retry_alert,
-    send_test_alert,
+    acknowledge_alert, acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_alerts,
+    list_incidents, retry_alert, send_test_alert,
 };
 use crate::app::session::{has_role, use_me};
 use crate::model::{AlertView, EmergencyResetReceipt, IncidentView, Role};
@@ -212,6 +212,14 @@ fn AlertList(refresh: RwSignal<u32>) -> impl IntoView {
             refresh.update(|n| *n += 1);
         });
     };
+    let acknowledge = move |alert_id: String| {
+        spawn_local(async move {
+            if let Err(e) = acknowledge_alert(alert_id).await {
+                error.set(Some(e.message));
+            }
+            refresh.update(|n| *n += 1);
+        });
+    };
     let admin = move || has_role(me, Role::PlatformAdmin);
     view! {
         <section class="card" aria-labelledby="alerts-title">
@@ -230,9 +238,9 @@ fn AlertList(refresh: RwSignal<u32>) -> impl IntoView {
                     Ok(list) if list.is_empty() => view! { <p>"No alerts."</p> }.into_any(),
                     Ok(list) => view! {
                         <table class="table" data-testid="alerts">
-                            <thead><tr><th>"When"</th><th>"Severity"</th><th>"Kind"</th><th>"Tenant"</th><th>"Message"</th><th>"Delivery"</th></tr></thead>
+                            <thead><tr><th>"When"</th><th>"Severity"</th><th>"Kind"</th><th>"Tenant"</th><th>"Message"</th><th>"Delivery"</th><th>"Seen"</th></tr></thead>
                             <tbody>
-                                {list.into_iter().map(|a| view! { <AlertRow alert=a admin=admin() retry /> }).collect_view()}
+                                {list.into_iter().map(|a| view! { <AlertRow alert=a admin=admin() retry acknowledge /> }).collect_view()}
                             </tbody>
                         </table>
                     }.into_any(),
@@ -243,8 +251,14 @@ fn AlertList(refresh: RwSignal<u32>) -> impl IntoView {
 }
 
 #[component]
-fn AlertRow(alert: AlertView, admin: bool, retry: impl Fn(String) + Copy + Send + Sync + 'static) -> impl IntoView {
+fn AlertRow(
+    alert: AlertView,
+    admin: bool,
+    retry: impl Fn(String) + Copy + Send + Sync + 'static,
+    acknowledge: impl Fn(String) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     let id = alert.alert_id.clone();
+    let ack_id = alert.alert_id.clone();
     let dead = alert.state == "dead";
     view! {
         <tr data-kind=alert.kind.clone() data-state=alert.state.clone()>
@@ -271,6 +285,16 @@ fn AlertRow(alert: AlertView, admin: bool, retry: impl Fn(String) + Copy + Send 
                 {(admin && dead).then(|| view! {
                     <button type="button" class="secondary" on:click=move |_| retry(id.clone())>"Retry"</button>
                 })}
+            </td>
+            <td>
+                {match (alert.acknowledged_by.clone(), alert.acknowledged_at) {
+                    (Some(by), at) => view! {
+                        <span data-testid="alert-acknowledged">{format!("by {by} {}", date(at))}</span>
+                    }.into_any(),
+                    _ => view! {
+                        <button type="button" class="secondary" data-testid="acknowledge-alert" on:click=move |_| acknowledge(ack_id.clone())>"Acknowledge"</button>
+                    }.into_any(),
+                }}
             </td>
         </tr>
     }
