@@ -171,6 +171,23 @@ struct DueRow {
     audience: String,
 }
 
+type DeliveryRow = (String, String, String, String, i64, Option<String>, Option<i64>, i64);
+
+const DELIVERY_COLUMNS: &str =
+    "alert_id, channel, recipient, state, attempts, last_error, delivered_at_ms, next_attempt_at_ms";
+
+fn delivery_view((_, channel, recipient, state, attempts, last_error, delivered, next): DeliveryRow) -> DeliveryView {
+    DeliveryView {
+        recipient: if channel == "slack" { "Slack".into() } else { recipient },
+        channel,
+        next_attempt_at: (state == "pending").then(|| when(next)),
+        state,
+        attempts,
+        last_error,
+        delivered_at: delivered.map(when),
+    }
+}
+
 fn when(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
@@ -440,11 +457,23 @@ impl Core {
         .bind(limit.clamp(1, 500))
         .fetch_all(self.db.pool())
         .await?;
+        // All deliveries of the listed alerts in one query, not one query per alert.
+        let delivery_rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE alert_id IN \
+             (SELECT alert_id FROM alerts ORDER BY created_at_ms DESC, alert_id LIMIT $1) ORDER BY alert_id, channel"
+        ))
+        .bind(limit.clamp(1, 500))
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut deliveries: std::collections::HashMap<String, Vec<DeliveryView>> = std::collections::HashMap::new();
+        for row in delivery_rows {
+            deliveries.entry(row.0.clone()).or_default().push(delivery_view(row));
+        }
         let mut views = Vec::with_capacity(rows.len());
         for (alert_id, kind, severity, tenant_id, message, at, state, audience, acknowledged_by, acknowledged_at) in
             rows
         {
-            let deliveries = self.deliveries_of(&alert_id).await?;
+            let deliveries = deliveries.remove(&alert_id).unwrap_or_default();
             views.push(AlertView {
                 alert_id,
                 kind,
@@ -464,26 +493,13 @@ impl Core {
 
     /// The deliveries of one alert.
     pub(crate) async fn deliveries_of(&self, alert_id: &str) -> Result<Vec<DeliveryView>> {
-        type Row = (String, String, String, i64, Option<String>, Option<i64>, i64);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT channel, recipient, state, attempts, last_error, delivered_at_ms, next_attempt_at_ms \
-             FROM alert_deliveries WHERE alert_id = $1 ORDER BY channel",
-        )
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE alert_id = $1 ORDER BY channel"
+        ))
         .bind(alert_id)
         .fetch_all(self.db.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(channel, recipient, state, attempts, last_error, delivered, next)| DeliveryView {
-                recipient: if channel == "slack" { "Slack".into() } else { recipient },
-                channel,
-                next_attempt_at: (state == "pending").then(|| when(next)),
-                state,
-                attempts,
-                last_error,
-                delivered_at: delivered.map(when),
-            })
-            .collect())
+        Ok(rows.into_iter().map(delivery_view).collect())
     }
 
     /// Sends a test alert to the security channels (platform admins, the operator).

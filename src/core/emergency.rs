@@ -432,43 +432,48 @@ impl Core {
         .bind(limit.clamp(1, 500))
         .fetch_all(self.db.pool())
         .await?;
-        let overdue_before = (self.now() - self.settings.incident_ack_after).timestamp_millis();
         let mut views = Vec::with_capacity(rows.len());
         for row in rows {
-            // Incident ids are random hex, so the pattern matches exactly their own events.
-            let history: Vec<(i64, String, String, String)> = sqlx::query_as(
-                "SELECT occurred_at_ms, event_type, actor_id, severity FROM audit_events WHERE tenant_id = $1 \
-                 AND event_type IN ('emergency_reset', 'emergency_reset_finished', 'incident_acknowledged', \
-                 'incident_ack_refused', 'incident_overdue') AND details LIKE $2 ORDER BY seq",
-            )
-            .bind(&row.tenant_id)
-            .bind(format!("%\"incident\":\"{}\"%", row.incident_id))
-            .fetch_all(self.db.pool())
-            .await?;
-            views.push(IncidentView {
-                overdue: row.state == "open" && (row.overdue_alerted != 0 || row.opened_at_ms <= overdue_before),
-                opened_by_caller: row.opened_by_admin.is_some() && row.opened_by_admin.as_deref() == admin_id(actor),
-                incident: row.incident_id,
-                incident_id: row.reference,
-                tenant_id: row.tenant_id,
-                reason: row.reason,
-                opened_by: row.opened_by,
-                opened_at: at(row.opened_at_ms),
-                state: row.state,
-                outcome: row.outcome,
-                new_version: row.new_version,
-                grants_revoked: row.grants_revoked,
-                finished_at: row.finished_at_ms.map(at),
-                acknowledged_by: row.acknowledged_by,
-                acknowledged_at: row.acknowledged_at_ms.map(at),
-                ack_note: row.ack_note,
-                history: history
-                    .into_iter()
-                    .map(|(ms, event, actor, severity)| IncidentEventView { at: at(ms), event, actor, severity })
-                    .collect(),
-            });
+            views.push(self.incident_view(actor, row).await?);
         }
         Ok(views)
+    }
+
+    /// One incident as shown, with its history from the audit trail.
+    async fn incident_view(&self, actor: &Actor, row: IncidentRow) -> Result<IncidentView> {
+        // Incident ids are random hex, so the pattern matches exactly their own events.
+        let history: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT occurred_at_ms, event_type, actor_id, severity FROM audit_events WHERE tenant_id = $1 \
+             AND event_type IN ('emergency_reset', 'emergency_reset_finished', 'incident_acknowledged', \
+             'incident_ack_refused', 'incident_overdue') AND details LIKE $2 ORDER BY seq",
+        )
+        .bind(&row.tenant_id)
+        .bind(format!("%\"incident\":\"{}\"%", row.incident_id))
+        .fetch_all(self.db.pool())
+        .await?;
+        let overdue_before = (self.now() - self.settings.incident_ack_after).timestamp_millis();
+        Ok(IncidentView {
+            overdue: row.state == "open" && (row.overdue_alerted != 0 || row.opened_at_ms <= overdue_before),
+            opened_by_caller: row.opened_by_admin.is_some() && row.opened_by_admin.as_deref() == admin_id(actor),
+            incident: row.incident_id,
+            incident_id: row.reference,
+            tenant_id: row.tenant_id,
+            reason: row.reason,
+            opened_by: row.opened_by,
+            opened_at: at(row.opened_at_ms),
+            state: row.state,
+            outcome: row.outcome,
+            new_version: row.new_version,
+            grants_revoked: row.grants_revoked,
+            finished_at: row.finished_at_ms.map(at),
+            acknowledged_by: row.acknowledged_by,
+            acknowledged_at: row.acknowledged_at_ms.map(at),
+            ack_note: row.ack_note,
+            history: history
+                .into_iter()
+                .map(|(ms, event, actor, severity)| IncidentEventView { at: at(ms), event, actor, severity })
+                .collect(),
+        })
     }
 
     /// Marks resets that stopped between containment and the end (the process died) as
