@@ -129,6 +129,44 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_DRILL_RPO_SECS", default_value_t = 3600, global = true)]
     pub drill_rpo_secs: u64,
 
+    /// Reveals by one admin within the burst window that raise `reveal_burst`.
+    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_BURST_COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub rule_reveal_burst_count: u32,
+
+    /// `reveal_burst` also when one admin reveals more than this many tenants in the window.
+    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_BURST_TENANTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub rule_reveal_burst_tenants: u32,
+
+    /// The reveal-burst window, in minutes.
+    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_BURST_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1440), global = true)]
+    pub rule_reveal_burst_minutes: u32,
+
+    /// When reveals are expected (UTC), e.g. `mon-fri 07:00-19:00`; others raise
+    /// `reveal_outside_hours`. Unset: any time.
+    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_HOURS", global = true)]
+    pub rule_reveal_hours: Option<String>,
+
+    /// Failed logins (per email or address) or re-auths (per admin) in the window that alert.
+    #[arg(long, env = "SMTP_VAULT_RULE_FAILED_AUTH_COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub rule_failed_auth_count: u32,
+
+    /// The failed-attempt window, in minutes.
+    #[arg(long, env = "SMTP_VAULT_RULE_FAILED_AUTH_MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=1440), global = true)]
+    pub rule_failed_auth_minutes: u32,
+
+    /// Hours without a new backup that raise `backup_overdue`.
+    #[arg(long, env = "SMTP_VAULT_RULE_BACKUP_MAX_AGE_HOURS", default_value_t = 26, value_parser = clap::value_parser!(u32).range(1..=8760), global = true)]
+    pub rule_backup_max_age_hours: u32,
+
+    /// Rules switched off, by alert kind (comma-separated), e.g. `login_new_ip`.
+    #[arg(long, env = "SMTP_VAULT_RULES_OFF", value_delimiter = ',', global = true)]
+    pub rules_off: Vec<String>,
+
+    /// Bearer token `/metrics` requires; unset: `/metrics` is open (bind it to a private
+    /// network).
+    #[arg(long, env = "SMTP_VAULT_METRICS_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
+    pub metrics_token: Option<SecretString>,
+
     /// Days between automatic rotations.
     #[arg(long, env = "SMTP_VAULT_ROTATION_PERIOD_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650), global = true)]
     pub rotation_period_days: u32,
@@ -208,6 +246,15 @@ impl Config {
             drill_cron: "0 0 3 1 * *".into(),
             drill_rto_secs: 1800,
             drill_rpo_secs: 3600,
+            rule_reveal_burst_count: 5,
+            rule_reveal_burst_tenants: 3,
+            rule_reveal_burst_minutes: 10,
+            rule_reveal_hours: None,
+            rule_failed_auth_count: 5,
+            rule_failed_auth_minutes: 15,
+            rule_backup_max_age_hours: 26,
+            rules_off: Vec::new(),
+            metrics_token: None,
             rotation_period_days: 90,
             reveal_window_secs: 900,
             smtp_ca_file: None,

@@ -18,6 +18,7 @@ pub mod emergency;
 pub mod error;
 pub mod jobs;
 pub mod mail;
+pub mod monitor;
 pub mod passkeys;
 pub mod provisioning;
 pub mod ratelimit;
@@ -85,6 +86,8 @@ pub struct CoreSettings {
     pub incident_ack_after: chrono::Duration,
     /// Disaster-recovery hooks and drill settings.
     pub recovery: recovery::RecoverySettings,
+    /// Thresholds of the suspicious-activity rules.
+    pub rules: monitor::RuleSettings,
 }
 
 /// The service core. Cheap to clone.
@@ -221,6 +224,7 @@ impl Core {
                 alert_retry_base: Duration::from_millis(config.alert_retry_ms),
                 incident_ack_after: chrono::Duration::hours(i64::from(config.incident_ack_hours)),
                 recovery: recovery::RecoverySettings::from_config(config),
+                rules: monitor::RuleSettings::from_config(config)?,
             },
         })
     }

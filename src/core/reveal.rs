@@ -230,6 +230,7 @@ impl Core {
             now,
         )
         .await?;
+        metrics::counter!("smtp_vault_reveals_total").increment(1);
         Ok(RevealedCredentialView {
             tenant_id: tenant.clone(),
             username: stored.document.username,

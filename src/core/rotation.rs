@@ -205,6 +205,24 @@ impl Core {
         tenant: &TenantId,
         trigger: &str,
     ) -> Result<RotationResult> {
+        let result = self.rotation_steps(actor, client, tenant, trigger).await;
+        let outcome = match &result {
+            Ok(RotationResult::Rotated { .. }) => "rotated",
+            Ok(RotationResult::NeedsReconcile { .. }) => "needs_reconcile",
+            Ok(RotationResult::Busy) => "busy",
+            Err(_) => "error",
+        };
+        metrics::counter!("smtp_vault_rotations_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn rotation_steps(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        trigger: &str,
+    ) -> Result<RotationResult> {
         let vault = self.vault()?;
         let keyring = self.keyring()?;
         let mail = self.mail()?;

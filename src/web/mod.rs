@@ -5,6 +5,7 @@ pub mod api;
 pub mod csrf;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod session;
 pub mod ui;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub core: Core,
     /// Leptos settings (site root, output name).
     pub leptos_options: LeptosOptions,
+    /// Bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<secrecy::SecretString>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -56,7 +59,13 @@ impl MakeRequestId for RandomRequestId {
 
 /// The whole application router with its middleware.
 pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessions: SqlSessionStore) -> Router {
-    let state = AppState { core: core.clone(), leptos_options: leptos_options.clone() };
+    let state = AppState {
+        core: core.clone(),
+        leptos_options: leptos_options.clone(),
+        metrics_token: config.metrics_token.clone(),
+    };
+    // Installed before the first request so the core's counters are kept from the start.
+    let _ = metrics::handle();
     let routes = generate_route_list(App);
     let pages = Router::new()
         .leptos_routes_with_context(
@@ -113,7 +122,10 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         .nest("/api/v1", api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .merge(pages)
+        // inside the stack, where the route pattern is known
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(middleware)
         .with_state(state)
 }
@@ -178,6 +190,11 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
         // Sends queued alerts (email, Slack) as they are raised, retries with backoff, and
         // checks for incidents left unacknowledged.
         async move { core.run_outbox_worker(Duration::from_secs(1)).await }
+    });
+    tokio::spawn({
+        let core = core.clone();
+        // Suspicious-activity rules as events arrive; Vault, backup and chain checks.
+        async move { core.run_monitor(Duration::from_secs(2)).await }
     });
     let _scheduler = crate::scheduler::start(core.clone(), config)
         .await

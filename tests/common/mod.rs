@@ -82,6 +82,14 @@ impl OpenBao {
     }
 }
 
+impl OpenBao {
+    /// Kills the server now (Vault has gone away).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for OpenBao {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -259,6 +267,11 @@ pub struct ManualClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
 impl ManualClock {
     pub fn new() -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self(std::sync::Mutex::new(chrono::Utc::now())))
+    }
+
+    /// Starting at a given moment (rules that look at the time of day).
+    pub fn at(start: chrono::DateTime<chrono::Utc>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(start)))
     }
 
     pub fn advance(&self, by: chrono::Duration) {
