@@ -363,20 +363,12 @@ pub async fn finish_recovery(
     ctx.core.finish_recovery(&ctx.actor, &binding, &ctx.client, &tenant, &credential, token).await.map_err(fail)
 }
 
-/// A page of the audit trail, newest first (security reviewers, platform admins). Dates are
-/// `YYYY-MM-DD` (UTC; `until` inclusive) or empty; `since` may also be `Nd`, the last N days.
-#[server(prefix = "/_app", endpoint = "query_audit")]
-pub async fn query_audit(
-    tenant: String,
-    event: String,
-    actor: String,
-    severity: String,
-    text: String,
-    since: String,
-    until: String,
-    cursor: String,
-) -> Result<crate::model::AuditPage, UiError> {
-    let ctx = UiContext::load().await?;
+/// The trail's filter from the form's fields. Dates are `YYYY-MM-DD` (UTC; `until` inclusive)
+/// or empty; `since` may also be `Nd`, the last N days.
+#[cfg(feature = "ssr")]
+fn audit_filter(
+    [tenant, event, actor, severity, text, since, until]: [String; 7],
+) -> Result<crate::model::AuditQuery, UiError> {
     let day = |text: &str, add: i64| -> Result<Option<chrono::DateTime<chrono::Utc>>, UiError> {
         if text.trim().is_empty() {
             return Ok(None);
@@ -391,7 +383,7 @@ pub async fn query_audit(
         Ok(Some(date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + chrono::Duration::days(add)))
     };
     let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-    let query = crate::model::AuditQuery {
+    Ok(crate::model::AuditQuery {
         tenant: some(tenant),
         event: some(event),
         actor: some(actor),
@@ -399,10 +391,44 @@ pub async fn query_audit(
         since: day(&since, 0)?,
         until: day(&until, 1)?,
         text: some(text),
-        cursor: some(cursor),
-        limit: Some(50),
-    };
+        cursor: None,
+        limit: None,
+    })
+}
+
+/// A page of the audit trail, newest first (security reviewers, platform admins).
+#[server(prefix = "/_app", endpoint = "query_audit")]
+pub async fn query_audit(
+    tenant: String,
+    event: String,
+    actor: String,
+    severity: String,
+    text: String,
+    since: String,
+    until: String,
+    cursor: String,
+) -> Result<crate::model::AuditPage, UiError> {
+    let ctx = UiContext::load().await?;
+    let mut query = audit_filter([tenant, event, actor, severity, text, since, until])?;
+    query.cursor = Some(cursor).filter(|c| !c.trim().is_empty());
+    query.limit = Some(50);
     ctx.core.query_audit(&ctx.actor, &query).await.map_err(fail)
+}
+
+/// Events per day under the same filter, for the chart above the trail.
+#[server(prefix = "/_app", endpoint = "audit_chart")]
+pub async fn audit_chart(
+    tenant: String,
+    event: String,
+    actor: String,
+    severity: String,
+    text: String,
+    since: String,
+    until: String,
+) -> Result<crate::model::AuditChart, UiError> {
+    let ctx = UiContext::load().await?;
+    let query = audit_filter([tenant, event, actor, severity, text, since, until])?;
+    ctx.core.audit_per_day(&ctx.actor, &query).await.map_err(fail)
 }
 
 /// Recomputes the audit chain and says where it breaks, if it does.

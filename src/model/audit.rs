@@ -66,6 +66,34 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
+/// Events of one UTC day, by severity (the dashboard's chart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditDayCount {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Routine events.
+    pub info: u64,
+    /// Warnings.
+    pub warning: u64,
+    /// Critical events.
+    pub critical: u64,
+}
+
+impl AuditDayCount {
+    /// All events of the day.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.info + self.warning + self.critical
+    }
+}
+
+/// Events per day under a filter, every day of the range present (zeros included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChart {
+    /// Oldest first.
+    pub days: Vec<AuditDayCount>,
+}
+
 /// The audit chain's verification state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainStateView {

@@ -12,7 +12,9 @@ mod scope;
 mod tenant;
 
 pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
-pub use audit::{AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field};
+pub use audit::{
+    AuditChart, AuditDayCount, AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field,
+};
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
     RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,

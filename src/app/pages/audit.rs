@@ -3,9 +3,9 @@
 //! chain's verification state, and the saved filter "who revealed this tenant lately".
 //! The server authorizes every call; this page only asks.
 
-use crate::app::server_fns::{audit_chain_state, query_audit};
+use crate::app::server_fns::{audit_chain_state, audit_chart, query_audit};
 use crate::app::session::use_me;
-use crate::model::{AuditEventView, AuditPage, Role};
+use crate::model::{AuditChart, AuditEventView, AuditPage, Role};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -125,6 +125,10 @@ fn Trail() -> impl IntoView {
         move || (applied.get(), cursor.get()),
         |(f, c)| query_audit(f.tenant, f.event, f.actor, f.severity, f.text, f.since, f.until, c),
     );
+    let chart = Resource::new(
+        move || applied.get(),
+        |f| audit_chart(f.tenant, f.event, f.actor, f.severity, f.text, f.since, f.until),
+    );
     let apply = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         trail.set(Vec::new());
@@ -189,6 +193,12 @@ fn Trail() -> impl IntoView {
                 <button type="button" class="secondary" on:click=reveals>"Who revealed this tenant (30 days)"</button>
             </form>
             {move || (applied.with(|f| f.since == "30d")).then(|| view! { <p class="purpose">"Showing the last 30 days."</p> })}
+            <Transition fallback=|| ()>
+                {move || chart.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
+                    Ok(chart) => view! { <DayChart chart /> }.into_any(),
+                })}
+            </Transition>
             <p class="inline-form">
                 // `download` and `rel="external"` keep the client-side router from taking these links.
                 <a class="button secondary" data-testid="export-csv" rel="external" download="audit.csv" href=move || applied.with(|f| export_url(f, "csv"))>"Export CSV"</a>
@@ -245,6 +255,60 @@ fn Trail() -> impl IntoView {
                 </div>
             })}
         </section>
+    }
+    .into_any()
+}
+
+/// The per-day chart: one stacked bar per UTC day (info, warning, critical), drawn as SVG on
+/// the server, no script needed to see it.
+#[component]
+fn DayChart(chart: AuditChart) -> impl IntoView {
+    const WIDTH: f64 = 720.0;
+    const HEIGHT: f64 = 140.0;
+    const LEFT: f64 = 40.0;
+    const BOTTOM: f64 = 18.0;
+    let days = chart.days;
+    let Some((first, last)) = days.first().zip(days.last()).map(|(f, l)| (f.day.clone(), l.day.clone())) else {
+        return view! { <p data-testid="audit-chart-empty">"No days in this range."</p> }.into_any();
+    };
+    let total: u64 = days.iter().map(crate::model::AuditDayCount::total).sum();
+    let peak = days.iter().max_by_key(|d| d.total()).cloned().unwrap_or_default();
+    let top = peak.total().max(1) as f64;
+    let slot = (WIDTH - LEFT) / days.len() as f64;
+    let plot = HEIGHT - BOTTOM;
+    let label =
+        format!("Events per day from {first} to {last}: {total} in all; busiest {} with {}.", peak.day, peak.total());
+    let bars = days
+        .into_iter()
+        .enumerate()
+        .map(|(i, day)| {
+            let x = LEFT + i as f64 * slot + slot * 0.1;
+            let width = (slot * 0.8).max(1.0);
+            let mut base = plot;
+            let mut parts = Vec::new();
+            for (class, n) in [("bar-info", day.info), ("bar-warning", day.warning), ("bar-critical", day.critical)] {
+                if n == 0 {
+                    continue;
+                }
+                let h = n as f64 / top * (plot - 4.0);
+                base -= h;
+                parts.push(view! { <rect class=class x=format!("{x:.1}") y=format!("{base:.1}") width=format!("{width:.1}") height=format!("{h:.1}") /> });
+            }
+            view! { <g data-day=day.day.clone() data-count=day.total().to_string()>{parts}</g> }
+        })
+        .collect_view();
+    view! {
+        <figure class="chart" data-testid="audit-chart">
+            <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=label.clone()>
+                <line class="axis" x1=LEFT.to_string() y1=plot.to_string() x2=WIDTH.to_string() y2=plot.to_string() />
+                <text class="tick" x=(LEFT - 4.0).to_string() y="12" text-anchor="end">{peak.total().to_string()}</text>
+                <text class="tick" x=(LEFT - 4.0).to_string() y=plot.to_string() text-anchor="end">"0"</text>
+                <text class="tick" x=LEFT.to_string() y=(HEIGHT - 4.0).to_string()>{first}</text>
+                <text class="tick" x=WIDTH.to_string() y=(HEIGHT - 4.0).to_string() text-anchor="end">{last}</text>
+                {bars}
+            </svg>
+            <figcaption>{label} <span class="legend"><span class="key bar-info"></span>"info "<span class="key bar-warning"></span>"warning "<span class="key bar-critical"></span>"critical"</span></figcaption>
+        </figure>
     }
     .into_any()
 }
