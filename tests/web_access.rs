@@ -56,7 +56,7 @@ type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-const SERVER_FNS: [Row; 45] = [
+const SERVER_FNS: [Row; 47] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -135,8 +135,14 @@ const SERVER_FNS: [Row; 45] = [
         ],
         [401, 200, 403, 200],
     ),
+    (
+        "audit_chart",
+        &[("tenant", ""), ("event", ""), ("actor", ""), ("severity", ""), ("text", ""), ("since", ""), ("until", "")],
+        [401, 200, 403, 200],
+    ),
     ("audit_chain_state", &[], [401, 200, 403, 200]),
     ("acknowledge_alert", &[("alert_id", "nope")], [401, 404, 404, 404]),
+    ("alert_rules", &[], [401, 200, 200, 200]),
     ("logout", &[], [200, 200, 200, 200]),
 ];
 
@@ -163,7 +169,17 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     ];
 
     // Pages: all render, and none carries a secret; anonymous pages carry no tenant data.
-    let pages = ["/", "/login", "/enroll/some-token", "/tenants/acme", "/audit", "/incidents", "/backups", "/admins"];
+    let pages = [
+        "/",
+        "/login",
+        "/enroll/some-token",
+        "/tenants/acme",
+        "/audit",
+        "/incidents",
+        "/alerts",
+        "/backups",
+        "/admins",
+    ];
     for (who, client) in EVERYONE.iter().zip(&clients) {
         for page in pages {
             let response = client.get(format!("{base}{page}")).send().await.unwrap();
@@ -208,7 +224,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
             assert_eq!(status, expected[i], "{who:?} {method} {path}: {body}");
             assert!(!body.contains(SECRET));
         }
-        for path in ["/healthz", "/readyz"] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
             assert_eq!(client.get(format!("{base}{path}")).send().await.unwrap().status(), 200);
         }
         // Server functions, in order.

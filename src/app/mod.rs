@@ -110,6 +110,7 @@ pub fn App() -> impl IntoView {
                         <A href="/">"Credentials"</A>
                         <A href="/audit">"Audit"</A>
                         <A href="/incidents">"Incidents"</A>
+                        <A href="/alerts">"Alerts"</A>
                         <A href="/backups">"Backups"</A>
                         <A href="/admins">"Admins"</A>
                     </nav>
@@ -124,6 +125,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/tenants/:id") view=pages::TenantPage />
                         <Route path=path!("/audit") view=pages::AuditPage />
                         <Route path=path!("/incidents") view=pages::IncidentsPage />
+                        <Route path=path!("/alerts") view=pages::AlertsPage />
                         <Route path=path!("/backups") view=pages::BackupsPage />
                         <Route path=path!("/admins") view=pages::AdminsPage />
                     </Routes>

@@ -243,6 +243,13 @@ pub async fn defer_rotation(tenant_id: String, days: u32, reason: String) -> Res
         .map_err(fail)
 }
 
+/// Every alert kind and when it fires, with the thresholds in effect (any signed-in admin).
+#[server(prefix = "/_app", endpoint = "alert_rules")]
+pub async fn alert_rules() -> Result<Vec<crate::model::AlertRuleView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.alert_rules(&ctx.actor).map_err(fail)
+}
+
 /// The newest alerts with their delivery state (any signed-in admin).
 #[server(prefix = "/_app", endpoint = "list_alerts")]
 pub async fn list_alerts() -> Result<Vec<AlertView>, UiError> {

@@ -231,7 +231,7 @@ impl Core {
         let pretty = serde_json::to_string_pretty(&details).unwrap_or_default();
         let raised = when(row.created_at_ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
         let body = format!(
-            "{}\n\nKind: {}\nSeverity: {}\nTenant: {tenant}\nRaised: {raised}\nAlert: {}\n\nDetails:\n{pretty}\n\nConsole: {}/incidents\n",
+            "{}\n\nKind: {}\nSeverity: {}\nTenant: {tenant}\nRaised: {raised}\nAlert: {}\n\nDetails:\n{pretty}\n\nConsole: {}/alerts\n",
             row.message,
             row.kind,
             row.severity,

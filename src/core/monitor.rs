@@ -114,6 +114,15 @@ impl AllowedHours {
     }
 }
 
+impl std::fmt::Display for AllowedHours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let days: Vec<&str> = NAMES.iter().zip(self.days).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(f, "{} {}-{}", days.join(","), hm(self.start_min), hm(self.end_min))
+    }
+}
+
 fn weekday(text: &str) -> std::result::Result<usize, String> {
     let day: Weekday = text.trim().parse().map_err(|_| format!("{text:?} is not a weekday (mon … sun)"))?;
     Ok(day.num_days_from_monday() as usize)
@@ -589,6 +598,131 @@ impl Core {
         self.raise_alert(alert).await
     }
 
+    /// Every alert kind the console raises and when, with the thresholds in effect (any
+    /// signed-in admin, and the operator).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] / `Forbidden` for others.
+    pub fn alert_rules(&self, actor: &crate::core::Actor) -> Result<Vec<crate::model::AlertRuleView>> {
+        if !matches!(actor, crate::core::Actor::Admin { .. } | crate::core::Actor::Operator { .. }) {
+            return Err(actor.refuse("only admins see the alert rules"));
+        }
+        let r = &self.settings.rules;
+        let window = r.reveal_burst_window.num_minutes();
+        let failed = r.failed_auth_window.num_minutes();
+        let hours = r
+            .reveal_hours
+            .as_ref()
+            .map_or_else(|| "no allowed hours are set (the rule is idle)".to_owned(), |h| format!("outside {h}"));
+        let ack_hours = self.settings.incident_ack_after.num_hours();
+        let ruled = [
+            (
+                "reveal_burst",
+                format!(
+                    "one admin reveals {} or more passwords, or more than {} tenants, within {window} minutes",
+                    r.reveal_burst_count, r.reveal_burst_tenants
+                ),
+            ),
+            ("reveal_outside_hours", format!("a password is revealed {hours} (UTC); once per admin and hour")),
+            (
+                "failed_logins",
+                format!(
+                    "{} failed logins for one email or from one address within {failed} minutes",
+                    r.failed_auth_count
+                ),
+            ),
+            (
+                "failed_reauths",
+                format!(
+                    "{} failed passkey re-authentications by one admin within {failed} minutes",
+                    r.failed_auth_count
+                ),
+            ),
+            ("login_new_ip", "an admin signs in from an address they have not used before".to_owned()),
+            ("login_new_passkey", "an admin signs in with a passkey they have not signed in with before".to_owned()),
+            (
+                "backup_overdue",
+                format!("no backup for {} hours; repeated daily while it lasts", r.backup_max_age.num_hours()),
+            ),
+            ("audit_chain_broken", "the hourly verification finds a broken link in the audit chain".to_owned()),
+            ("vault_sealed", "Vault answers sealed (checked every minute); once per episode".to_owned()),
+            ("vault_unreachable", "Vault does not answer (checked every minute); once per episode".to_owned()),
+        ];
+        let mut views: Vec<crate::model::AlertRuleView> = ruled
+            .into_iter()
+            .map(|(kind, condition)| crate::model::AlertRuleView {
+                kind: kind.to_owned(),
+                severity: severity_of(kind).as_str().to_owned(),
+                condition,
+                audience: "security".into(),
+                enabled: r.on(kind),
+            })
+            .collect();
+        let at_source: [(&str, Severity, &str, String); 11] = [
+            ("emergency_reset", Severity::Critical, "security", "an emergency reset starts".into()),
+            ("emergency_reset_failed", Severity::Critical, "security", "an emergency reset could not rotate".into()),
+            (
+                "emergency_reset_interrupted",
+                Severity::Critical,
+                "security",
+                "an emergency reset was cut short (15 minutes without an outcome)".into(),
+            ),
+            (
+                "incident_unacknowledged",
+                Severity::Critical,
+                "security",
+                format!("an incident has no second-person acknowledgment after {ack_hours} hours"),
+            ),
+            (
+                "rotation_needs_reconcile",
+                Severity::Critical,
+                "security",
+                "a rotation gave up after its attempts (needs_reconcile)".into(),
+            ),
+            (
+                "heartbeat_drift",
+                Severity::Critical,
+                "security",
+                "the daily heartbeat finds the stored password refused".into(),
+            ),
+            (
+                "dr_drill_failed",
+                Severity::Critical,
+                "security",
+                "a disaster-recovery drill failed or missed its RTO/RPO".into(),
+            ),
+            ("job_failed", Severity::Critical, "security", "a scheduled job (backup, drill) failed".into()),
+            (
+                "journal_write_failed",
+                Severity::Warning,
+                "security",
+                "a credential change could not be journaled for backups".into(),
+            ),
+            ("dns_hook_failed", Severity::Critical, "security", "the DNS hook failed after a recovery".into()),
+            (
+                "rotation_notice",
+                Severity::Info,
+                "tenant",
+                "a rotation is due within 7 days (to the tenant's contact)".into(),
+            ),
+        ];
+        views.extend(at_source.into_iter().map(|(kind, severity, audience, condition)| crate::model::AlertRuleView {
+            kind: kind.to_owned(),
+            severity: severity.as_str().to_owned(),
+            condition,
+            audience: audience.to_owned(),
+            enabled: true,
+        }));
+        views.push(crate::model::AlertRuleView {
+            kind: "tenant_credential_reset".into(),
+            severity: Severity::Warning.as_str().to_owned(),
+            condition: "an emergency reset finished (a letter to the tenant's contact)".into(),
+            audience: "tenant".into(),
+            enabled: true,
+        });
+        Ok(views)
+    }
+
     /// Sets the gauges `/metrics` shows from the database and Vault (read at scrape time, so
     /// every console reports the same shared state).
     ///
@@ -733,5 +867,27 @@ mod tests {
                 Err(err) => assert!(err.contains(needle), "{text}: {err}"),
             }
         }
+    }
+
+    #[test]
+    fn settings_refuse_unknown_rules_and_bad_hours_with_the_setting_named() {
+        let mut config = crate::core::config::Config::defaults();
+        config.rules_off = vec!["login_new_ip".into(), " ".into()];
+        let settings = RuleSettings::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!settings.on("login_new_ip") && settings.on("reveal_burst"));
+        config.rules_off = vec!["login_new_ipp".into()];
+        let refused = |config: &crate::core::config::Config| match RuleSettings::from_config(config) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        };
+        let err = refused(&config);
+        assert!(err.contains("SMTP_VAULT_RULES_OFF") && err.contains("login_new_ipp"), "{err}");
+        config.rules_off.clear();
+        config.rule_reveal_hours = Some("weekdays 9-5".into());
+        let err = refused(&config);
+        assert!(err.contains("SMTP_VAULT_RULE_REVEAL_HOURS"), "{err}");
+        config.rule_reveal_hours = Some("Mon-Fri 07:00-19:00".into());
+        let settings = RuleSettings::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.reveal_hours.map(|h| h.to_string()).as_deref(), Some("mon,tue,wed,thu,fri 07:00-19:00"));
     }
 }

@@ -148,6 +148,21 @@ pub struct AlertView {
     pub acknowledged_at: Option<DateTime<Utc>>,
 }
 
+/// An alert kind and when it fires, as configured (the Alerts page's rule table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRuleView {
+    /// Alert kind.
+    pub kind: String,
+    /// info | warning | critical.
+    pub severity: String,
+    /// When it fires, with the thresholds in effect.
+    pub condition: String,
+    /// Who receives it: `security` or `tenant`.
+    pub audience: String,
+    /// False when switched off (`SMTP_VAULT_RULES_OFF`).
+    pub enabled: bool,
+}
+
 /// One step in an incident's history (from the audit trail).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentEventView {

@@ -22,8 +22,8 @@ pub use credentials::{
 };
 pub use error::{ApiError, ApiErrorBody};
 pub use incidents::{
-    AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView,
-    ResetTimings,
+    AlertRuleView, AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView,
+    IncidentView, ResetTimings,
 };
 pub use recovery::{BackupView, DrillReport, RecoverTenantRequest, RecoveryView, RestoreReport, RestoreStatusView};
 pub use scope::{Scope, UnknownScope};

@@ -1,15 +1,11 @@
 //! Incidents: the emergency-reset form (tenant, incident id, reason, passkey step-up; platform
-//! admins and incident responders) with its receipt, the incidents with their second-person
-//! review and history, and the alerts with their delivery state per channel (send a test
-//! alert, retry a dead letter). Controls are shown by role; the server decides.
+//! admins and incident responders) with its receipt, and the incidents with their
+//! second-person review and history. Controls are shown by role; the server decides.
 
 use crate::app::browser;
-use crate::app::server_fns::{
-    acknowledge_alert, acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_alerts,
-    list_incidents, retry_alert, send_test_alert,
-};
+use crate::app::server_fns::{acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_incidents};
 use crate::app::session::{has_role, use_me};
-use crate::model::{AlertView, EmergencyResetReceipt, IncidentView, Role};
+use crate::model::{EmergencyResetReceipt, IncidentView, Role};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -25,7 +21,7 @@ pub fn IncidentsPage() -> impl IntoView {
     let refresh = RwSignal::new(0u32);
     view! {
         <h1>"Incidents"</h1>
-        <p class="purpose">"Emergency resets and their review, and the alerts the console sends."</p>
+        <p class="purpose">"Emergency resets and their second-person review."</p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || match me.get() {
                 None => None,
@@ -34,7 +30,7 @@ pub fn IncidentsPage() -> impl IntoView {
                     {move || (has_role(me, Role::PlatformAdmin) || has_role(me, Role::IncidentResponder))
                         .then(|| view! { <ResetForm refresh /> })}
                     <IncidentList refresh />
-                    <AlertList refresh />
+                    <p><a href="/alerts">"Alerts and their delivery →"</a></p>
                 }.into_any()),
             }}
         </Transition>
@@ -183,119 +179,5 @@ fn IncidentCard(incident: IncidentView, refresh: RwSignal<u32>) -> impl IntoView
             })}
             {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
         </article>
-    }
-}
-
-/// Alerts with their delivery per channel; test and retry for platform admins.
-#[component]
-fn AlertList(refresh: RwSignal<u32>) -> impl IntoView {
-    let me = use_me();
-    let alerts = Resource::new(move || refresh.get(), |_| list_alerts());
-    let error = RwSignal::new(None::<String>);
-    let notice = RwSignal::new(None::<String>);
-    let test = move |_| {
-        error.set(None);
-        spawn_local(async move {
-            match send_test_alert().await {
-                Ok(_) => notice.set(Some("Test alert queued.".into())),
-                Err(e) => error.set(Some(e.message)),
-            }
-            refresh.update(|n| *n += 1);
-        });
-    };
-    let retry = move |alert_id: String| {
-        spawn_local(async move {
-            match retry_alert(alert_id).await {
-                Ok(()) => notice.set(Some("Queued again.".into())),
-                Err(e) => error.set(Some(e.message)),
-            }
-            refresh.update(|n| *n += 1);
-        });
-    };
-    let acknowledge = move |alert_id: String| {
-        spawn_local(async move {
-            if let Err(e) = acknowledge_alert(alert_id).await {
-                error.set(Some(e.message));
-            }
-            refresh.update(|n| *n += 1);
-        });
-    };
-    let admin = move || has_role(me, Role::PlatformAdmin);
-    view! {
-        <section class="card" aria-labelledby="alerts-title">
-            <h2 id="alerts-title">"Alerts"</h2>
-            <p class="inline-form">
-                <button type="button" class="secondary" on:click=move |_| refresh.update(|n| *n += 1)>"Refresh"</button>
-                {move || admin().then(|| view! {
-                    <button type="button" class="secondary" data-testid="test-alert" on:click=test>"Send test alert"</button>
-                })}
-            </p>
-            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
-            {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
-            <Transition fallback=|| view! { <p>"Loading…"</p> }>
-                {move || alerts.get().map(|answer| match answer {
-                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
-                    Ok(list) if list.is_empty() => view! { <p>"No alerts."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="table" data-testid="alerts">
-                            <thead><tr><th>"When"</th><th>"Severity"</th><th>"Kind"</th><th>"Tenant"</th><th>"Message"</th><th>"Delivery"</th><th>"Seen"</th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|a| view! { <AlertRow alert=a admin=admin() retry acknowledge /> }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
-                })}
-            </Transition>
-        </section>
-    }
-}
-
-#[component]
-fn AlertRow(
-    alert: AlertView,
-    admin: bool,
-    retry: impl Fn(String) + Copy + Send + Sync + 'static,
-    acknowledge: impl Fn(String) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
-    let id = alert.alert_id.clone();
-    let ack_id = alert.alert_id.clone();
-    let dead = alert.state == "dead";
-    view! {
-        <tr data-kind=alert.kind.clone() data-state=alert.state.clone()>
-            <td>{date(Some(alert.created_at))}</td>
-            <td>{alert.severity.clone()}</td>
-            <td>{alert.kind.replace('_', " ")}</td>
-            <td>{alert.tenant_id.clone().unwrap_or_default()}</td>
-            <td>{alert.message.clone()}</td>
-            <td>
-                {if alert.deliveries.is_empty() {
-                    view! { <span>{alert.state.replace('_', " ")}</span> }.into_any()
-                } else {
-                    view! {
-                        <ul class="deliveries">
-                            {alert.deliveries.iter().map(|d| {
-                                let tip = d.last_error.clone().unwrap_or_default();
-                                view! {
-                                    <li title=tip>{format!("{} ({}): {}, {} attempt(s)", d.channel, d.recipient, d.state, d.attempts)}</li>
-                                }
-                            }).collect_view()}
-                        </ul>
-                    }.into_any()
-                }}
-                {(admin && dead).then(|| view! {
-                    <button type="button" class="secondary" on:click=move |_| retry(id.clone())>"Retry"</button>
-                })}
-            </td>
-            <td>
-                {match (alert.acknowledged_by.clone(), alert.acknowledged_at) {
-                    (Some(by), at) => view! {
-                        <span data-testid="alert-acknowledged">{format!("by {by} {}", date(at))}</span>
-                    }.into_any(),
-                    _ => view! {
-                        <button type="button" class="secondary" data-testid="acknowledge-alert" on:click=move |_| acknowledge(ack_id.clone())>"Acknowledge"</button>
-                    }.into_any(),
-                }}
-            </td>
-        </tr>
     }
 }

@@ -2,6 +2,7 @@
 //! them comes from server functions, which the core authorizes.
 
 pub mod admins;
+pub mod alerts;
 pub mod audit;
 pub mod backups;
 pub mod credentials;
@@ -11,6 +12,7 @@ pub mod login;
 use leptos::prelude::*;
 
 pub use admins::AdminsPage;
+pub use alerts::AlertsPage;
 pub use audit::AuditPage;
 pub use backups::BackupsPage;
 pub use credentials::{CredentialsPage, TenantPage};
