@@ -290,3 +290,24 @@ async fn metrics_count_requests_reveals_and_rotations_and_report_health_behind_a
     assert!(!body.contains("acme"), "no tenant ids in labels");
     assert!(!body.contains("scrape-secret"));
 }
+
+#[tokio::test]
+async fn two_consoles_on_one_database_judge_each_event_once() {
+    let env = TestEnv::start_custom(None, |config| config.rule_failed_auth_count = 3).await;
+    let other = Core::connect(&env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
+    env.core.evaluate_rules().await.unwrap();
+    let session = SessionBinding::generate().unwrap();
+    for i in 0..40 {
+        let email = format!("probe{}@example.com", i % 4);
+        assert!(env.core.begin_login(&session, &from(&format!("10.1.0.{i}")), &email).await.is_err());
+    }
+    let (a, b) = tokio::join!(env.core.evaluate_rules(), other.evaluate_rules());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.events + b.events, 40, "every event judged once: {a:?} {b:?}");
+    assert_eq!(a.alerts + b.alerts, 4, "one alert per probed email: {a:?} {b:?}");
+    let (alerts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'failed_logins'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(alerts, 4);
+}

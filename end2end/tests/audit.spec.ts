@@ -39,6 +39,15 @@ test('a security reviewer filters the audit trail, opens an event and verifies t
   await page.getByRole('button', { name: 'Filter' }).click();
   await expect(page.getByTestId('no-events')).toBeVisible();
 
+  await expect(page.getByTestId('audit-chart')).toContainText('No events');
+
+  // Back to everything about acme: the per-day chart counts today's events.
+  await page.getByLabel('Event', { exact: true }).fill('');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  const today = new Date().toISOString().slice(0, 10);
+  await expect(page.getByTestId('audit-chart').locator(`g[data-day="${today}"]`)).not.toHaveAttribute('data-count', '0');
+  await expect(rows.first()).toContainText('acme');
+
   await page.getByTestId('verify-chain').click();
   await expect(page.getByTestId('chain-state')).toContainText('Intact');
   await page.screenshot({ path: 'screenshots/audit.png', fullPage: true });

@@ -342,8 +342,6 @@ pub async fn append(
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *conn).await?;
-    // The caller commits after this; the rules' poll catches an event the wake-up outran.
-    crate::core::monitor::AUDIT_APPENDED.notify_one();
     Ok(seq)
 }
 

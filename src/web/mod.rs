@@ -194,7 +194,7 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     tokio::spawn({
         let core = core.clone();
         // Suspicious-activity rules as events arrive; Vault, backup and chain checks.
-        async move { core.run_monitor(Duration::from_secs(2)).await }
+        async move { core.run_monitor(Duration::from_secs(1)).await }
     });
     let _scheduler = crate::scheduler::start(core.clone(), config)
         .await

@@ -276,8 +276,11 @@ fn DayChart(chart: AuditChart) -> impl IntoView {
     let top = peak.total().max(1) as f64;
     let slot = (WIDTH - LEFT) / days.len() as f64;
     let plot = HEIGHT - BOTTOM;
-    let label =
-        format!("Events per day from {first} to {last}: {total} in all; busiest {} with {}.", peak.day, peak.total());
+    let label = if total == 0 {
+        format!("No events from {first} to {last}.")
+    } else {
+        format!("Events per day from {first} to {last}: {total} in all; busiest {} with {}.", peak.day, peak.total())
+    };
     let bars = days
         .into_iter()
         .enumerate()
@@ -301,7 +304,9 @@ fn DayChart(chart: AuditChart) -> impl IntoView {
         <figure class="chart" data-testid="audit-chart">
             <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=label.clone()>
                 <line class="axis" x1=LEFT.to_string() y1=plot.to_string() x2=WIDTH.to_string() y2=plot.to_string() />
-                <text class="tick" x=(LEFT - 4.0).to_string() y="12" text-anchor="end">{peak.total().to_string()}</text>
+                {(peak.total() > 0).then(|| view! {
+                    <text class="tick" x=(LEFT - 4.0).to_string() y="12" text-anchor="end">{peak.total().to_string()}</text>
+                })}
                 <text class="tick" x=(LEFT - 4.0).to_string() y=plot.to_string() text-anchor="end">"0"</text>
                 <text class="tick" x=LEFT.to_string() y=(HEIGHT - 4.0).to_string()>{first}</text>
                 <text class="tick" x=WIDTH.to_string() y=(HEIGHT - 4.0).to_string() text-anchor="end">{last}</text>
