@@ -466,7 +466,10 @@ async fn a_platform_admin_restores_from_the_console_with_a_step_up_and_watches_p
     assert!(matches!(direct, Err(Error::Forbidden(_))), "no restore without the step-up");
     let unknown = b.core.begin_restore(&admin.actor, &admin.session, "2001-01-01", false, false).await;
     assert!(matches!(unknown, Err(Error::NotFound(_))));
-    let no_step_up = b.core.finish_restore(&admin.actor, &admin.session, &client, "{}").await;
+    let malformed = b.core.finish_restore(&admin.actor, &admin.session, &client, "{}").await;
+    assert!(matches!(malformed, Err(Error::InvalidInput(_))), "not a WebAuthn answer: bad input");
+    let no_step_up =
+        b.core.finish_restore(&admin.actor, &admin.session, &client, common::matrix::FOREIGN_ASSERTION).await;
     assert!(matches!(no_step_up, Err(Error::Unauthenticated)));
 
     store(&b.core, "acme", "Changed-After").await;

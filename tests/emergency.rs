@@ -268,7 +268,8 @@ async fn the_ui_path_needs_a_step_up_and_a_second_admin_to_acknowledge() {
     let bad = core.begin_emergency_reset(&responder.actor, &responder.session, &acme(), "INC-9", "").await;
     assert!(matches!(bad, Err(Error::InvalidField(_))));
     // No step-up: refused and audited.
-    let none = core.finish_emergency_reset(&responder.actor, &responder.session, &client, &acme(), "{}").await;
+    let foreign = common::matrix::FOREIGN_ASSERTION;
+    let none = core.finish_emergency_reset(&responder.actor, &responder.session, &client, &acme(), foreign).await;
     assert!(matches!(none, Err(Error::Unauthenticated)));
     assert_eq!(count(&s, "SELECT COUNT(*) FROM incidents").await, 0);
 

@@ -287,7 +287,11 @@ async fn failed_logins_are_audited_and_rate_limited() {
     let _alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
     let session = SessionBinding::generate().unwrap();
     assert!(matches!(env.core.begin_login(&session, &local, "nobody@example.com").await, Err(Error::Unauthenticated)));
-    assert!(matches!(env.core.finish_login(&session, &local, "{}").await, Err(Error::Unauthenticated)));
+    let foreign = common::matrix::FOREIGN_ASSERTION;
+    assert!(matches!(env.core.finish_login(&session, &local, foreign).await, Err(Error::Unauthenticated)));
+    assert_eq!(events(&env, "login_failed").await.len(), 2);
+    // Not a WebAuthn answer at all: bad input, refused and not audited.
+    assert!(matches!(env.core.finish_login(&session, &local, "{}").await, Err(Error::InvalidInput(_))));
     assert_eq!(events(&env, "login_failed").await.len(), 2);
     let mut limited = false;
     for _ in 0..20 {

@@ -20,8 +20,30 @@ use leptos_router::path;
 impl FromServerFnError for UiError {
     type Encoder = JsonEncoding;
 
+    /// Errors of the server-function machinery itself: a request that cannot be decoded is the
+    /// caller's fault (4xx with a plain reason), never an internal error.
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        UiError::new("request_failed", value.to_string())
+        let (status, code, message) = match &value {
+            ServerFnErrorErr::Deserialization(m) | ServerFnErrorErr::Request(m) if m.contains("length limit") => {
+                (413, "payload_too_large", "the request body is larger than the console accepts".to_owned())
+            }
+            ServerFnErrorErr::Deserialization(m)
+            | ServerFnErrorErr::Args(m)
+            | ServerFnErrorErr::MissingArg(m)
+            | ServerFnErrorErr::Request(m) => (400, "invalid_input", format!("malformed request: {m}")),
+            ServerFnErrorErr::UnsupportedRequestMethod(_) => (405, "method_not_allowed", value.to_string()),
+            ServerFnErrorErr::Registration(_) => (404, "not_found", value.to_string()),
+            _ => (500, "request_failed", value.to_string()),
+        };
+        #[cfg(feature = "ssr")]
+        if let (Some(response), Ok(status)) =
+            (use_context::<leptos_axum::ResponseOptions>(), axum::http::StatusCode::from_u16(status))
+        {
+            response.set_status(status);
+        }
+        #[cfg(not(feature = "ssr"))]
+        let _ = status;
+        UiError::new(code, message)
     }
 }
 

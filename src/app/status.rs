@@ -17,7 +17,7 @@ pub struct ReadinessView {
 
 /// Database and Vault readiness (same facts as `/readyz`).
 #[server(prefix = "/_app", endpoint = "readiness")]
-pub async fn readiness() -> Result<ReadinessView, ServerFnError> {
+pub async fn readiness() -> Result<ReadinessView, crate::model::UiError> {
     let core: crate::core::Core = expect_context();
     let r = core.readiness().await;
     Ok(ReadinessView { database: r.database, vault: r.vault.as_str().to_owned(), ready: r.ready() })

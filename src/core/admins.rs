@@ -396,12 +396,10 @@ impl Core {
         &self,
         admin_id: &str,
         state: &PasskeyAuthentication,
-        credential_json: &str,
+        credential: &PublicKeyCredential,
     ) -> std::result::Result<String, &'static str> {
-        let credential: PublicKeyCredential =
-            serde_json::from_str(credential_json).map_err(|_| "malformed_response")?;
         let rp = self.relying_party().map_err(|_| "configuration")?;
-        let result = rp.webauthn().finish_passkey_authentication(&credential, state).map_err(|e| match e {
+        let result = rp.webauthn().finish_passkey_authentication(credential, state).map_err(|e| match e {
             webauthn_rs::prelude::WebauthnError::UserNotVerified => "user_not_verified",
             _ => "assertion_invalid",
         })?;
@@ -439,6 +437,9 @@ impl Core {
         client: &ClientInfo,
         credential_json: &str,
     ) -> Result<Actor> {
+        // Not even a WebAuthn response: bad input, refused before any ceremony is consumed (and
+        // not audited; an answer that parses but fails is).
+        let credential: PublicKeyCredential = parse_json(credential_json)?;
         let rp = self.relying_party()?;
         let binding = Binding { session, purpose: Purpose::Login, admin_id: None, tenant_id: None };
         let Some(taken) = rp.take::<PasskeyAuthentication>(&self.db, binding, self.now()).await? else {
@@ -449,7 +450,7 @@ impl Core {
             return Err(self.login_failed(client, &email, "challenge_expired").await);
         }
         let admin_id = taken.context["admin_id"].as_str().unwrap_or_default().to_owned();
-        let passkey_id = match self.verify_assertion(&admin_id, &taken.state, credential_json).await {
+        let passkey_id = match self.verify_assertion(&admin_id, &taken.state, &credential).await {
             Ok(id) => id,
             Err(reason) => return Err(self.login_failed(client, &email, reason).await),
         };
@@ -519,6 +520,7 @@ impl Core {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
+        let credential: PublicKeyCredential = parse_json(credential_json)?;
         let rp = self.relying_party()?;
         let binding = Binding { session, purpose, admin_id: Some(admin_id), tenant_id };
         let Some(taken) = rp.take::<PasskeyAuthentication>(&self.db, binding, self.now()).await? else {
@@ -527,7 +529,7 @@ impl Core {
         if taken.expired {
             return Ok(Err("challenge_expired"));
         }
-        Ok(self.verify_assertion(admin_id, &taken.state, credential_json).await.map(|id| (id, taken.context)))
+        Ok(self.verify_assertion(admin_id, &taken.state, &credential).await.map(|id| (id, taken.context)))
     }
 
     /// Finishes a step-up and records it either way: a refusal is audited `reauth_failed`

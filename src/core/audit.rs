@@ -435,7 +435,11 @@ impl crate::core::Core {
         query: &crate::model::AuditQuery,
     ) -> Result<crate::model::AuditPage> {
         crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
-        let limit = i64::from(query.limit.unwrap_or(50).clamp(1, 500));
+        let limit = query.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(Error::InvalidInput("limit is 1 to 500".into()));
+        }
+        let limit = i64::from(limit);
         let before = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => i64::MAX,
             Some(cursor) => cursor
@@ -555,6 +559,16 @@ impl AuditSqlFilter {
         if let Some(tenant) = query.tenant.as_deref().filter(|t| !t.is_empty()) {
             TenantId::parse(tenant).map_err(|_| Error::InvalidInput("tenant is not a valid tenant id".into()))?;
         }
+        // SECURITY: PostgreSQL refuses NUL in text (an error, not an empty answer), and no
+        // recorded value holds control characters; a filter that does is refused as bad input.
+        for (name, value) in [("event", &query.event), ("actor", &query.actor), ("q", &query.text)] {
+            let value = value.as_deref().unwrap_or_default();
+            if value.chars().count() > 200 || value.chars().any(|c| c.is_control() || c == '\u{fffd}') {
+                return Err(Error::InvalidInput(format!(
+                    "{name} must be at most 200 characters of valid text without control characters"
+                )));
+            }
+        }
         let like = |text: &Option<String>| {
             text.as_deref()
                 .filter(|t| !t.is_empty())
@@ -672,6 +686,11 @@ impl crate::core::Core {
     /// [`Error::MissingScope`], [`Error::InvalidInput`] for a bad filter.
     pub fn check_audit_query(&self, actor: &Actor, query: &crate::model::AuditQuery) -> Result<()> {
         crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        if query.cursor.is_some() || query.limit.is_some() {
+            return Err(Error::InvalidInput(
+                "an export takes no cursor or limit: it streams everything the filter selects".into(),
+            ));
+        }
         AuditSqlFilter::of(query).map(|_| ())
     }
 }

@@ -75,7 +75,7 @@ pub enum Error {
     VaultSealed,
     /// Database error.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Migration error.
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -138,6 +138,19 @@ impl Error {
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        // PostgreSQL refuses a NUL character in text (SQLite stores it): the caller's input,
+        // not an outage, so both databases answer the same clear 4xx.
+        if let sqlx::Error::Database(db) = &error
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Error::InvalidInput("text must not contain NUL or unencodable characters".into());
+        }
+        Error::Database(error)
     }
 }
 

@@ -300,4 +300,5 @@ pub async fn db_fingerprint(core: &Core) -> (i64, i64, i64) {
 }
 pub mod alerts;
 pub mod mail;
+pub mod matrix;
 pub mod passkeys;

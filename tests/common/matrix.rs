@@ -1,0 +1,107 @@
+//! Every server function with sample arguments and the status each caller gets (anonymous,
+//! security reviewer, incident responder, platform admin): the authorization matrix's rows, and
+//! the field names the hostile-input suite garbles.
+#![allow(dead_code)]
+
+/// A WebAuthn assertion that parses but answers no challenge: the refusal is then about who
+/// asks, not about malformed input (which is a 400 before anything else).
+pub const FOREIGN_ASSERTION: &str = r#"{"id":"AAAA","rawId":"AAAA","response":{"authenticatorData":"AAAA","clientDataJSON":"AAAA","signature":"AAAA","userHandle":null},"extensions":{},"type":"public-key"}"#;
+
+/// Expected status per caller: (anonymous, reviewer, responder, platform admin).
+pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4]);
+
+/// Every server function, in call order (begin before finish; logout last). Statuses other
+/// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
+pub const SERVER_FNS: [Row; 47] = [
+    ("readiness", &[], [200, 200, 200, 200]),
+    ("current_admin", &[], [200, 200, 200, 200]),
+    ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
+    ("credential_metadata", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    ("begin_reveal", &[("tenant_id", "acme"), ("reason", "matrix check")], [401, 403, 403, 200]),
+    ("finish_reveal", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
+    ("reveal_credential", &[("tenant_id", "acme")], [401, 403, 403, 403]),
+    ("list_grants", &[], [401, 200, 200, 200]),
+    ("list_alerts", &[], [401, 200, 200, 200]),
+    ("rotation_status", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    ("begin_rotation", &[("tenant_id", "acme")], [401, 403, 403, 200]),
+    ("tenant_settings", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    (
+        "update_tenant_settings",
+        &[
+            ("tenant_id", "acme"),
+            ("rotation_period_days", "60"),
+            ("contact_email", "ops@acme.example"),
+            ("mailu_api_url", "https://mail.acme.example/api/v1"),
+            ("mailu_api_token", ""),
+            ("rotate_after_reveal", "false"),
+        ],
+        [401, 403, 403, 200],
+    ),
+    ("defer_rotation", &[("tenant_id", "acme"), ("days", "9"), ("reason", "too long")], [401, 403, 403, 400]),
+    ("finish_rotation", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
+    ("revoke_grant", &[("grant_id", "0000")], [401, 404, 404, 404]),
+    ("list_admins", &[], [401, 403, 403, 200]),
+    ("create_invite", &[("email", "new@example.com"), ("role", "security_reviewer")], [401, 403, 403, 200]),
+    ("change_role", &[("admin_id", "nobody"), ("role", "security_reviewer")], [401, 403, 403, 404]),
+    ("disable_admin", &[("admin_id", "nobody")], [401, 403, 403, 404]),
+    ("begin_add_passkey", &[], [401, 200, 200, 200]),
+    ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [401, 400, 400, 400]),
+    ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [401, 404, 404, 404]),
+    ("remove_passkey", &[("passkey_id", "nope")], [401, 404, 404, 404]),
+    ("begin_enrollment", &[("token", "not-a-token"), ("display_name", "x")], [400, 400, 400, 400]),
+    (
+        "finish_enrollment",
+        &[("token", "not-a-token"), ("credential", FOREIGN_ASSERTION), ("passkey_name", "x")],
+        [400, 400, 400, 400],
+    ),
+    ("begin_login", &[("email", "nobody@example.com")], [401, 401, 401, 401]),
+    ("finish_login", &[("credential", FOREIGN_ASSERTION)], [401, 401, 401, 401]),
+    ("list_incidents", &[], [401, 200, 200, 200]),
+    ("acknowledge_incident", &[("incident", "nope"), ("note", "looked at it")], [401, 404, 404, 404]),
+    ("send_test_alert", &[], [401, 403, 403, 400]),
+    ("retry_alert", &[("alert_id", "nope")], [401, 403, 403, 404]),
+    (
+        "begin_emergency_reset",
+        &[("tenant_id", "acme"), ("incident_id", "INC-1"), ("reason", "matrix check")],
+        [401, 403, 200, 200],
+    ),
+    ("finish_emergency_reset", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 401, 401]),
+    ("list_backups", &[], [401, 200, 200, 200]),
+    ("list_drills", &[], [401, 200, 200, 200]),
+    ("restore_status", &[], [401, 200, 200, 200]),
+    ("begin_restore", &[("backup_id", "2001-01-01"), ("dry_run", "true"), ("force", "false")], [401, 403, 403, 404]),
+    ("finish_restore", &[("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
+    (
+        "begin_recovery",
+        &[("tenant_id", "acme"), ("new_vps_ip", "127.0.0.1"), ("mailu_api_url", "https://mail.acme.example/api/v1")],
+        [401, 403, 200, 200],
+    ),
+    (
+        "finish_recovery",
+        &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION), ("mailu_api_token", "")],
+        [401, 403, 401, 401],
+    ),
+    (
+        "query_audit",
+        &[
+            ("tenant", ""),
+            ("event", ""),
+            ("actor", ""),
+            ("severity", ""),
+            ("text", ""),
+            ("since", ""),
+            ("until", ""),
+            ("cursor", ""),
+        ],
+        [401, 200, 403, 200],
+    ),
+    (
+        "audit_chart",
+        &[("tenant", ""), ("event", ""), ("actor", ""), ("severity", ""), ("text", ""), ("since", ""), ("until", "")],
+        [401, 200, 403, 200],
+    ),
+    ("audit_chain_state", &[], [401, 200, 403, 200]),
+    ("acknowledge_alert", &[("alert_id", "nope")], [401, 404, 404, 404]),
+    ("alert_rules", &[], [401, 200, 200, 200]),
+    ("logout", &[], [200, 200, 200, 200]),
+];
