@@ -286,6 +286,13 @@ impl HashInput<'_> {
     }
 }
 
+/// The chain hash an event must carry, given its fields and its predecessor's hash (the row's
+/// own `hash` is ignored): for tools that check an exported trail offline, and fixtures.
+#[must_use]
+pub fn event_hash(row: &AuditEventRow) -> String {
+    HashInput::of_row(row).digest()
+}
+
 /// Appends one event inside the caller's transaction and returns its sequence number.
 ///
 /// # Errors

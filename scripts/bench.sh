@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The benchmark in one command: installs what it needs (idempotent), builds the release server,
+# stand-in and wasm bundle, starts a throw-away PostgreSQL, then runs examples/bench.rs, which
+# starts its own OpenBao (with a file audit device) and mail stand-in and prints every row of
+# docs/performance.md. Results: target/bench/bench.{md,json}.
+#   scripts/bench.sh                 # every row (about 10 minutes after the build)
+#   scripts/bench.sh --load          # 200 signed-in admins revealing for 60 s
+#   scripts/bench.sh --only kv,audit # some rows (kv, rotation, reset, backup, audit, memory)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/ensure-tools.sh" test
+"$ROOT/scripts/build.sh" release
+
+work=$(mktemp -d /tmp/smtp-vault-bench.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  stop_postgres
+  rm -rf "$work"
+}
+trap cleanup EXIT
+start_postgres "$work/pg"
+
+say "benchmark"
+BENCH_PG_URL=$PG_URL MAILU_SIM="$ROOT/target/release/mailu-sim" \
+  cargo run --quiet --release --example bench -- "$@"
