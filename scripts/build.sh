@@ -9,8 +9,10 @@ mode=${1:-debug}
 site=target/site
 pkg=$site/pkg
 case $mode in
-  debug) profile=(); wasm_dir=debug; server=(); ;;
-  release) profile=(--profile wasm-release); wasm_dir=wasm-release; server=(--release) ;;
+  debug) profile=(); wasm_dir=debug; server=(); bindgen=() ;;
+  # The name section (function names for stack traces) is half the raw bundle.
+  release) profile=(--profile wasm-release); wasm_dir=wasm-release; server=(--release)
+    bindgen=(--remove-name-section --remove-producers-section) ;;
   *) die "usage: scripts/build.sh [debug|release]" ;;
 esac
 
@@ -18,7 +20,7 @@ say "building the browser bundle ($mode)"
 cargo rustc --quiet --lib --target wasm32-unknown-unknown --no-default-features --features hydrate \
   --crate-type cdylib "${profile[@]}"
 mkdir -p "$pkg"
-wasm-bindgen --target web --no-typescript --out-dir "$pkg" --out-name smtp-vault \
+wasm-bindgen --target web --no-typescript "${bindgen[@]}" --out-dir "$pkg" --out-name smtp-vault \
   "target/wasm32-unknown-unknown/$wasm_dir/smtp_vault.wasm"
 mv -f "$pkg/smtp-vault_bg.wasm" "$pkg/smtp-vault.wasm"
 if [ "$mode" = release ] && command -v wasm-opt >/dev/null; then

@@ -379,7 +379,7 @@ async fn the_console_keeps_its_approle_token_alive_past_the_max_ttl() {
     let report = admin.setup_vault(&smtp_vault::core::Actor::operator(), &short).await.unwrap();
     let vault = Arc::new(
         Vault::connect(VaultSettings {
-            addr: env.bao.addr.clone(),
+            addrs: vec![env.bao.addr.clone()],
             mount: "smtp".into(),
             approle_mount: "approle".into(),
             auth: VaultAuth::AppRole { role_id: report.role_id, secret_id: report.secret_id },

@@ -68,7 +68,7 @@ async fn password_of(core: &Core, tenant: &str) -> String {
 
 fn root_vault_settings(bao: &OpenBao) -> VaultSettings {
     VaultSettings {
-        addr: bao.addr.clone(),
+        addrs: vec![bao.addr.clone()],
         mount: "smtp".into(),
         approle_mount: "approle".into(),
         auth: VaultAuth::Token(bao.root_token.clone()),

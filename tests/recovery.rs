@@ -165,7 +165,7 @@ async fn recovery_through_the_api_and_the_provisioning_hook() {
 
 fn root_settings(env: &TestEnv) -> VaultSettings {
     VaultSettings {
-        addr: env.bao.addr.clone(),
+        addrs: vec![env.bao.addr.clone()],
         mount: "smtp".into(),
         approle_mount: "approle".into(),
         auth: VaultAuth::Token(env.bao.root_token.clone()),

@@ -8,7 +8,7 @@ use crate::core::db::{AuditEventRow, Db};
 use crate::core::error::{Error, Result};
 use crate::model::TenantId;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
@@ -363,6 +363,25 @@ pub async fn record(db: &Db, actor: &Actor, client: &ClientInfo, event: NewEvent
     Ok(seq)
 }
 
+/// The index of the first row whose content does not match its hash, hashing the page in
+/// parallel chunks.
+fn first_altered(page: &[AuditEventRow]) -> Option<usize> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+    let chunk = page.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = page
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, rows)| {
+                scope.spawn(move || {
+                    rows.iter().position(|row| HashInput::of_row(row).digest() != row.hash).map(|i| n * chunk + i)
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().ok().flatten()).min()
+    })
+}
+
 /// The first place the chain stops being trustworthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenLink {
@@ -388,11 +407,28 @@ pub struct ChainReport {
 /// # Errors
 /// Database errors only; a broken chain is reported in [`ChainReport::first_broken`].
 pub async fn verify(db: &Db) -> Result<ChainReport> {
-    let mut rows = sqlx::query_as::<_, AuditEventRow>(
-        "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
-         request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
-    )
-    .fetch(db.pool());
+    // The head first: events appended while this runs are not this run's business (and must
+    // not look like a truncated chain). Then pages of seq ranges, several fetched at once on
+    // their own connections while earlier ones are hashed on the blocking pool across the
+    // cores: links are checked in order, digests (independent per event) in parallel.
+    const PAGE: i64 = 5000;
+    const IN_FLIGHT: usize = 4;
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db.pool()).await?;
+    let pages = (0..head_seq.div_euclid(PAGE) + 1).map(|n| {
+        let pool = db.pool().clone();
+        tokio::spawn(async move {
+            sqlx::query_as::<_, AuditEventRow>(
+                "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, \
+                 request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+            )
+            .bind(n * PAGE + 1)
+            .bind(((n + 1) * PAGE).min(head_seq))
+            .fetch_all(&pool)
+            .await
+        })
+    });
+    let mut pages = futures_util::stream::iter(pages).buffered(IN_FLIGHT);
     let mut expected_prev = GENESIS_HASH.to_owned();
     let mut expected_seq = 1i64;
     let mut events = 0u64;
@@ -401,25 +437,36 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
         head_hash: head.to_owned(),
         first_broken: Some(BrokenLink { seq, reason }),
     };
-    while let Some(row) = rows.try_next().await? {
-        if row.seq != expected_seq {
-            let reason = format!("event {expected_seq} is missing (next present is {})", row.seq);
-            return Ok(broken(expected_seq, reason, events, &expected_prev));
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::Internal(format!("audit page: {e}")))??;
+        let (page, altered) = tokio::task::spawn_blocking(move || {
+            let altered = first_altered(&page);
+            (page, altered)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("audit hashing: {e}")))?;
+        for (i, row) in page.into_iter().enumerate() {
+            if row.seq != expected_seq {
+                let reason = format!("event {expected_seq} is missing (next present is {})", row.seq);
+                return Ok(broken(expected_seq, reason, events, &expected_prev));
+            }
+            if row.prev_hash != expected_prev {
+                return Ok(broken(
+                    row.seq,
+                    "does not link to the previous event's hash".into(),
+                    events,
+                    &expected_prev,
+                ));
+            }
+            if altered == Some(i) {
+                return Ok(broken(row.seq, "content does not match its hash (altered)".into(), events, &expected_prev));
+            }
+            events += 1;
+            expected_seq += 1;
+            expected_prev = row.hash;
         }
-        if row.prev_hash != expected_prev {
-            return Ok(broken(row.seq, "does not link to the previous event's hash".into(), events, &expected_prev));
-        }
-        if HashInput::of_row(&row).digest() != row.hash {
-            return Ok(broken(row.seq, "content does not match its hash (altered)".into(), events, &expected_prev));
-        }
-        events += 1;
-        expected_seq += 1;
-        expected_prev = row.hash;
     }
-    drop(rows);
-    let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db.pool()).await?;
-    if head_seq != expected_seq - 1 || head_hash != expected_prev {
+    if expected_seq - 1 != head_seq || expected_prev != head_hash {
         let reason = format!(
             "the chain head says {head_seq} events but {} are present (events removed from the end)",
             expected_seq - 1

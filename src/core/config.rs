@@ -22,7 +22,9 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/smtp-vault.db", global = true)]
     pub database_url: String,
 
-    /// Vault (or OpenBao) address.
+    /// Vault (or OpenBao) address; for a raft cluster, every node's address, comma-separated
+    /// (`http://10.0.0.1:8200,http://10.0.0.2:8200,http://10.0.0.3:8200`): the console starts on
+    /// the active node and fails over to another when its node stops serving.
     #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
     pub vault_addr: String,
 

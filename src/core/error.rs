@@ -73,6 +73,10 @@ pub enum Error {
     /// Vault is sealed or not initialised.
     #[error("vault is sealed or not ready")]
     VaultSealed,
+    /// No Vault node could serve the call: unreachable, or answering 5xx (a standby that lost
+    /// its leader), after failing over between the configured nodes.
+    #[error("vault: {0}")]
+    VaultUnreachable(String),
     /// Database error.
     #[error("database: {0}")]
     Database(sqlx::Error),
@@ -130,10 +134,19 @@ impl Error {
             Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
             Error::Crypto(_) | Error::MalformedSecret { .. } | Error::BackupInvalid(_) => ErrorKind::Integrity,
             Error::Backup(_) => ErrorKind::Unavailable,
-            Error::Vault(_) | Error::VaultSealed | Error::Database(_) => ErrorKind::Unavailable,
+            Error::Vault(_) | Error::VaultSealed | Error::VaultUnreachable(_) | Error::Database(_) => {
+                ErrorKind::Unavailable
+            }
             Error::Config(_) | Error::Io { .. } => ErrorKind::Configuration,
             Error::Migration(_) | Error::AuditChain(_) | Error::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Vault could not serve at all (as opposed to refusing this request): work stopped by it
+    /// can resume once a node is back.
+    #[must_use]
+    pub fn is_vault_outage(&self) -> bool {
+        matches!(self, Error::VaultUnreachable(_) | Error::VaultSealed)
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -133,10 +133,11 @@ impl Readiness {
     }
 }
 
-/// Builds Vault login settings from the configuration.
+/// Builds Vault login settings from the configuration (`VAULT_ADDR` may list a cluster's nodes,
+/// comma-separated).
 ///
 /// # Errors
-/// [`Error::Config`] when neither a token nor a full AppRole pair is given.
+/// [`Error::Config`] when neither a token nor a full AppRole pair is given, or no address.
 pub fn vault_settings(config: &Config) -> Result<VaultSettings> {
     let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
         (Some(token), _, _) => VaultAuth::Token(token.clone()),
@@ -149,8 +150,13 @@ pub fn vault_settings(config: &Config) -> Result<VaultSettings> {
             ));
         }
     };
+    let addrs: Vec<String> =
+        config.vault_addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+    if addrs.is_empty() {
+        return Err(Error::Config("VAULT_ADDR names no address".into()));
+    }
     Ok(VaultSettings {
-        addr: config.vault_addr.clone(),
+        addrs,
         mount: config.vault_mount.clone(),
         approle_mount: config.vault_approle_mount.clone(),
         auth,
@@ -282,7 +288,13 @@ impl Core {
         }
     }
 
-    /// Database and Vault readiness.
+    /// The Vault node calls go to now (it changes when the console fails over), if Vault is in use.
+    #[must_use]
+    pub fn vault_node(&self) -> Option<String> {
+        self.vault.as_ref().map(|v| v.addr())
+    }
+
+    /// Database and Vault readiness (Vault: the best state any configured node reports).
     pub async fn readiness(&self) -> Readiness {
         let vault = match &self.vault {
             Some(v) => v.health().await,

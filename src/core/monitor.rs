@@ -510,7 +510,7 @@ impl Core {
                 return Ok(false);
             }
             VaultHealth::Sealed => "vault_sealed",
-            VaultHealth::Uninitialized | VaultHealth::Unreachable => "vault_unreachable",
+            VaultHealth::Uninitialized | VaultHealth::Unreachable | VaultHealth::Leaderless => "vault_unreachable",
         };
         let mut tx = self.db.begin_write().await?;
         let open: Option<(String, i64)> =
@@ -751,6 +751,7 @@ impl Core {
         for state in [
             VaultHealth::Active,
             VaultHealth::Standby,
+            VaultHealth::Leaderless,
             VaultHealth::Sealed,
             VaultHealth::Uninitialized,
             VaultHealth::Unreachable,

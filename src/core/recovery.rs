@@ -418,7 +418,7 @@ impl Core {
     async fn scratch_vault(&self, addr: &str, token: SecretString) -> Result<Vault> {
         let live = self.vault()?;
         let vault = Vault::connect(VaultSettings {
-            addr: addr.to_owned(),
+            addrs: vec![addr.to_owned()],
             mount: live.mount().to_owned(),
             approle_mount: "approle".into(),
             auth: VaultAuth::Token(token),

@@ -6,6 +6,10 @@
 //! record. Retries are bounded with backoff; a password the server refuses is replaced; after
 //! the limit the tenant is `needs_reconcile` and an alert is raised, with the pending record
 //! kept for the reconcile to settle.
+//!
+//! A batch ([`Core::rotate_due`]) rides out a Vault outage (a raft leader election, a node
+//! restart): a tenant stopped by one is resumed from its pending record with backoff, for up to
+//! [`VAULT_OUTAGE_BUDGET`] per outage across the whole batch, before it is reported failed.
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo, require_scope};
@@ -23,7 +27,39 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
+
+/// How long a batch keeps resuming tenants while Vault cannot serve, counted from the first
+/// failure of an outage and shared by the whole batch (so a Vault that stays down costs the
+/// batch about this long, not this long per tenant).
+pub const VAULT_OUTAGE_BUDGET: Duration = Duration::from_secs(60);
+/// First and longest pause before resuming a tenant stopped by a Vault outage.
+const OUTAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
+
+/// When the Vault outage a batch is riding out began (`None`: Vault is serving).
+#[derive(Debug, Default)]
+struct Outage(Mutex<Option<tokio::time::Instant>>);
+
+impl Outage {
+    /// Notes a failure; true while the outage is younger than the budget.
+    fn note(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.0.lock().is_ok_and(|mut began| now.duration_since(*began.get_or_insert(now)) < VAULT_OUTAGE_BUDGET)
+    }
+
+    /// True once the outage has outlasted the budget.
+    fn spent(&self) -> bool {
+        self.0.lock().is_ok_and(|began| began.is_some_and(|b| b.elapsed() >= VAULT_OUTAGE_BUDGET))
+    }
+
+    /// Vault served a whole rotation: the outage is over.
+    fn end(&self) {
+        if let Ok(mut began) = self.0.lock() {
+            *began = None;
+        }
+    }
+}
 
 /// A point in the rotation where a crash can be injected (tests of the invariants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +269,25 @@ impl Core {
             let current_password = keyring.open(&current.document.password, tenant, SecretField::Password)?;
             let mut fresh = false;
             let (mut pending, mut pending_version) = match vault.read_pending(tenant).await? {
-                Some(found) => found,
+                Some(found) => {
+                    self.record_resumed_start(actor, client, tenant, &found.0).await?;
+                    found
+                }
+                None if self.promoted_unrecorded(tenant, current.version).await? => {
+                    // The last run promoted its password and dropped the pending record, then
+                    // stopped before recording it (a crash, or Vault lost right after the drop
+                    // landed): only the bookkeeping is left, not another rotation.
+                    let finished = PendingDocument {
+                        rotation_id: "resumed-after-promote".into(),
+                        password: String::new(),
+                        phase: PendingPhase::Applied,
+                        attempts: 0,
+                        trigger: trigger.to_owned(),
+                        started_at: self.now().to_rfc3339(),
+                    };
+                    self.record_rotated(actor, client, tenant, &finished, current.version).await?;
+                    return Ok(RotationResult::Rotated { version: current.version });
+                }
                 None => {
                     let now = self.now();
                     let pending = PendingDocument {
@@ -405,6 +459,54 @@ impl Core {
         Ok(())
     }
 
+    /// True when the database says a rotation is under way but Vault already holds a version
+    /// it never recorded: that rotation was promoted.
+    async fn promoted_unrecorded(&self, tenant: &TenantId, vault_version: u64) -> Result<bool> {
+        let row: Option<(String, i64)> = sqlx::query_as("SELECT state, version FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.is_some_and(|(state, recorded)| {
+            state == "rotating" && u64::try_from(recorded).ok() != Some(vault_version)
+        }))
+    }
+
+    /// Marks the tenant `rotating` when its pending record exists but the start was never
+    /// recorded (the answer to the pending write was lost to a failover, or a crash came between
+    /// the two), so readers consider the pending password from now on.
+    async fn record_resumed_start(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+    ) -> Result<()> {
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        if state.is_none_or(|(s,)| s == "rotating" || s == "needs_reconcile") {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let marked = sqlx::query(
+            "UPDATE tenants SET state = 'rotating', updated_at_ms = $1 WHERE tenant_id = $2 \
+             AND state NOT IN ('rotating', 'needs_reconcile')",
+        )
+        .bind(now.timestamp_millis())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() == 1 {
+            let details = json!({"rotation_id": pending.rotation_id, "trigger": pending.trigger, "resumed": true});
+            let event = NewEvent::info(EventType::RotationStarted, Some(tenant), details);
+            audit::append(&mut tx, actor, client, event, now).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
     async fn record_rotated(
         &self,
         actor: &Actor,
@@ -481,11 +583,12 @@ impl Core {
         .await?;
         let tenants: Vec<TenantId> = due.iter().filter_map(|(t,)| TenantId::parse(t).ok()).collect();
         let client = ClientInfo::local();
+        let outage = Outage::default();
         let outcomes = futures_util::stream::iter(tenants)
             .map(|tenant| {
-                let client = client.clone();
+                let (client, outage) = (client.clone(), &outage);
                 async move {
-                    let outcome = self.rotate_credential(actor, &client, &tenant, "scheduled").await;
+                    let outcome = self.rotate_in_batch(actor, &client, &tenant, outage).await;
                     (tenant, outcome)
                 }
             })
@@ -493,6 +596,40 @@ impl Core {
             .collect::<Vec<_>>()
             .await;
         Ok(outcomes)
+    }
+
+    /// One tenant of a batch: a run stopped by a Vault outage is resumed (from the pending
+    /// record, so nothing is redone or lost) until the batch's outage budget is spent.
+    async fn rotate_in_batch(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        outage: &Outage,
+    ) -> Result<RotationResult> {
+        let mut backoff = OUTAGE_BACKOFF.0;
+        loop {
+            if outage.spent() {
+                // Not started: the tenant stays due for the next batch.
+                return Err(Error::VaultUnreachable(format!(
+                    "not tried: vault has been unavailable for over {} s",
+                    VAULT_OUTAGE_BUDGET.as_secs()
+                )));
+            }
+            match self.rotate_credential(actor, client, tenant, "scheduled").await {
+                Err(e) if e.is_vault_outage() && outage.note() => {
+                    tracing::warn!(tenant = %tenant, error = %e, retry_ms = backoff.as_millis(), "rotation stopped by a vault outage; resuming");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(OUTAGE_BACKOFF.1);
+                }
+                outcome => {
+                    if matches!(outcome, Ok(RotationResult::Rotated { .. } | RotationResult::NeedsReconcile { .. })) {
+                        outage.end();
+                    }
+                    return outcome;
+                }
+            }
+        }
     }
 
     /// Settles a tenant whose rotation was interrupted or gave up: resumes it when attempts are

@@ -45,6 +45,10 @@ fn describe() {
     );
     metrics::describe_counter!("smtp_vault_reveals_total", "Plaintext passwords sent to admins");
     metrics::describe_counter!("smtp_vault_rotations_total", "Rotations by outcome");
+    metrics::describe_counter!(
+        "smtp_vault_vault_failovers_total",
+        "Moves to another Vault node after the one in use stopped serving"
+    );
     metrics::describe_gauge!("smtp_vault_backup_age_seconds", "Age of the newest backup (-1: none yet)");
     metrics::describe_gauge!("smtp_vault_outbox_depth", "Alert deliveries by state (pending, dead)");
     metrics::describe_gauge!("smtp_vault_alerts_unacknowledged", "Alerts nobody has acknowledged");
