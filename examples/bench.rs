@@ -363,8 +363,27 @@ async fn bench_kv(
     ops: usize,
 ) -> Fallible<f64> {
     let (addr, root) = vault;
-    // The bare side writes the dev server's own KV v2 mount (`secret/`), so the console's mount
-    // holds only console documents (the backup row reads them all).
+    // The bare side gets a policy-bound token like the console's AppRole one (a root token
+    // skips the policy check and would flatter Vault), and writes the dev server's own KV v2
+    // mount (`secret/`), so the console's mount holds only console documents.
+    expect_ok(
+        http.put(format!("{addr}/v1/sys/policies/acl/bench-bare"))
+            .header("X-Vault-Token", root)
+            .json(&json!({"policy": "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\"] }"}))
+            .send()
+            .await?,
+    )
+    .await?;
+    let created: Value = http
+        .post(format!("{addr}/v1/auth/token/create"))
+        .header("X-Vault-Token", root)
+        .json(&json!({"policies": ["bench-bare"], "ttl": "2h", "no_default_policy": false}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let bare_token = created["auth"]["client_token"].as_str().ok_or("no bare token")?.to_owned();
+    let root = bare_token.as_str();
     let doc = |i: usize| json!({"data": credential_body(i)});
     // Warm-up of both paths.
     for i in 0..20 {
