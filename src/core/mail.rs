@@ -99,6 +99,28 @@ pub trait MailServer: Send + Sync {
     async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck;
 }
 
+/// What a Mailu API answer means: its body (JSON, or null when it is not JSON) on success, else
+/// the error its status names, with Mailu's own message shortened. Pure, so it can be fuzzed:
+/// a mail server is not trusted to answer well-formed JSON.
+///
+/// # Errors
+/// The [`MailError`] the status stands for.
+pub fn classify_response(status: u16, body: &[u8]) -> Result<serde_json::Value, MailError> {
+    let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    // Mailu's own message, shortened; it never contains the password (not echoed by Mailu).
+    let message = body["message"].as_str().unwrap_or_default().chars().take(200).collect::<String>();
+    match status {
+        200..=299 => Ok(body),
+        401 => Err(MailError::Unauthorized),
+        403 => Err(MailError::Forbidden),
+        404 => Err(MailError::NotFound(message)),
+        409 => Err(MailError::Conflict(message)),
+        429 => Err(MailError::RateLimited),
+        400..=499 => Err(MailError::Rejected(message)),
+        other => Err(MailError::Server(other)),
+    }
+}
+
 /// The real thing: Mailu API over HTTPS and SMTP AUTH with lettre.
 pub struct Mailu {
     http: reqwest::Client,
@@ -136,19 +158,8 @@ impl Mailu {
             MailError::Unreachable(if e.is_timeout() { "timeout".into() } else { "connection failed".into() })
         })?;
         let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        // Mailu's own message, shortened; it never contains the password (not echoed by Mailu).
-        let message = body["message"].as_str().unwrap_or_default().chars().take(200).collect::<String>();
-        match status {
-            200..=299 => Ok(body),
-            401 => Err(MailError::Unauthorized),
-            403 => Err(MailError::Forbidden),
-            404 => Err(MailError::NotFound(message)),
-            409 => Err(MailError::Conflict(message)),
-            429 => Err(MailError::RateLimited),
-            400..=499 => Err(MailError::Rejected(message)),
-            other => Err(MailError::Server(other)),
-        }
+        let body = response.bytes().await.unwrap_or_default();
+        classify_response(status, &body)
     }
 
     fn tls(&self, host: &str) -> Result<TlsParameters, String> {
@@ -234,5 +245,22 @@ mod tests {
         let bundle = format!("junk\n{one}\n{one}\ntrailing");
         assert_eq!(super::pem_certificates(bundle.as_bytes()).len(), 2);
         assert!(super::pem_certificates(b"nothing").is_empty());
+    }
+
+    #[test]
+    fn mailu_answers_are_classified_whatever_their_body() {
+        use super::{MailError, classify_response};
+        assert_eq!(classify_response(200, br#"{"ok":1}"#).ok(), Some(serde_json::json!({"ok": 1})));
+        assert_eq!(classify_response(204, b"").ok(), Some(serde_json::Value::Null));
+        assert_eq!(
+            classify_response(404, br#"{"message":"no such user"}"#).err(),
+            Some(MailError::NotFound("no such user".into()))
+        );
+        assert_eq!(classify_response(400, b"\xff\xfe not json").err(), Some(MailError::Rejected(String::new())));
+        let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(5000));
+        assert!(
+            matches!(classify_response(409, long.as_bytes()), Err(MailError::Conflict(m)) if m.chars().count() == 200)
+        );
+        assert_eq!(classify_response(503, b"{").err(), Some(MailError::Server(503)));
     }
 }
