@@ -535,17 +535,7 @@ async fn start_raft() -> RaftBao {
         async move { request.await.is_ok() }
     })
     .await;
-    let init: serde_json::Value = http
-        .post(format!("{addr}/v1/sys/init"))
-        .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = init["keys_base64"][0].as_str().unwrap().to_owned();
-    let root = init["root_token"].as_str().unwrap().to_owned();
+    let (key, root) = common::raft_init(&http, &addr).await;
     http.post(format!("{addr}/v1/sys/unseal")).json(&serde_json::json!({"key": key})).send().await.unwrap();
     common::wait_until("raft OpenBao to become active", Duration::from_secs(30), || {
         let request = http.get(&health).send();

@@ -114,17 +114,7 @@ impl RaftCluster {
             .await;
         }
         let leader = nodes[0].addr.as_str();
-        let init: serde_json::Value = http
-            .post(format!("{leader}/v1/sys/init"))
-            .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = init["keys_base64"][0].as_str().unwrap().to_owned();
-        let root = init["root_token"].as_str().unwrap().to_owned();
+        let (key, root) = common::raft_init(&http, leader).await;
         let mut cluster =
             RaftCluster { nodes: Vec::new(), root: SecretString::from(root), key, http: http.clone(), _dir: dir };
         cluster.unseal(leader, 200).await;

@@ -97,6 +97,20 @@ impl Drop for OpenBao {
     }
 }
 
+/// Initialises a fresh raft OpenBao node with a single unseal key; returns (key, root token).
+pub async fn raft_init(http: &reqwest::Client, addr: &str) -> (String, String) {
+    let init: serde_json::Value = http
+        .post(format!("{addr}/v1/sys/init"))
+        .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (init["keys_base64"][0].as_str().unwrap().to_owned(), init["root_token"].as_str().unwrap().to_owned())
+}
+
 /// A throw-away database.
 pub struct TestDb {
     pub url: String,
