@@ -113,7 +113,7 @@ async fn run_journey_and_check(capture: &Capture) {
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.len() > 1000, "the capture must actually hold the journey's logs ({} bytes)", logs.len());
     assert!(logs.contains("smtp_vault") || logs.contains("request"), "expected log lines from the console");
-    let token_secret = token.rsplit_once('_').unwrap().1.to_owned();
+    let token_secret = common::token_secret(&token).to_owned();
     let secrets = [
         ("SMTP password", password.to_owned()),
         ("Mailu API token", api_token.to_owned()),

@@ -262,6 +262,12 @@ pub async fn vault_call(
     (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// The secret part of a service token `svt_{id}_{secret}`. The secret is URL-safe base64 and
+/// may itself hold `_`, so it is what follows the id, not what follows the last `_`.
+pub fn token_secret(token: &str) -> &str {
+    token.strip_prefix("svt_").and_then(|rest| rest.split_once('_')).map(|(_, secret)| secret).unwrap()
+}
+
 /// A complete, valid store body.
 pub fn credential_body(password: &str, api_token: &str) -> serde_json::Value {
     serde_json::json!({
