@@ -27,6 +27,70 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Wall time of every span closed while switched on, by span name: the console's request
+/// span (`http`), its core call and the debug spans on its parts. Off, it only loads a flag.
+#[derive(Default)]
+struct SpanClock {
+    on: std::sync::atomic::AtomicBool,
+    samples: std::sync::Mutex<HashMap<&'static str, Vec<Duration>>>,
+}
+
+/// When a span was created (kept in the span's extensions).
+struct Opened(Instant);
+
+/// The `tracing` layer that feeds a [`SpanClock`].
+struct SpanTimer(Arc<SpanClock>);
+
+impl<S> tracing_subscriber::Layer<S> for SpanTimer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if self.0.on.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(Opened(Instant::now()));
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(elapsed) = span.extensions().get::<Opened>().map(|o| o.0.elapsed()) else { return };
+        if let Ok(mut samples) = self.0.samples.lock() {
+            samples.entry(span.name()).or_default().push(elapsed);
+        }
+    }
+}
+
+impl SpanClock {
+    /// Installs the clock as the process's `tracing` subscriber, switched off.
+    fn install() -> Arc<Self> {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let clock = Arc::new(Self::default());
+        let subscriber = tracing_subscriber::registry().with(SpanTimer(clock.clone()));
+        if tracing::subscriber::set_global_default(subscriber).is_err() {
+            eprintln!("bench: a tracing subscriber was already set; the read profile will be empty");
+        }
+        clock
+    }
+
+    /// Records spans while `run` runs; returns each span's p50 in milliseconds.
+    async fn record<F: Future<Output = Fallible<()>>>(&self, run: F) -> Fallible<HashMap<&'static str, f64>> {
+        self.samples.lock().map_err(|_| "span clock poisoned")?.clear();
+        self.on.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcome = run.await;
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+        outcome?;
+        let mut samples = self.samples.lock().map_err(|_| "span clock poisoned")?;
+        Ok(samples.iter_mut().map(|(name, times)| (*name, latency(times).p50)).collect())
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "smtp-vault benchmark: every row of docs/performance.md in one run")]
 struct Args {
@@ -357,6 +421,7 @@ async fn expect_ok(response: reqwest::Response) -> Fallible<()> {
 /// Bare KV v2 against the console's store and secret-read, same Vault, same client.
 async fn bench_kv(
     report: &mut Report,
+    clock: &SpanClock,
     console: &Console,
     vault: (&str, &str),
     http: &reqwest::Client,
@@ -449,51 +514,69 @@ async fn bench_kv(
             Some(r50 <= 1.5 && r99 <= 1.5),
         );
     }
-    // Where a console read's time goes: each of its parts timed alone, same process, same
-    // database and Vault (the HTTP edge with its middleware, the token check, the audit append;
-    // the Vault read is the bare read above).
-    let mut edge = timed_each(ops, |_| {
-        let request = http.get(format!("{}/healthz", console.base)).send();
-        async move { expect_ok(request.await?).await }
-    })
-    .await?;
-    let mut auth = timed_each(ops, |_| {
-        let (core, token) = (console.core.clone(), console.token.clone());
-        async move { core.authenticate_token(&token).await.map(|_| ()).map_err(Into::into) }
-    })
-    .await?;
-    let mut append = timed_each(ops, |i| {
-        let core = console.core.clone();
-        async move {
-            let tenant = TenantId::parse(&format!("kv-{i}"))?;
-            let event = smtp_vault::core::audit::NewEvent::info(
-                smtp_vault::core::audit::EventType::CredentialSecretRead,
-                Some(&tenant),
-                json!({"version": 1, "field": "password"}),
-            );
-            smtp_vault::core::audit::record(
-                core.db(),
-                &Actor::operator(),
-                &ClientInfo::local(),
-                event,
-                chrono::Utc::now(),
-            )
-            .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let (edge, auth, append) = (latency(&mut edge), latency(&mut auth), latency(&mut append));
+    // Where a console read's time goes: the same reads again with the span clock on, each part
+    // timed inside the real request (the HTTP request span, the token check, the core call and,
+    // within it, the Vault read, the rotation-state check with the decryption, the audit append).
+    let profiled = clock
+        .record(async {
+            timed_each(ops, |i| {
+                let request = http
+                    .get(format!("{}/api/v1/tenants/kv-{i}/smtp-credentials/secret", console.base))
+                    .bearer_auth(&console.token)
+                    .send();
+                async move { expect_ok(request.await?).await }
+            })
+            .await
+            .map(|_| ())
+        })
+        .await?;
+    let part = |name: &str| profiled.get(name).copied().unwrap_or(f64::NAN);
+    let (request, core_call) = (part("http"), part("read_credential_secret"));
+    let (token, vault, state, audit) =
+        (part("authenticate_token"), part("vault_read"), part("effective_password"), part("audit_record"));
     report.add(
-        "Console read profile: its parts alone (p50)",
+        "Console read profile: spans inside the request (p50)",
         format!(
-            "HTTP edge + middleware {:.2} ms, token check {:.2} ms, Vault read {:.2} ms, audit append (committed) {:.2} ms; sum {:.2} ms of {:.2} ms",
-            edge.p50,
-            auth.p50,
-            br.p50,
-            append.p50,
-            edge.p50 + auth.p50 + br.p50 + append.p50,
-            cr.p50
+            "client-side {:.2} ms = client + hyper {:.2} + server request {request:.2} ms; request = token check \
+             {token:.2} + core call {core_call:.2} + edge rest {:.2}; core call = Vault read {vault:.2} + rotation state \
+             and decryption {state:.2} + audit append (committed) {audit:.2} + rest {:.2}",
+            cr.p50,
+            cr.p50 - request,
+            request - token - core_call,
+            core_call - vault - state - audit,
+        ),
+        "",
+        None,
+    );
+    // The same for a store: new tenants, as in the write row.
+    let profiled = clock
+        .record(async {
+            timed_each(ops, |i| {
+                let request = http
+                    .put(format!("{}/api/v1/tenants/kv-profile-{i}/smtp-credentials", console.base))
+                    .bearer_auth(&console.token)
+                    .json(&credential_body(i))
+                    .send();
+                async move { expect_ok(request.await?).await }
+            })
+            .await
+            .map(|_| ())
+        })
+        .await?;
+    let part = |name: &str| profiled.get(name).copied().unwrap_or(f64::NAN);
+    let (request, core_call, token) = (part("http"), part("store_credential"), part("authenticate_token"));
+    let (version, write, journal) = (part("vault_metadata"), part("vault_write"), part("journal_write"));
+    report.add(
+        "Console store profile: spans inside the request (p50)",
+        format!(
+            "client-side {:.2} ms = client + hyper {:.2} + server request {request:.2} ms; request = token check \
+             {token:.2} + core call {core_call:.2} + edge rest {:.2}; core call = Vault version (metadata) {version:.2} \
+             + Vault check-and-set write {write:.2} + backup journal record {journal:.2} + database transaction \
+             (row, audit append, commit) and encryption {:.2}",
+            cw.p50,
+            cw.p50 - request,
+            request - token - core_call,
+            core_call - version - write - journal,
         ),
         "",
         None,
@@ -1066,6 +1149,7 @@ async fn run_load(report: &mut Report, console: &Console, sessions: usize, secs:
 #[tokio::main]
 async fn main() -> Fallible<()> {
     let args = Args::parse();
+    let clock = SpanClock::install();
     let wants = |row: &str| args.only.is_empty() || args.only.iter().any(|o| o == row);
     let work = tempfile::tempdir()?;
     let http = reqwest::Client::new();
@@ -1082,7 +1166,7 @@ async fn main() -> Fallible<()> {
         run_load(&mut report, &console, args.load_sessions, args.load_secs).await?;
     } else {
         let bare_rate = if wants("kv") {
-            Some(bench_kv(&mut report, &console, (&addr, &root), &http, args.ops).await?)
+            Some(bench_kv(&mut report, &clock, &console, (&addr, &root), &http, args.ops).await?)
         } else {
             None
         };

@@ -97,6 +97,52 @@ async fn stored_credentials_are_envelopes_in_vault_and_plaintext_only_through_th
 }
 
 #[tokio::test]
+async fn a_store_follows_vault_when_it_moved_on_without_the_database() {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let token = env.token(&ALL_CREDENTIAL_SCOPES).await;
+    let store = |tenant: &str, password: &str| {
+        let (url, token, body) =
+            (format!("{base}/api/v1/tenants/{tenant}/smtp-credentials"), token.clone(), credential_body(password, "t"));
+        async move { call(Method::PUT, &url, Some(&token), Some(body)).await }
+    };
+    let (status, _, body) = store("acme", "First-Pass-1").await;
+    assert_eq!((status, body["version"].as_u64()), (200, Some(1)), "{body}");
+    // Vault moves on behind the console's back: a known tenant written directly, and a path the
+    // database has never seen that already has history.
+    let (_, raw) = env.vault_root(Method::GET, "smtp/data/acme/admin", None).await;
+    for (tenant, cas) in [("acme", 1), ("globex", 0)] {
+        let copy = json!({"data": raw["data"]["data"].clone(), "options": {"cas": cas}});
+        let (status, answer) = env.vault_root(Method::POST, &format!("smtp/data/{tenant}/admin"), Some(copy)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    for (tenant, want) in [("acme", 3u64), ("globex", 2)] {
+        let (status, _, body) = store(tenant, "Next-Pass-2").await;
+        assert_eq!((status, body["version"].as_u64()), (200, Some(want)), "{tenant}: {body}");
+        let (_, meta) = env.vault_root(Method::GET, &format!("smtp/metadata/{tenant}/admin"), None).await;
+        assert_eq!(meta["data"]["current_version"], want);
+        let (recorded,): (i64,) = sqlx::query_as("SELECT version FROM tenants WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+        assert_eq!(u64::try_from(recorded).unwrap(), want);
+        let (status, _, secret) =
+            call(Method::GET, &format!("{base}/api/v1/tenants/{tenant}/smtp-credentials/secret"), Some(&token), None)
+                .await;
+        assert_eq!((status, secret["password"].as_str()), (200, Some("Next-Pass-2")));
+    }
+    // The attempt that conflicted left nothing behind: one stored event per store.
+    let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'credential_stored'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 3);
+    assert!(env.core.verify_audit_chain().await.unwrap().first_broken.is_none());
+}
+
+#[tokio::test]
 async fn a_ciphertext_copied_to_another_tenant_fails_to_decrypt_with_a_clear_error() {
     let env = TestEnv::start().await;
     let base = env.serve().await;
@@ -344,7 +390,7 @@ async fn service_tokens_are_hashed_and_listed_without_secrets() {
     let operator = smtp_vault::core::Actor::operator();
     let created = env.core.create_token(&operator, "provisioner", &[Scope::CredentialsWrite], None).await.unwrap();
     let token = created.token.expose_secret().to_owned();
-    let secret_part = token.rsplit_once('_').map(|(_, s)| s).unwrap().to_owned();
+    let secret_part = common::token_secret(&token).to_owned();
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT token_id, secret_hash FROM service_tokens")
         .fetch_all(env.core.db().pool())
         .await

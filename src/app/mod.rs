@@ -7,6 +7,7 @@ mod pages;
 pub mod server_fns;
 pub(crate) mod session;
 pub mod status;
+pub(crate) mod when;
 
 use crate::model::UiError;
 use leptos::prelude::*;

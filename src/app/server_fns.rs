@@ -385,8 +385,8 @@ fn audit_filter(
         {
             return Ok(Some(chrono::Utc::now() - chrono::Duration::days(days)));
         }
-        let date = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-            .map_err(|_| fail(crate::core::Error::InvalidInput("dates are YYYY-MM-DD".into())))?;
+        let date = crate::app::when::parse_day(text)
+            .ok_or_else(|| fail(crate::core::Error::InvalidInput("dates are YYYY-MM-DD".into())))?;
         Ok(Some(date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + chrono::Duration::days(add)))
     };
     let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());

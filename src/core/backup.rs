@@ -538,6 +538,8 @@ impl Core {
 
     /// Appends a sealed journal record of what was just written to Vault (`record` is `admin`
     /// or `pending`). Best effort: a failure is logged and alerted, never undoes the write.
+    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
+    #[tracing::instrument(level = "debug", name = "journal_write", skip_all)]
     pub(crate) async fn journal<T: Serialize + Sync>(
         &self,
         tenant: &TenantId,

@@ -8,7 +8,7 @@ use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo, require_scope};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::{CryptoError, Keyring, SecretField};
-use crate::core::db::TenantRow;
+use crate::core::db::{Backend, TenantRow};
 use crate::core::error::{Error, Result};
 use crate::core::vault::CredentialDocument;
 use crate::model::{
@@ -42,12 +42,10 @@ fn metadata_view(row: TenantRow) -> Result<CredentialMetadataView> {
     })
 }
 
-/// The KV version the next check-and-set write must name.
+/// The KV version the next check-and-set write must name: the metadata's, which also counts
+/// deleted and destroyed versions. One call (reading the data first cost a second one for
+/// every new tenant).
 async fn current_version(core: &Core, tenant: &TenantId) -> Result<u64> {
-    if let Some(current) = core.vault()?.read_credential(tenant).await? {
-        return Ok(current.version);
-    }
-    // Absent data can still have metadata (all versions deleted): cas must name that version.
     core.vault()?.metadata_version(tenant).await
 }
 
@@ -56,8 +54,8 @@ impl Core {
     /// one (which stays in Vault's version history).
     ///
     /// # Errors
-    /// [`Error::MissingScope`], [`Error::Conflict`] when a concurrent write won, Vault and
-    /// database errors. On any error nothing is recorded.
+    /// [`Error::MissingScope`], [`Error::Conflict`] when a writer outside the console won a
+    /// race, Vault and database errors. On any error nothing is recorded.
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn store_credential(
         &self,
@@ -78,49 +76,75 @@ impl Core {
             webmail_url: request.webmail_url,
             mailu_api_url: request.mailu_api_url,
         };
-        let previous = current_version(self, tenant).await?;
-        // KV v2 numbers versions one by one, so a check-and-set write on `previous` creates
-        // exactly `previous + 1`: the row and audit event can be written before the Vault call,
-        // and roll back if it fails.
-        let version = previous + 1;
-        let next_rotation = now + self.settings.rotation_period;
-        let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
-             mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8) \
-             ON CONFLICT (tenant_id) DO UPDATE SET state = 'active', version = $2, username = $3, \
-             smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
-             next_rotation_at_ms = $9, updated_at_ms = $8",
-        )
-        .bind(tenant.as_str())
-        .bind(version_db)
-        .bind(&document.username)
-        .bind(&document.smtp_host)
-        .bind(i64::from(document.smtp_port))
-        .bind(&document.webmail_url)
-        .bind(&document.mailu_api_url)
-        .bind(now.timestamp_millis())
-        .bind(next_rotation.timestamp_millis())
-        .execute(&mut *tx)
-        .await?;
-        let details = json!({
-            "version": version, "previous_version": previous, "username": document.username,
-            "smtp_host": document.smtp_host, "key_id": keyring.active_key_id(),
-        });
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::CredentialStored, Some(tenant), details), now)
+        // The check-and-set version comes first from the database's record, read under the
+        // lock that also queues console writers of the tenant (SQLite's write lock, PostgreSQL's
+        // row lock): one Vault call instead of two. If Vault moved on without the database (a
+        // commit that failed after its Vault write, a write from outside the console), that
+        // write conflicts and the attempt is redone once with Vault's own count.
+        let mut trust_db = true;
+        loop {
+            let mut tx = self.db.begin_write().await?;
+            let previous = if trust_db {
+                let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+                let recorded: Option<(i64,)> =
+                    sqlx::query_as(&format!("SELECT version FROM tenants WHERE tenant_id = $1{lock}"))
+                        .bind(tenant.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                recorded.map_or(0, |(v,)| u64::try_from(v).unwrap_or_default())
+            } else {
+                current_version(self, tenant).await?
+            };
+            // KV v2 numbers versions one by one, so a check-and-set write on `previous` creates
+            // exactly `previous + 1`: the row and audit event can be written before the Vault
+            // call, and roll back if it fails.
+            let version = previous + 1;
+            let next_rotation = now + self.settings.rotation_period;
+            let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
+            sqlx::query(
+                "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
+                 mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms) \
+                 VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET state = 'active', version = $2, username = $3, \
+                 smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
+                 next_rotation_at_ms = $9, updated_at_ms = $8",
+            )
+            .bind(tenant.as_str())
+            .bind(version_db)
+            .bind(&document.username)
+            .bind(&document.smtp_host)
+            .bind(i64::from(document.smtp_port))
+            .bind(&document.webmail_url)
+            .bind(&document.mailu_api_url)
+            .bind(now.timestamp_millis())
+            .bind(next_rotation.timestamp_millis())
+            .execute(&mut *tx)
             .await?;
-        let written = self.write_credential_journaled(tenant, &document, previous).await?;
-        if written != version {
-            // Cannot happen with check-and-set; refuse rather than record a wrong version.
-            return Err(Error::Internal(format!("vault wrote version {written}, expected {version}")));
+            let details = json!({
+                "version": version, "previous_version": previous, "username": document.username,
+                "smtp_host": document.smtp_host, "key_id": keyring.active_key_id(),
+            });
+            let event = NewEvent::info(EventType::CredentialStored, Some(tenant), details);
+            audit::append(&mut tx, actor, client, event, now).await?;
+            let written = match self.write_credential_journaled(tenant, &document, previous).await {
+                Err(Error::Conflict) if trust_db => {
+                    // Rolled back now, not on drop: SQLite's write lock must be free for the retry.
+                    tx.rollback().await?;
+                    trust_db = false;
+                    continue;
+                }
+                other => other?,
+            };
+            if written != version {
+                // Cannot happen with check-and-set; refuse rather than record a wrong version.
+                return Err(Error::Internal(format!("vault wrote version {written}, expected {version}")));
+            }
+            if let Err(e) = tx.commit().await {
+                tracing::error!(tenant = %tenant, version, "vault holds a new version that the database could not record; the next reconcile will pick it up");
+                return Err(e.into());
+            }
+            return Ok(StoredCredentialView { tenant_id: tenant.clone(), version, stored_at: now });
         }
-        if let Err(e) = tx.commit().await {
-            tracing::error!(tenant = %tenant, version, "vault holds a new version that the database could not record; the next reconcile will pick it up");
-            return Err(e.into());
-        }
-        Ok(StoredCredentialView { tenant_id: tenant.clone(), version, stored_at: now })
     }
 
     /// Metadata of a tenant's credential (no secrets).
@@ -179,8 +203,8 @@ impl Core {
     ) -> Result<CredentialSecretView> {
         let now = self.now();
         require_scope(actor, Scope::CredentialsReadSecret)?;
-        let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        let password = self.password_to_hand_out(actor, client, tenant, &stored, now).await?;
+        let (stored, state) = self.read_to_hand_out(tenant).await?;
+        let password = self.password_to_hand_out(actor, client, tenant, &stored, state.as_deref(), now).await?;
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
         audit::record(&self.db, actor, client, event, now).await?;
@@ -202,9 +226,10 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
         stored: &crate::core::vault::VersionedDocument,
+        state: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<secrecy::SecretString> {
-        match self.effective_password(tenant, stored).await {
+        match self.effective_password(tenant, stored, state).await {
             Err(Error::Crypto(e)) => {
                 Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await)
             }

@@ -187,7 +187,8 @@ impl Core {
         for (tenant_id,) in rows {
             let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
             let Some(stored) = self.vault()?.read_credential(&tenant).await? else { continue };
-            let password = self.effective_password(&tenant, &stored).await?;
+            let state = self.rotation_state(&tenant).await?;
+            let password = self.effective_password(&tenant, &stored, state.as_deref()).await?;
             let target = self.mail_target(&tenant, &stored.document)?;
             let check = self.mail()?.check_login(&target, &password).await;
             let now = self.now();

@@ -307,6 +307,8 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] for any bad token; database errors.
+    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn authenticate_token(&self, presented: &str) -> Result<Actor> {
         access::authenticate_token(&self.db, presented, self.now()).await
     }

@@ -718,6 +718,8 @@ impl Vault {
         format!("{tenant}/pending")
     }
 
+    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
+    #[tracing::instrument(level = "debug", name = "vault_read", skip_all)]
     async fn read_doc<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<(T, u64)>> {
         let read = self
             .on_cluster(|node| {
@@ -743,6 +745,8 @@ impl Vault {
     ///
     /// # Errors
     /// Vault errors.
+    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
+    #[tracing::instrument(level = "debug", name = "vault_metadata", skip_all)]
     pub async fn metadata_version(&self, tenant: &TenantId) -> Result<u64> {
         let path = Self::path(tenant);
         let mount = self.settings.mount.as_str();
@@ -768,6 +772,8 @@ impl Vault {
         self.write_doc(&Self::path(tenant), document, cas).await
     }
 
+    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
+    #[tracing::instrument(level = "debug", name = "vault_write", skip_all)]
     async fn write_doc<T: Serialize + Sync>(&self, path: &str, document: &T, cas: u64) -> Result<u64> {
         let cas32 = u32::try_from(cas).map_err(|_| Error::Internal("KV version beyond u32".into()))?;
         let mount = self.settings.mount.as_str();

@@ -8,6 +8,7 @@ use crate::app::server_fns::{
     rename_passkey,
 };
 use crate::app::session::{has_role, use_me};
+use crate::app::when;
 use crate::model::{InviteCreatedView, Role};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -74,7 +75,7 @@ fn MyPasskeys() -> impl IntoView {
                                 let id = remove_id.clone();
                                 run(Box::pin(async move { remove_passkey(id).await.map_err(|e| e.message) }));
                             }>"Remove"</button>
-                            <small>{p.last_used_at.map_or_else(|| "never used".to_owned(), |t| format!("last used {}", t.format("%Y-%m-%d %H:%M")))}</small>
+                            <small>{p.last_used_at.map_or_else(|| "never used".to_owned(), |t| format!("last used {}", when::minutes(t)))}</small>
                         </li>
                     }
                 }).collect_view())}
@@ -137,7 +138,7 @@ fn ManageAdmins() -> impl IntoView {
             {move || invite.get().map(|i| view! {
                 <p class="notice" data-testid="invite-link">
                     "One-time link for " {i.email.clone()} " (" {i.role.label()} "), valid until "
-                    {i.expires_at.format("%Y-%m-%d %H:%M UTC").to_string()} ": "
+                    {format!("{} UTC", when::minutes(i.expires_at))} ": "
                     <code>{i.link.clone()}</code>
                 </p>
             })}

@@ -5,6 +5,7 @@
 
 use crate::app::server_fns::{audit_chain_state, audit_chart, query_audit};
 use crate::app::session::use_me;
+use crate::app::when;
 use crate::model::{AuditChart, AuditEventView, AuditPage, Role};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -46,7 +47,7 @@ fn export_url(filter: &Filter, format: &str) -> String {
             params.push(format!("{key}={}", encode(value.trim())));
         }
     }
-    let day = |text: &str| chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok();
+    let day = when::parse_day;
     if let Some(date) = day(&filter.since) {
         params.push(format!("since={}", encode(&format!("{date}T00:00:00Z"))));
     }
@@ -226,7 +227,7 @@ fn Trail() -> impl IntoView {
                                             view! {
                                                 <tr class=format!("severity-{}", e.severity)>
                                                     <td><button type="button" class="link" on:click=move |_| selected.set(Some(chosen.clone()))>{e.seq}</button></td>
-                                                    <td>{e.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string()}</td>
+                                                    <td>{when::seconds(e.occurred_at)}</td>
                                                     <td>{e.event.clone()}</td>
                                                     <td>{e.severity.clone()}</td>
                                                     <td>{e.actor.clone()}</td>

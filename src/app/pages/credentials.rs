@@ -11,6 +11,7 @@ use crate::app::server_fns::{
 };
 use crate::app::session::{has_role, signed_in, use_me};
 use crate::app::status::ReadinessCard;
+use crate::app::when;
 use crate::model::{CredentialState, RevealedCredentialView, Role};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
@@ -19,7 +20,7 @@ use leptos_router::hooks::use_params_map;
 use secrecy::ExposeSecret;
 
 fn date(t: Option<DateTime<Utc>>) -> String {
-    t.map_or_else(|| "—".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+    t.map_or_else(|| "—".to_owned(), |t| format!("{} UTC", when::minutes(t)))
 }
 
 /// A coloured state label.
@@ -289,7 +290,7 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
                                 let mine = g.admin_email == my_email();
                                 view! {
                                     <li>
-                                        <span>{format!("{} — “{}” — until {}", g.admin_email, g.reason, g.expires_at.format("%H:%M:%S UTC"))}</span>
+                                        <span>{format!("{} — “{}” — until {} UTC", g.admin_email, g.reason, when::clock(g.expires_at))}</span>
                                         {(mine && revealed.get_untracked().is_none()).then(|| view! {
                                             <button type="button" class="secondary" on:click=move |_| fetch_secret()>"Show"</button>
                                         })}

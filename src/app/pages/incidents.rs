@@ -5,13 +5,14 @@
 use crate::app::browser;
 use crate::app::server_fns::{acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_incidents};
 use crate::app::session::{has_role, use_me};
+use crate::app::when;
 use crate::model::{EmergencyResetReceipt, IncidentView, Role};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 fn date(t: Option<DateTime<Utc>>) -> String {
-    t.map_or_else(|| "—".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    t.map_or_else(|| "—".to_owned(), |t| format!("{} UTC", when::seconds(t)))
 }
 
 /// `/incidents`.
