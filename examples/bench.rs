@@ -487,28 +487,29 @@ async fn bench_kv(
         async move { expect_ok(request.await?).await }
     })
     .await?;
-    let mut console_write = timed_each(ops, |i| {
+    // The console's store and secret read of tenant `{prefix}{i}`, as the API's callers send them.
+    let store = |prefix: &'static str, i: usize| {
         let request = http
-            .put(format!("{}/api/v1/tenants/kv-{i}/smtp-credentials", console.base))
+            .put(format!("{}/api/v1/tenants/{prefix}{i}/smtp-credentials", console.base))
             .bearer_auth(&console.token)
             .json(&credential_body(i))
             .send();
         async move { expect_ok(request.await?).await }
-    })
-    .await?;
-    let mut bare_read = timed_each(ops, |i| {
-        let request = http.get(format!("{addr}/v1/secret/data/bare-{i}/admin")).header("X-Vault-Token", root).send();
-        async move { expect_ok(request.await?).await }
-    })
-    .await?;
-    let mut console_read = timed_each(ops, |i| {
+    };
+    let read = |i: usize| {
         let request = http
             .get(format!("{}/api/v1/tenants/kv-{i}/smtp-credentials/secret", console.base))
             .bearer_auth(&console.token)
             .send();
         async move { expect_ok(request.await?).await }
+    };
+    let mut console_write = timed_each(ops, |i| store("kv-", i)).await?;
+    let mut bare_read = timed_each(ops, |i| {
+        let request = http.get(format!("{addr}/v1/secret/data/bare-{i}/admin")).header("X-Vault-Token", root).send();
+        async move { expect_ok(request.await?).await }
     })
     .await?;
+    let mut console_read = timed_each(ops, read).await?;
     let (bw, cw, br, cr) =
         (latency(&mut bare_write), latency(&mut console_write), latency(&mut bare_read), latency(&mut console_read));
     for (name, bare, ours) in [("read", br, cr), ("write", bw, cw)] {
@@ -529,14 +530,7 @@ async fn bench_kv(
     let mut client = Vec::new();
     let profiled = clock
         .record(async {
-            client = timed_each(ops, |i| {
-                let request = http
-                    .get(format!("{}/api/v1/tenants/kv-{i}/smtp-credentials/secret", console.base))
-                    .bearer_auth(&console.token)
-                    .send();
-                async move { expect_ok(request.await?).await }
-            })
-            .await?;
+            client = timed_each(ops, read).await?;
             Ok(())
         })
         .await?;
@@ -562,15 +556,7 @@ async fn bench_kv(
     // The same for a store: new tenants, as in the write row.
     let profiled = clock
         .record(async {
-            client = timed_each(ops, |i| {
-                let request = http
-                    .put(format!("{}/api/v1/tenants/kv-profile-{i}/smtp-credentials", console.base))
-                    .bearer_auth(&console.token)
-                    .json(&credential_body(i))
-                    .send();
-                async move { expect_ok(request.await?).await }
-            })
-            .await?;
+            client = timed_each(ops, |i| store("kv-profile-", i)).await?;
             Ok(())
         })
         .await?;

@@ -429,56 +429,8 @@ async fn chain_page(db: &Db, from: i64, to: i64) -> Result<Vec<AuditEventRow>> {
     .bind(to)
     .fetch_one(db.pool())
     .await?;
-    type Columns = (
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-        String,
-        String,
-    );
-    let rows: Vec<Columns> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
-        .map_err(|e| Error::Internal(format!("audit page {from}..={to} did not read back: {e}")))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                seq,
-                occurred_at_ms,
-                event_type,
-                severity,
-                actor_kind,
-                actor_id,
-                tenant_id,
-                client_ip,
-                request_id,
-                details,
-                prev_hash,
-                hash,
-            )| {
-                AuditEventRow {
-                    seq,
-                    occurred_at_ms,
-                    event_type,
-                    severity,
-                    actor_kind,
-                    actor_id,
-                    tenant_id,
-                    client_ip,
-                    request_id,
-                    details,
-                    prev_hash,
-                    hash,
-                }
-            },
-        )
-        .collect())
+    serde_json::from_str(page.as_deref().unwrap_or("[]"))
+        .map_err(|e| Error::Internal(format!("audit page {from}..={to} did not read back: {e}")))
 }
 
 /// Recomputes every hash in order and checks each link, the numbering and the head row.

@@ -126,7 +126,7 @@ impl Core {
             });
             let event = NewEvent::info(EventType::CredentialStored, Some(tenant), details);
             audit::append(&mut tx, actor, client, event, now).await?;
-            let written = match self.write_credential_journaled(tenant, &document, previous).await {
+            let written = match self.vault()?.write_credential(tenant, &document, previous).await {
                 Err(Error::Conflict) if trust_db => {
                     // Rolled back now, not on drop: SQLite's write lock must be free for the retry.
                     tx.rollback().await?;
@@ -139,7 +139,11 @@ impl Core {
                 // Cannot happen with check-and-set; refuse rather than record a wrong version.
                 return Err(Error::Internal(format!("vault wrote version {written}, expected {version}")));
             }
-            if let Err(e) = tx.commit().await {
+            // The backup journal's record of the write (best effort, it never undoes one) goes
+            // out while the transaction commits: neither needs the other.
+            let (_, committed) =
+                futures_util::future::join(self.journal(tenant, "admin", version, &document), tx.commit()).await;
+            if let Err(e) = committed {
                 tracing::error!(tenant = %tenant, version, "vault holds a new version that the database could not record; the next reconcile will pick it up");
                 return Err(e.into());
             }

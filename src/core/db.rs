@@ -172,8 +172,9 @@ pub struct ServiceTokenRow {
     pub last_used_at_ms: Option<i64>,
 }
 
-/// A row of `audit_events`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A row of `audit_events`. It also reads from a JSON array of its fields in this order (the
+/// SQLite chain pages of [`crate::core::audit::verify`]).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct AuditEventRow {
     /// Position in the chain, from 1.
     pub seq: i64,

@@ -177,8 +177,10 @@ impl TestEnv {
         config.rotation_retry_ms = 10;
         customize(&mut config);
         smtp_vault::core::generate_keyring(&config).unwrap();
-        // vault-setup with the privileged token, as an operator would.
-        let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await.unwrap();
+        // vault-setup with the privileged token, as an operator would. On the test's clock: its
+        // audit event is the console's first, the baseline of the backup-age rule (on the real
+        // clock, that rule's test depended on the day it ran).
+        let admin = Core::connect(&config, Needs { vault: true, keyring: false }, clock.clone()).await.unwrap();
         let report = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await.unwrap();
         // The console itself: AppRole only.
         config.vault_token = None;
