@@ -14,7 +14,7 @@ use common::mail::{API_TOKEN, MailStandIn};
 use common::passkeys::TestAdmin;
 use common::{ManualClock, TestEnv, credential_body, wait_until};
 use secrecy::{ExposeSecret, SecretString};
-use smtp_vault::core::mail::{LoginCheck, MailServer, MailTarget, Mailu};
+use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::{Actor, ClientInfo, Error};
 use smtp_vault::model::{EmergencyResetRequest, Role, Scope, StoreCredentialRequest, TenantId, TenantSettingsInput};
 use std::time::Duration;
@@ -41,7 +41,7 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
     let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone())).unwrap();
     let email = "admin@acme.example";
     let password = "Initial-acme-Pass";
-    mailu.create_user(&target(&mail), &SecretString::from(password.to_owned())).await.unwrap();
+    mailu.create_user(&mail.target("admin@acme.example"), &SecretString::from(password.to_owned())).await.unwrap();
     let mut body = credential_body(password, API_TOKEN);
     body["username"] = email.into();
     body["smtp_host"] = "localhost".into();
@@ -59,17 +59,6 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
     };
     env.core.update_tenant_settings(&Actor::operator(), &ClientInfo::local(), &acme, settings).await.unwrap();
     Setup { env, mail, sink, mailu }
-}
-
-fn target(mail: &MailStandIn) -> MailTarget {
-    MailTarget {
-        username: "admin@acme.example".into(),
-        smtp_host: "localhost".into(),
-        smtp_port: mail.smtp_port,
-        api_url: mail.api_url.clone(),
-        api_token: SecretString::from(API_TOKEN.to_owned()),
-        tls_name: None,
-    }
 }
 
 fn acme() -> TenantId {
@@ -101,8 +90,16 @@ async fn count(s: &Setup, sql: &str) -> i64 {
 async fn assert_reset_left(s: &Setup, old: &SecretString, admin: &TestAdmin) {
     let new = current_password(s).await;
     assert_ne!(new.expose_secret(), old.expose_secret(), "a new password");
-    assert_eq!(s.mailu.check_login(&target(&s.mail), &new).await, LoginCheck::Accepted, "the new one logs in");
-    assert_eq!(s.mailu.check_login(&target(&s.mail), old).await, LoginCheck::Rejected, "the old one is refused");
+    assert_eq!(
+        s.mailu.check_login(&s.mail.target("admin@acme.example"), &new).await,
+        LoginCheck::Accepted,
+        "the new one logs in"
+    );
+    assert_eq!(
+        s.mailu.check_login(&s.mail.target("admin@acme.example"), old).await,
+        LoginCheck::Rejected,
+        "the old one is refused"
+    );
 
     assert!(s.env.core.list_grants(&admin.actor, Some(&acme())).await.unwrap().is_empty(), "no open window");
     let refused = s.env.core.reveal_credential(&admin.actor, &ClientInfo::local(), &acme()).await;

@@ -11,22 +11,11 @@ use common::alerts::AlertSink;
 use common::mail::{API_TOKEN, MailStandIn};
 use common::{TestEnv, bao_binary, credential_body};
 use secrecy::SecretString;
-use smtp_vault::core::mail::{LoginCheck, MailServer, MailTarget, Mailu};
+use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::vault::{Vault, VaultAuth, VaultSettings};
 use smtp_vault::core::{Actor, ClientInfo, Core, Error, Needs};
 use smtp_vault::model::{RecoverTenantRequest, Scope, StoreCredentialRequest, TenantId};
 use std::time::Duration;
-
-fn target(mail: &MailStandIn) -> MailTarget {
-    MailTarget {
-        username: "admin@acme.example".into(),
-        smtp_host: "localhost".into(),
-        smtp_port: mail.smtp_port,
-        api_url: mail.api_url.clone(),
-        api_token: SecretString::from(API_TOKEN.to_owned()),
-        tls_name: None,
-    }
-}
 
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -59,7 +48,10 @@ async fn setup() -> Setup {
     .await;
     let pems = [old.ca_pem.clone(), new.ca_pem.clone()].concat();
     let mailu = Mailu::new(Duration::from_secs(5), Some(pems)).unwrap();
-    mailu.create_user(&target(&old), &SecretString::from("Acme-Admin-Pass".to_owned())).await.unwrap();
+    mailu
+        .create_user(&old.target("admin@acme.example"), &SecretString::from("Acme-Admin-Pass".to_owned()))
+        .await
+        .unwrap();
     let mut body = credential_body("Acme-Admin-Pass", API_TOKEN);
     body["username"] = "admin@acme.example".into();
     body["smtp_host"] = "localhost".into();
@@ -74,7 +66,11 @@ async fn setup() -> Setup {
 async fn a_tenant_recovered_onto_a_second_server_logs_in_there_and_dns_is_told() {
     let s = setup().await;
     let password = SecretString::from("Acme-Admin-Pass".to_owned());
-    assert_eq!(s.mailu.check_login(&target(&s.new), &password).await, LoginCheck::Rejected, "not there yet");
+    assert_eq!(
+        s.mailu.check_login(&s.new.target("admin@acme.example"), &password).await,
+        LoginCheck::Rejected,
+        "not there yet"
+    );
 
     let request = RecoverTenantRequest::new("127.0.0.1", &s.new.api_url, None, Some(s.new.smtp_port)).unwrap();
     let reviewer = Actor::ServiceToken { token_id: "t".into(), name: "n".into(), scopes: vec![Scope::CredentialsRead] };
@@ -87,7 +83,7 @@ async fn a_tenant_recovered_onto_a_second_server_logs_in_there_and_dns_is_told()
     assert_eq!(done.new_address, "127.0.0.1");
     assert_eq!(done.dns_hook, "notified");
     assert_eq!(
-        s.mailu.check_login(&target(&s.new), &password).await,
+        s.mailu.check_login(&s.new.target("admin@acme.example"), &password).await,
         LoginCheck::Accepted,
         "logs in on the new server"
     );
@@ -113,13 +109,13 @@ async fn a_tenant_recovered_onto_a_second_server_logs_in_there_and_dns_is_told()
     assert!(details["old_address"].is_null());
     assert!(details["duration_ms"].as_u64().is_some());
     // The old server is untouched (it is gone in real life).
-    assert_eq!(s.mailu.check_login(&target(&s.old), &password).await, LoginCheck::Accepted);
+    assert_eq!(s.mailu.check_login(&s.old.target("admin@acme.example"), &password).await, LoginCheck::Accepted);
 
     // The rotation now works against the new server.
     let rotated = s.env.core.rotate_now(&Actor::operator(), &ClientInfo::local(), &acme()).await.unwrap();
     let fresh = s.env.core.read_credential_secret(&Actor::operator(), &ClientInfo::local(), &acme()).await.unwrap();
     assert!(rotated.version > done.version);
-    assert_eq!(s.mailu.check_login(&target(&s.new), &fresh.password).await, LoginCheck::Accepted);
+    assert_eq!(s.mailu.check_login(&s.new.target("admin@acme.example"), &fresh.password).await, LoginCheck::Accepted);
 }
 
 #[tokio::test]
@@ -148,7 +144,7 @@ async fn recovery_through_the_api_and_the_provisioning_hook() {
     let done: serde_json::Value = response.json().await.unwrap();
     assert_eq!(done["new_address"], "127.0.0.1");
     let password = SecretString::from("Acme-Admin-Pass".to_owned());
-    assert_eq!(s.mailu.check_login(&target(&s.new), &password).await, LoginCheck::Accepted);
+    assert_eq!(s.mailu.check_login(&s.new.target("admin@acme.example"), &password).await, LoginCheck::Accepted);
 
     // Again, now with a replacement the provisioning hook hands out (the user exists there).
     s.sink
@@ -258,7 +254,7 @@ async fn an_incident_responder_recovers_from_the_tenant_page_with_a_step_up() {
         .unwrap();
     assert_eq!(done.new_address, "127.0.0.1");
     let password = SecretString::from("Acme-Admin-Pass".to_owned());
-    assert_eq!(s.mailu.check_login(&target(&s.new), &password).await, LoginCheck::Accepted);
+    assert_eq!(s.mailu.check_login(&s.new.target("admin@acme.example"), &password).await, LoginCheck::Accepted);
     let replay = core.finish_recovery(&responder.actor, &responder.session, &client, &acme(), &assertion, None).await;
     assert!(matches!(replay, Err(Error::Unauthenticated)), "the step-up is single use");
 }

@@ -9,7 +9,7 @@ mod common;
 use common::mail::{API_TOKEN, MailStandIn};
 use common::{TestEnv, credential_body};
 use secrecy::{ExposeSecret, SecretString};
-use smtp_vault::core::mail::{LoginCheck, MailServer, MailTarget, Mailu};
+use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::rotation::{RotationResult, RotationStep};
 use smtp_vault::core::{Actor, ClientInfo, Core};
 use smtp_vault::model::{StoreCredentialRequest, TenantId};
@@ -39,7 +39,7 @@ async fn setup_with(tenants: &[&str], clock: Option<smtp_vault::core::clock::Sha
     for tenant in tenants {
         let email = format!("admin@{tenant}.example");
         let password = format!("Initial-{tenant}-Pass");
-        mailu.create_user(&target(&mail, &email), &SecretString::from(password.clone())).await.unwrap();
+        mailu.create_user(&mail.target(&email), &SecretString::from(password.clone())).await.unwrap();
         let mut body = credential_body(&password, API_TOKEN);
         body["username"] = email.into();
         body["smtp_host"] = "localhost".into();
@@ -54,17 +54,6 @@ async fn setup_with(tenants: &[&str], clock: Option<smtp_vault::core::clock::Sha
     Setup { env, mail, mailu }
 }
 
-fn target(mail: &MailStandIn, email: &str) -> MailTarget {
-    MailTarget {
-        username: email.to_owned(),
-        smtp_host: "localhost".into(),
-        smtp_port: mail.smtp_port,
-        api_url: mail.api_url.clone(),
-        api_token: SecretString::from(API_TOKEN.to_owned()),
-        tls_name: None,
-    }
-}
-
 fn system() -> Actor {
     Actor::System { job: "test" }
 }
@@ -73,7 +62,7 @@ fn system() -> Actor {
 async fn consumer_view(s: &Setup, core: &Core, tenant: &str) -> (String, LoginCheck) {
     let id = TenantId::parse(tenant).unwrap();
     let secret = core.read_credential_secret(&Actor::operator(), &ClientInfo::local(), &id).await.unwrap();
-    let check = s.mailu.check_login(&target(&s.mail, &secret.username), &secret.password).await;
+    let check = s.mailu.check_login(&s.mail.target(&secret.username), &secret.password).await;
     (secret.password.expose_secret().to_owned(), check)
 }
 
@@ -93,7 +82,7 @@ async fn a_rotation_changes_the_password_on_the_server_and_in_vault() {
     let (after, check) = consumer_view(&s, &s.env.core, "acme").await;
     assert_eq!(check, LoginCheck::Accepted);
     assert_ne!(before, after);
-    let old = s.mailu.check_login(&target(&s.mail, "admin@acme.example"), &SecretString::from(before)).await;
+    let old = s.mailu.check_login(&s.mail.target("admin@acme.example"), &SecretString::from(before)).await;
     assert_eq!(old, LoginCheck::Rejected, "the old password no longer works");
     assert!(!pending_exists(&s, "acme").await);
     let meta = s.env.core.credential_metadata(&Actor::operator(), &acme).await.unwrap();
@@ -179,7 +168,7 @@ async fn mailu_faults_are_retried_a_bounded_number_of_times_then_need_reconcile_
         s.mail.fault("", 0).await;
         // The server never got a password Vault does not have: the current one still works.
         let still =
-            s.mailu.check_login(&target(&s.mail, "admin@acme.example"), &SecretString::from(before.clone())).await;
+            s.mailu.check_login(&s.mail.target("admin@acme.example"), &SecretString::from(before.clone())).await;
         assert_eq!(still, LoginCheck::Accepted, "{mode}");
         let meta = s.env.core.credential_metadata(&Actor::operator(), &acme).await.unwrap();
         assert_eq!(meta.state.as_str(), "needs_reconcile");
@@ -242,7 +231,7 @@ async fn a_consumer_that_re_reads_once_never_fails_during_100_rotations() {
                 };
                 while !stop.load(Ordering::SeqCst) {
                     let (user, password) = read().await;
-                    let t = target(&s.mail, &user);
+                    let t = s.mail.target(&user);
                     if s.mailu.check_login(&t, &password).await != LoginCheck::Accepted {
                         let (_, again) = read().await;
                         if s.mailu.check_login(&t, &again).await != LoginCheck::Accepted {
@@ -442,7 +431,7 @@ async fn two_consoles_firing_at_once_run_the_cycle_once_and_the_heartbeat_spots_
 
     // Someone changes globex's password on the mail server behind the console's back.
     s.mailu
-        .set_password(&target(&s.mail, "admin@globex.example"), &SecretString::from("Changed-By-Hand-1".to_owned()))
+        .set_password(&s.mail.target("admin@globex.example"), &SecretString::from("Changed-By-Hand-1".to_owned()))
         .await
         .unwrap();
     let drifted = s.env.core.heartbeat().await.unwrap();
@@ -528,7 +517,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
     let revealed = core.reveal_credential(&admin.actor, &local, &acme).await.unwrap();
     clock.advance(chrono::Duration::minutes(16));
     assert_eq!(core.record_expired_grants().await.unwrap(), 1);
-    let old = s.mailu.check_login(&target(&s.mail, "admin@acme.example"), &revealed.password).await;
+    let old = s.mailu.check_login(&s.mail.target("admin@acme.example"), &revealed.password).await;
     assert_eq!(old, LoginCheck::Rejected, "the revealed password no longer works");
     let (_, check) = consumer_view(&s, core, "acme").await;
     assert_eq!(check, LoginCheck::Accepted);

@@ -12,7 +12,7 @@ use common::mail::{API_TOKEN, MailStandIn};
 use common::{TestDb, bao_binary, credential_body, vault_call, wait_until};
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::config::Config;
-use smtp_vault::core::mail::{LoginCheck, MailServer, MailTarget, Mailu};
+use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::rotation::RotationResult;
 use smtp_vault::core::vault::RoleSettings;
 use smtp_vault::core::{Actor, ClientInfo, Core, Needs};
@@ -233,7 +233,7 @@ async fn setup(cluster: &RaftCluster, count: usize) -> Setup {
         let name = format!("t{i:02}");
         let email = format!("admin@{name}.example");
         let password = format!("Initial-{name}-Pass");
-        mailu.create_user(&target(&mail, &email), &SecretString::from(password.clone())).await.unwrap();
+        mailu.create_user(&mail.target(&email), &SecretString::from(password.clone())).await.unwrap();
         let mut body = credential_body(&password, API_TOKEN);
         body["username"] = email.clone().into();
         body["smtp_host"] = "localhost".into();
@@ -291,7 +291,7 @@ async fn assert_batch_lost_nothing(
         let stored = reader.read_credential_secret(&Actor::operator(), &ClientInfo::local(), tenant).await.unwrap();
         assert_ne!(stored.password.expose_secret(), old.expose_secret(), "{tenant} rotated");
         let login = |password: SecretString| {
-            let target = target(&s.mail, email);
+            let target = s.mail.target(email);
             async move { s.mailu.check_login(&target, &password).await }
         };
         assert_eq!(login(stored.password.clone()).await, LoginCheck::Accepted, "{tenant}: the stored password logs in");
@@ -310,17 +310,6 @@ async fn assert_batch_lost_nothing(
     assert_eq!(count_rotated(&s.core).await, s.tenants.len() as i64, "one credential_rotated per tenant");
     let chain = s.core.verify_audit_chain().await.unwrap();
     assert!(chain.first_broken.is_none(), "the audit chain verifies: {:?}", chain.first_broken);
-}
-
-fn target(mail: &MailStandIn, email: &str) -> MailTarget {
-    MailTarget {
-        username: email.to_owned(),
-        smtp_host: "localhost".into(),
-        smtp_port: mail.smtp_port,
-        api_url: mail.api_url.clone(),
-        api_token: SecretString::from(API_TOKEN.to_owned()),
-        tls_name: None,
-    }
 }
 
 async fn count_rotated(core: &Core) -> i64 {

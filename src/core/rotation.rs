@@ -507,11 +507,8 @@ impl Core {
         tenant: &TenantId,
         pending: &PendingDocument,
     ) -> Result<()> {
-        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(self.db.pool())
-            .await?;
-        if state.is_none_or(|(s,)| s == "rotating" || s == "needs_reconcile") {
+        let state = self.rotation_state(tenant).await?;
+        if state.is_none_or(|s| s == "rotating" || s == "needs_reconcile") {
             return Ok(());
         }
         let now = self.now();

@@ -23,6 +23,18 @@ fn script() -> PathBuf {
 }
 
 impl MailStandIn {
+    /// Where the console reaches `username`'s account on this stand-in.
+    pub fn target(&self, username: &str) -> smtp_vault::core::mail::MailTarget {
+        smtp_vault::core::mail::MailTarget {
+            username: username.to_owned(),
+            smtp_host: "localhost".into(),
+            smtp_port: self.smtp_port,
+            api_url: self.api_url.clone(),
+            api_token: secrecy::SecretString::from(API_TOKEN.to_owned()),
+            tls_name: None,
+        }
+    }
+
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(script())
