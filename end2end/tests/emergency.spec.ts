@@ -52,6 +52,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
 
   // The tenant's contact for notices, set in its settings.
   await page.goto('/tenants/initech');
+  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
   await expect(page.getByTestId('metadata')).toContainText('admin@initech.example');
   await page.getByLabel('Contact email for notices').fill(CONTACT);
   await page.getByRole('button', { name: 'Save settings' }).click();

@@ -405,12 +405,16 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
     let (days, why) = (RwSignal::new("7".to_owned()), RwSignal::new(String::new()));
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<String>);
+    // The form appears only once the stored values are in its fields: otherwise whatever a
+    // person typed before the load finished would be overwritten by them, and saved blank.
+    let loaded = RwSignal::new(false);
     Effect::new(move |_| {
         if let Some(Ok(s)) = settings.get() {
             period.set(s.rotation_period_days.to_string());
             contact.set(s.contact_email.clone().unwrap_or_default());
             url.set(s.mailu_api_url.clone());
             after.set(s.rotate_after_reveal);
+            loaded.set(true);
         }
     });
     let save = move |ev: leptos::ev::SubmitEvent| {
@@ -443,7 +447,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         });
     };
     view! {
-        {move || has_role(me, Role::PlatformAdmin).then(|| view! {
+        {move || (has_role(me, Role::PlatformAdmin) && loaded.get()).then(|| view! {
             <section class="card" aria-labelledby="settings-title">
                 <h2 id="settings-title">"Settings"</h2>
                 <form on:submit=save data-testid="settings">
