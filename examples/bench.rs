@@ -417,6 +417,32 @@ where
     Ok(samples)
 }
 
+/// Times `n` calls of each side, interleaved (the order within a pair alternating), so that the
+/// machine's drift between two blocks of calls — this kind of machine has CPU steal that comes
+/// and goes — lands on both sides alike instead of on whichever ran in the worse minute.
+async fn timed_pairs<A, AF, B, BF>(n: usize, mut bare: A, mut ours: B) -> Fallible<(Vec<Duration>, Vec<Duration>)>
+where
+    A: FnMut(usize) -> AF,
+    AF: std::future::Future<Output = Fallible<()>>,
+    B: FnMut(usize) -> BF,
+    BF: std::future::Future<Output = Fallible<()>>,
+{
+    let (mut first, mut second) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let started = Instant::now();
+            if side == 0 {
+                bare(i).await?;
+                first.push(started.elapsed());
+            } else {
+                ours(i).await?;
+                second.push(started.elapsed());
+            }
+        }
+    }
+    Ok((first, second))
+}
+
 async fn expect_ok(response: reqwest::Response) -> Fallible<()> {
     let status = response.status();
     if status.is_success() {
@@ -478,15 +504,14 @@ async fn bench_kv(
         )
         .await?;
     }
-    let mut bare_write = timed_each(ops, |i| {
+    let bare_write = |i: usize| {
         let request = http
             .post(format!("{addr}/v1/secret/data/bare-{i}/admin"))
             .header("X-Vault-Token", root)
             .json(&doc(i))
             .send();
         async move { expect_ok(request.await?).await }
-    })
-    .await?;
+    };
     // The console's store and secret read of tenant `{prefix}{i}`, as the API's callers send them.
     let store = |prefix: &'static str, i: usize| {
         let request = http
@@ -503,13 +528,12 @@ async fn bench_kv(
             .send();
         async move { expect_ok(request.await?).await }
     };
-    let mut console_write = timed_each(ops, |i| store("kv-", i)).await?;
-    let mut bare_read = timed_each(ops, |i| {
+    let bare_read = |i: usize| {
         let request = http.get(format!("{addr}/v1/secret/data/bare-{i}/admin")).header("X-Vault-Token", root).send();
         async move { expect_ok(request.await?).await }
-    })
-    .await?;
-    let mut console_read = timed_each(ops, read).await?;
+    };
+    let (mut bare_write, mut console_write) = timed_pairs(ops, bare_write, |i| store("kv-", i)).await?;
+    let (mut bare_read, mut console_read) = timed_pairs(ops, bare_read, read).await?;
     let (bw, cw, br, cr) =
         (latency(&mut bare_write), latency(&mut console_write), latency(&mut bare_read), latency(&mut console_read));
     for (name, bare, ours) in [("read", br, cr), ("write", bw, cw)] {

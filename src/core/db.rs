@@ -25,6 +25,9 @@ pub struct Db {
     backend: Backend,
 }
 
+/// How long a pooled connection may sit unused before it is pinged on its way out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -56,7 +59,21 @@ impl Db {
         };
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(15));
+            .acquire_timeout(Duration::from_secs(15))
+            // sqlx pings every connection it hands out: one more round trip before each
+            // transaction or query, a fifth of an audited read's database time. A connection used
+            // within the last second is as good as the query it just ran; an older one may have
+            // been cut (a database restart or failover, a proxy's idle timeout) and is pinged,
+            // and replaced when the ping fails, so no caller gets a dead one after a quiet spell.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < IDLE_BEFORE_PING {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            });
         let options = if backend == Backend::Sqlite {
             options.after_connect(|conn, _| {
                 Box::pin(async move {

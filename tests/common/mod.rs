@@ -135,6 +135,21 @@ impl TestDb {
     pub fn is_postgres(&self) -> bool {
         self.admin_url.is_some()
     }
+
+    /// Cuts every session of this PostgreSQL database from the server side, as a restart or a
+    /// failover would; returns how many there were.
+    pub async fn cut_connections(&self) -> usize {
+        let admin_url = self.admin_url.as_deref().expect("only PostgreSQL connections can be cut");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin_url).await.unwrap();
+        let cut: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        cut.len()
+    }
 }
 
 /// Everything a test needs, torn down on drop.
