@@ -207,8 +207,8 @@ impl Core {
     ) -> Result<CredentialSecretView> {
         let now = self.now();
         require_scope(actor, Scope::CredentialsReadSecret)?;
-        let (stored, state) = self.read_to_hand_out(tenant).await?;
-        let password = self.password_to_hand_out(actor, client, tenant, &stored, state.as_deref(), now).await?;
+        let (mut stored, state) = self.read_to_hand_out(tenant).await?;
+        let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state.as_deref(), now).await?;
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
         audit::record(&self.db, actor, client, event, now).await?;
@@ -229,7 +229,7 @@ impl Core {
         actor: &Actor,
         client: &ClientInfo,
         tenant: &TenantId,
-        stored: &crate::core::vault::VersionedDocument,
+        stored: &mut crate::core::vault::VersionedDocument,
         state: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<secrecy::SecretString> {

@@ -186,9 +186,11 @@ impl Core {
         let mut drifted = Vec::new();
         for (tenant_id,) in rows {
             let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
-            let Some(stored) = self.vault()?.read_credential(&tenant).await? else { continue };
-            let state = self.rotation_state(&tenant).await?;
-            let password = self.effective_password(&tenant, &stored, state.as_deref()).await?;
+            let (mut stored, state) = match self.read_to_hand_out(&tenant).await {
+                Err(Error::NotFound(_)) => continue,
+                read => read?,
+            };
+            let password = self.effective_password(&tenant, &mut stored, state.as_deref()).await?;
             let target = self.mail_target(&tenant, &stored.document)?;
             let check = self.mail()?.check_login(&target, &password).await;
             let now = self.now();

@@ -182,10 +182,12 @@ impl Core {
     /// password the server accepts).
     // A debug span (off at the default `info`): the benchmark times the request's parts by it.
     #[tracing::instrument(level = "debug", skip_all)]
+    ///
+    /// `stored` is replaced by a newer document when the rotation finished during the call.
     pub(crate) async fn effective_password(
         &self,
         tenant: &TenantId,
-        stored: &VersionedDocument,
+        stored: &mut VersionedDocument,
         state: Option<&str>,
     ) -> Result<SecretString> {
         let keyring = self.keyring()?;
@@ -194,11 +196,23 @@ impl Core {
         // gave-up rotation stays `needs_reconcile`), so other tenants skip the pending read.
         // `state` may have been read before or after `stored`: read before, an `active` state
         // means the server still took `stored`'s password then, or `stored` is already the
-        // promoted one; either way the answer was right at some moment of the call.
+        // promoted one, so the answer was right at some moment of the call; read after a
+        // rotation recorded its end, `read_to_hand_out` has re-read the older `stored`.
         if state.is_some_and(|s| s != "rotating" && s != "needs_reconcile") {
             return Ok(current);
         }
-        let Some((pending, _)) = self.vault()?.read_pending(tenant).await? else {
+        let vault = self.vault()?;
+        let Some((pending, _)) = vault.read_pending(tenant).await? else {
+            // The tenant is marked `rotating` only after its pending record exists, and the
+            // record is dropped only after its password was promoted: with none left, the
+            // rotation finished during this call and `stored` may predate the promotion, while
+            // the mail server already takes the new password.
+            if let Some(fresh) = vault.read_credential(tenant).await?
+                && fresh.version > stored.version
+            {
+                *stored = fresh;
+                return Ok(keyring.open(&stored.document.password, tenant, SecretField::Password)?);
+            }
             return Ok(current);
         };
         let new = keyring.open(&pending.password, tenant, SecretField::Password)?;
@@ -221,23 +235,38 @@ impl Core {
     /// # Errors
     /// Database errors.
     pub(crate) async fn rotation_state(&self, tenant: &TenantId) -> Result<Option<String>> {
-        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1")
+        Ok(self.rotation_record(tenant).await?.map(|(state, _)| state))
+    }
+
+    /// A tenant's rotation state and the KV version the database last recorded for it.
+    async fn rotation_record(&self, tenant: &TenantId) -> Result<Option<(String, u64)>> {
+        let record: Option<(String, i64)> = sqlx::query_as("SELECT state, version FROM tenants WHERE tenant_id = $1")
             .bind(tenant.as_str())
             .fetch_optional(self.db.pool())
             .await?;
-        Ok(state.map(|(s,)| s))
+        Ok(record.map(|(state, version)| (state, u64::try_from(version).unwrap_or_default())))
     }
 
     /// A tenant's current document and rotation state, read at once (the two round trips
-    /// overlap; [`Core::effective_password`] does not depend on their order).
+    /// overlap).
     ///
     /// # Errors
     /// [`Error::NotFound`] without a stored credential; Vault and database errors.
     pub(crate) async fn read_to_hand_out(&self, tenant: &TenantId) -> Result<(VersionedDocument, Option<String>)> {
         let vault = self.vault()?;
-        let (stored, state) =
-            futures_util::future::try_join(vault.read_credential(tenant), self.rotation_state(tenant)).await?;
-        Ok((stored.ok_or(Error::NotFound("credential"))?, state))
+        let (stored, record) =
+            futures_util::future::try_join(vault.read_credential(tenant), self.rotation_record(tenant)).await?;
+        let mut stored = stored.ok_or(Error::NotFound("credential"))?;
+        // Vault may have answered before a rotation promoted its password and the database
+        // after it recorded the result (`active` with the new version): the document read is
+        // then older than the password the mail server takes. Read it again; it is now at
+        // least the recorded version.
+        if let Some((_, recorded)) = &record
+            && *recorded > stored.version
+        {
+            stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        }
+        Ok((stored, record.map(|(state, _)| state)))
     }
 
     /// Rotates one tenant's password now (or resumes its interrupted rotation).

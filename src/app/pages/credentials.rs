@@ -408,14 +408,18 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
     // The form appears only once the stored values are in its fields: otherwise whatever a
     // person typed before the load finished would be overwritten by them, and saved blank.
     let loaded = RwSignal::new(false);
-    Effect::new(move |_| {
-        if let Some(Ok(s)) = settings.get() {
+    let load_error = RwSignal::new(None::<String>);
+    Effect::new(move |_| match settings.get() {
+        Some(Ok(s)) => {
             period.set(s.rotation_period_days.to_string());
             contact.set(s.contact_email.clone().unwrap_or_default());
             url.set(s.mailu_api_url.clone());
             after.set(s.rotate_after_reveal);
+            load_error.set(None);
             loaded.set(true);
         }
+        Some(Err(e)) => load_error.set(Some(e.message)),
+        None => {}
     });
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -447,6 +451,10 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         });
     };
     view! {
+        // A load that failed says so, instead of leaving the panel out without a word.
+        {move || load_error.get().filter(|_| has_role(me, Role::PlatformAdmin)).map(|m| view! {
+            <p class="error" role="alert">"Settings could not be loaded: " {m}</p>
+        })}
         {move || (has_role(me, Role::PlatformAdmin) && loaded.get()).then(|| view! {
             <section class="card" aria-labelledby="settings-title">
                 <h2 id="settings-title">"Settings"</h2>
