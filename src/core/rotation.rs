@@ -180,10 +180,10 @@ impl Core {
     /// The password a consumer should use now: the current one, or the pending one once the mail
     /// server has it (zero downtime: a consumer that fails a login and reads again gets the
     /// password the server accepts).
-    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
-    #[tracing::instrument(level = "debug", skip_all)]
     ///
     /// `stored` is replaced by a newer document when the rotation finished during the call.
+    // A debug span (off at the default `info`): the benchmark times the request's parts by it.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn effective_password(
         &self,
         tenant: &TenantId,
