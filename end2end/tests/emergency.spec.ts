@@ -6,7 +6,7 @@
 // admin acknowledges it.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { test, expect, type Page } from '@playwright/test';
-import { addAuthenticator, callServerFn, enroll, invite } from './helpers';
+import { addAuthenticator, callServerFn, enroll, hydrated, invite } from './helpers';
 
 const BIN = process.env.SMTP_VAULT_BIN ?? '../target/debug/smtp-vault';
 const SINK = process.env.SMTP_VAULT_SINK_URL ?? '';
@@ -52,7 +52,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
 
   // The tenant's contact for notices, set in its settings.
   await page.goto('/tenants/initech');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await expect(page.getByTestId('metadata')).toContainText('admin@initech.example');
   await page.getByLabel('Contact email for notices').fill(CONTACT);
   await page.getByRole('button', { name: 'Save settings' }).click();
@@ -68,7 +68,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
 
   // The reset: tenant, incident id, reason, passkey.
   await page.goto('/incidents');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await page.getByLabel('Tenant', { exact: true }).fill('initech');
   await page.getByLabel('Incident id').fill(incidentId);
   await page.getByLabel('Reason (sent to security, never to the tenant)').fill('password pasted into a public ticket');

@@ -24,10 +24,32 @@ export async function addAuthenticator(page: Page) {
   return { cdp, authenticatorId };
 }
 
+/** What the browser reported on this page: uncaught errors and console errors. */
+async function browserErrors(page: Page): Promise<string> {
+  const lines = [
+    ...(await page.pageErrors()).map((e) => `uncaught: ${e.message}`),
+    ...(await page.consoleMessages()).filter((m) => m.type() === 'error').map((m) => `console: ${m.text()}`),
+  ];
+  return lines.length ? lines.join('\n') : '(nothing)';
+}
+
+/**
+ * Waits until the page has hydrated. A bundle that cannot hydrate (a broken wasm-opt, a panic
+ * in the app) fails here with the browser's own errors, not with a click that did nothing.
+ */
+export async function hydrated(page: Page) {
+  try {
+    await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  } catch (e) {
+    throw new Error(`the page did not hydrate; the browser reported:\n${await browserErrors(page)}`, { cause: e });
+  }
+  expect((await page.pageErrors()).map((e) => e.message), 'uncaught errors while hydrating').toEqual([]);
+}
+
 /** Opens an invite link and enrolls a passkey; ends signed in on the tenant list. */
 export async function enroll(page: Page, link: string, name: string) {
   await page.goto(new URL(link).pathname);
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await page.getByLabel('Your name').fill(name);
   await page.getByRole('button', { name: 'Create passkey' }).click();
   await expect(page.getByTestId('account')).toBeVisible();

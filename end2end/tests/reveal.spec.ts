@@ -2,7 +2,7 @@
 // the window closes and the password hides (and the server refuses) → revoke; a reviewer sees
 // no reveal control and a direct server-function call is refused.
 import { test, expect } from '@playwright/test';
-import { addAuthenticator, callServerFn, enroll, invite } from './helpers';
+import { addAuthenticator, callServerFn, enroll, hydrated, invite } from './helpers';
 
 test.describe.configure({ mode: 'serial' });
 
@@ -22,7 +22,7 @@ test('a platform admin enrolls, signs in, reveals, copies, watches the window cl
   // Sign out, then sign in with the passkey just enrolled.
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page).toHaveURL(/\/login$/);
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await page.getByLabel('Email').fill(email);
   await page.getByRole('button', { name: 'Sign in with passkey' }).click();
   await expect(page.getByTestId('account')).toContainText(email);

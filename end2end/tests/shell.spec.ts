@@ -1,5 +1,6 @@
 // The shell: every area renders on the server, the page hydrates, a server function answers.
 import { test, expect } from '@playwright/test';
+import { hydrated } from './helpers';
 
 const areas = [
   { link: 'Credentials', path: '/', heading: 'Credentials' },
@@ -23,7 +24,7 @@ test('the page hydrates and the navigation reaches every area', async ({ page })
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto('/');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await expect(page.getByTestId('hydration')).toHaveText('interactive');
   for (const area of areas) {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: area.link }).click();
@@ -35,7 +36,7 @@ test('the page hydrates and the navigation reaches every area', async ({ page })
 
 test('a server function answers a click after hydration', async ({ page }) => {
   await page.goto('/');
-  await expect(page.getByTestId('hydration')).toHaveAttribute('data-hydrated', 'true');
+  await hydrated(page);
   await expect(page.getByTestId('readiness')).toContainText('active');
   const answered = page.waitForResponse((r) => r.url().includes('/_app/') && r.status() === 200);
   await page.getByTestId('recheck').click();
