@@ -353,6 +353,9 @@ async fn start_console(dir: &Path, vault_addr: &str, root: &str, ca: Option<Path
     config.backup_target = format!("file://{}", dir.join("backups").display());
     config.smtp_ca_file = ca;
     config.rotation_retry_ms = 50;
+    // The stand-in answers on loopback over plain http.
+    config.outbound_allow_plaintext = true;
+    config.outbound_allow_networks = vec!["127.0.0.0/8".into()];
     let port = free_port();
     config.site_addr = format!("127.0.0.1:{port}");
     config.public_url = format!("http://localhost:{port}");
@@ -686,8 +689,11 @@ async fn bench_rotation(
         None => (String::new(), None),
     };
     // Where a rotation's time goes: its mail-server steps, timed alone against the same stand-in.
-    let mail_server =
-        smtp_vault::core::mail::Mailu::new(Duration::from_secs(10), Some(std::fs::read(&mail.env["CA_FILE"])?))?;
+    let mail_server = smtp_vault::core::mail::Mailu::new(
+        Duration::from_secs(10),
+        Some(std::fs::read(&mail.env["CA_FILE"])?),
+        smtp_vault::core::outbound::OutboundPolicy::new(true, &["127.0.0.0/8".into()])?,
+    )?;
     let make_target = || smtp_vault::core::mail::MailTarget {
         username: "admin@profile.example".into(),
         smtp_host: "localhost".into(),

@@ -47,6 +47,8 @@ rm -rf data/mail-standin
 # shellcheck disable=SC1091
 source data/mail-standin/standin.env
 export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE
+# The stand-in answers over plain http on loopback; production keeps the outbound policy strict.
+export SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT=true SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8,::1/128
 
 say "starting the alert sinks (SMTP + Slack webhook stand-in)"
 target/debug/alert-sink >data/alert-sink.out 2>data/alert-sink.err &

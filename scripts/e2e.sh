@@ -44,6 +44,8 @@ sink_http=$(sed -n 's/^http_port=//p' "$work/sink.out")
 [ -n "$sink_http" ] || die "alert-sink did not start"
 export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE SMTP_VAULT_ALERT_SMTP_URL="smtp://127.0.0.1:$sink_smtp?tls=none"
 export SMTP_VAULT_ALERT_EMAIL_TO=security@example.com SMTP_VAULT_SLACK_WEBHOOK_URL="http://127.0.0.1:$sink_http/slack"
+# The stand-in and the sinks answer over plain http/SMTP on loopback.
+export SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT=true SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8,::1/128
 export SMTP_VAULT_ALERT_RETRY_MS=200 SMTP_VAULT_BACKUP_TARGET="file://$work/backups" SMTP_VAULT_BACKUP_KEY="$work/backup.key"
 console_port=$(free_port)
 # WebAuthn needs a domain origin (localhost, not 127.0.0.1) with the exact port; the reveal

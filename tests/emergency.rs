@@ -38,7 +38,7 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
         sink.configure(c);
     })
     .await;
-    let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone())).unwrap();
+    let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone()), common::lab_policy()).unwrap();
     let email = "admin@acme.example";
     let password = "Initial-acme-Pass";
     mailu.create_user(&mail.target("admin@acme.example"), &SecretString::from(password.to_owned())).await.unwrap();

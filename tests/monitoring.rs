@@ -26,7 +26,7 @@ fn tenant(id: &str) -> TenantId {
 }
 
 fn from(ip: &str) -> ClientInfo {
-    ClientInfo { ip: Some(ip.parse::<IpAddr>().unwrap()), request_id: None }
+    ClientInfo { ip: Some(ip.parse::<IpAddr>().unwrap()), ..ClientInfo::default() }
 }
 
 /// Alerts raised since the last call: (kind, dedupe key), in order.
@@ -102,14 +102,14 @@ async fn a_scripted_day_fires_exactly_the_expected_alerts_and_each_reaches_both_
     login(&core, "alice@example.com", &mut alice.authenticator, &from("10.0.0.2")).await;
     assert_eq!(ledger.after_rules(&core).await, ["login_new_ip"]);
 
-    // A second passkey: adding it is routine, its first login is news (from a known address).
+    // A second passkey: adding it (after a step-up) tells security and its owner at once, its
+    // first login is news (from a known address).
+    alice.step_up(&core).await;
     let options = core.begin_add_passkey(&alice.actor, &alice.session).await.unwrap();
     let mut second_key = SoftPasskey::new(true);
     let credential = register(&mut second_key, &options);
-    core.finish_add_passkey(&alice.actor, &alice.session, &ClientInfo::local(), &credential, "backup key")
-        .await
-        .unwrap();
-    assert_eq!(ledger.after_rules(&core).await, Vec::<String>::new());
+    core.finish_add_passkey(&alice.actor, &alice.session, &alice.client(), &credential, "backup key").await.unwrap();
+    assert_eq!(ledger.after_rules(&core).await, ["passkey_added", "passkey_added"]);
     login(&core, "alice@example.com", &mut second_key, &from("10.0.0.1")).await;
     assert_eq!(ledger.after_rules(&core).await, ["login_new_passkey"]);
 
@@ -139,25 +139,25 @@ async fn a_scripted_day_fires_exactly_the_expected_alerts_and_each_reaches_both_
 
     // Reveal bursts: alice reads one password four times; bob reads three tenants once each.
     for _ in 0..3 {
-        core.reveal_credential(&alice.actor, &local, &tenant("acme")).await.unwrap();
+        core.reveal_credential(&alice.actor, &alice.client(), &tenant("acme")).await.unwrap();
     }
     assert_eq!(ledger.after_rules(&core).await, Vec::<String>::new());
-    core.reveal_credential(&alice.actor, &local, &tenant("acme")).await.unwrap();
-    core.reveal_credential(&alice.actor, &local, &tenant("acme")).await.unwrap();
+    core.reveal_credential(&alice.actor, &alice.client(), &tenant("acme")).await.unwrap();
+    core.reveal_credential(&alice.actor, &alice.client(), &tenant("acme")).await.unwrap();
     assert_eq!(ledger.after_rules(&core).await, ["reveal_burst"], "one alert per burst");
     for id in ["globex", "initech"] {
         open_window(&core, &mut bob, id).await;
-        core.reveal_credential(&bob.actor, &local, &tenant(id)).await.unwrap();
+        core.reveal_credential(&bob.actor, &bob.client(), &tenant(id)).await.unwrap();
     }
     assert_eq!(ledger.after_rules(&core).await, Vec::<String>::new());
     open_window(&core, &mut bob, "umbrella").await;
-    core.reveal_credential(&bob.actor, &local, &tenant("umbrella")).await.unwrap();
+    core.reveal_credential(&bob.actor, &bob.client(), &tenant("umbrella")).await.unwrap();
     assert_eq!(ledger.after_rules(&core).await, ["reveal_burst"], "more than two tenants");
 
     // 20:00: outside the allowed hours (and no burst: the window has moved on).
     clock.advance(chrono::Duration::hours(10));
     open_window(&core, &mut alice, "globex").await;
-    core.reveal_credential(&alice.actor, &local, &tenant("globex")).await.unwrap();
+    core.reveal_credential(&alice.actor, &alice.client(), &tenant("globex")).await.unwrap();
     assert_eq!(ledger.after_rules(&core).await, ["reveal_outside_hours"]);
     // Every event was judged once: another pass finds nothing new.
     assert_eq!(core.evaluate_rules().await.unwrap().events, 0);
@@ -203,11 +203,23 @@ async fn a_scripted_day_fires_exactly_the_expected_alerts_and_each_reaches_both_
     assert_eq!(report.dead, 0);
     let alerts = core.list_alerts(&Actor::operator(), 100).await.unwrap();
     let kinds: BTreeSet<&str> = alerts.iter().map(|a| a.kind.as_str()).collect();
-    let expected: BTreeSet<&str> = smtp_vault::core::monitor::RULES.iter().map(|r| r.kind).collect();
+    // Every rule, and the passkey added at source (to security, and a letter to its owner).
+    let mut expected: BTreeSet<&str> = smtp_vault::core::monitor::RULES.iter().map(|r| r.kind).collect();
+    expected.insert("passkey_added");
     assert_eq!(kinds, expected, "the script exercised every rule");
-    assert_eq!(alerts.len(), 12);
+    assert_eq!(alerts.len(), 14);
     let messages = sink.messages().await;
-    for alert in &alerts {
+    let owner: Vec<_> = alerts.iter().filter(|a| a.audience == "admin").collect();
+    assert_eq!(owner.len(), 1);
+    let letters: Vec<_> = messages["emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["message_id"].as_str().unwrap_or_default().contains(&owner[0].alert_id))
+        .collect();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0]["to"].to_string().contains("alice@example.com"), "{letters:?}");
+    for alert in alerts.iter().filter(|a| a.audience == "security") {
         let emails: Vec<_> = messages["emails"]
             .as_array()
             .unwrap()
@@ -260,7 +272,7 @@ async fn metrics_count_requests_reveals_and_rotations_and_report_health_behind_a
     core.store_credential(&Actor::operator(), &ClientInfo::local(), &tenant("acme"), request).await.unwrap();
     let mut admin = TestAdmin::enroll(core, "alice@example.com", Role::PlatformAdmin).await;
     open_window(core, &mut admin, "acme").await;
-    core.reveal_credential(&admin.actor, &ClientInfo::local(), &tenant("acme")).await.unwrap();
+    core.reveal_credential(&admin.actor, &admin.client(), &tenant("acme")).await.unwrap();
     // mail.acme.example does not resolve: the rotation gives up and says so.
     let outcome =
         core.rotate_credential(&Actor::operator(), &ClientInfo::local(), &tenant("acme"), "manual").await.unwrap();

@@ -107,6 +107,25 @@ async fn run_journey_and_check(capture: &Capture) {
     let (status, revealed) = server_fn(&browser, &base, "reveal_credential", &[("tenant_id", "acme")]).await;
     assert_eq!(status, 200);
     assert!(revealed.contains(password), "the reveal really happened");
+    // An invite link: its page is requested (the request line is logged) and its enrollment
+    // begun; a log reader must not be able to redeem it.
+    let invite = env
+        .core
+        .create_invite(
+            &smtp_vault::core::Actor::operator(),
+            &smtp_vault::core::ClientInfo::local(),
+            "invited@example.com",
+            smtp_vault::model::Role::PlatformAdmin,
+        )
+        .await
+        .unwrap();
+    let invite_token = invite.link.rsplit_once('/').unwrap().1.to_owned();
+    let page = client.get(format!("{base}/enroll/{invite_token}")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let fresh = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let (status, _) =
+        server_fn(&fresh, &base, "begin_enrollment", &[("token", &invite_token), ("display_name", "Invited")]).await;
+    assert_eq!(status, 200);
     let wrong = client.get(format!("{base}/api/v1/tenants")).bearer_auth(format!("{token}x")).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 
@@ -120,6 +139,7 @@ async fn run_journey_and_check(capture: &Capture) {
         ("service token secret", token_secret),
         ("Vault root token", env.bao.root_token.expose_secret().to_owned()),
         ("AppRole secret id", env.secret_id.expose_secret().to_owned()),
+        ("invite token", invite_token),
     ];
     for (what, value) in secrets {
         assert!(!logs.contains(&value), "the {what} appeared in the logs");

@@ -47,7 +47,7 @@ async fn setup() -> Setup {
     })
     .await;
     let pems = [old.ca_pem.clone(), new.ca_pem.clone()].concat();
-    let mailu = Mailu::new(Duration::from_secs(5), Some(pems)).unwrap();
+    let mailu = Mailu::new(Duration::from_secs(5), Some(pems), common::lab_policy()).unwrap();
     mailu
         .create_user(&old.target("admin@acme.example"), &SecretString::from("Acme-Admin-Pass".to_owned()))
         .await
@@ -72,7 +72,9 @@ async fn a_tenant_recovered_onto_a_second_server_logs_in_there_and_dns_is_told()
         "not there yet"
     );
 
-    let request = RecoverTenantRequest::new("127.0.0.1", &s.new.api_url, None, Some(s.new.smtp_port)).unwrap();
+    // A new Mailu API URL comes with its own token (the stored one is never sent elsewhere).
+    let request =
+        RecoverTenantRequest::new("127.0.0.1", &s.new.api_url, Some(API_TOKEN.into()), Some(s.new.smtp_port)).unwrap();
     let reviewer = Actor::ServiceToken { token_id: "t".into(), name: "n".into(), scopes: vec![Scope::CredentialsRead] };
     assert!(matches!(
         s.env.core.recover_tenant(&reviewer, &ClientInfo::local(), &acme(), &request).await,
@@ -122,7 +124,8 @@ async fn a_tenant_recovered_onto_a_second_server_logs_in_there_and_dns_is_told()
 async fn recovery_through_the_api_and_the_provisioning_hook() {
     let s = setup().await;
     let base = s.env.serve().await;
-    let token = s.env.token(&[Scope::TenantsRecover]).await;
+    // Onto a new Mailu API URL: `tenants:redirect` as well (tests/attacks.rs: without it, 403).
+    let token = s.env.token(&[Scope::TenantsRecover, Scope::TenantsRedirect]).await;
     let http = reqwest::Client::new();
     let url = format!("{base}/api/v1/tenants/acme/recover");
     for (bad, field) in [
@@ -223,38 +226,31 @@ async fn a_drill_restores_into_a_scratch_openbao_and_measures_rto_and_rpo() {
 }
 
 #[tokio::test]
-async fn an_incident_responder_recovers_from_the_tenant_page_with_a_step_up() {
+async fn a_platform_admin_recovers_onto_a_new_server_from_the_tenant_page_with_a_step_up() {
     let s = setup().await;
     let client = ClientInfo::local();
     let core = &s.env.core;
-    let mut responder =
-        common::passkeys::TestAdmin::enroll(core, "resp@example.com", smtp_vault::model::Role::IncidentResponder).await;
+    let mut admin =
+        common::passkeys::TestAdmin::enroll(core, "plat@example.com", smtp_vault::model::Role::PlatformAdmin).await;
     let reviewer =
         common::passkeys::TestAdmin::enroll(core, "rev@example.com", smtp_vault::model::Role::SecurityReviewer).await;
     let refused =
         core.begin_recovery(&reviewer.actor, &reviewer.session, &acme(), "127.0.0.1", &s.new.api_url, None).await;
     assert!(matches!(refused, Err(Error::Forbidden(_))));
-    let bad = core.begin_recovery(&responder.actor, &responder.session, &acme(), "nope", &s.new.api_url, None).await;
+    let bad = core.begin_recovery(&admin.actor, &admin.session, &acme(), "nope", &s.new.api_url, None).await;
     assert!(matches!(bad, Err(Error::InvalidField(_))));
     let options = core
-        .begin_recovery(
-            &responder.actor,
-            &responder.session,
-            &acme(),
-            "127.0.0.1",
-            &s.new.api_url,
-            Some(s.new.smtp_port),
-        )
+        .begin_recovery(&admin.actor, &admin.session, &acme(), "127.0.0.1", &s.new.api_url, Some(s.new.smtp_port))
         .await
         .unwrap();
-    let assertion = responder.assert(&options);
+    let assertion = admin.assert(&options);
     let done = core
-        .finish_recovery(&responder.actor, &responder.session, &client, &acme(), &assertion, Some(API_TOKEN.into()))
+        .finish_recovery(&admin.actor, &admin.session, &client, &acme(), &assertion, Some(API_TOKEN.into()))
         .await
         .unwrap();
     assert_eq!(done.new_address, "127.0.0.1");
     let password = SecretString::from("Acme-Admin-Pass".to_owned());
     assert_eq!(s.mailu.check_login(&s.new.target("admin@acme.example"), &password).await, LoginCheck::Accepted);
-    let replay = core.finish_recovery(&responder.actor, &responder.session, &client, &acme(), &assertion, None).await;
+    let replay = core.finish_recovery(&admin.actor, &admin.session, &client, &acme(), &assertion, None).await;
     assert!(matches!(replay, Err(Error::Unauthenticated)), "the step-up is single use");
 }

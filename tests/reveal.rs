@@ -70,11 +70,11 @@ async fn enrolled_admin_logs_in_steps_up_and_reveals_within_the_window() {
 
     let grant = open_window(&env, &mut admin, "acme").await;
     assert_eq!(grant.expires_at - grant.created_at, chrono::Duration::minutes(15));
-    let revealed = env.core.reveal_credential(&admin.actor, &local, &tenant("acme")).await.unwrap();
+    let revealed = env.core.reveal_credential(&admin.actor, &admin.client(), &tenant("acme")).await.unwrap();
     assert_eq!(revealed.password.expose_secret(), PASSWORD);
     assert_eq!(revealed.grant_id, grant.grant_id);
     // Each plaintext sent is one audit event.
-    env.core.reveal_credential(&admin.actor, &local, &tenant("acme")).await.unwrap();
+    env.core.reveal_credential(&admin.actor, &admin.client(), &tenant("acme")).await.unwrap();
     assert_eq!(events(&env, "credential_revealed").await.len(), 2);
     let granted = events(&env, "reveal_granted").await;
     assert!(granted[0].contains("ticket OPS-1 check") && granted[0].contains("passkey_id"), "{granted:?}");
@@ -99,7 +99,7 @@ async fn every_unearned_reveal_is_refused_and_audited() {
     let acme = tenant("acme");
 
     // 1. Without step-up: no window, refused.
-    let err = env.core.reveal_credential(&admin.actor, &local, &acme).await.unwrap_err();
+    let err = env.core.reveal_credential(&admin.actor, &admin.client(), &acme).await.unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
     assert_eq!(events(&env, "reveal_refused").await.len(), 1);
 
@@ -120,7 +120,7 @@ async fn every_unearned_reveal_is_refused_and_audited() {
     assert!(events(&env, "reauth_failed").await.last().unwrap().contains("no_challenge_in_progress"));
 
     // 4. The window for acme does not open globex.
-    let err = env.core.reveal_credential(&admin.actor, &local, &tenant("globex")).await.unwrap_err();
+    let err = env.core.reveal_credential(&admin.actor, &admin.client(), &tenant("globex")).await.unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)));
     // ...and a challenge for acme cannot be answered for globex, nor from another session.
     let options = env.core.begin_reveal(&admin.actor, &admin.session, &local, &acme, "binding check").await.unwrap();
@@ -133,9 +133,9 @@ async fn every_unearned_reveal_is_refused_and_audited() {
     assert!(matches!(err, Error::Unauthenticated));
 
     // 5. After 15 minutes the server refuses, and records the expiry once.
-    assert!(env.core.reveal_credential(&admin.actor, &local, &acme).await.is_ok());
+    assert!(env.core.reveal_credential(&admin.actor, &admin.client(), &acme).await.is_ok());
     clock.advance(chrono::Duration::minutes(15) + chrono::Duration::seconds(1));
-    let err = env.core.reveal_credential(&admin.actor, &local, &acme).await.unwrap_err();
+    let err = env.core.reveal_credential(&admin.actor, &admin.client(), &acme).await.unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)));
     assert_eq!(events(&env, "reveal_expired").await.len(), 1);
     assert_eq!(env.core.record_expired_grants().await.unwrap(), 0, "recorded once");
@@ -154,7 +154,7 @@ async fn every_unearned_reveal_is_refused_and_audited() {
         let other = TestAdmin::enroll(&env.core, email, role).await;
         let err = env.core.begin_reveal(&other.actor, &other.session, &local, &acme, "curious").await.unwrap_err();
         assert!(matches!(err, Error::Forbidden(_)));
-        let err = env.core.reveal_credential(&other.actor, &local, &acme).await.unwrap_err();
+        let err = env.core.reveal_credential(&other.actor, &other.client(), &acme).await.unwrap_err();
         assert!(matches!(err, Error::Forbidden(_)));
     }
     let refused = events(&env, "reveal_refused").await;
@@ -166,23 +166,24 @@ async fn every_unearned_reveal_is_refused_and_audited() {
 async fn a_disabled_admin_loses_sessions_and_grants_at_once() {
     let (env, _clock) = setup().await;
     let local = ClientInfo::local();
-    let boss = TestAdmin::enroll(&env.core, "boss@example.com", Role::PlatformAdmin).await;
+    let mut boss = TestAdmin::enroll(&env.core, "boss@example.com", Role::PlatformAdmin).await;
     let mut bob = TestAdmin::enroll(&env.core, "bob@example.com", Role::PlatformAdmin).await;
+    boss.step_up(&env.core).await;
     open_window(&env, &mut bob, "acme").await;
     let Actor::Admin { admin_id: bob_id, .. } = bob.actor.clone() else { panic!() };
     let session = AdminSession { admin_id: bob_id.clone(), login_at: chrono::Utc::now() };
     assert!(env.core.authenticate_session(&session).await.is_ok());
 
-    env.core.disable_admin(&boss.actor, &local, &bob_id).await.unwrap();
+    env.core.disable_admin(&boss.actor, &boss.client(), &bob_id).await.unwrap();
     assert!(matches!(env.core.authenticate_session(&session).await, Err(Error::Unauthenticated)));
     assert!(env.core.list_grants(&boss.actor, None).await.unwrap().is_empty());
     assert_eq!(events(&env, "reveal_revoked").await.len(), 1);
     assert!(env.core.begin_login(&SessionBinding::generate().unwrap(), &local, "bob@example.com").await.is_err());
     // Nobody disables themself or the last platform admin.
     let Actor::Admin { admin_id: boss_id, .. } = boss.actor.clone() else { panic!() };
-    assert!(matches!(env.core.disable_admin(&boss.actor, &local, &boss_id).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(env.core.disable_admin(&boss.actor, &boss.client(), &boss_id).await, Err(Error::InvalidInput(_))));
     assert!(matches!(
-        env.core.change_role(&boss.actor, &local, &boss_id, Role::SecurityReviewer).await,
+        env.core.change_role(&boss.actor, &boss.client(), &boss_id, Role::SecurityReviewer).await,
         Err(Error::InvalidInput(_))
     ));
 }
@@ -212,9 +213,9 @@ async fn grants_are_listed_and_revocable_by_owner_or_platform_admin() {
     assert!(env.core.list_grants(&reviewer.actor, None).await.unwrap().is_empty(), "others see their own");
     assert!(matches!(env.core.revoke_grant(&reviewer.actor, &local, &a.grant_id).await, Err(Error::NotFound(_))));
     env.core.revoke_grant(&alice.actor, &local, &c.grant_id).await.unwrap();
-    assert!(env.core.reveal_credential(&carol.actor, &local, &tenant("globex")).await.is_err());
+    assert!(env.core.reveal_credential(&carol.actor, &carol.client(), &tenant("globex")).await.is_err());
     env.core.revoke_grant(&alice.actor, &local, &a.grant_id).await.unwrap();
-    assert!(env.core.reveal_credential(&alice.actor, &local, &tenant("acme")).await.is_err());
+    assert!(env.core.reveal_credential(&alice.actor, &alice.client(), &tenant("acme")).await.is_err());
     assert_eq!(events(&env, "reveal_revoked").await.len(), 2);
 }
 
@@ -224,17 +225,19 @@ async fn passkeys_can_be_added_renamed_and_removed_but_never_the_last() {
     let local = ClientInfo::local();
     let mut alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::IncidentResponder).await;
     let first = env.core.current_admin(&alice.actor).await.unwrap().passkeys[0].passkey_id.clone();
-    assert!(matches!(env.core.remove_passkey(&alice.actor, &local, &first).await, Err(Error::InvalidInput(_))));
+    alice.step_up(&env.core).await;
+    let mine = alice.client();
+    assert!(matches!(env.core.remove_passkey(&alice.actor, &mine, &first).await, Err(Error::InvalidInput(_))));
 
     let options = env.core.begin_add_passkey(&alice.actor, &alice.session).await.unwrap();
     let mut second_key = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
     let credential = common::passkeys::register(&mut second_key, &options);
     let added =
-        env.core.finish_add_passkey(&alice.actor, &alice.session, &local, &credential, "backup key").await.unwrap();
-    env.core.rename_passkey(&alice.actor, &local, &added.passkey_id, "yubikey in safe").await.unwrap();
+        env.core.finish_add_passkey(&alice.actor, &alice.session, &mine, &credential, "backup key").await.unwrap();
+    env.core.rename_passkey(&alice.actor, &mine, &added.passkey_id, "yubikey in safe").await.unwrap();
     let me = env.core.current_admin(&alice.actor).await.unwrap();
     assert_eq!(me.passkeys.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["soft key", "yubikey in safe"]);
-    env.core.remove_passkey(&alice.actor, &local, &first).await.unwrap();
+    env.core.remove_passkey(&alice.actor, &mine, &first).await.unwrap();
     // The remaining key still logs in; the removed one does not.
     let session = SessionBinding::generate().unwrap();
     let options = env.core.begin_login(&session, &local, "alice@example.com").await.unwrap();
@@ -283,7 +286,7 @@ async fn invites_are_single_use_and_expire_after_a_day() {
 #[tokio::test]
 async fn failed_logins_are_audited_and_rate_limited() {
     let (env, _clock) = setup().await;
-    let local = ClientInfo { ip: Some("192.0.2.7".parse().unwrap()), request_id: None };
+    let local = ClientInfo { ip: Some("192.0.2.7".parse().unwrap()), ..ClientInfo::default() };
     let _alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
     let session = SessionBinding::generate().unwrap();
     assert!(matches!(env.core.begin_login(&session, &local, "nobody@example.com").await, Err(Error::Unauthenticated)));

@@ -35,7 +35,7 @@ async fn setup_with(tenants: &[&str], clock: Option<smtp_vault::core::clock::Sha
         c.rotation_retry_ms = 10;
     })
     .await;
-    let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone())).unwrap();
+    let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone()), common::lab_policy()).unwrap();
     for tenant in tenants {
         let email = format!("admin@{tenant}.example");
         let password = format!("Initial-{tenant}-Pass");

@@ -227,7 +227,7 @@ async fn setup(cluster: &RaftCluster, count: usize) -> Setup {
     let core = Core::connect(&config, Needs::ALL, None).await.unwrap();
     assert_eq!(core.db().backend() == smtp_vault::core::db::Backend::Postgres, db.is_postgres());
 
-    let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone())).unwrap();
+    let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone()), common::lab_policy()).unwrap();
     let mut tenants = Vec::new();
     for i in 0..count {
         let name = format!("t{i:02}");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::matrix::SERVER_FNS;
+use common::matrix::{SERVER_FNS, STEP_UP_FNS};
 use common::passkeys::server_fn;
 use common::{TestEnv, credential_body};
 use reqwest::{Client, Method};
@@ -28,8 +28,8 @@ enum Who {
 
 const EVERYONE: [Who; 4] = [Who::Anonymous, Who::Reviewer, Who::Responder, Who::Platform];
 
-async fn browser_for(env: &TestEnv, base: &str, email: &str, role: Role) -> Client {
-    common::passkeys::http_admin(env, base, email, role).await.0
+async fn browser_for(env: &TestEnv, base: &str, email: &str, role: Role) -> (Client, SoftPasskey) {
+    common::passkeys::http_admin(env, base, email, role).await
 }
 
 fn provision_body() -> serde_json::Value {
@@ -67,12 +67,17 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     covered.sort();
     assert_eq!(registered, covered, "every server function needs a row in the matrix");
 
-    let clients = [
-        Client::builder().cookie_store(true).build().unwrap(),
-        browser_for(&env, &base, "rev@example.com", Role::SecurityReviewer).await,
-        browser_for(&env, &base, "resp@example.com", Role::IncidentResponder).await,
-        browser_for(&env, &base, "plat@example.com", Role::PlatformAdmin).await,
-    ];
+    let mut keys = Vec::new();
+    let mut clients = vec![Client::builder().cookie_store(true).build().unwrap()];
+    for (email, role) in [
+        ("rev@example.com", Role::SecurityReviewer),
+        ("resp@example.com", Role::IncidentResponder),
+        ("plat@example.com", Role::PlatformAdmin),
+    ] {
+        let (client, key) = browser_for(&env, &base, email, role).await;
+        clients.push(client);
+        keys.push(key);
+    }
 
     // Pages: all render, and none carries a secret; anonymous pages carry no tenant data.
     let pages = [
@@ -141,11 +146,40 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
         }
     }
 
+    // The step-up dimension: every sensitive change is refused to every role until the session
+    // has confirmed a passkey; then the role and the domain decide.
+    // (The matrix ended with `logout`: each admin signs in again, in a new session.)
+    let emails = ["rev@example.com", "resp@example.com", "plat@example.com"];
+    for (i, key) in keys.iter_mut().enumerate() {
+        let (client, _) = common::passkeys::http_login(&env, &base, emails[i], key).await;
+        let client = &client;
+        let who = EVERYONE[i + 1];
+        for (name, form, before, _) in &STEP_UP_FNS {
+            let (status, body) = server_fn(client, &base, name, form).await;
+            assert_eq!(status, before[i], "{who:?} {name} without a step-up: {body}");
+        }
+        let (status, options) = server_fn(client, &base, "begin_confirm", &[]).await;
+        assert_eq!(status, 200, "{options}");
+        let credential = common::passkeys::answer(key, &options);
+        let (status, body) = server_fn(client, &base, "finish_confirm", &[("credential", &credential)]).await;
+        assert_eq!(status, 200, "{body}");
+        for (name, form, _, after) in &STEP_UP_FNS {
+            let (status, body) = server_fn(client, &base, name, form).await;
+            assert_eq!(status, after[i], "{who:?} {name} after a step-up: {body}");
+        }
+    }
+    // Another session of the same admin (a stolen cookie, say) has no step-up of its own.
+    let (thief, _) = common::passkeys::http_login(&env, &base, "plat@example.com", &mut keys[2]).await;
+    let (status, body) =
+        server_fn(&thief, &base, "change_role", &[("admin_id", "nobody"), ("role", "security_reviewer")]).await;
+    assert_eq!(status, 403, "a second session used the first one's step-up: {body}");
+    assert!(body.contains("step_up_required"), "{body}");
+
     // Service tokens on the API: exactly their scopes.
     let plain = Client::new();
     // (Rotate, provision and reset reach the domain with the right scope: acme exists, so
     // provision answers 400; rotating needs a mail server this test does not run, so 502.)
-    let scopes: [(Scope, [u16; 11]); 7] = [
+    let scopes: [(Scope, [u16; 11]); 8] = [
         (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
         (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403, 403, 403, 403, 403]),
         (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403, 403, 403, 403, 403]),
@@ -153,6 +187,8 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
         (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403]),
         (Scope::TenantsRecover, [403, 403, 403, 403, 403, 403, 403, 502, 403, 403, 403]),
         (Scope::AuditRead, [403, 403, 403, 403, 403, 403, 403, 403, 200, 200, 200]),
+        // Redirecting is an addition to recovering, never a way in by itself.
+        (Scope::TenantsRedirect, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
     ];
     for (scope, expected) in scopes {
         let token = env.token(&[scope]).await;
@@ -177,7 +213,7 @@ async fn sessions_survive_a_restart_and_end_when_the_admin_is_disabled() {
     let env = TestEnv::start().await;
     store_tenants(&env).await;
     let base = env.serve().await;
-    let browser = browser_for(&env, &base, "rev@example.com", Role::SecurityReviewer).await;
+    let (browser, _) = browser_for(&env, &base, "rev@example.com", Role::SecurityReviewer).await;
     let (status, body) = server_fn(&browser, &base, "current_admin", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("rev@example.com"));

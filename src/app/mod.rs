@@ -3,6 +3,7 @@
 //! `server_fns` stay thin (context, one core call, convert).
 
 mod browser;
+mod confirm;
 mod pages;
 pub mod server_fns;
 pub(crate) mod session;

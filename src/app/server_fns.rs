@@ -4,8 +4,8 @@
 
 use crate::model::{
     AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
-    PasskeyView, RevealedCredentialView, Role, RotationStatusView, RotationView, TenantSettingsView, TenantSummary,
-    UiError,
+    InviteView, PasskeyView, RevealedCredentialView, Role, RotationStatusView, RotationView, TenantSettingsView,
+    TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -149,6 +149,37 @@ pub async fn change_role(admin_id: String, role: Role) -> Result<(), UiError> {
 pub async fn disable_admin(admin_id: String) -> Result<(), UiError> {
     let ctx = UiContext::load().await?;
     ctx.core.disable_admin(&ctx.actor, &ctx.client, &admin_id).await.map_err(fail)
+}
+
+/// Starts a passkey confirmation that lets sensitive changes through for a few minutes in
+/// this session; returns WebAuthn request options (JSON).
+#[server(prefix = "/_app", endpoint = "begin_confirm")]
+pub async fn begin_confirm() -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_confirm(&ctx.actor, &binding).await.map_err(fail)
+}
+
+/// Finishes the confirmation; returns when its window closes.
+#[server(prefix = "/_app", endpoint = "finish_confirm")]
+pub async fn finish_confirm(credential: String) -> Result<chrono::DateTime<chrono::Utc>, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_confirm(&ctx.actor, &binding, &ctx.client, &credential).await.map_err(fail)
+}
+
+/// Invites that still work.
+#[server(prefix = "/_app", endpoint = "list_invites")]
+pub async fn list_invites() -> Result<Vec<InviteView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_invites(&ctx.actor).await.map_err(fail)
+}
+
+/// Revokes an unused invite.
+#[server(prefix = "/_app", endpoint = "revoke_invite")]
+pub async fn revoke_invite(invite_id: String) -> Result<(), UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.revoke_invite(&ctx.actor, &ctx.client, &invite_id).await.map_err(fail)
 }
 
 /// Starts registering another passkey for oneself.

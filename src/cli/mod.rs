@@ -219,6 +219,14 @@ pub enum AdminCommand {
         #[arg(long)]
         role: crate::model::Role,
     },
+    /// List the invites that still work (the links themselves are never shown again).
+    Invites,
+    /// Revoke an unused invite: its link stops working at once.
+    RevokeInvite {
+        /// The invite's id (from `admin invites` or `admin invite`).
+        #[arg(long)]
+        invite_id: String,
+    },
 }
 
 /// `token …`
@@ -420,12 +428,34 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             let client = crate::core::ClientInfo::local();
             let invite = core.create_invite(&operator, &client, &email, role).await.map_err(|e| e.to_string())?;
             eprintln!(
-                "invite for {} ({}) valid until {}; it works once",
+                "invite {} for {} ({}) valid until {}; it works once (revoke: smtp-vault admin revoke-invite --invite-id {})",
+                invite.invite_id,
                 invite.email,
                 invite.role.label(),
-                invite.expires_at.to_rfc3339()
+                invite.expires_at.to_rfc3339(),
+                invite.invite_id,
             );
             println!("{}", invite.link);
+        }
+        Command::Admin { command: AdminCommand::Invites } => {
+            let core = connect(&config, Needs::DB).await?;
+            for invite in core.list_invites(&operator).await.map_err(|e| e.to_string())? {
+                println!(
+                    "{}\t{}\t{}\tcreated by {} at {}\tvalid until {}",
+                    invite.invite_id,
+                    invite.email,
+                    invite.role.as_str(),
+                    invite.created_by,
+                    invite.created_at.to_rfc3339(),
+                    invite.expires_at.to_rfc3339()
+                );
+            }
+        }
+        Command::Admin { command: AdminCommand::RevokeInvite { invite_id } } => {
+            let core = connect(&config, Needs::DB).await?;
+            let client = crate::core::ClientInfo::local();
+            core.revoke_invite(&operator, &client, &invite_id).await.map_err(|e| e.to_string())?;
+            eprintln!("invite {invite_id} revoked");
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
         Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, provision } => {

@@ -127,6 +127,9 @@ pub struct ClientInfo {
     pub ip: Option<IpAddr>,
     /// Request id (x-request-id).
     pub request_id: Option<String>,
+    /// The browser session the call came through, if any: step-up and reveal windows belong
+    /// to the session that earned them.
+    pub session: Option<crate::core::passkeys::SessionBinding>,
 }
 
 impl ClientInfo {

@@ -5,13 +5,14 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
 use crate::core::ratelimit::Limit;
 use crate::core::reveal::OpenGrants;
-use crate::model::{AdminView, InviteCreatedView, PasskeyView, Role};
+use crate::model::{AdminView, InviteCreatedView, InviteView, PasskeyView, Role};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -185,6 +186,7 @@ impl Core {
             return Err(actor.refuse("only platform admins invite admins"));
         }
         let email = clean_email(email)?;
+        self.require_step_up(actor, client.session.as_ref()).await?;
         let existing: Option<(i64,)> = sqlx::query_as("SELECT active FROM admins WHERE email = $1")
             .bind(&email)
             .fetch_optional(self.db.pool())
@@ -215,12 +217,71 @@ impl Core {
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::AdminInvited, None, details), now).await?;
         tx.commit().await?;
         let link = format!("{}/enroll/{}", self.settings.public_url.trim_end_matches('/'), token.expose_secret());
-        Ok(InviteCreatedView { email, role, link, expires_at })
+        Ok(InviteCreatedView { invite_id, email, role, link, expires_at })
+    }
+
+    /// Invites that still work (platform admins).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], database errors.
+    pub async fn list_invites(&self, actor: &Actor) -> Result<Vec<InviteView>> {
+        if !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins manage admins"));
+        }
+        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT invite_id, email, role, created_by, created_at_ms, expires_at_ms FROM invites \
+             WHERE used_at_ms IS NULL AND revoked_at_ms IS NULL AND expires_at_ms > $1 ORDER BY created_at_ms",
+        )
+        .bind(self.now().timestamp_millis())
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(invite_id, email, role, created_by, created, expires)| {
+                Some(InviteView {
+                    invite_id,
+                    email,
+                    role: role.parse().ok()?,
+                    created_by,
+                    created_at: ms(Some(created))?,
+                    expires_at: ms(Some(expires))?,
+                })
+            })
+            .collect())
+    }
+
+    /// Revokes an invite before it is used: its link stops working at once.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::StepUpRequired`], [`Error::NotFound`] for an unknown,
+    /// used, expired or already revoked invite.
+    pub async fn revoke_invite(&self, actor: &Actor, client: &ClientInfo, invite_id: &str) -> Result<()> {
+        if !actor.may_manage_admins() {
+            return Err(actor.refuse("only platform admins manage admins"));
+        }
+        self.require_step_up(actor, client.session.as_ref()).await?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let revoked = sqlx::query(
+            "UPDATE invites SET revoked_at_ms = $1 WHERE invite_id = $2 AND used_at_ms IS NULL AND revoked_at_ms IS NULL \
+             AND expires_at_ms > $1",
+        )
+        .bind(now.timestamp_millis())
+        .bind(invite_id)
+        .execute(&mut *tx)
+        .await?;
+        if revoked.rows_affected() != 1 {
+            return Err(Error::NotFound("open invite"));
+        }
+        let details = json!({"invite_id": invite_id});
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::InviteRevoked, None, details), now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn open_invite(&self, token: &str) -> Result<(String, String, Role)> {
         let row: Option<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT invite_id, email, role, expires_at_ms, used_at_ms FROM invites WHERE token_hash = $1",
+            "SELECT invite_id, email, role, expires_at_ms, used_at_ms FROM invites WHERE token_hash = $1 AND revoked_at_ms IS NULL",
         )
         .bind(hash_text(token))
         .fetch_optional(self.db.pool())
@@ -293,11 +354,13 @@ impl Core {
         );
         let admin_id = new_id()?;
         let mut tx = self.db.begin_write().await?;
-        let used = sqlx::query("UPDATE invites SET used_at_ms = $1 WHERE invite_id = $2 AND used_at_ms IS NULL")
-            .bind(now.timestamp_millis())
-            .bind(&invite_id)
-            .execute(&mut *tx)
-            .await?;
+        let used = sqlx::query(
+            "UPDATE invites SET used_at_ms = $1 WHERE invite_id = $2 AND used_at_ms IS NULL AND revoked_at_ms IS NULL",
+        )
+        .bind(now.timestamp_millis())
+        .bind(&invite_id)
+        .execute(&mut *tx)
+        .await?;
         if used.rows_affected() != 1 {
             return Err(Error::InvalidInput(
                 "this enrollment link is invalid, used or expired; ask for a new invite".into(),
@@ -472,13 +535,21 @@ impl Core {
         Ok(actor)
     }
 
-    /// Records a logout.
+    /// Records a logout and closes the session's reveal and step-up windows.
     ///
     /// # Errors
     /// Database errors.
     pub async fn logout(&self, actor: &Actor, client: &ClientInfo) -> Result<()> {
-        audit::record(&self.db, actor, client, NewEvent::info(EventType::LoggedOut, None, json!({})), self.now())
-            .await?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        // What this session earned ends with it: its reveal windows and its step-up window.
+        if let Some(session) = &client.session {
+            let hash = session.hash();
+            self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfSession(&hash), "logged_out", now).await?;
+            sqlx::query("DELETE FROM step_ups WHERE binding_hash = $1").bind(&hash).execute(&mut *tx).await?;
+        }
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::LoggedOut, None, json!({})), now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -529,7 +600,11 @@ impl Core {
         if taken.expired {
             return Ok(Err("challenge_expired"));
         }
-        Ok(self.verify_assertion(admin_id, &taken.state, &credential).await.map(|id| (id, taken.context)))
+        let verified = self.verify_assertion(admin_id, &taken.state, &credential).await;
+        if let Ok(passkey_id) = &verified {
+            self.flag_new_passkey(actor, passkey_id).await?;
+        }
+        Ok(verified.map(|id| (id, taken.context)))
     }
 
     /// Finishes a step-up and records it either way: a refusal is audited `reauth_failed`
@@ -578,6 +653,7 @@ impl Core {
         let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
+        self.require_step_up(actor, Some(session)).await?;
         let row = self.admin_row(admin_id).await?.ok_or(Error::Unauthenticated)?;
         let handle: (String,) = sqlx::query_as("SELECT user_handle FROM admins WHERE admin_id = $1")
             .bind(admin_id)
@@ -608,10 +684,11 @@ impl Core {
         credential_json: &str,
         name: &str,
     ) -> Result<PasskeyView> {
-        let Actor::Admin { admin_id, .. } = actor else {
+        let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
         let name = clean_name(name, "passkey name", 60)?;
+        self.require_step_up(actor, Some(session)).await?;
         let rp = self.relying_party()?;
         let now = self.now();
         let binding = Binding { session, purpose: Purpose::AddPasskey, admin_id: Some(admin_id), tenant_id: None };
@@ -628,8 +705,48 @@ impl Core {
         let mut tx = self.db.begin_write().await?;
         let passkey_id = insert_passkey(&mut tx, admin_id, &name, &passkey, now).await?;
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id, "name": name});
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyAdded, None, details), now).await?;
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyAdded, None, details.clone()), now)
+            .await?;
+        // A passkey is a way in that outlives every session: security hears of each one, and
+        // so does its owner, who did not add it if the session was stolen.
+        let ip = client.ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        raise_in(
+            &mut tx,
+            &self.channels,
+            Alert {
+                kind: "passkey_added",
+                severity: Severity::Warning,
+                tenant: None,
+                dedupe_key: format!("passkey_added:{passkey_id}"),
+                message: format!("{email} added the passkey \"{name}\" from {ip}"),
+                details: details.clone(),
+                audience: Audience::Security,
+            },
+            now,
+        )
+        .await?;
+        let letter = format!(
+            "A passkey named \"{name}\" was added to your smtp-vault account ({email}) from {ip}.\n\n\
+             If you did not add it, remove it on the Admins page and tell your security team: whoever \
+             added it can sign in as you.\n"
+        );
+        raise_in(
+            &mut tx,
+            &self.channels,
+            Alert {
+                kind: "passkey_added",
+                severity: Severity::Warning,
+                tenant: None,
+                dedupe_key: format!("passkey_added:{passkey_id}:owner"),
+                message: "A passkey was added to your smtp-vault account".into(),
+                details: json!({"body": letter}),
+                audience: Audience::Admin { email: email.clone() },
+            },
+            now,
+        )
+        .await?;
         tx.commit().await?;
+        self.wake_outbox();
         Ok(PasskeyView { passkey_id, name, created_at: now, last_used_at: None })
     }
 
@@ -642,6 +759,7 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         let name = clean_name(name, "passkey name", 60)?;
+        self.require_step_up(actor, client.session.as_ref()).await?;
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query("UPDATE passkeys SET name = $1 WHERE passkey_id = $2 AND admin_id = $3")
             .bind(&name)
@@ -667,6 +785,8 @@ impl Core {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
+        self.require_step_up(actor, client.session.as_ref()).await?;
+        let now = self.now();
         let mut tx = self.db.begin_write().await?;
         // Locks the admin's rows first (write), so two removals cannot both see "two left".
         sqlx::query("UPDATE admins SET active = active WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
@@ -687,9 +807,12 @@ impl Core {
             return Err(Error::InvalidInput("the last passkey cannot be removed; add another one first".into()));
         }
         sqlx::query("DELETE FROM passkeys WHERE passkey_id = $1").bind(passkey_id).execute(&mut *tx).await?;
-        let details = json!({"admin_id": admin_id, "passkey_id": passkey_id});
-        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyRemoved, None, details), self.now())
+        // What the passkey earned ends with it: a lost or stolen key keeps no open window.
+        sqlx::query("DELETE FROM step_ups WHERE passkey_id = $1").bind(passkey_id).execute(&mut *tx).await?;
+        self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfPasskey(passkey_id), "passkey_removed", now)
             .await?;
+        let details = json!({"admin_id": admin_id, "passkey_id": passkey_id});
+        audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyRemoved, None, details), now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -728,6 +851,7 @@ impl Core {
         if !actor.may_manage_admins() {
             return Err(actor.refuse("only platform admins manage admins"));
         }
+        self.require_step_up(actor, client.session.as_ref()).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let old: Option<(String,)> = sqlx::query_as("SELECT role FROM admins WHERE admin_id = $1")
@@ -765,6 +889,7 @@ impl Core {
         if matches!(actor, Actor::Admin { admin_id: me, .. } if me == admin_id) {
             return Err(Error::InvalidInput("you cannot disable yourself".into()));
         }
+        self.require_step_up(actor, client.session.as_ref()).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let target: Option<(String,)> = sqlx::query_as("SELECT role FROM admins WHERE admin_id = $1")

@@ -28,6 +28,11 @@ pub enum Audience {
         /// The contact address on record.
         contact: Option<String>,
     },
+    /// One admin, by email, about their own account (a passkey added to it).
+    Admin {
+        /// Their login email.
+        email: String,
+    },
 }
 
 impl Audience {
@@ -35,6 +40,7 @@ impl Audience {
         match self {
             Audience::Security => "security",
             Audience::Tenant { .. } => "tenant",
+            Audience::Admin { .. } => "admin",
         }
     }
 }
@@ -93,6 +99,10 @@ pub(crate) async fn raise_in(
             routes.push(("email", contact.clone()));
         }
         Audience::Tenant { .. } => {}
+        Audience::Admin { email } if channels.email.is_some() => {
+            routes.push(("email", email.clone()));
+        }
+        Audience::Admin { .. } => {}
     }
     let state = if routes.is_empty() { "no_recipient" } else { "pending" };
     let inserted = sqlx::query(
@@ -216,7 +226,7 @@ impl Core {
         let details: Value = serde_json::from_str(&row.details).unwrap_or(Value::Null);
         let tenant = row.tenant_id.clone().unwrap_or_else(|| "—".into());
         let id = format!("{}.{}", row.alert_id, row.channel);
-        if row.audience == "tenant" {
+        if row.audience == "tenant" || row.audience == "admin" {
             // SECURITY: a tenant gets only the letter written for them, never internal details
             // such as the incident's reason.
             let body = details["body"].as_str().unwrap_or(&row.message).to_owned();

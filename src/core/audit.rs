@@ -140,6 +140,13 @@ pub enum EventType {
     CredentialsRecovered,
     /// A disaster-recovery drill ran.
     DrDrillRan,
+    /// A tenant's Mailu API URL (where its passwords are sent) changed; committed before the
+    /// first byte goes to the new host.
+    MailuDestinationChanged,
+    /// A recovery onto a replacement server failed (nothing recorded as recovered).
+    RecoveryFailed,
+    /// An invite was revoked before it was used.
+    InviteRevoked,
 }
 
 impl EventType {
@@ -196,6 +203,9 @@ impl EventType {
             EventType::BackupRestored => "backup_restored",
             EventType::CredentialsRecovered => "smtp_credentials_recovered",
             EventType::DrDrillRan => "dr_drill_ran",
+            EventType::MailuDestinationChanged => "mailu_destination_changed",
+            EventType::RecoveryFailed => "recovery_failed",
+            EventType::InviteRevoked => "invite_revoked",
         }
     }
 }

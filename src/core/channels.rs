@@ -4,6 +4,7 @@
 //! silently dropping alerts. Secrets (SMTP password, webhook URL) never reach an error string.
 
 use crate::core::error::{Error, Result};
+use crate::core::outbound::OutboundPolicy;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
@@ -80,15 +81,16 @@ impl Channels {
         security_to: &[String],
         slack_url: Option<&SecretString>,
         extra_root_pem: Option<&[u8]>,
+        policy: &OutboundPolicy,
     ) -> Result<Self> {
         let security_recipients =
             security_to.iter().filter(|a| !a.trim().is_empty()).map(|a| mailbox(a)).collect::<Result<Vec<_>>>()?;
         let email = match smtp_url {
-            Some(url) => Some(EmailChannel::new(url, mailbox(from)?, extra_root_pem)?),
+            Some(url) => Some(EmailChannel::new(url, mailbox(from)?, extra_root_pem, policy)?),
             None => None,
         };
         let slack = match slack_url {
-            Some(url) => Some(SlackChannel::new(url.clone())?),
+            Some(url) => Some(SlackChannel::new(url.clone(), policy)?),
             None => None,
         };
         Ok(Self { email, slack, security_recipients })
@@ -98,7 +100,7 @@ impl Channels {
 impl EmailChannel {
     /// `smtp://[user:pass@]host[:port][?tls=required|opportunistic|none]` (STARTTLS required
     /// unless said otherwise; port 587) or `smtps://…` (implicit TLS; port 465).
-    fn new(url: &SecretString, from: Mailbox, extra_root_pem: Option<&[u8]>) -> Result<Self> {
+    fn new(url: &SecretString, from: Mailbox, extra_root_pem: Option<&[u8]>, policy: &OutboundPolicy) -> Result<Self> {
         // SECURITY: the URL may hold a password, so errors describe the problem, not the URL.
         let bad = |what: &str| Error::Config(format!("SMTP_VAULT_ALERT_SMTP_URL: {what}"));
         let parsed = url::Url::parse(url.expose_secret()).map_err(|_| bad("not a URL"))?;
@@ -121,6 +123,18 @@ impl EmailChannel {
             ("smtp" | "smtps", Some(_)) => return Err(bad("tls must be required, opportunistic or none")),
             _ => return Err(bad("the scheme must be smtp or smtps")),
         };
+        // The outbound policy, as far as it can be checked here: lettre resolves the name
+        // itself, so an address is checked now and a name is the operator's to keep pointed.
+        if matches!(tls, Tls::None) && !policy.allow_plaintext {
+            return Err(bad("tls=none sends alerts unencrypted; set SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT to allow it"));
+        }
+        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
+            && !policy.allows_ip(ip)
+        {
+            return Err(bad(
+                "the host is an internal address; allow its network in SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS",
+            ));
+        }
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
             .port(parsed.port().unwrap_or(default_port))
             .tls(tls)
@@ -158,17 +172,12 @@ impl EmailChannel {
 }
 
 impl SlackChannel {
-    fn new(url: SecretString) -> Result<Self> {
-        let parsed = url::Url::parse(url.expose_secret())
-            .map_err(|_| Error::Config("SMTP_VAULT_SLACK_WEBHOOK_URL is not a URL".into()))?;
-        if !matches!(parsed.scheme(), "https" | "http") {
-            return Err(Error::Config("SMTP_VAULT_SLACK_WEBHOOK_URL must be an https URL".into()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+    fn new(url: SecretString, policy: &OutboundPolicy) -> Result<Self> {
+        // SECURITY: the URL is the credential; the refusal names the rule, not the URL.
+        policy
+            .check_url(url.expose_secret())
+            .map_err(|refused| Error::Config(format!("SMTP_VAULT_SLACK_WEBHOOK_URL {refused}")))?;
+        let http = policy.http_client(Duration::from_secs(15)).map_err(Error::Config)?;
         Ok(Self { url, http })
     }
 
@@ -252,8 +261,22 @@ mod tests {
 
     #[test]
     fn smtp_urls_are_checked_without_echoing_them() {
-        let ok = |u: &str| Channels::new(Some(&SecretString::from(u.to_owned())), "a@b.example", &[], None, None);
+        let lab = OutboundPolicy::new(true, &["127.0.0.0/8".into()]).unwrap_or_default();
+        let ok = |u: &str| Channels::new(Some(&SecretString::from(u.to_owned())), "a@b.example", &[], None, None, &lab);
         assert!(ok("smtp://127.0.0.1:2525?tls=none").is_ok());
+        let strict = |u: &str| {
+            Channels::new(
+                Some(&SecretString::from(u.to_owned())),
+                "a@b.example",
+                &[],
+                None,
+                None,
+                &OutboundPolicy::default(),
+            )
+        };
+        assert!(strict("smtp://mail.example?tls=none").is_err());
+        assert!(strict("smtp://127.0.0.1:2525").is_err());
+        assert!(strict("smtps://mail.example").is_ok());
         assert!(ok("smtp://user:p%40ss@mail.example").is_ok());
         assert!(ok("smtps://mail.example").is_ok());
         for bad in ["http://mail.example", "smtp://mail.example?tls=maybe", "not a url", "smtp://u:hunter2@/x"] {
@@ -265,11 +288,14 @@ mod tests {
 
     #[test]
     fn addresses_and_webhooks_are_validated() {
-        assert!(Channels::new(None, "x", &["ops@example.com".into()], None, None).is_ok());
-        assert!(Channels::new(None, "x", &["not an address".into()], None, None).is_err());
-        let hook = |u: &str| Channels::new(None, "x", &[], Some(&SecretString::from(u.to_owned())), None);
+        let policy = OutboundPolicy::default();
+        assert!(Channels::new(None, "x", &["ops@example.com".into()], None, None, &policy).is_ok());
+        assert!(Channels::new(None, "x", &["not an address".into()], None, None, &policy).is_err());
+        let hook = |u: &str| Channels::new(None, "x", &[], Some(&SecretString::from(u.to_owned())), None, &policy);
         assert!(hook("https://hooks.slack.com/services/T/B/X").is_ok());
         assert!(hook("ftp://example.com").is_err());
+        assert!(hook("http://hooks.slack.com/services/T/B/X").is_err());
+        assert!(hook("https://169.254.169.254/latest/meta-data").is_err());
     }
 
     #[test]

@@ -197,6 +197,16 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_ROTATION_CONCURRENCY", default_value_t = 4, global = true)]
     pub rotation_concurrency: usize,
 
+    /// Lets the console call plain-http URLs (Mailu API, hooks, Slack) and send alert email
+    /// without TLS. For demos and tests on one machine; never in production.
+    #[arg(long, env = "SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", action = clap::ArgAction::Set, default_value_t = false, global = true)]
+    pub outbound_allow_plaintext: bool,
+
+    /// Internal networks (comma-separated, e.g. `10.20.0.0/16`) the console may call although
+    /// they are loopback, private or link-local; every other such destination is refused.
+    #[arg(long, env = "SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", value_delimiter = ',', global = true)]
+    pub outbound_allow_networks: Vec<String>,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
     pub max_body_bytes: usize,
@@ -264,6 +274,8 @@ impl Config {
             rotation_retry_ms: 2000,
             daily_cron: "0 0 2 * * *".into(),
             rotation_concurrency: 4,
+            outbound_allow_plaintext: false,
+            outbound_allow_networks: Vec::new(),
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

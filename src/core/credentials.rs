@@ -66,6 +66,10 @@ impl Core {
     ) -> Result<StoredCredentialView> {
         let now = self.now();
         require_scope(actor, Scope::CredentialsWrite)?;
+        self.settings
+            .outbound
+            .check_url(&request.mailu_api_url)
+            .map_err(|refused| crate::model::FieldError::new("mailu_api_url", refused.to_string()))?;
         let keyring = self.keyring()?;
         let document = CredentialDocument {
             password: keyring.seal(tenant, SecretField::Password, &request.password)?,

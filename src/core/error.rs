@@ -50,6 +50,9 @@ pub enum Error {
     /// The actor may not do this.
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
+    /// A sensitive change needs a passkey confirmation in this session first.
+    #[error("confirm with your passkey first: this change needs a step-up in this session within the last 5 minutes")]
+    StepUpRequired,
     /// No such thing.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -125,7 +128,7 @@ impl Error {
         match self {
             Error::InvalidField(_) | Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::Unauthenticated => ErrorKind::Unauthenticated,
-            Error::MissingScope(_) | Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::MissingScope(_) | Error::Forbidden(_) | Error::StepUpRequired => ErrorKind::Forbidden,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict => ErrorKind::Conflict,
             Error::RateLimited => ErrorKind::RateLimited,

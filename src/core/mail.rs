@@ -1,8 +1,12 @@
 //! The tenants' mail servers: Mailu's admin API v1 (create user, set password with
 //! `raw_password`, read user) and a real SMTP AUTH login check (lettre, STARTTLS or implicit TLS,
 //! one fresh connection per check, the whole check bounded by a timeout). Behind [`MailServer`]
-//! so rotation logic can be tested against a stand-in; secrets never appear in errors.
+//! so rotation logic can be tested against a stand-in; secrets never appear in errors. Every
+//! call goes through the outbound policy ([`OutboundPolicy`]): no redirects, TLS, no internal
+//! address unless allowed; a tenant's server is not trusted, so its answers must have Mailu's
+//! shape and its text never reaches a caller.
 
+use crate::core::outbound::{OutboundPolicy, Refused};
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -38,7 +42,9 @@ impl std::fmt::Debug for MailTarget {
     }
 }
 
-/// What the Mailu API answered when it did not do what was asked.
+/// What the Mailu API answered when it did not do what was asked. Carries no text of the
+/// server's: a hostile server could otherwise use it to send a caller anything (or to make the
+/// console an oracle for what answers at an address).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {
     /// 401: no or malformed token.
@@ -48,17 +54,23 @@ pub enum MailError {
     #[error("Mailu API refused the token (403)")]
     Forbidden,
     /// 404: user or domain missing.
-    #[error("Mailu API: not found (404): {0}")]
-    NotFound(String),
+    #[error("Mailu API: not found (404)")]
+    NotFound,
     /// 409: already exists / too many users.
-    #[error("Mailu API: conflict (409): {0}")]
-    Conflict(String),
+    #[error("Mailu API: conflict (409)")]
+    Conflict,
     /// 429: rate-limited.
     #[error("Mailu API rate-limited this address (429)")]
     RateLimited,
     /// 400: the request was refused (for example the password).
-    #[error("Mailu API rejected the request (400): {0}")]
-    Rejected(String),
+    #[error("Mailu API rejected the request (400)")]
+    Rejected,
+    /// A success status with a body that is not Mailu's JSON.
+    #[error("Mailu API answered something that is not Mailu's JSON")]
+    Malformed,
+    /// The outbound policy refused the destination; nothing was sent.
+    #[error("the Mailu API URL {0}")]
+    Destination(Refused),
     /// 5xx.
     #[error("Mailu API failed (HTTP {0})")]
     Server(u16),
@@ -99,24 +111,25 @@ pub trait MailServer: Send + Sync {
     async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck;
 }
 
-/// What a Mailu API answer means: its body (JSON, or null when it is not JSON) on success, else
-/// the error its status names, with Mailu's own message shortened. Pure, so it can be fuzzed:
-/// a mail server is not trusted to answer well-formed JSON.
+/// What a Mailu API answer means: its body on success (Mailu answers a JSON object to every
+/// call the console makes; anything else is [`MailError::Malformed`]), else the error its
+/// status names. Pure, so it can be fuzzed: a mail server is not trusted to answer well.
 ///
 /// # Errors
 /// The [`MailError`] the status stands for.
 pub fn classify_response(status: u16, body: &[u8]) -> Result<serde_json::Value, MailError> {
-    let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    // Mailu's own message, shortened; it never contains the password (not echoed by Mailu).
-    let message = body["message"].as_str().unwrap_or_default().chars().take(200).collect::<String>();
     match status {
-        200..=299 => Ok(body),
+        200..=299 => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(object @ serde_json::Value::Object(_)) => Ok(object),
+            _ => Err(MailError::Malformed),
+        },
         401 => Err(MailError::Unauthorized),
         403 => Err(MailError::Forbidden),
-        404 => Err(MailError::NotFound(message)),
-        409 => Err(MailError::Conflict(message)),
+        404 => Err(MailError::NotFound),
+        409 => Err(MailError::Conflict),
         429 => Err(MailError::RateLimited),
-        400..=499 => Err(MailError::Rejected(message)),
+        400..=499 => Err(MailError::Rejected),
+        // A redirect is never followed (it could re-send a password to another host).
         other => Err(MailError::Server(other)),
     }
 }
@@ -126,6 +139,7 @@ pub struct Mailu {
     http: reqwest::Client,
     smtp_timeout: Duration,
     extra_root: Option<Vec<u8>>,
+    policy: OutboundPolicy,
 }
 
 impl std::fmt::Debug for Mailu {
@@ -135,18 +149,25 @@ impl std::fmt::Debug for Mailu {
 }
 
 impl Mailu {
-    /// A client with request timeouts; `extra_root_pem` adds a trusted CA for SMTP TLS (private
-    /// CAs, tests).
+    /// A client with request timeouts under `policy`; `extra_root_pem` adds a trusted CA for
+    /// SMTP TLS (private CAs, tests).
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(timeout: Duration, extra_root_pem: Option<Vec<u8>>) -> Result<Self, String> {
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
-        Ok(Self { http, smtp_timeout: timeout, extra_root: extra_root_pem })
+    pub fn new(timeout: Duration, extra_root_pem: Option<Vec<u8>>, policy: OutboundPolicy) -> Result<Self, String> {
+        let http = policy.http_client(timeout)?;
+        Ok(Self { http, smtp_timeout: timeout, extra_root: extra_root_pem, policy })
     }
 
-    fn url(target: &MailTarget, path: &str) -> String {
-        format!("{}/{path}", target.api_url.trim_end_matches('/'))
+    /// `api_url` + path segments, each percent-encoded (a user name is an email address and
+    /// must stay one segment), after the policy has accepted the URL.
+    fn url(&self, target: &MailTarget, segments: &[&str]) -> Result<url::Url, MailError> {
+        let mut url = self.policy.check_url(&target.api_url).map_err(MailError::Destination)?;
+        url.path_segments_mut()
+            .map_err(|()| MailError::Destination(Refused::NotHttpUrl))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
     }
 
     async fn send(
@@ -174,25 +195,28 @@ impl Mailu {
 #[async_trait]
 impl MailServer for Mailu {
     async fn set_password(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError> {
-        let url = Self::url(target, &format!("user/{}", target.username));
+        let url = self.url(target, &["user", &target.username])?;
         let body = json!({"raw_password": password.expose_secret()});
         self.send(self.http.patch(url).json(&body), target).await.map(|_| ())
     }
 
     async fn create_user(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError> {
         let domain = target.username.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        match self.send(self.http.post(Self::url(target, "domain")).json(&json!({"name": domain})), target).await {
-            Ok(_) | Err(MailError::Conflict(_)) => {}
+        let url = self.url(target, &["domain"])?;
+        match self.send(self.http.post(url).json(&json!({"name": domain})), target).await {
+            Ok(_) | Err(MailError::Conflict) => {}
             Err(e) => return Err(e),
         }
         let body = json!({"email": target.username, "raw_password": password.expose_secret(), "global_admin": true});
-        self.send(self.http.post(Self::url(target, "user")).json(&body), target).await.map(|_| ())
+        self.send(self.http.post(self.url(target, &["user"])?).json(&body), target).await.map(|_| ())
     }
 
     async fn user_exists(&self, target: &MailTarget) -> Result<bool, MailError> {
-        match self.send(self.http.get(Self::url(target, &format!("user/{}", target.username))), target).await {
-            Ok(_) => Ok(true),
-            Err(MailError::NotFound(_)) => Ok(false),
+        match self.send(self.http.get(self.url(target, &["user", &target.username])?), target).await {
+            // Mailu answers the user it was asked for; anything else is not Mailu.
+            Ok(user) if user["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(&target.username)) => Ok(true),
+            Ok(_) => Err(MailError::Malformed),
+            Err(MailError::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -203,9 +227,15 @@ impl MailServer for Mailu {
             Err(e) => return LoginCheck::Unknown(format!("TLS setup: {e}")),
         };
         let tls = if target.smtp_port == 465 { Tls::Wrapper(tls) } else { Tls::Required(tls) };
+        // The address is resolved and checked here and connected to as an address, so the
+        // policy sees exactly where the password goes; TLS still checks the host's name.
+        let address = match self.policy.resolve(&target.smtp_host, target.smtp_port).await {
+            Ok(addresses) => addresses.first().map(|a| a.ip().to_string()).unwrap_or_default(),
+            Err(refused) => return LoginCheck::Unknown(format!("the SMTP host {refused}")),
+        };
         // A new transport per check (no pool), so every check is a fresh login.
         let transport: AsyncSmtpTransport<Tokio1Executor> =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.smtp_host)
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&address)
                 .port(target.smtp_port)
                 .tls(tls)
                 .credentials(Credentials::new(target.username.clone(), password.expose_secret().to_owned()))
@@ -251,16 +281,15 @@ mod tests {
     fn mailu_answers_are_classified_whatever_their_body() {
         use super::{MailError, classify_response};
         assert_eq!(classify_response(200, br#"{"ok":1}"#).ok(), Some(serde_json::json!({"ok": 1})));
-        assert_eq!(classify_response(204, b"").ok(), Some(serde_json::Value::Null));
-        assert_eq!(
-            classify_response(404, br#"{"message":"no such user"}"#).err(),
-            Some(MailError::NotFound("no such user".into()))
-        );
-        assert_eq!(classify_response(400, b"\xff\xfe not json").err(), Some(MailError::Rejected(String::new())));
+        assert_eq!(classify_response(204, b"").err(), Some(MailError::Malformed));
+        assert_eq!(classify_response(200, b"<html>captive portal</html>").err(), Some(MailError::Malformed));
+        assert_eq!(classify_response(200, b"[1]").err(), Some(MailError::Malformed));
+        assert_eq!(classify_response(404, br#"{"message":"no such user"}"#).err(), Some(MailError::NotFound));
+        assert_eq!(classify_response(400, b"\xff\xfe not json").err(), Some(MailError::Rejected));
+        // The server's text never travels on: a caller sees the status's meaning only.
         let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(5000));
-        assert!(
-            matches!(classify_response(409, long.as_bytes()), Err(MailError::Conflict(m)) if m.chars().count() == 200)
-        );
+        assert_eq!(classify_response(409, long.as_bytes()).err().map(|e| e.to_string().len() < 100), Some(true));
         assert_eq!(classify_response(503, b"{").err(), Some(MailError::Server(503)));
+        assert_eq!(classify_response(307, b"").err(), Some(MailError::Server(307)));
     }
 }

@@ -19,12 +19,14 @@ pub mod error;
 pub mod jobs;
 pub mod mail;
 pub mod monitor;
+pub mod outbound;
 pub mod passkeys;
 pub mod provisioning;
 pub mod ratelimit;
 pub mod recovery;
 pub mod reveal;
 pub mod rotation;
+pub mod stepup;
 pub mod tenants;
 pub mod vault;
 
@@ -88,6 +90,8 @@ pub struct CoreSettings {
     pub recovery: recovery::RecoverySettings,
     /// Thresholds of the suspicious-activity rules.
     pub rules: monitor::RuleSettings,
+    /// Where the console may send things.
+    pub outbound: outbound::OutboundPolicy,
 }
 
 /// The service core. Cheap to clone.
@@ -182,12 +186,15 @@ impl Core {
             Some(path) => Some(std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?),
             None => None,
         };
+        let outbound = outbound::OutboundPolicy::new(config.outbound_allow_plaintext, &config.outbound_allow_networks)
+            .map_err(Error::Config)?;
         let channels = channels::Channels::new(
             config.alert_smtp_url.as_ref(),
             &config.alert_email_from,
             &config.alert_email_to,
             config.slack_webhook_url.as_ref(),
             smtp_ca.as_deref(),
+            &outbound,
         )?;
         // Backups and the journal: the target only where Vault is used (no stray directories
         // for database-only commands), the key only when its file exists.
@@ -210,7 +217,9 @@ impl Core {
             keyring,
             rp: Some(Arc::new(rp)),
             limiter: Arc::new(RateLimiter::default()),
-            mail: Some(Arc::new(Mailu::new(Duration::from_secs(10), smtp_ca).map_err(Error::Config)?)),
+            mail: Some(Arc::new(
+                Mailu::new(Duration::from_secs(10), smtp_ca, outbound.clone()).map_err(Error::Config)?,
+            )),
             fault: None,
             rotation_locks: RotationLocks::default(),
             channels: Arc::new(channels),
@@ -231,6 +240,7 @@ impl Core {
                 incident_ack_after: chrono::Duration::hours(i64::from(config.incident_ack_hours)),
                 recovery: recovery::RecoverySettings::from_config(config),
                 rules: monitor::RuleSettings::from_config(config)?,
+                outbound,
             },
         })
     }

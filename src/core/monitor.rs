@@ -673,7 +673,7 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(&str, Severity, &str, String); 11] = [
+        let at_source: [(&str, Severity, &str, String); 14] = [
             ("emergency_reset", Severity::Critical, "security", "an emergency reset starts".into()),
             ("emergency_reset_failed", Severity::Critical, "security", "an emergency reset could not rotate".into()),
             (
@@ -714,6 +714,24 @@ impl Core {
                 "a credential change could not be journaled for backups".into(),
             ),
             ("dns_hook_failed", Severity::Critical, "security", "the DNS hook failed after a recovery".into()),
+            (
+                "mailu_destination_changed",
+                Severity::Warning,
+                "security",
+                "a tenant's Mailu API URL (where its passwords go) was changed".into(),
+            ),
+            (
+                "passkey_added",
+                Severity::Warning,
+                "security",
+                "an admin added a passkey (the admin is mailed too)".into(),
+            ),
+            (
+                "new_passkey_step_up",
+                Severity::Warning,
+                "security",
+                "a passkey added less than 24 h ago passed a step-up".into(),
+            ),
             (
                 "rotation_notice",
                 Severity::Info,

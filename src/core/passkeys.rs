@@ -33,6 +33,9 @@ pub enum Purpose {
     Restore,
     /// Step-up before recovering a tenant onto a replacement server from the UI.
     Recover,
+    /// Step-up that opens a short window for sensitive account and destination changes in
+    /// this session (passkeys, invites, roles, Mailu API URLs).
+    Confirm,
 }
 
 impl Purpose {
@@ -46,13 +49,14 @@ impl Purpose {
             Purpose::EmergencyReset => "emergency_reset",
             Purpose::Restore => "restore",
             Purpose::Recover => "recover",
+            Purpose::Confirm => "confirm",
         }
     }
 }
 
-/// A per-session secret the web layer keeps in the session and hands to the core; ceremonies
-/// are bound to its hash.
-#[derive(Clone)]
+/// A per-session secret the web layer keeps in the session and hands to the core; ceremonies,
+/// step-up windows and reveal windows are bound to its hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionBinding(pub String);
 
 impl std::fmt::Debug for SessionBinding {
@@ -70,7 +74,7 @@ impl SessionBinding {
         Ok(Self(hex::encode(random_bytes::<32>()?.as_ref())))
     }
 
-    fn hash(&self) -> String {
+    pub(crate) fn hash(&self) -> String {
         hex::encode(Sha256::digest(self.0.as_bytes()))
     }
 }

@@ -16,7 +16,7 @@ use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
 use crate::core::vault::{RoleSettings, Vault, VaultAuth, VaultSettings};
 pub use crate::model::DrillReport;
-use crate::model::{RecoverTenantRequest, RecoveryView, Scope, TenantId};
+use crate::model::{FieldError, RecoverTenantRequest, RecoveryView, Role, Scope, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -63,21 +63,30 @@ struct ProvisionedServer {
     smtp_port: Option<u16>,
 }
 
+/// Who chose the replacement's Mailu API URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    /// The caller of the recovery.
+    ByCaller,
+    /// The operator's provisioning hook (configuration the operator controls).
+    ByHook,
+}
+
+/// Whether two Mailu API URLs are the same destination (a trailing slash aside).
+fn same_destination(a: &str, b: &str) -> bool {
+    a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Core {
-    fn hook_client(&self) -> Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
-    }
-
     async fn call_hook(&self, url: &str, body: serde_json::Value) -> std::result::Result<reqwest::Response, String> {
-        let mut request = self.hook_client().map_err(|e| e.to_string())?.post(url).json(&body);
+        let policy = &self.settings.outbound;
+        let url = policy.check_url(url).map_err(|refused| format!("the hook URL {refused}"))?;
+        let client = policy.http_client(Duration::from_secs(20))?;
+        let mut request = client.post(url).json(&body);
         if let Some(token) = &self.settings.recovery.hook_token {
             request = request.bearer_auth(token.expose_secret());
         }
@@ -88,8 +97,9 @@ impl Core {
     /// Recovers a tenant onto a replacement server (VPS failure).
     ///
     /// # Errors
-    /// [`Error::MissingScope`] without `tenants:recover`; [`Error::NotFound`];
-    /// [`Error::MailServer`] when the new Mailu or the SMTP login fails (nothing recorded).
+    /// [`Error::MissingScope`] without `tenants:recover` (and `tenants:redirect` for a new
+    /// Mailu API URL); [`Error::NotFound`]; [`Error::MailServer`] when the new Mailu or the SMTP
+    /// login fails (audited `recovery_failed`, nothing recorded as recovered).
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn recover_tenant(
         &self,
@@ -99,7 +109,78 @@ impl Core {
         request: &RecoverTenantRequest,
     ) -> Result<RecoveryView> {
         require_scope(actor, Scope::TenantsRecover)?;
-        self.run_recovery(actor, client, tenant, request).await
+        self.run_recovery(actor, client, tenant, request, Chosen::ByCaller).await
+    }
+
+    /// Checks the replacement against the outbound policy and decides whether `actor` may send
+    /// the tenant's passwords to `url`: onto the stored URL anyone who may recover; onto
+    /// another, only a platform admin (whose recovery step-up is bound to that URL), a token
+    /// with `tenants:redirect`, the operator at the host, or the operator's provisioning hook.
+    /// Returns whether the URL is a new destination.
+    fn check_destination(
+        &self,
+        actor: &Actor,
+        stored_url: &str,
+        request: &RecoverTenantRequest,
+        chosen: Chosen,
+    ) -> Result<bool> {
+        let policy = &self.settings.outbound;
+        policy
+            .check_url(&request.mailu_api_url)
+            .map_err(|refused| FieldError::new("mailu_api_url", refused.to_string()))?;
+        if !policy.allows_ip(request.new_vps_ip) {
+            return Err(FieldError::new(
+                "new_vps_ip",
+                "is an internal address, which the outbound policy refuses unless SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS allows its network",
+            )
+            .into());
+        }
+        if same_destination(stored_url, &request.mailu_api_url) {
+            return Ok(false);
+        }
+        let allowed = match actor {
+            Actor::Operator { .. } | Actor::System { .. } => true,
+            Actor::ServiceToken { .. } => chosen == Chosen::ByHook || actor.has_scope(Scope::TenantsRedirect),
+            Actor::Admin { role, .. } => *role == Role::PlatformAdmin,
+            Actor::Anonymous => false,
+        };
+        if !allowed {
+            return Err(match actor {
+                Actor::ServiceToken { .. } => Error::MissingScope(Scope::TenantsRedirect),
+                _ => actor.refuse(
+                    "only platform admins send a tenant's passwords to a new Mailu API URL; recover onto the current one",
+                ),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Records that a tenant's passwords will from now on go to `to`, and alerts security.
+    /// Committed before the first byte goes to the new host.
+    async fn record_destination_change(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        from: &str,
+        to: &str,
+    ) -> Result<()> {
+        let (kind, who) = actor.audit_identity();
+        let details = json!({"from": from, "to": to, "via": "recovery"});
+        let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
+            .with_severity(Severity::Warning);
+        audit::record(&self.db, actor, client, event, self.now()).await?;
+        self.raise_alert(Alert {
+            kind: "mailu_destination_changed",
+            severity: Severity::Warning,
+            tenant: Some(tenant),
+            dedupe_key: format!("mailu_destination_changed:{tenant}:{to}:{}", self.now().timestamp_millis()),
+            message: format!("{tenant}: its passwords now go to a new Mailu API URL, {to} ({kind} {who})"),
+            details,
+            audience: Audience::Security,
+        })
+        .await?;
+        Ok(())
     }
 
     async fn run_recovery(
@@ -108,14 +189,57 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
         request: &RecoverTenantRequest,
+        chosen: Chosen,
     ) -> Result<RecoveryView> {
         let clock = Instant::now();
         let Some(_guard) = self.rotation_locks.lock_within(tenant, Duration::from_secs(60)).await else {
             return Err(Error::RotationBusy);
         };
         let vault = self.vault()?;
-        let keyring = self.keyring()?;
         let stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let redirect = self.check_destination(actor, &stored.document.mailu_api_url, request, chosen)?;
+        if redirect && request.mailu_api_token.is_none() {
+            // SECURITY: a stored token is only ever sent to the URL it was stored for.
+            return Err(FieldError::new(
+                "mailu_api_token",
+                "is required with a new Mailu API URL: the stored token is only sent to the URL it was stored for",
+            )
+            .into());
+        }
+        if redirect {
+            self.record_destination_change(
+                actor,
+                client,
+                tenant,
+                &stored.document.mailu_api_url,
+                &request.mailu_api_url,
+            )
+            .await?;
+        }
+        let outcome = self.recover_onto(actor, client, tenant, request, stored, clock).await;
+        if let Err(error) = &outcome {
+            let details = json!({
+                "new_address": request.new_vps_ip.to_string(), "mailu_api_url": request.mailu_api_url,
+                "error": error.to_string(),
+            });
+            let event =
+                NewEvent::info(EventType::RecoveryFailed, Some(tenant), details).with_severity(Severity::Warning);
+            audit::record(&self.db, actor, client, event, self.now()).await?;
+        }
+        outcome
+    }
+
+    async fn recover_onto(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        request: &RecoverTenantRequest,
+        stored: crate::core::vault::VersionedDocument,
+        clock: Instant,
+    ) -> Result<RecoveryView> {
+        let vault = self.vault()?;
+        let keyring = self.keyring()?;
         let password = keyring.open(&stored.document.password, tenant, SecretField::Password)?;
         let token = match &request.mailu_api_token {
             Some(token) => token.clone(),
@@ -253,7 +377,9 @@ impl Core {
             return Err(actor.refuse("only platform admins and incident responders recover tenants"));
         }
         let request = RecoverTenantRequest::new(new_vps_ip, mailu_api_url, None, smtp_port)?;
-        self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+        // Refused before the passkey prompt; checked again when the recovery runs.
+        self.check_destination(actor, &stored.document.mailu_api_url, &request, Chosen::ByCaller)?;
         let context = json!({
             "new_vps_ip": request.new_vps_ip.to_string(), "mailu_api_url": request.mailu_api_url, "smtp_port": request.smtp_port,
         });
@@ -287,7 +413,7 @@ impl Core {
             token,
             port,
         )?;
-        self.run_recovery(actor, client, tenant, &request).await
+        self.run_recovery(actor, client, tenant, &request, Chosen::ByCaller).await
     }
 
     /// `recover --provision`: asks the provisioning hook for a replacement server, then
@@ -324,7 +450,7 @@ impl Core {
             server.smtp_port,
         )
         .map_err(|e| Error::MailServer(format!("provisioning hook: {e}")))?;
-        self.recover_tenant(actor, client, tenant, &request).await
+        self.run_recovery(actor, client, tenant, &request, Chosen::ByHook).await
     }
 
     /// A disaster-recovery drill: restores the newest backup plus the journal into a scratch

@@ -46,6 +46,10 @@ pub enum OpenGrants<'a> {
     OfAdmin(&'a str),
     /// Every open grant for a tenant.
     OfTenant(&'a TenantId),
+    /// Every open grant earned with one passkey.
+    OfPasskey(&'a str),
+    /// Every open grant of one browser session (by its binding's hash).
+    OfSession(&'a str),
 }
 
 const GRANT_COLUMNS: &str = "g.grant_id, a.email, g.tenant_id, g.reason, g.created_at_ms, g.expires_at_ms";
@@ -150,8 +154,8 @@ impl Core {
         let grant_id = hex::encode(random_bytes::<8>()?.as_ref());
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
-            "INSERT INTO reveal_grants (grant_id, admin_id, tenant_id, reason, passkey_id, created_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO reveal_grants (grant_id, admin_id, tenant_id, reason, passkey_id, created_at_ms, expires_at_ms, \
+             binding_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&grant_id)
         .bind(admin_id)
@@ -160,6 +164,7 @@ impl Core {
         .bind(&passkey_id)
         .bind(now.timestamp_millis())
         .bind(expires_at.timestamp_millis())
+        .bind(session.hash())
         .execute(&mut *tx)
         .await?;
         let reauth = json!({"purpose": "reveal", "passkey_id": passkey_id});
@@ -180,8 +185,10 @@ impl Core {
         })
     }
 
-    /// The plaintext credential, inside an open reveal window of this admin for this tenant.
-    /// Each call is audited (`credential_revealed`) before the plaintext is returned.
+    /// The plaintext credential, inside an open reveal window of this admin for this tenant,
+    /// earned in the browser session the call comes through (another session of the same admin,
+    /// a stolen cookie for instance, has no window). Each call is audited
+    /// (`credential_revealed`) before the plaintext is returned.
     ///
     /// # Errors
     /// [`Error::Forbidden`] (audited) without an open grant or the role; Vault, crypto and
@@ -198,13 +205,15 @@ impl Core {
         };
         self.record_expired_grants().await?;
         let now = self.now();
+        let session = client.session.as_ref().map(SessionBinding::hash).unwrap_or_default();
         let grant: Option<(String, i64)> = sqlx::query_as(
             "SELECT grant_id, expires_at_ms FROM reveal_grants WHERE admin_id = $1 AND tenant_id = $2 \
-             AND revoked_at_ms IS NULL AND expires_at_ms > $3 ORDER BY expires_at_ms DESC",
+             AND revoked_at_ms IS NULL AND expires_at_ms > $3 AND binding_hash = $4 ORDER BY expires_at_ms DESC",
         )
         .bind(admin_id)
         .bind(tenant.as_str())
         .bind(now.timestamp_millis())
+        .bind(&session)
         .fetch_optional(self.db.pool())
         .await?;
         let Some((grant_id, expires_ms)) = grant else {
@@ -310,6 +319,8 @@ impl Core {
             OpenGrants::One(grant_id) => ("grant_id", grant_id),
             OpenGrants::OfAdmin(admin_id) => ("admin_id", admin_id),
             OpenGrants::OfTenant(tenant) => ("tenant_id", tenant.as_str()),
+            OpenGrants::OfPasskey(passkey_id) => ("passkey_id", passkey_id),
+            OpenGrants::OfSession(binding_hash) => ("binding_hash", binding_hash),
         };
         let open: Vec<(String, String, String)> = sqlx::query_as(&format!(
             "SELECT grant_id, tenant_id, admin_id FROM reveal_grants \

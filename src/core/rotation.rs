@@ -377,7 +377,7 @@ impl Core {
                 // a refused login's delay.)
                 let applied_before = !fresh && mail.check_login(&target, &new_password).await == LoginCheck::Accepted;
                 if !applied_before && let Err(error) = mail.set_password(&target, &new_password).await {
-                    let retry_new = matches!(error, MailError::Rejected(_));
+                    let retry_new = matches!(error, MailError::Rejected);
                     if !error.is_transient() && !retry_new {
                         return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
                     }

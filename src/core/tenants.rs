@@ -5,7 +5,8 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo, require_scope};
-use crate::core::audit::{self, EventType, NewEvent};
+use crate::core::alerting::{Alert, Audience, raise_in};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::model::{Scope, TenantId, TenantSettingsInput, TenantSettingsView};
@@ -59,13 +60,31 @@ impl Core {
             return Err(Error::InvalidInput("contact email is not an email address".into()));
         }
         let url = input.mailu_api_url.trim().to_owned();
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+        if url.len() > 2048 {
             return Err(Error::InvalidInput("Mailu API URL must be an http(s) URL".into()));
         }
+        self.settings
+            .outbound
+            .check_url(&url)
+            .map_err(|refused| Error::InvalidInput(format!("the Mailu API URL {refused}")))?;
         let new_token = input.mailu_api_token.filter(|t| !t.expose_secret().is_empty());
         let vault = self.vault()?;
         let stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         let mut document = stored.document.clone();
+        // SECURITY: where a tenant's passwords go is as sensitive as the passwords. A new URL
+        // needs a fresh step-up, and a token of its own: the stored one is only ever sent to
+        // the URL it was stored for.
+        let redirect = url.trim_end_matches('/') != document.mailu_api_url.trim_end_matches('/');
+        if redirect {
+            self.require_step_up(actor, client.session.as_ref()).await?;
+            if new_token.is_none() {
+                return Err(Error::InvalidInput(
+                    "a new Mailu API URL needs its own API token: the stored one is only sent to the URL it was stored for"
+                        .into(),
+                ));
+            }
+        }
+        let from_url = document.mailu_api_url.clone();
         let vault_change = url != document.mailu_api_url || new_token.is_some();
         document.mailu_api_url.clone_from(&url);
         if let Some(token) = &new_token {
@@ -100,10 +119,35 @@ impl Core {
             now,
         )
         .await?;
+        if redirect {
+            let details = json!({"from": from_url, "to": url, "via": "settings"});
+            let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
+                .with_severity(Severity::Warning);
+            audit::append(&mut tx, actor, client, event, now).await?;
+            let (kind, who) = actor.audit_identity();
+            raise_in(
+                &mut tx,
+                &self.channels,
+                Alert {
+                    kind: "mailu_destination_changed",
+                    severity: Severity::Warning,
+                    tenant: Some(tenant),
+                    dedupe_key: format!("mailu_destination_changed:{tenant}:{url}:{}", now.timestamp_millis()),
+                    message: format!("{tenant}: its passwords now go to a new Mailu API URL, {url} ({kind} {who})"),
+                    details,
+                    audience: Audience::Security,
+                },
+                now,
+            )
+            .await?;
+        }
         if vault_change {
             self.write_credential_journaled(tenant, &document, stored.version).await?;
         }
         tx.commit().await?;
+        if redirect {
+            self.wake_outbox();
+        }
         self.tenant_settings(actor, tenant).await
     }
 

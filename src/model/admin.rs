@@ -93,12 +93,31 @@ pub struct AdminView {
 /// A created invite: the link is shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteCreatedView {
+    /// Its id (to revoke it).
+    pub invite_id: String,
     /// Who it is for.
     pub email: String,
     /// Their role once enrolled.
     pub role: Role,
     /// One-time enrollment link.
     pub link: String,
+    /// It stops working then.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An invite not used, revoked or expired yet (the link itself is never shown again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteView {
+    /// Its id.
+    pub invite_id: String,
+    /// Who it is for.
+    pub email: String,
+    /// Their role once enrolled.
+    pub role: Role,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
     /// It stops working then.
     pub expires_at: DateTime<Utc>,
 }

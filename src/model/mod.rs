@@ -11,7 +11,9 @@ mod recovery;
 mod scope;
 mod tenant;
 
-pub use admin::{AdminView, GrantView, InviteCreatedView, PasskeyView, RevealedCredentialView, Role, UiError};
+pub use admin::{
+    AdminView, GrantView, InviteCreatedView, InviteView, PasskeyView, RevealedCredentialView, Role, UiError,
+};
 pub use audit::{
     AuditChart, AuditDayCount, AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field,
 };

@@ -21,9 +21,14 @@ pub enum Scope {
     /// Emergency reset.
     #[serde(rename = "credentials:reset")]
     CredentialsReset,
-    /// VPS-failure recovery.
+    /// VPS-failure recovery onto the tenant's current Mailu API URL.
     #[serde(rename = "tenants:recover")]
     TenantsRecover,
+    /// Change where a tenant's passwords are sent (a new Mailu API URL, in a recovery). As
+    /// sensitive as `credentials:read-secret`: whoever picks the URL receives every password
+    /// sent to it.
+    #[serde(rename = "tenants:redirect")]
+    TenantsRedirect,
     /// Read the audit trail.
     #[serde(rename = "audit:read")]
     AuditRead,
@@ -32,19 +37,20 @@ pub enum Scope {
 /// A scope name that is not one of [`Scope::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope `{0}`; known scopes: credentials:write, credentials:read, credentials:read-secret, credentials:rotate, credentials:reset, tenants:recover, audit:read"
+    "unknown scope `{0}`; known scopes: credentials:write, credentials:read, credentials:read-secret, credentials:rotate, credentials:reset, tenants:recover, tenants:redirect, audit:read"
 )]
 pub struct UnknownScope(pub String);
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::CredentialsWrite,
         Scope::CredentialsRead,
         Scope::CredentialsReadSecret,
         Scope::CredentialsRotate,
         Scope::CredentialsReset,
         Scope::TenantsRecover,
+        Scope::TenantsRedirect,
         Scope::AuditRead,
     ];
 
@@ -58,6 +64,7 @@ impl Scope {
             Scope::CredentialsRotate => "credentials:rotate",
             Scope::CredentialsReset => "credentials:reset",
             Scope::TenantsRecover => "tenants:recover",
+            Scope::TenantsRedirect => "tenants:redirect",
             Scope::AuditRead => "audit:read",
         }
     }

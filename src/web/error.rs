@@ -66,6 +66,7 @@ impl From<Error> for ApiFailure {
             (_, ErrorKind::InvalidInput) => (StatusCode::BAD_REQUEST, "invalid_input", error.to_string()),
             (_, ErrorKind::Unauthenticated) => (StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string()),
             (Error::MissingScope(_), _) => (StatusCode::FORBIDDEN, "insufficient_scope", error.to_string()),
+            (Error::StepUpRequired, _) => (StatusCode::FORBIDDEN, "step_up_required", error.to_string()),
             (_, ErrorKind::Forbidden) => (StatusCode::FORBIDDEN, "forbidden", error.to_string()),
             (_, ErrorKind::RateLimited) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", error.to_string()),
             (_, ErrorKind::NotFound) => (StatusCode::NOT_FOUND, "not_found", error.to_string()),

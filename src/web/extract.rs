@@ -49,7 +49,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let request_id =
             parts.extensions.get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).map(str::to_owned);
-        Ok(Client(ClientInfo { ip, request_id }))
+        Ok(Client(ClientInfo { ip, request_id, session: None }))
     }
 }
 

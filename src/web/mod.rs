@@ -83,6 +83,12 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         )
     });
     let middleware = ServiceBuilder::new()
+        // A caller's own x-request-id is dropped: it would land in the audit trail as if the
+        // console had assigned it (and could forge a correlation with another request).
+        .layer(tower::util::MapRequestLayer::new(|mut request: Request<axum::body::Body>| {
+            request.headers_mut().remove("x-request-id");
+            request
+        }))
         // request id: assigned first so every log line and audit event can carry it
         .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomRequestId))
         .layer(PropagateRequestIdLayer::new(x_request_id))
@@ -90,9 +96,13 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
-                    let id =
-                        request.extensions().get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).unwrap_or("");
-                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                    let id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|r| r.header_value().to_str().ok())
+                        .unwrap_or("");
+                    let path = loggable_path(request.uri().path());
+                    tracing::info_span!("http", method = %request.method(), path = %path, request_id = %id)
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
@@ -101,8 +111,20 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.request_timeout_secs),
         ))
-        // body limit: bodies beyond it are refused before they are buffered
+        // body limit: bodies beyond it are refused before they are buffered. DefaultBodyLimit
+        // binds axum's extractors; server functions read the body themselves, so the body is
+        // also wrapped (a declared length over the limit is a 413 at once, a longer stream
+        // fails when it passes the limit).
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(tower::util::MapResponseLayer::new(
+            |response: axum::http::Response<tower_http::limit::ResponseBody<axum::body::Body>>| {
+                response.map(axum::body::Body::new)
+            },
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(tower::util::MapRequestLayer::new(|request: Request<tower_http::body::Limited<axum::body::Body>>| {
+            request.map(axum::body::Body::new)
+        }))
         // security headers: pages set their own CSP with the response's nonce; everything else
         // (API, server functions, assets) gets a deny-all one
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -128,6 +150,12 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(middleware)
         .with_state(state)
+}
+
+/// The request path as it may be logged: an enrollment link's path is its secret, so only the
+/// route is kept.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.starts_with("/enroll/") { "/enroll/{token}".into() } else { path.into() }
 }
 
 /// Liveness: the process answers.

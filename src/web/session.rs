@@ -106,6 +106,11 @@ pub async fn admin(session: &Session) -> Option<AdminSession> {
     Some(AdminSession { admin_id, login_at: DateTime::from_timestamp_millis(login_at_ms)? })
 }
 
+/// The session's ceremony binding, if it has one (never created here).
+pub async fn existing_binding(session: &Session) -> Option<SessionBinding> {
+    session.get::<String>(BINDING_KEY).await.ok().flatten().map(SessionBinding)
+}
+
 /// The session's ceremony binding, created on first use.
 ///
 /// # Errors

@@ -40,9 +40,11 @@ impl UiContext {
     /// When the request lacks the session layer or the core (a wiring bug).
     pub async fn load() -> Result<Self, UiError> {
         let core = use_context::<Core>().ok_or_else(|| fail(Error::Internal("core missing from context".into())))?;
-        let (session, Client(client)) = leptos_axum::extract::<(Session, Client)>()
+        let (session, Client(mut client)) = leptos_axum::extract::<(Session, Client)>()
             .await
             .map_err(|_| fail(Error::Internal("session layer missing".into())))?;
+        // Step-up and reveal windows belong to the session they were earned in.
+        client.session = session::existing_binding(&session).await;
         let actor = match session::admin(&session).await {
             None => Actor::Anonymous,
             Some(stored) => match core.authenticate_session(&stored).await {

@@ -12,7 +12,7 @@ pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4])
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-pub const SERVER_FNS: [Row; 47] = [
+pub const SERVER_FNS: [Row; 51] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -41,13 +41,19 @@ pub const SERVER_FNS: [Row; 47] = [
     ("finish_rotation", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
     ("revoke_grant", &[("grant_id", "0000")], [401, 404, 404, 404]),
     ("list_admins", &[], [401, 403, 403, 200]),
-    ("create_invite", &[("email", "new@example.com"), ("role", "security_reviewer")], [401, 403, 403, 200]),
-    ("change_role", &[("admin_id", "nobody"), ("role", "security_reviewer")], [401, 403, 403, 404]),
-    ("disable_admin", &[("admin_id", "nobody")], [401, 403, 403, 404]),
-    ("begin_add_passkey", &[], [401, 200, 200, 200]),
-    ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [401, 400, 400, 400]),
-    ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [401, 404, 404, 404]),
-    ("remove_passkey", &[("passkey_id", "nope")], [401, 404, 404, 404]),
+    // Account changes: refused to every role without a step-up of the session (the rows after
+    // one are in STEP_UP_FNS).
+    ("create_invite", &[("email", "new@example.com"), ("role", "security_reviewer")], [401, 403, 403, 403]),
+    ("list_invites", &[], [401, 403, 403, 200]),
+    ("revoke_invite", &[("invite_id", "nope")], [401, 403, 403, 403]),
+    ("change_role", &[("admin_id", "nobody"), ("role", "security_reviewer")], [401, 403, 403, 403]),
+    ("disable_admin", &[("admin_id", "nobody")], [401, 403, 403, 403]),
+    ("begin_add_passkey", &[], [401, 403, 403, 403]),
+    ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [401, 403, 403, 403]),
+    ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [401, 403, 403, 403]),
+    ("remove_passkey", &[("passkey_id", "nope")], [401, 403, 403, 403]),
+    ("begin_confirm", &[], [401, 200, 200, 200]),
+    ("finish_confirm", &[("credential", FOREIGN_ASSERTION)], [401, 401, 401, 401]),
     ("begin_enrollment", &[("token", "not-a-token"), ("display_name", "x")], [400, 400, 400, 400]),
     (
         "finish_enrollment",
@@ -104,4 +110,55 @@ pub const SERVER_FNS: [Row; 47] = [
     ("acknowledge_alert", &[("alert_id", "nope")], [401, 404, 404, 404]),
     ("alert_rules", &[], [401, 200, 200, 200]),
     ("logout", &[], [200, 200, 200, 200]),
+];
+
+/// (name, sample form, status before the step-up, status after) for (reviewer, responder,
+/// platform admin).
+pub type StepUpRow = (&'static str, &'static [(&'static str, &'static str)], [u16; 3], [u16; 3]);
+
+/// The step-up dimension: each sensitive server function with sample arguments and the status
+/// for (reviewer, responder, platform admin) before the session's step-up and after it. Without
+/// a step-up every role is refused; after it, the role and the domain decide.
+pub const STEP_UP_FNS: [StepUpRow; 10] = [
+    (
+        "create_invite",
+        &[("email", "stepped@example.com"), ("role", "security_reviewer")],
+        [403, 403, 403],
+        [403, 403, 200],
+    ),
+    ("revoke_invite", &[("invite_id", "nope")], [403, 403, 403], [403, 403, 404]),
+    ("change_role", &[("admin_id", "nobody"), ("role", "security_reviewer")], [403, 403, 403], [403, 403, 404]),
+    ("disable_admin", &[("admin_id", "nobody")], [403, 403, 403], [403, 403, 404]),
+    ("begin_add_passkey", &[], [403, 403, 403], [200, 200, 200]),
+    ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [403, 403, 403], [400, 400, 400]),
+    ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [403, 403, 403], [404, 404, 404]),
+    ("remove_passkey", &[("passkey_id", "nope")], [403, 403, 403], [404, 404, 404]),
+    // Same Mailu API URL: no step-up needed (the row in SERVER_FNS).
+    (
+        "update_tenant_settings",
+        &[
+            ("tenant_id", "acme"),
+            ("rotation_period_days", "60"),
+            ("contact_email", "ops@acme.example"),
+            ("mailu_api_url", "https://elsewhere.example/api/v1"),
+            ("mailu_api_token", ""),
+            ("rotate_after_reveal", "false"),
+        ],
+        // After the step-up a new URL still needs its own token: 400.
+        [403, 403, 403],
+        [403, 403, 400],
+    ),
+    (
+        "update_tenant_settings",
+        &[
+            ("tenant_id", "acme"),
+            ("rotation_period_days", "60"),
+            ("contact_email", "ops@acme.example"),
+            ("mailu_api_url", "https://elsewhere.example/api/v1"),
+            ("mailu_api_token", "new-token"),
+            ("rotate_after_reveal", "false"),
+        ],
+        [403, 403, 403],
+        [403, 403, 200],
+    ),
 ];

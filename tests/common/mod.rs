@@ -152,6 +152,11 @@ impl TestDb {
     }
 }
 
+/// The outbound policy of the tests: the stand-ins answer on loopback over plain http.
+pub fn lab_policy() -> smtp_vault::core::outbound::OutboundPolicy {
+    smtp_vault::core::outbound::OutboundPolicy::new(true, &["127.0.0.0/8".into(), "::1/128".into()]).unwrap()
+}
+
 /// Everything a test needs, torn down on drop.
 pub struct TestEnv {
     pub bao: OpenBao,
@@ -190,6 +195,9 @@ impl TestEnv {
         config.backup_target = format!("file://{}", dir.path().join("backups").display());
         config.backup_key_path = dir.path().join("backup.key");
         config.rotation_retry_ms = 10;
+        // The stand-ins (Mailu, hooks, alert sinks) answer on loopback over plain http.
+        config.outbound_allow_plaintext = true;
+        config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
         customize(&mut config);
         smtp_vault::core::generate_keyring(&config).unwrap();
         // vault-setup with the privileged token, as an operator would. On the test's clock: its

@@ -32,6 +32,19 @@ impl TestAdmin {
         TestAdmin { actor, email: email.to_owned(), authenticator, session }
     }
 
+    /// The client facts of this admin's browser session (reveal and step-up windows are bound
+    /// to it).
+    pub fn client(&self) -> ClientInfo {
+        ClientInfo { session: Some(self.session.clone()), ..ClientInfo::default() }
+    }
+
+    /// Confirms a passkey in this session: sensitive changes go through for a few minutes.
+    pub async fn step_up(&mut self, core: &Core) {
+        let options = core.begin_confirm(&self.actor, &self.session).await.unwrap();
+        let credential = self.assert(&options);
+        core.finish_confirm(&self.actor, &self.session, &self.client(), &credential).await.unwrap();
+    }
+
     /// Answers a request-options JSON with this admin's authenticator.
     pub fn assert(&mut self, options_json: &str) -> String {
         let options: RequestChallengeResponse = serde_json::from_str(options_json).unwrap();
@@ -77,4 +90,21 @@ pub fn answer(key: &mut SoftPasskey, options_body: &str) -> String {
     let request: RequestChallengeResponse = serde_json::from_str(&options).unwrap();
     let credential = key.do_authentication(Url::parse(ORIGIN).unwrap(), request).unwrap();
     serde_json::to_string(&credential).unwrap()
+}
+
+/// Signs an enrolled admin in over HTTP in a new browser (a second session of the same admin);
+/// returns its client and the status of `finish_login`.
+pub async fn http_login(
+    _env: &super::TestEnv,
+    base: &str,
+    email: &str,
+    key: &mut SoftPasskey,
+) -> (reqwest::Client, u16) {
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let (status, body) = server_fn(&client, base, "begin_login", &[("email", email)]).await;
+    assert_eq!(status, 200, "{body}");
+    let credential = answer(key, &body);
+    let (status, body) = server_fn(&client, base, "finish_login", &[("credential", &credential)]).await;
+    assert_eq!(status, 200, "{body}");
+    (client, status)
 }

@@ -1,11 +1,13 @@
 //! Admins: one's own passkeys (add, rename, remove — never the last) for everyone; inviting,
-//! role changes and disabling for platform admins (enforced by the server).
+//! revoking invites, role changes and disabling for platform admins (enforced by the server).
+//! Each of these changes asks for a passkey confirmation first (a step-up of this session).
 
 use crate::app::browser;
+use crate::app::confirm::with_step_up;
 use crate::app::pages::credentials::SignInPrompt;
 use crate::app::server_fns::{
-    begin_add_passkey, change_role, create_invite, disable_admin, finish_add_passkey, list_admins, remove_passkey,
-    rename_passkey,
+    begin_add_passkey, change_role, create_invite, disable_admin, finish_add_passkey, list_admins, list_invites,
+    remove_passkey, rename_passkey, revoke_invite,
 };
 use crate::app::session::{has_role, use_me};
 use crate::app::when;
@@ -52,7 +54,7 @@ fn MyPasskeys() -> impl IntoView {
     let add = move |_| {
         let name = new_name.get_untracked();
         run(Box::pin(async move {
-            let options = begin_add_passkey().await.map_err(|e| e.message)?;
+            let options = with_step_up(begin_add_passkey).await.map_err(|e| e.message)?;
             let credential = browser::create_credential(options).await?;
             finish_add_passkey(credential, name).await.map(|_| ()).map_err(|e| e.message)
         }));
@@ -69,11 +71,15 @@ fn MyPasskeys() -> impl IntoView {
                             <input aria-label="Passkey name" bind:value=name />
                             <button type="button" class="secondary" on:click=move |_| {
                                 let (id, n) = (rename_id.clone(), name.get_untracked());
-                                run(Box::pin(async move { rename_passkey(id, n).await.map_err(|e| e.message) }));
+                                run(Box::pin(async move {
+                                    with_step_up(|| rename_passkey(id.clone(), n.clone())).await.map_err(|e| e.message)
+                                }));
                             }>"Rename"</button>
                             <button type="button" class="danger" on:click=move |_| {
                                 let id = remove_id.clone();
-                                run(Box::pin(async move { remove_passkey(id).await.map_err(|e| e.message) }));
+                                run(Box::pin(async move {
+                                    with_step_up(|| remove_passkey(id.clone())).await.map_err(|e| e.message)
+                                }));
                             }>"Remove"</button>
                             <small>{p.last_used_at.map_or_else(|| "never used".to_owned(), |t| format!("last used {}", when::minutes(t)))}</small>
                         </li>
@@ -94,6 +100,7 @@ fn ManageAdmins() -> impl IntoView {
     let me = use_me();
     let refresh = RwSignal::new(0u32);
     let admins = Resource::new(move || refresh.get(), |_| list_admins());
+    let invites = Resource::new(move || refresh.get(), |_| list_invites());
     let email = RwSignal::new(String::new());
     let role = RwSignal::new(Role::SecurityReviewer.as_str().to_owned());
     let invite = RwSignal::new(None::<InviteCreatedView>);
@@ -103,11 +110,12 @@ fn ManageAdmins() -> impl IntoView {
         let (mail, chosen) =
             (email.get_untracked(), role.get_untracked().parse::<Role>().unwrap_or(Role::SecurityReviewer));
         spawn_local(async move {
-            match create_invite(mail, chosen).await {
+            match with_step_up(|| create_invite(mail.clone(), chosen)).await {
                 Ok(created) => {
                     error.set(None);
                     email.set(String::new());
                     invite.set(Some(created));
+                    refresh.update(|n| *n += 1);
                 }
                 Err(e) => error.set(Some(e.message)),
             }
@@ -143,6 +151,26 @@ fn ManageAdmins() -> impl IntoView {
                 </p>
             })}
             {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+            <Transition fallback=|| ()>
+                {move || invites.get().and_then(Result::ok).filter(|l| !l.is_empty()).map(|list| view! {
+                    <h3>"Open invites"</h3>
+                    <ul class="invites" data-testid="invites">
+                        {list.into_iter().map(|i| {
+                            let id = i.invite_id.clone();
+                            view! {
+                                <li>
+                                    {i.email.clone()} " (" {i.role.label()} "), valid until "
+                                    {format!("{} UTC", when::minutes(i.expires_at))} " "
+                                    <button type="button" class="danger" on:click=move |_| {
+                                        let id = id.clone();
+                                        act(Box::pin(async move { with_step_up(|| revoke_invite(id.clone())).await }));
+                                    }>"Revoke"</button>
+                                </li>
+                            }
+                        }).collect_view()}
+                    </ul>
+                })}
+            </Transition>
         </section>
         <section class="card" aria-labelledby="admins-title">
             <h2 id="admins-title">"All admins"</h2>
@@ -166,7 +194,7 @@ fn ManageAdmins() -> impl IntoView {
                                                     current.set(chosen.clone());
                                                     let id = id_role.clone();
                                                     if let Ok(r) = chosen.parse::<Role>() {
-                                                        act(Box::pin(async move { change_role(id, r).await }));
+                                                        act(Box::pin(async move { with_step_up(|| change_role(id.clone(), r)).await }));
                                                     }
                                                 }>{role_options}</select>
                                             </td>
@@ -174,7 +202,7 @@ fn ManageAdmins() -> impl IntoView {
                                             <td>{a.active.then(|| view! {
                                                 <button type="button" class="danger" on:click=move |_| {
                                                     let id = id_disable.clone();
-                                                    act(Box::pin(async move { disable_admin(id).await }));
+                                                    act(Box::pin(async move { with_step_up(|| disable_admin(id.clone())).await }));
                                                 }>"Disable"</button>
                                             })}</td>
                                         </tr>

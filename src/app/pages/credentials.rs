@@ -4,6 +4,7 @@
 //! platform admins, but the server enforces it.
 
 use crate::app::browser;
+use crate::app::confirm::with_step_up;
 use crate::app::server_fns::{
     begin_recovery, begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_recovery, finish_reveal,
     finish_rotation, list_grants, list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings,
@@ -426,7 +427,9 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         let days_value = period.get_untracked().trim().parse::<u32>().unwrap_or(0);
         let (c, u, t, a) = (contact.get_untracked(), url.get_untracked(), token.get_untracked(), after.get_untracked());
         spawn_local(async move {
-            match update_tenant_settings(tenant.get_value(), days_value, c, u, t, a).await {
+            let save = || update_tenant_settings(tenant.get_value(), days_value, c.clone(), u.clone(), t.clone(), a);
+            // A new Mailu API URL (where the passwords go) asks for the passkey first.
+            match with_step_up(save).await {
                 Ok(_) => {
                     token.set(String::new());
                     error.set(None);

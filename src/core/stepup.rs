@@ -1,0 +1,131 @@
+//! Step-up windows: changes that decide who can get in (passkeys, invites, roles, disabling) or
+//! where a tenant's passwords go (its Mailu API URL) need the admin to have confirmed a passkey,
+//! with user verification, in this very browser session within the last five minutes. A stolen
+//! session cookie alone therefore cannot add a passkey, invite a friend or re-point a tenant.
+//! Operators at the host (the CLI) are exempt: they already hold the keyring and Vault access.
+
+use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::{Alert, Audience};
+use crate::core::audit::Severity;
+use crate::core::error::{Error, Result};
+use crate::core::passkeys::{Purpose, SessionBinding};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+/// How long a confirmation lets sensitive changes through.
+pub const STEP_UP_WINDOW: Duration = Duration::minutes(5);
+/// A passkey this young that passes a step-up is reported to security.
+const NEW_PASSKEY_AGE: Duration = Duration::hours(24);
+
+impl Core {
+    /// Starts a confirmation for sensitive changes; returns the WebAuthn request options (JSON).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for anything but an admin; rate limits.
+    pub async fn begin_confirm(&self, actor: &Actor, session: &SessionBinding) -> Result<String> {
+        self.begin_reauth(actor, session, Purpose::Confirm, None, json!({})).await
+    }
+
+    /// Finishes the confirmation and opens this session's step-up window; returns when it
+    /// closes.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] (audited `reauth_failed`) for a bad assertion.
+    pub async fn finish_confirm(
+        &self,
+        actor: &Actor,
+        session: &SessionBinding,
+        client: &ClientInfo,
+        credential_json: &str,
+    ) -> Result<DateTime<Utc>> {
+        let Actor::Admin { admin_id, .. } = actor else {
+            return Err(Error::Unauthenticated);
+        };
+        let (passkey_id, _) =
+            self.finish_step_up(actor, session, client, Purpose::Confirm, None, credential_json).await?;
+        let now = self.now();
+        let expires_at = now + STEP_UP_WINDOW;
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("DELETE FROM step_ups WHERE binding_hash = $1 OR expires_at_ms < $2")
+            .bind(session.hash())
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO step_ups (binding_hash, admin_id, passkey_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(session.hash())
+        .bind(admin_id)
+        .bind(&passkey_id)
+        .bind(now.timestamp_millis())
+        .bind(expires_at.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(expires_at)
+    }
+
+    /// Lets a sensitive change through: an operator at the host always; an admin only inside a
+    /// step-up window of the session the call came through; nobody else.
+    ///
+    /// # Errors
+    /// [`Error::StepUpRequired`]; [`Error::Unauthenticated`] / [`Error::Forbidden`] for other
+    /// actors.
+    pub(crate) async fn require_step_up(&self, actor: &Actor, session: Option<&SessionBinding>) -> Result<()> {
+        match actor {
+            Actor::Operator { .. } => Ok(()),
+            Actor::Admin { admin_id, .. } => {
+                let Some(session) = session else {
+                    return Err(Error::StepUpRequired);
+                };
+                let open: Option<(i64,)> = sqlx::query_as(
+                    "SELECT expires_at_ms FROM step_ups WHERE binding_hash = $1 AND admin_id = $2 AND expires_at_ms > $3",
+                )
+                .bind(session.hash())
+                .bind(admin_id)
+                .bind(self.now().timestamp_millis())
+                .fetch_optional(self.db.pool())
+                .await?;
+                open.map(|_| ()).ok_or(Error::StepUpRequired)
+            }
+            _ => Err(actor.refuse("only admins in the console and operators at the host make this change")),
+        }
+    }
+
+    /// After a passkey passed a step-up: when it was added (not enrolled with the account) less
+    /// than a day ago, security hears of it once. A stolen session that slipped a passkey in
+    /// shows up the first time that passkey is used where it matters.
+    pub(crate) async fn flag_new_passkey(&self, actor: &Actor, passkey_id: &str) -> Result<()> {
+        let Actor::Admin { admin_id, email, .. } = actor else {
+            return Ok(());
+        };
+        let row: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT p.created_at_ms, a.created_at_ms, p.name FROM passkeys p JOIN admins a ON a.admin_id = p.admin_id \
+             WHERE p.passkey_id = $1 AND p.admin_id = $2",
+        )
+        .bind(passkey_id)
+        .bind(admin_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some((added_ms, enrolled_ms, name)) = row else {
+            return Ok(());
+        };
+        let young = self.now().timestamp_millis() - added_ms < NEW_PASSKEY_AGE.num_milliseconds();
+        // The passkey made at enrollment is written in the same transaction as the account.
+        if !young || added_ms == enrolled_ms {
+            return Ok(());
+        }
+        self.raise_alert(Alert {
+            kind: "new_passkey_step_up",
+            severity: Severity::Warning,
+            tenant: None,
+            dedupe_key: format!("new_passkey_step_up:{passkey_id}"),
+            message: format!("{email} passed a step-up with the passkey \"{name}\", added less than 24 h ago"),
+            details: json!({"admin_id": admin_id, "email": email, "passkey_id": passkey_id, "added_at_ms": added_ms}),
+            audience: Audience::Security,
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,589 @@
+//! The attack suite of docs/security.md: each test is an attacker's requests against a real
+//! console (OpenBao, the database, the mail stand-in with Dovecot), asserting that the attack
+//! fails, that nothing leaves (a listener of the attacker's sees no secret) and that nothing is
+//! written. One test per finding; the names are the ones docs/security.md lists.
+#![cfg(feature = "ssr")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::mail::{API_TOKEN, MailStandIn};
+use common::passkeys::{TestAdmin, answer, http_admin, http_login, server_fn};
+use common::{TestEnv, credential_body};
+use secrecy::{ExposeSecret, SecretString};
+use smtp_vault::core::mail::{MailError, MailServer, Mailu};
+use smtp_vault::core::{Actor, ClientInfo, Error};
+use smtp_vault::model::{ProvisionCredentialRequest, Role, Scope, StoreCredentialRequest, TenantId};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+/// An attacker's HTTP listener on loopback: records every request it gets (raw) and answers
+/// each with `answer` (a whole HTTP response).
+struct Listener {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Listener {
+    async fn start(answer: String) -> Self {
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", socket.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = socket.accept().await {
+                let (record, answer) = (record.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 65_536];
+                    let mut got = Vec::new();
+                    // A request here is small: read what arrives within a short quiet period.
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buffer[..n]);
+                        if got.windows(4).any(|w| w == b"\r\n\r\n") && request_complete(&got) {
+                            break;
+                        }
+                    }
+                    record.lock().unwrap().push(String::from_utf8_lossy(&got).into_owned());
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Listener { url, seen }
+    }
+
+    /// A listener that answers like a Mailu that took the call.
+    async fn mailu_like() -> Self {
+        Self::start(http_answer(200, r#"{"code":200,"message":"ok","email":"admin@acme.example"}"#, "")).await
+    }
+
+    fn seen(&self) -> String {
+        self.seen.lock().unwrap().join("\n----\n")
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn request_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+fn http_answer(status: u16, body: &str, extra_headers: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+}
+
+/// A console with `acme` provisioned on a real mail stand-in (so it has a real password that
+/// logs in), the password it holds, and the stand-in.
+async fn provisioned() -> (TestEnv, MailStandIn, SecretString) {
+    let mail = MailStandIn::start();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &mail.ca_pem).unwrap();
+    let (_, ca_path) = ca.keep().unwrap();
+    let env = TestEnv::start_custom(None, |c| c.smtp_ca_file = Some(ca_path.clone())).await;
+    let mut body = credential_body("unused", API_TOKEN);
+    body.as_object_mut().unwrap().remove("password");
+    body["smtp_host"] = "localhost".into();
+    body["smtp_port"] = mail.smtp_port.into();
+    body["mailu_api_url"] = mail.api_url.clone().into();
+    let request = ProvisionCredentialRequest::from_json(body).unwrap();
+    env.core.provision_credential(&Actor::operator(), &ClientInfo::local(), &acme(), request).await.unwrap();
+    let secret = env.core.read_credential_secret(&Actor::operator(), &ClientInfo::local(), &acme()).await.unwrap();
+    (env, mail, secret.password)
+}
+
+async fn events(env: &TestEnv, event_type: &str) -> Vec<String> {
+    sqlx::query_as::<_, (String,)>("SELECT details FROM audit_events WHERE event_type = $1 ORDER BY seq")
+        .bind(event_type)
+        .fetch_all(env.core.db().pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(d,)| d)
+        .collect()
+}
+
+async fn stored_url(env: &TestEnv) -> String {
+    env.core.credential_metadata(&Actor::operator(), &acme()).await.unwrap().mailu_api_url
+}
+
+// Finding 1: credential redirection.
+
+#[tokio::test]
+async fn attack_recover_token_redirects_the_password_to_its_own_listener() {
+    let (env, mail, password) = provisioned().await;
+    let base = env.serve().await;
+    let listener = Listener::mailu_like().await;
+    let recover_only = env.token(&[Scope::TenantsRecover]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v1/tenants/acme/recover");
+    let before = common::db_fingerprint(&env.core).await;
+    // With and without a token of its own: the stored token must never go either.
+    for body in [
+        serde_json::json!({"new_vps_ip": "127.0.0.1", "mailu_api_url": format!("{}/api/v1", listener.url)}),
+        serde_json::json!({"new_vps_ip": "127.0.0.1", "mailu_api_url": format!("{}/api/v1", listener.url), "mailu_api_token": "attacker"}),
+    ] {
+        let response = http.post(&url).bearer_auth(&recover_only).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{}", response.text().await.unwrap());
+    }
+    assert_eq!(listener.requests(), 0, "nothing may reach the attacker: {}", listener.seen());
+    assert_eq!(common::db_fingerprint(&env.core).await, before, "a refused redirect writes nothing");
+    assert_eq!(stored_url(&env).await, mail.api_url);
+
+    // Even with `tenants:redirect`, the stored Mailu token is never sent to another URL.
+    let redirect = env.token(&[Scope::TenantsRecover, Scope::TenantsRedirect]).await;
+    let body = serde_json::json!({"new_vps_ip": "127.0.0.1", "mailu_api_url": format!("{}/api/v1", listener.url)});
+    let response = http.post(&url).bearer_auth(&redirect).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("mailu_api_token"));
+    assert_eq!(listener.requests(), 0, "{}", listener.seen());
+    assert!(!listener.seen().contains(password.expose_secret()));
+}
+
+#[tokio::test]
+async fn attack_a_redirect_with_its_scope_is_recorded_before_the_first_byte_leaves() {
+    let (env, _mail, _) = provisioned().await;
+    let listener = Listener::mailu_like().await;
+    let token = Actor::ServiceToken {
+        token_id: "t".into(),
+        name: "dr-runbook".into(),
+        scopes: vec![Scope::TenantsRecover, Scope::TenantsRedirect],
+    };
+    let request = smtp_vault::model::RecoverTenantRequest::new(
+        "127.0.0.1",
+        &format!("{}/api/v1", listener.url),
+        Some("its-own-token".into()),
+        Some(1),
+    )
+    .unwrap();
+    // The listener is no Mailu with Dovecot behind it: the recovery fails at the SMTP check.
+    let outcome = env.core.recover_tenant(&token, &ClientInfo::local(), &acme(), &request).await;
+    assert!(matches!(outcome, Err(Error::MailServer(_))), "{outcome:?}");
+    assert!(listener.requests() > 0, "the scope holder may send it there");
+    assert!(!listener.seen().contains(API_TOKEN), "the stored token never goes to a new URL");
+    // The change of destination was committed first, the failure after; security is alerted.
+    let (changed_seq,): (i64,) =
+        sqlx::query_as("SELECT seq FROM audit_events WHERE event_type = 'mailu_destination_changed'")
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+    let (failed_seq,): (i64,) = sqlx::query_as("SELECT seq FROM audit_events WHERE event_type = 'recovery_failed'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert!(changed_seq < failed_seq);
+    let (alerts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'mailu_destination_changed'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(alerts, 1);
+}
+
+#[tokio::test]
+async fn attack_an_incident_responder_recovers_onto_a_url_of_their_own() {
+    let (env, mail, password) = provisioned().await;
+    let base = env.serve().await;
+    let listener = Listener::mailu_like().await;
+    let (browser, _key) = http_admin(&env, &base, "resp@example.com", Role::IncidentResponder).await;
+    let attacker_url = format!("{}/api/v1", listener.url);
+    let form = [("tenant_id", "acme"), ("new_vps_ip", "127.0.0.1"), ("mailu_api_url", attacker_url.as_str())];
+    let (status, body) = server_fn(&browser, &base, "begin_recovery", &form).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(listener.requests(), 0);
+    assert!(!listener.seen().contains(password.expose_secret()));
+    assert_eq!(stored_url(&env).await, mail.api_url);
+}
+
+#[tokio::test]
+async fn attack_a_bare_admin_session_repoints_the_tenant_through_its_settings() {
+    let (env, mail, _) = provisioned().await;
+    let base = env.serve().await;
+    let listener = Listener::mailu_like().await;
+    let (browser, _key) = http_admin(&env, &base, "plat@example.com", Role::PlatformAdmin).await;
+    let attacker_url = format!("{}/api/v1", listener.url);
+    let form = [
+        ("tenant_id", "acme"),
+        ("rotation_period_days", "1"),
+        ("contact_email", ""),
+        ("mailu_api_url", attacker_url.as_str()),
+        ("mailu_api_token", ""),
+        ("rotate_after_reveal", "false"),
+    ];
+    let before = events(&env, "tenant_settings_changed").await.len();
+    let (status, body) = server_fn(&browser, &base, "update_tenant_settings", &form).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("step_up_required"), "{body}");
+    assert_eq!(stored_url(&env).await, mail.api_url);
+    assert_eq!(events(&env, "tenant_settings_changed").await.len(), before);
+    // A rotation now still goes to the real server, not to the attacker.
+    env.core.rotate_now(&Actor::operator(), &ClientInfo::local(), &acme()).await.unwrap();
+    assert_eq!(listener.requests(), 0, "{}", listener.seen());
+}
+
+#[tokio::test]
+async fn attack_internal_and_plaintext_destinations_are_refused_by_the_outbound_policy() {
+    // A console on the production policy (no plaintext, no internal networks).
+    let env = TestEnv::start_custom(None, |c| {
+        c.outbound_allow_plaintext = false;
+        c.outbound_allow_networks = Vec::new();
+    })
+    .await;
+    let writer = Actor::ServiceToken { token_id: "t".into(), name: "p".into(), scopes: vec![Scope::CredentialsWrite] };
+    for url in [
+        "http://mail.acme.example/api/v1",
+        "https://169.254.169.254/latest/meta-data",
+        "https://127.0.0.1:8200/v1/sys",
+        "https://[::1]/api/v1",
+        "https://10.0.0.5/api/v1",
+        "https://[::ffff:127.0.0.1]/api/v1",
+    ] {
+        let mut body = credential_body("P4ssword-for-policy", "tok");
+        body["mailu_api_url"] = url.into();
+        let request = StoreCredentialRequest::from_json(body).unwrap();
+        let refused = env.core.store_credential(&writer, &ClientInfo::local(), &acme(), request).await;
+        assert!(matches!(refused, Err(Error::InvalidField(ref f)) if f.field == "mailu_api_url"), "{url}: {refused:?}");
+    }
+    // A name that resolves to loopback is refused when the console connects.
+    let listener = Listener::mailu_like().await;
+    let port = listener.url.rsplit(':').next().unwrap().to_owned();
+    let strict = Mailu::new(Duration::from_secs(5), None, Default::default()).unwrap();
+    let target = smtp_vault::core::mail::MailTarget {
+        username: "admin@acme.example".into(),
+        smtp_host: "localhost".into(),
+        smtp_port: 1,
+        api_url: format!("https://localhost:{port}/api/v1"),
+        api_token: SecretString::from("tok".to_owned()),
+        tls_name: None,
+    };
+    let result = strict.set_password(&target, &SecretString::from("Never-Sent-1".to_owned())).await;
+    assert!(matches!(result, Err(MailError::Unreachable(_))), "{result:?}");
+    assert_eq!(listener.requests(), 0, "{}", listener.seen());
+    assert!(env.core.list_tenants(&Actor::operator(), None).await.unwrap().is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn attack_a_hostile_mailu_redirects_the_password_and_answers_an_oracle() {
+    let catcher = Listener::mailu_like().await;
+    let redirecting = Listener::start(http_answer(
+        307,
+        "{}",
+        &format!("Location: {}/api/v1/user/admin@acme.example\r\n", catcher.url),
+    ))
+    .await;
+    let mailu = Mailu::new(Duration::from_secs(5), None, common::lab_policy()).unwrap();
+    let target = smtp_vault::core::mail::MailTarget {
+        username: "admin@acme.example".into(),
+        smtp_host: "localhost".into(),
+        smtp_port: 1,
+        api_url: format!("{}/api/v1", redirecting.url),
+        api_token: SecretString::from("tok".to_owned()),
+        tls_name: None,
+    };
+    let password = SecretString::from("Redirected-Password-1".to_owned());
+    assert!(matches!(mailu.set_password(&target, &password).await, Err(MailError::Server(307))));
+    assert_eq!(catcher.requests(), 0, "a redirect is never followed: {}", catcher.seen());
+    // The server's own words never travel on to a caller; an answer not shaped like Mailu's
+    // is not taken for success.
+    let chatty = Listener::start(http_answer(400, r#"{"message":"ORACLE-TEXT internal host db1 is up"}"#, "")).await;
+    let error = mailu
+        .set_password(
+            &smtp_vault::core::mail::MailTarget { api_url: format!("{}/api/v1", chatty.url), ..target_clone(&target) },
+            &password,
+        )
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains("ORACLE-TEXT"), "{error}");
+    let portal = Listener::start(http_answer(200, "<html>captive portal</html>", "")).await;
+    let error = mailu
+        .set_password(
+            &smtp_vault::core::mail::MailTarget { api_url: format!("{}/api/v1", portal.url), ..target_clone(&target) },
+            &password,
+        )
+        .await;
+    assert_eq!(error, Err(MailError::Malformed));
+    // A user name is one path segment, whatever it holds.
+    let spy = Listener::mailu_like().await;
+    let odd = smtp_vault::core::mail::MailTarget {
+        username: "a/../../domain?x=1#@acme.example".into(),
+        api_url: format!("{}/api/v1", spy.url),
+        ..target_clone(&target)
+    };
+    let _ = mailu.set_password(&odd, &password).await;
+    assert!(spy.seen().starts_with("PATCH /api/v1/user/a%2F..%2F..%2Fdomain%3Fx=1%23@acme.example "), "{}", spy.seen());
+}
+
+fn target_clone(t: &smtp_vault::core::mail::MailTarget) -> smtp_vault::core::mail::MailTarget {
+    smtp_vault::core::mail::MailTarget {
+        username: t.username.clone(),
+        smtp_host: t.smtp_host.clone(),
+        smtp_port: t.smtp_port,
+        api_url: t.api_url.clone(),
+        api_token: t.api_token.clone(),
+        tls_name: t.tls_name.clone(),
+    }
+}
+
+// Finding 2: account takeover from a session.
+
+#[tokio::test]
+async fn attack_a_stolen_session_adds_a_passkey_invites_and_changes_roles() {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let (victim, mut key) = http_admin(&env, &base, "victim@example.com", Role::PlatformAdmin).await;
+    let (_other, _) = http_admin(&env, &base, "other@example.com", Role::SecurityReviewer).await;
+    let other_id = env
+        .core
+        .list_admins(&Actor::operator())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.email == "other@example.com")
+        .unwrap()
+        .admin_id;
+    let before = common::db_fingerprint(&env.core).await;
+    // The stolen cookie: the victim's own session, no passkey at hand.
+    for (name, form) in [
+        ("begin_add_passkey", vec![]),
+        ("create_invite", vec![("email", "friend@evil.example"), ("role", "platform_admin")]),
+        ("change_role", vec![("admin_id", other_id.as_str()), ("role", "platform_admin")]),
+        ("disable_admin", vec![("admin_id", other_id.as_str())]),
+    ] {
+        let (status, body) = server_fn(&victim, &base, name, &form).await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert!(body.contains("step_up_required"), "{name}: {body}");
+    }
+    assert_eq!(common::db_fingerprint(&env.core).await, before, "nothing written");
+    // The victim's step-up in their own browser does not serve a second session.
+    let (status, options) = server_fn(&victim, &base, "begin_confirm", &[]).await;
+    assert_eq!(status, 200);
+    let credential = answer(&mut key, &options);
+    assert_eq!(server_fn(&victim, &base, "finish_confirm", &[("credential", &credential)]).await.0, 200);
+    let (thief, _) = http_login(&env, &base, "victim@example.com", &mut key).await;
+    let (status, body) = server_fn(&thief, &base, "begin_add_passkey", &[]).await;
+    assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test]
+async fn attack_a_passkey_slipped_in_is_reported_when_added_and_at_its_first_step_up() {
+    let sink = common::alerts::AlertSink::start();
+    let env = TestEnv::start_custom(None, |c| sink.configure(c)).await;
+    let mut admin = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    // The enrollment passkey's own step-up is routine.
+    admin.step_up(&env.core).await;
+    let options = env.core.begin_add_passkey(&admin.actor, &admin.session).await.unwrap();
+    let mut slipped = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    let credential = common::passkeys::register(&mut slipped, &options);
+    env.core.finish_add_passkey(&admin.actor, &admin.session, &admin.client(), &credential, "usb").await.unwrap();
+    env.core.deliver_due_alerts().await.unwrap();
+    assert_eq!(sink.slack_about("added the passkey").await.len(), 1, "security hears of it");
+    let owner: Vec<_> = sink.emails_about("A passkey was added to your smtp-vault account").await;
+    assert_eq!(owner.len(), 1, "the owner is mailed");
+    assert!(owner[0].to_string().contains("alice@example.com"), "{}", owner[0]);
+    // Its first step-up within a day is flagged, once.
+    admin.authenticator = slipped;
+    admin.step_up(&env.core).await;
+    admin.step_up(&env.core).await;
+    let (flagged,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'new_passkey_step_up'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(flagged, 1);
+}
+
+// Finding 3: invite tokens in the log, and invites that cannot be revoked: see
+// tests/no_secret_in_logs.rs for the log; revocation here.
+
+#[tokio::test]
+async fn attack_a_leaked_invite_link_is_revoked_before_it_is_used() {
+    let env = TestEnv::start().await;
+    let invite = env
+        .core
+        .create_invite(&Actor::operator(), &ClientInfo::local(), "new@example.com", Role::PlatformAdmin)
+        .await
+        .unwrap();
+    let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
+    assert_eq!(env.core.list_invites(&Actor::operator()).await.unwrap().len(), 1);
+    env.core.revoke_invite(&Actor::operator(), &ClientInfo::local(), &invite.invite_id).await.unwrap();
+    let session = smtp_vault::core::passkeys::SessionBinding::generate().unwrap();
+    assert!(matches!(env.core.begin_enrollment(&session, &token, "Mallory").await, Err(Error::InvalidInput(_))));
+    assert!(env.core.list_invites(&Actor::operator()).await.unwrap().is_empty());
+    assert_eq!(events(&env, "invite_revoked").await.len(), 1);
+    // A platform admin revokes only after a step-up.
+    let mut admin = TestAdmin::enroll(&env.core, "boss@example.com", Role::PlatformAdmin).await;
+    let second = env
+        .core
+        .create_invite(&Actor::operator(), &ClientInfo::local(), "two@example.com", Role::SecurityReviewer)
+        .await
+        .unwrap();
+    let refused = env.core.revoke_invite(&admin.actor, &admin.client(), &second.invite_id).await;
+    assert!(matches!(refused, Err(Error::StepUpRequired)));
+    admin.step_up(&env.core).await;
+    env.core.revoke_invite(&admin.actor, &admin.client(), &second.invite_id).await.unwrap();
+}
+
+// Finding 5: server-function bodies.
+
+#[tokio::test]
+async fn attack_a_multi_megabyte_body_to_a_server_function_is_refused_unread() {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let http = reqwest::Client::new();
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
+            .unwrap()
+    };
+    let before = rss();
+    let big = vec![b'a'; 8 * 1024 * 1024];
+    for _ in 0..8 {
+        let declared = http
+            .post(format!("{base}/_app/readiness"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(declared.status(), 413);
+        // No declared length (chunked): cut off once past the limit.
+        let status = chunked_post(&base, "/_app/readiness", 8 * 1024 * 1024).await;
+        assert!(status.starts_with("HTTP/1.1 4"), "{status}");
+    }
+    // 128 MB were sent; the server (in this process) buffered none of it for long.
+    let grown_mb = rss().saturating_sub(before) / 1024;
+    assert!(grown_mb < 64, "memory grew by {grown_mb} MB");
+}
+
+/// POSTs `size` bytes as a chunked body over a raw connection (no declared length); returns
+/// the status line the server answered, whenever it answered.
+async fn chunked_post(base: &str, path: &str, size: usize) -> String {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = [format!("{:x}\r\n", 65_536).into_bytes(), vec![b'a'; 65_536], b"\r\n".to_vec()].concat();
+    for _ in 0..size / 65_536 {
+        // The server may stop reading (and answer) before the end.
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap_or(0);
+    String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_owned()
+}
+
+// Finding 6: reveal windows belong to the session that earned them.
+
+#[tokio::test]
+async fn attack_a_second_session_reads_plaintext_in_a_window_earned_elsewhere() {
+    let (env, _mail, password) = provisioned().await;
+    let base = env.serve().await;
+    let (first, mut key) = http_admin(&env, &base, "alice@example.com", Role::PlatformAdmin).await;
+    let (status, options) =
+        server_fn(&first, &base, "begin_reveal", &[("tenant_id", "acme"), ("reason", "ticket OPS-9")]).await;
+    assert_eq!(status, 200);
+    let credential = answer(&mut key, &options);
+    assert_eq!(
+        server_fn(&first, &base, "finish_reveal", &[("tenant_id", "acme"), ("credential", &credential)]).await.0,
+        200
+    );
+    let (status, body) = server_fn(&first, &base, "reveal_credential", &[("tenant_id", "acme")]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(password.expose_secret()));
+    // The same admin in another browser (a stolen cookie): no window of its own.
+    let (second, _) = http_login(&env, &base, "alice@example.com", &mut key).await;
+    let (status, body) = server_fn(&second, &base, "reveal_credential", &[("tenant_id", "acme")]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains(password.expose_secret()));
+    // Logging out closes the window it earned.
+    assert_eq!(server_fn(&first, &base, "logout", &[]).await.0, 200);
+    assert!(events(&env, "reveal_revoked").await.iter().any(|d| d.contains("logged_out")));
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM reveal_grants WHERE revoked_at_ms IS NULL AND expires_at_ms > $1")
+            .bind(chrono::Utc::now().timestamp_millis())
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn attack_removing_the_passkey_that_earned_a_window_closes_it() {
+    let (env, _mail, _) = provisioned().await;
+    let mut admin = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    let first = env.core.current_admin(&admin.actor).await.unwrap().passkeys[0].passkey_id.clone();
+    // A second passkey (the one that stays).
+    admin.step_up(&env.core).await;
+    let options = env.core.begin_add_passkey(&admin.actor, &admin.session).await.unwrap();
+    let mut spare = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    let credential = common::passkeys::register(&mut spare, &options);
+    env.core.finish_add_passkey(&admin.actor, &admin.session, &admin.client(), &credential, "spare").await.unwrap();
+    // A window earned with the first one.
+    let options =
+        env.core.begin_reveal(&admin.actor, &admin.session, &admin.client(), &acme(), "ticket OPS-10").await.unwrap();
+    let assertion = admin.assert(&options);
+    env.core.finish_reveal(&admin.actor, &admin.session, &admin.client(), &acme(), &assertion).await.unwrap();
+    assert!(env.core.reveal_credential(&admin.actor, &admin.client(), &acme()).await.is_ok());
+    // The first passkey is lost: removing it closes what it earned (the step-up too).
+    env.core.remove_passkey(&admin.actor, &admin.client(), &first).await.unwrap();
+    assert!(matches!(
+        env.core.reveal_credential(&admin.actor, &admin.client(), &acme()).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(events(&env, "reveal_revoked").await.iter().any(|d| d.contains("passkey_removed")));
+    let refused = env.core.change_role(&admin.actor, &admin.client(), "nobody", Role::SecurityReviewer).await;
+    assert!(matches!(refused, Err(Error::StepUpRequired)), "{refused:?}");
+}
+
+// Finding 8 (in part): a caller's request id does not reach the audit trail.
+
+#[tokio::test]
+async fn attack_a_forged_request_id_lands_in_the_audit_trail() {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let token = env.token(&[Scope::CredentialsWrite]).await;
+    let response = reqwest::Client::new()
+        .put(format!("{base}/api/v1/tenants/acme/smtp-credentials"))
+        .bearer_auth(&token)
+        .header("x-request-id", "forged-correlation-id")
+        .json(&credential_body("Request-Id-Pass-1", "tok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answered = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(answered, "forged-correlation-id");
+    let (hits,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE request_id = 'forged-correlation-id'")
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(hits, 0);
+}
