@@ -587,3 +587,25 @@ async fn attack_a_forged_request_id_lands_in_the_audit_trail() {
             .unwrap();
     assert_eq!(hits, 0);
 }
+
+// Finding 8 (in part): the subject of an alert silences it.
+
+#[tokio::test]
+async fn attack_an_admin_acknowledges_the_alert_about_themselves() {
+    let env = TestEnv::start().await;
+    let mut alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    let bob = TestAdmin::enroll(&env.core, "bob@example.com", Role::PlatformAdmin).await;
+    // Alice adds a passkey: security is alerted about her.
+    alice.step_up(&env.core).await;
+    let options = env.core.begin_add_passkey(&alice.actor, &alice.session).await.unwrap();
+    let mut extra = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    let credential = common::passkeys::register(&mut extra, &options);
+    env.core.finish_add_passkey(&alice.actor, &alice.session, &alice.client(), &credential, "extra").await.unwrap();
+    let alerts = env.core.list_alerts(&Actor::operator(), 10).await.unwrap();
+    let about_alice = alerts.iter().find(|a| a.kind == "passkey_added" && a.audience == "security").unwrap();
+    let refused = env.core.acknowledge_alert(&alice.actor, &alice.client(), &about_alice.alert_id).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    assert!(events(&env, "alert_acknowledged").await.is_empty());
+    env.core.acknowledge_alert(&bob.actor, &bob.client(), &about_alice.alert_id).await.unwrap();
+    assert_eq!(events(&env, "alert_acknowledged").await.len(), 1);
+}

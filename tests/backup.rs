@@ -348,6 +348,8 @@ async fn four_hundred_days_of_daily_backups_keep_exactly_30_daily_and_12_monthly
 async fn the_backup_key_must_live_apart_from_a_local_target() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults();
+    config.outbound_allow_plaintext = true;
+    config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
     config.backup_target = format!("file://{}", dir.path().join("backups").display());
     config.backup_key_path = dir.path().join("backups/keys/backup.key");
     std::fs::create_dir_all(dir.path().join("backups/keys")).unwrap();
@@ -406,6 +408,8 @@ async fn backups_go_to_s3_and_restore_from_it_through_the_cli() {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &c.database_url)
+            .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
+            .env("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
             .env("VAULT_ADDR", vault_addr)
             .env("VAULT_TOKEN", token)
             .env("SMTP_VAULT_KEYRING", &c.keyring_path)

@@ -220,6 +220,9 @@ async fn a_cli_reset_does_the_same_and_delivers_the_alerts_itself() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &c.database_url)
+        // The stand-in and the sinks answer over plain http/SMTP on loopback.
+        .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
+        .env("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
         .env("VAULT_ADDR", &c.vault_addr)
         .env("VAULT_ROLE_ID", &s.env.role_id)
         .env("VAULT_SECRET_ID", s.env.secret_id.expose_secret())

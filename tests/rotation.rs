@@ -342,6 +342,8 @@ async fn provisioning_and_rotation_through_the_api_and_the_cli() {
             .env("VAULT_SECRET_ID", s.env.secret_id.expose_secret())
             .env("SMTP_VAULT_KEYRING", &s.env.config.keyring_path)
             .env("SMTP_VAULT_SMTP_CA_FILE", s.mail.ca_path())
+            .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
+            .env("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
             .output()
             .unwrap()
     };
@@ -514,7 +516,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
     let options = core.begin_reveal(&admin.actor, &admin.session, &local, &acme, "one-time use").await.unwrap();
     let assertion = admin.assert(&options);
     core.finish_reveal(&admin.actor, &admin.session, &local, &acme, &assertion).await.unwrap();
-    let revealed = core.reveal_credential(&admin.actor, &local, &acme).await.unwrap();
+    let revealed = core.reveal_credential(&admin.actor, &admin.client(), &acme).await.unwrap();
     clock.advance(chrono::Duration::minutes(16));
     assert_eq!(core.record_expired_grants().await.unwrap(), 1);
     let old = s.mailu.check_login(&s.mail.target("admin@acme.example"), &revealed.password).await;

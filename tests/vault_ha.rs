@@ -210,6 +210,8 @@ async fn setup(cluster: &RaftCluster, count: usize) -> Setup {
     // vault-setup with the root token, as an operator would, then the console on AppRole; both
     // given every node.
     let mut config = Config::defaults();
+    config.outbound_allow_plaintext = true;
+    config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
     config.database_url = db.url.clone();
     config.vault_addr = cluster.addrs();
     config.vault_token = Some(cluster.root.clone());

@@ -710,41 +710,37 @@ impl Core {
         // A passkey is a way in that outlives every session: security hears of each one, and
         // so does its owner, who did not add it if the session was stolen.
         let ip = client.ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
-        raise_in(
-            &mut tx,
-            &self.channels,
-            Alert {
-                kind: "passkey_added",
-                severity: Severity::Warning,
-                tenant: None,
-                dedupe_key: format!("passkey_added:{passkey_id}"),
-                message: format!("{email} added the passkey \"{name}\" from {ip}"),
-                details: details.clone(),
-                audience: Audience::Security,
-            },
-            now,
-        )
-        .await?;
         let letter = format!(
             "A passkey named \"{name}\" was added to your smtp-vault account ({email}) from {ip}.\n\n\
              If you did not add it, remove it on the Admins page and tell your security team: whoever \
              added it can sign in as you.\n"
         );
-        raise_in(
-            &mut tx,
-            &self.channels,
-            Alert {
+        let notices = [
+            (
+                format!("passkey_added:{passkey_id}"),
+                format!("{email} added the passkey \"{name}\" from {ip}"),
+                details,
+                Audience::Security,
+            ),
+            (
+                format!("passkey_added:{passkey_id}:owner"),
+                "A passkey was added to your smtp-vault account".to_owned(),
+                json!({"body": letter}),
+                Audience::Admin { email: email.clone() },
+            ),
+        ];
+        for (dedupe_key, message, details, audience) in notices {
+            let alert = Alert {
                 kind: "passkey_added",
                 severity: Severity::Warning,
                 tenant: None,
-                dedupe_key: format!("passkey_added:{passkey_id}:owner"),
-                message: "A passkey was added to your smtp-vault account".into(),
-                details: json!({"body": letter}),
-                audience: Audience::Admin { email: email.clone() },
-            },
-            now,
-        )
-        .await?;
+                dedupe_key,
+                message,
+                details,
+                audience,
+            };
+            raise_in(&mut tx, &self.channels, alert, now).await?;
+        }
         tx.commit().await?;
         self.wake_outbox();
         Ok(PasskeyView { passkey_id, name, created_at: now, last_used_at: None })

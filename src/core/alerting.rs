@@ -563,14 +563,25 @@ impl Core {
         }
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
-        let row: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT acknowledged_by, tenant_id FROM alerts WHERE alert_id = $1")
+        let row: Option<(Option<String>, Option<String>, String)> =
+            sqlx::query_as("SELECT acknowledged_by, tenant_id, details FROM alerts WHERE alert_id = $1")
                 .bind(alert_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let (already, tenant) = row.ok_or(Error::NotFound("alert"))?;
+        let (already, tenant, details) = row.ok_or(Error::NotFound("alert"))?;
         if already.is_some() {
             return Err(Error::InvalidInput("this alert is already acknowledged".into()));
+        }
+        // SECURITY: an alert about an admin (a new login address, a passkey added) is closed by
+        // someone else; its subject silencing it would defeat it.
+        if let Actor::Admin { admin_id, email, .. } = actor {
+            let details: Value = serde_json::from_str(&details).unwrap_or(Value::Null);
+            let about = |key: &str, me: &str| details[key].as_str().is_some_and(|v| v.eq_ignore_ascii_case(me));
+            // Rule alerts name the admin by audit identity, `{admin_id} ({email})`.
+            let by_identity = details["admin"].as_str().and_then(|v| v.split(' ').next()) == Some(admin_id.as_str());
+            if about("admin_id", admin_id) || about("email", email) || by_identity {
+                return Err(Error::Forbidden("an alert about you is acknowledged by another admin"));
+            }
         }
         sqlx::query("UPDATE alerts SET acknowledged_by = $1, acknowledged_at_ms = $2 WHERE alert_id = $3")
             .bind(actor.audit_identity().1)

@@ -332,9 +332,15 @@ impl Keyring {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         if replace {
-            // Write beside, then rename: a crash never leaves a half-written keyring.
+            // Write beside, then rename: a crash never leaves a half-written keyring. The file
+            // beside is made anew (mode 0600, never following a link): one left behind, or
+            // planted, would keep its own mode through a truncating open.
             let tmp = path.with_extension("tmp");
-            write_private(&tmp, text.as_bytes(), true).map_err(io)?;
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+            write_private(&tmp, text.as_bytes(), false).map_err(io)?;
             std::fs::rename(&tmp, path).map_err(io)
         } else {
             match write_private(path, text.as_bytes(), false) {
@@ -686,5 +692,23 @@ mod tests {
             assert!(matches!(Keyring::load(&path), Err(KeyringError::Permissions { mode: 0o644, .. })));
         }
         assert!(matches!(Keyring::load(&dir.path().join("none")), Err(KeyringError::Missing(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rewritten_keyring_is_private_even_over_a_planted_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("keyring.json");
+        let ring = ring();
+        assert!(ring.save(&path, false).is_ok());
+        // A world-readable file where the rewrite writes first (left over, or planted).
+        let tmp = path.with_extension("tmp");
+        assert!(std::fs::write(&tmp, b"old").is_ok());
+        assert!(std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).is_ok());
+        assert!(ring.save(&path, true).is_ok());
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode, 0o600);
+        assert!(Keyring::load(&path).is_ok());
     }
 }

@@ -118,6 +118,20 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(tower::util::MapResponseLayer::new(
             |response: axum::http::Response<tower_http::limit::ResponseBody<axum::body::Body>>| {
+                // The limit's own refusal is plain text: answered with the error-body contract.
+                let is_json = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+                    return error::ApiFailure::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is too large",
+                    )
+                    .into_response();
+                }
                 response.map(axum::body::Body::new)
             },
         ))
