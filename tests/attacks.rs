@@ -609,3 +609,23 @@ async fn attack_an_admin_acknowledges_the_alert_about_themselves() {
     env.core.acknowledge_alert(&bob.actor, &bob.client(), &about_alice.alert_id).await.unwrap();
     assert_eq!(events(&env, "alert_acknowledged").await.len(), 1);
 }
+
+#[tokio::test]
+async fn attack_a_write_token_repoints_an_existing_tenant_by_storing_over_it() {
+    let (env, mail, _) = provisioned().await;
+    let base = env.serve().await;
+    let writer = env.token(&[Scope::CredentialsWrite]).await;
+    let mut body = credential_body("Attacker-Known-Pass-1", "attacker-token");
+    body["mailu_api_url"] = "https://mail.attacker.example/api/v1".into();
+    let before = common::db_fingerprint(&env.core).await;
+    let url = format!("{base}/api/v1/tenants/acme/smtp-credentials");
+    let response = reqwest::Client::new().put(&url).bearer_auth(&writer).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 403, "{}", response.text().await.unwrap());
+    assert_eq!(common::db_fingerprint(&env.core).await, before);
+    assert_eq!(stored_url(&env).await, mail.api_url);
+    // With the scope it is allowed, and recorded as a change of destination.
+    let redirect = env.token(&[Scope::CredentialsWrite, Scope::TenantsRedirect]).await;
+    let response = reqwest::Client::new().put(&url).bearer_auth(&redirect).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(events(&env, "mailu_destination_changed").await.len(), 1);
+}

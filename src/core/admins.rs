@@ -863,6 +863,8 @@ impl Core {
         if old == Role::PlatformAdmin.as_str() && self.active_platform_admins(&mut tx).await? == 0 {
             return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
+        // A changed role starts over: no step-up window carries across it.
+        sqlx::query("DELETE FROM step_ups WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
         // A demoted platform admin keeps no reveal window.
         if role != Role::PlatformAdmin {
             self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfAdmin(admin_id), "role_changed", now).await?;
@@ -907,6 +909,7 @@ impl Core {
         }
         self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfAdmin(admin_id), "admin_disabled", now).await?;
         sqlx::query("DELETE FROM ceremonies WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM step_ups WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
         audit::append(
             &mut tx,
             actor,

@@ -70,6 +70,21 @@ impl Core {
             .outbound
             .check_url(&request.mailu_api_url)
             .map_err(|refused| crate::model::FieldError::new("mailu_api_url", refused.to_string()))?;
+        // SECURITY: storing over an existing tenant with another Mailu API URL re-points where
+        // every later password goes: the rule of a recovery onto a new URL applies.
+        let recorded: Option<(String,)> = sqlx::query_as("SELECT mailu_api_url FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        let redirected_from = recorded
+            .map(|(url,)| url)
+            .filter(|url| url.trim_end_matches('/') != request.mailu_api_url.trim().trim_end_matches('/'));
+        if redirected_from.is_some()
+            && matches!(actor, Actor::ServiceToken { .. })
+            && !actor.has_scope(Scope::TenantsRedirect)
+        {
+            return Err(Error::MissingScope(Scope::TenantsRedirect));
+        }
         let keyring = self.keyring()?;
         let document = CredentialDocument {
             password: keyring.seal(tenant, SecretField::Password, &request.password)?,
@@ -130,6 +145,27 @@ impl Core {
             });
             let event = NewEvent::info(EventType::CredentialStored, Some(tenant), details);
             audit::append(&mut tx, actor, client, event, now).await?;
+            if let Some(from) = &redirected_from {
+                let details = json!({
+                    "from": from, "to": document.mailu_api_url, "via": "store", "admin": actor.audit_identity().1,
+                });
+                let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
+                    .with_severity(Severity::Warning);
+                audit::append(&mut tx, actor, client, event, now).await?;
+                let alert = crate::core::alerting::Alert {
+                    kind: "mailu_destination_changed",
+                    severity: Severity::Warning,
+                    tenant: Some(tenant),
+                    dedupe_key: format!("mailu_destination_changed:{tenant}:{}", now.timestamp_millis()),
+                    message: format!(
+                        "{tenant}: its passwords now go to a new Mailu API URL, {}",
+                        document.mailu_api_url
+                    ),
+                    details,
+                    audience: crate::core::alerting::Audience::Security,
+                };
+                crate::core::alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
+            }
             let written = match self.vault()?.write_credential(tenant, &document, previous).await {
                 Err(Error::Conflict) if trust_db => {
                     // Rolled back now, not on drop: SQLite's write lock must be free for the retry.

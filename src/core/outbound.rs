@@ -60,6 +60,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || a >= 240
         }
         IpAddr::V6(v6) => {
@@ -76,6 +77,12 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::/96) reach IPv4 hosts.
                 || v6.segments()[..6].iter().all(|s| *s == 0)
                 || (first == 0x64 && v6.segments()[1] == 0xff9b)
+                // 6to4 and Teredo carry an IPv4 address; site-local and discard-only are not
+                // public destinations either.
+                || first == 0x2002
+                || (first == 0x2001 && v6.segments()[1] == 0)
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x0100 && v6.segments()[1..4].iter().all(|s| *s == 0))
         }
     }
 }
@@ -156,6 +163,8 @@ impl OutboundPolicy {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve the target itself, past the filter.
+            .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver(self.clone())))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))
@@ -199,6 +208,10 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "192.0.0.8",
         ] {
             assert!(is_internal(internal.parse().unwrap_or(IpAddr::from([1, 1, 1, 1]))), "{internal}");
         }

@@ -166,7 +166,7 @@ impl Core {
         to: &str,
     ) -> Result<()> {
         let (kind, who) = actor.audit_identity();
-        let details = json!({"from": from, "to": to, "via": "recovery"});
+        let details = json!({"from": from, "to": to, "via": "recovery", "admin": who});
         let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
             .with_severity(Severity::Warning);
         audit::record(&self.db, actor, client, event, self.now()).await?;

@@ -47,13 +47,14 @@ impl Core {
         let now = self.now();
         let expires_at = now + STEP_UP_WINDOW;
         let mut tx = self.db.begin_write().await?;
-        sqlx::query("DELETE FROM step_ups WHERE binding_hash = $1 OR expires_at_ms < $2")
-            .bind(session.hash())
+        sqlx::query("DELETE FROM step_ups WHERE expires_at_ms < $1")
             .bind(now.timestamp_millis())
             .execute(&mut *tx)
             .await?;
+        // An upsert: two confirmations of one session at once must not collide on its key.
         sqlx::query(
-            "INSERT INTO step_ups (binding_hash, admin_id, passkey_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO step_ups (binding_hash, admin_id, passkey_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (binding_hash) DO UPDATE SET admin_id = $2, passkey_id = $3, created_at_ms = $4, expires_at_ms = $5",
         )
         .bind(session.hash())
         .bind(admin_id)

@@ -120,7 +120,7 @@ impl Core {
         )
         .await?;
         if redirect {
-            let details = json!({"from": from_url, "to": url, "via": "settings"});
+            let details = json!({"from": from_url, "to": url, "via": "settings", "admin": actor.audit_identity().1});
             let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
                 .with_severity(Severity::Warning);
             audit::append(&mut tx, actor, client, event, now).await?;

@@ -133,11 +133,12 @@ pub const STEP_UP_FNS: [StepUpRow; 10] = [
     ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [403, 403, 403], [400, 400, 400]),
     ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [403, 403, 403], [404, 404, 404]),
     ("remove_passkey", &[("passkey_id", "nope")], [403, 403, 403], [404, 404, 404]),
-    // Same Mailu API URL: no step-up needed (the row in SERVER_FNS).
+    // Same Mailu API URL: no step-up needed (the row in SERVER_FNS). globex, so that acme keeps
+    // the URL the API rows below store it with.
     (
         "update_tenant_settings",
         &[
-            ("tenant_id", "acme"),
+            ("tenant_id", "globex"),
             ("rotation_period_days", "60"),
             ("contact_email", "ops@acme.example"),
             ("mailu_api_url", "https://elsewhere.example/api/v1"),
@@ -151,7 +152,7 @@ pub const STEP_UP_FNS: [StepUpRow; 10] = [
     (
         "update_tenant_settings",
         &[
-            ("tenant_id", "acme"),
+            ("tenant_id", "globex"),
             ("rotation_period_days", "60"),
             ("contact_email", "ops@acme.example"),
             ("mailu_api_url", "https://elsewhere.example/api/v1"),
