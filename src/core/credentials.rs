@@ -78,7 +78,7 @@ impl Core {
             .await?;
         let redirected_from = recorded
             .map(|(url,)| url)
-            .filter(|url| url.trim_end_matches('/') != request.mailu_api_url.trim().trim_end_matches('/'));
+            .filter(|url| !crate::core::recovery::same_destination(url, &request.mailu_api_url));
         if redirected_from.is_some()
             && matches!(actor, Actor::ServiceToken { .. })
             && !actor.has_scope(Scope::TenantsRedirect)
@@ -146,25 +146,8 @@ impl Core {
             let event = NewEvent::info(EventType::CredentialStored, Some(tenant), details);
             audit::append(&mut tx, actor, client, event, now).await?;
             if let Some(from) = &redirected_from {
-                let details = json!({
-                    "from": from, "to": document.mailu_api_url, "via": "store", "admin": actor.audit_identity().1,
-                });
-                let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
-                    .with_severity(Severity::Warning);
-                audit::append(&mut tx, actor, client, event, now).await?;
-                let alert = crate::core::alerting::Alert {
-                    kind: "mailu_destination_changed",
-                    severity: Severity::Warning,
-                    tenant: Some(tenant),
-                    dedupe_key: format!("mailu_destination_changed:{tenant}:{}", now.timestamp_millis()),
-                    message: format!(
-                        "{tenant}: its passwords now go to a new Mailu API URL, {}",
-                        document.mailu_api_url
-                    ),
-                    details,
-                    audience: crate::core::alerting::Audience::Security,
-                };
-                crate::core::alerting::raise_in(&mut tx, &self.channels, alert, now).await?;
+                let change = (from.as_str(), document.mailu_api_url.as_str());
+                self.record_destination_change(&mut tx, actor, client, tenant, change, "store", now).await?;
             }
             let written = match self.vault()?.write_credential(tenant, &document, previous).await {
                 Err(Error::Conflict) if trust_db => {

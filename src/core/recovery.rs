@@ -7,7 +7,7 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo, require_scope};
-use crate::core::alerting::{Alert, Audience};
+use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::backup::RestoreOptions;
 use crate::core::config::Config;
@@ -73,7 +73,7 @@ enum Chosen {
 }
 
 /// Whether two Mailu API URLs are the same destination (a trailing slash aside).
-fn same_destination(a: &str, b: &str) -> bool {
+pub(crate) fn same_destination(a: &str, b: &str) -> bool {
     a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
 }
 
@@ -155,31 +155,36 @@ impl Core {
         Ok(true)
     }
 
-    /// Records that a tenant's passwords will from now on go to `to`, and alerts security.
-    /// Committed before the first byte goes to the new host.
-    async fn record_destination_change(
+    /// Records in the caller's transaction that a tenant's passwords go to `to` from now on
+    /// (`mailu_destination_changed`, naming its actor, who therefore cannot acknowledge it) and
+    /// queues the security alert. Every path that re-points a tenant goes through it: a store
+    /// over it, its settings, a recovery.
+    #[expect(clippy::too_many_arguments, reason = "the event's facts, each distinct")]
+    pub(crate) async fn record_destination_change(
         &self,
+        tx: &mut sqlx::AnyConnection,
         actor: &Actor,
         client: &ClientInfo,
         tenant: &TenantId,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
+        via: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
         let (kind, who) = actor.audit_identity();
-        let details = json!({"from": from, "to": to, "via": "recovery", "admin": who});
+        let details = json!({"from": from, "to": to, "via": via, "admin": who});
         let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
             .with_severity(Severity::Warning);
-        audit::record(&self.db, actor, client, event, self.now()).await?;
-        self.raise_alert(Alert {
+        audit::append(tx, actor, client, event, now).await?;
+        let alert = Alert {
             kind: "mailu_destination_changed",
             severity: Severity::Warning,
             tenant: Some(tenant),
-            dedupe_key: format!("mailu_destination_changed:{tenant}:{to}:{}", self.now().timestamp_millis()),
+            dedupe_key: format!("mailu_destination_changed:{tenant}:{to}:{}", now.timestamp_millis()),
             message: format!("{tenant}: its passwords now go to a new Mailu API URL, {to} ({kind} {who})"),
             details,
             audience: Audience::Security,
-        })
-        .await?;
+        };
+        raise_in(tx, &self.channels, alert, now).await?;
         Ok(())
     }
 
@@ -207,14 +212,12 @@ impl Core {
             .into());
         }
         if redirect {
-            self.record_destination_change(
-                actor,
-                client,
-                tenant,
-                &stored.document.mailu_api_url,
-                &request.mailu_api_url,
-            )
-            .await?;
+            // Committed before the first byte goes to the new host.
+            let mut tx = self.db.begin_write().await?;
+            let change = (stored.document.mailu_api_url.as_str(), request.mailu_api_url.as_str());
+            self.record_destination_change(&mut tx, actor, client, tenant, change, "recovery", self.now()).await?;
+            tx.commit().await?;
+            self.wake_outbox();
         }
         let outcome = self.recover_onto(actor, client, tenant, request, stored, clock).await;
         if let Err(error) = &outcome {

@@ -5,10 +5,10 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo, require_scope};
-use crate::core::alerting::{Alert, Audience, raise_in};
-use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
+use crate::core::recovery::same_destination;
 use crate::model::{Scope, TenantId, TenantSettingsInput, TenantSettingsView};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -74,7 +74,7 @@ impl Core {
         // SECURITY: where a tenant's passwords go is as sensitive as the passwords. A new URL
         // needs a fresh step-up, and a token of its own: the stored one is only ever sent to
         // the URL it was stored for.
-        let redirect = url.trim_end_matches('/') != document.mailu_api_url.trim_end_matches('/');
+        let redirect = !same_destination(&url, &document.mailu_api_url);
         if redirect {
             self.require_step_up(actor, client.session.as_ref()).await?;
             if new_token.is_none() {
@@ -120,26 +120,7 @@ impl Core {
         )
         .await?;
         if redirect {
-            let details = json!({"from": from_url, "to": url, "via": "settings", "admin": actor.audit_identity().1});
-            let event = NewEvent::info(EventType::MailuDestinationChanged, Some(tenant), details.clone())
-                .with_severity(Severity::Warning);
-            audit::append(&mut tx, actor, client, event, now).await?;
-            let (kind, who) = actor.audit_identity();
-            raise_in(
-                &mut tx,
-                &self.channels,
-                Alert {
-                    kind: "mailu_destination_changed",
-                    severity: Severity::Warning,
-                    tenant: Some(tenant),
-                    dedupe_key: format!("mailu_destination_changed:{tenant}:{url}:{}", now.timestamp_millis()),
-                    message: format!("{tenant}: its passwords now go to a new Mailu API URL, {url} ({kind} {who})"),
-                    details,
-                    audience: Audience::Security,
-                },
-                now,
-            )
-            .await?;
+            self.record_destination_change(&mut tx, actor, client, tenant, (&from_url, &url), "settings", now).await?;
         }
         if vault_change {
             self.write_credential_journaled(tenant, &document, stored.version).await?;
