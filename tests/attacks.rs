@@ -442,6 +442,91 @@ async fn attack_a_leaked_invite_link_is_revoked_before_it_is_used() {
     env.core.revoke_invite(&admin.actor, &admin.client(), &second.invite_id).await.unwrap();
 }
 
+// Finding 4: rate limits behind a proxy.
+
+/// A `begin_login` through the proxy, as the client at `from`.
+async fn login_from(http: &reqwest::Client, base: &str, from: &str, email: &str) -> u16 {
+    http.post(format!("{base}/_app/begin_login"))
+        .header("x-forwarded-for", from)
+        .form(&[("email", email)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn session_rows(env: &TestEnv) -> i64 {
+    let table = if env.db.is_postgres() { "tower_sessions.session" } else { "tower_sessions" };
+    let (n,): (i64,) =
+        sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(env.core.db().pool()).await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn attack_a_login_flood_through_the_proxy_locks_out_every_admin() {
+    // The console behind a reverse proxy on loopback (every test request comes through it).
+    let env = TestEnv::start_custom(None, |c| c.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let base = env.serve().await;
+    let _alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    let http = reqwest::Client::new();
+    // One attacker: made-up emails, then Alice's, until refused.
+    let mut refused_after = None;
+    for i in 0..100 {
+        let email = if i % 2 == 0 { format!("made-up-{i}@example.com") } else { "alice@example.com".into() };
+        if login_from(&http, &base, "203.0.113.66", &email).await == 429 {
+            refused_after = Some(i);
+            break;
+        }
+    }
+    assert!(refused_after.is_some(), "the attacker's address is limited");
+    // A botnet: Alice's email from many addresses.
+    for i in 0..40 {
+        let _ = login_from(&http, &base, &format!("198.51.100.{i}"), "alice@example.com").await;
+    }
+    // Alice, through the same proxy from her own address, still gets her challenge.
+    assert_eq!(login_from(&http, &base, "192.0.2.10", "alice@example.com").await, 200);
+    // The audit trail names the client, not the proxy; a forged left-hand entry is not believed.
+    let (forged,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_events WHERE event_type = 'login_failed' AND client_ip = '203.0.113.66'",
+    )
+    .fetch_one(env.core.db().pool())
+    .await
+    .unwrap();
+    assert!(forged > 0);
+    assert_eq!(login_from(&http, &base, "10.9.9.9, 203.0.113.77", "ghost@example.com").await, 401);
+    let (seen,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE client_ip IN ('127.0.0.1', '10.9.9.9')")
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(seen, 0, "no event carries the proxy's or a forged address");
+    let (ghost,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE client_ip = '203.0.113.77'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(ghost, 1);
+}
+
+#[tokio::test]
+async fn attack_a_forwarded_for_header_from_an_untrusted_peer_escapes_the_limit() {
+    // No trusted proxy: whatever the caller claims, its address is its peer's.
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        statuses.push(login_from(&http, &base, &format!("198.51.100.{i}"), &format!("x{i}@example.com")).await);
+    }
+    assert!(statuses.contains(&429), "rotating the header does not reset the limit: {statuses:?}");
+    let (claimed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE client_ip LIKE '198.51.100.%'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(claimed, 0);
+    assert_eq!(session_rows(&env).await, 0, "anonymous calls write no session rows");
+}
+
 // Finding 5: server-function bodies.
 
 #[tokio::test]

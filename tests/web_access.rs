@@ -300,17 +300,23 @@ async fn cross_site_requests_are_refused_and_security_headers_are_set() {
     let fresh = Client::builder().cookie_store(true).build().unwrap();
     let before =
         fresh.post(format!("{base}/_app/begin_login")).form(&[("email", "nobody@example.com")]).send().await.unwrap();
-    let cookie = before.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    let id_before = cookie.split(';').next().unwrap().to_owned();
+    assert!(before.headers().get("set-cookie").is_none(), "an anonymous call that leads nowhere starts no session");
     let invite = env
         .core
         .create_invite(&Actor::operator(), &ClientInfo::local(), "pa@example.com", Role::PlatformAdmin)
         .await
         .unwrap();
     let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
-    let (_, options) = server_fn(&fresh, &base, "begin_enrollment", &[("token", &token), ("display_name", "P")]).await;
-    let options: String = serde_json::from_str(&options).unwrap();
+    let begun = fresh
+        .post(format!("{base}/_app/begin_enrollment"))
+        .form(&[("token", token.as_str()), ("display_name", "P")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = begun.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let id_before = cookie.split(';').next().unwrap().to_owned();
+    let options: String = serde_json::from_str(&begun.text().await.unwrap()).unwrap();
     let credential = common::passkeys::register(&mut SoftPasskey::new(true), &options);
     let signed_in = fresh
         .post(format!("{base}/_app/finish_enrollment"))

@@ -26,7 +26,9 @@ pub async fn current_admin() -> Result<Option<AdminView>, UiError> {
 pub async fn begin_login(email: String) -> Result<String, UiError> {
     let ctx = UiContext::load().await?;
     let binding = ctx.binding().await?;
-    ctx.core.begin_login(&binding, &ctx.client, &email).await.map_err(fail)
+    let options = ctx.core.begin_login(&binding, &ctx.client, &email).await.map_err(fail)?;
+    ctx.keep_binding(&binding).await?;
+    Ok(options)
 }
 
 /// Finishes a passkey login and signs the session in.
@@ -55,7 +57,9 @@ pub async fn logout() -> Result<(), UiError> {
 pub async fn begin_enrollment(token: String, display_name: String) -> Result<String, UiError> {
     let ctx = UiContext::load().await?;
     let binding = ctx.binding().await?;
-    ctx.core.begin_enrollment(&binding, &token, &display_name).await.map_err(fail)
+    let options = ctx.core.begin_enrollment(&binding, &token, &display_name).await.map_err(fail)?;
+    ctx.keep_binding(&binding).await?;
+    Ok(options)
 }
 
 /// Finishes enrollment and signs the new admin in.

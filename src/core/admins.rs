@@ -10,7 +10,7 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
-use crate::core::ratelimit::Limit;
+use crate::core::ratelimit::{self, Decision, RateLimiter};
 use crate::core::reveal::OpenGrants;
 use crate::model::{AdminView, InviteCreatedView, InviteView, PasskeyView, Role};
 use base64::Engine as _;
@@ -26,10 +26,6 @@ use webauthn_rs::prelude::{
 
 /// How long an invite link works.
 pub const INVITE_TTL_HOURS: i64 = 24;
-/// Login attempts per email and per client address.
-const LOGIN_LIMIT: Limit = Limit { attempts: 10, window: Duration::minutes(5) };
-/// Re-authentication attempts per admin.
-const REAUTH_LIMIT: Limit = Limit { attempts: 10, window: Duration::minutes(5) };
 
 /// A signed-in admin as the web layer keeps it in the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,11 +402,14 @@ impl Core {
         }
     }
 
-    fn rate_limited(&self, keys: &[String], limit: Limit) -> Result<()> {
+    fn rate_limited(&self, checks: &[(&RateLimiter, &str)]) -> Result<()> {
         let now = self.now();
-        // Every key is counted, so hammering one email from many addresses still trips.
-        let counted: Vec<bool> = keys.iter().map(|k| self.limiter.allow(k, limit, now)).collect();
-        if counted.iter().all(|allowed| *allowed) { Ok(()) } else { Err(Error::RateLimited) }
+        // Every key is counted, even after one refuses, so a refused caller keeps paying.
+        let decisions: Vec<Decision> = checks.iter().map(|(limiter, key)| limiter.check(key, now)).collect();
+        if decisions.contains(&Decision::Untracked) {
+            metrics::counter!("smtp_vault_rate_limiter_saturated_total").increment(1);
+        }
+        if decisions.contains(&Decision::Refused) { Err(Error::RateLimited) } else { Ok(()) }
     }
 
     /// Starts a passkey login for `email`; returns the WebAuthn request options (JSON).
@@ -420,8 +419,9 @@ impl Core {
     /// admin; database errors.
     pub async fn begin_login(&self, session: &SessionBinding, client: &ClientInfo, email: &str) -> Result<String> {
         let email = clean_email(email)?;
-        let ip = client.ip.map(|ip| format!("login-ip:{ip}")).unwrap_or_default();
-        self.rate_limited(&[format!("login-email:{email}"), ip], LOGIN_LIMIT)?;
+        let address = client.ip.map(ratelimit::address_key).unwrap_or_default();
+        let account = format!("{email}|{address}");
+        self.rate_limited(&[(&self.limits.login_address, &address), (&self.limits.login_account, &account)])?;
         let row: Option<AdminRow> =
             sqlx::query_as("SELECT admin_id, email, display_name, role, active FROM admins WHERE email = $1")
                 .bind(&email)
@@ -566,7 +566,7 @@ impl Core {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        self.rate_limited(&[format!("reauth:{admin_id}")], REAUTH_LIMIT)?;
+        self.rate_limited(&[(&self.limits.reauth, admin_id)])?;
         let passkeys = self.passkeys_of(admin_id).await?;
         let rp = self.relying_party()?;
         let (challenge, state) = rp

@@ -207,6 +207,12 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", value_delimiter = ',', global = true)]
     pub outbound_allow_networks: Vec<String>,
 
+    /// Reverse proxies (comma-separated networks, e.g. `10.0.0.5/32`) whose `X-Forwarded-For`
+    /// names the client: rate limits and the audit trail's client address follow it. Nothing
+    /// is trusted by default: the peer address is the client.
+    #[arg(long, env = "SMTP_VAULT_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<String>,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
     pub max_body_bytes: usize,
@@ -276,6 +282,7 @@ impl Config {
             rotation_concurrency: 4,
             outbound_allow_plaintext: false,
             outbound_allow_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

@@ -42,7 +42,7 @@ use crypto::{Keyring, KeyringError};
 use db::Db;
 use mail::{MailServer, Mailu};
 use passkeys::RelyingParty;
-use ratelimit::RateLimiter;
+use ratelimit::Limits;
 use rotation::{FaultInjector, RotationLocks};
 use serde_json::json;
 use std::sync::Arc;
@@ -92,6 +92,8 @@ pub struct CoreSettings {
     pub rules: monitor::RuleSettings,
     /// Where the console may send things.
     pub outbound: outbound::OutboundPolicy,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: ratelimit::TrustedProxies,
 }
 
 /// The service core. Cheap to clone.
@@ -101,7 +103,7 @@ pub struct Core {
     vault: Option<Arc<Vault>>,
     keyring: Option<Arc<Keyring>>,
     rp: Option<Arc<RelyingParty>>,
-    limiter: Arc<RateLimiter>,
+    limits: Arc<Limits>,
     mail: Option<Arc<dyn MailServer>>,
     fault: Option<FaultInjector>,
     rotation_locks: RotationLocks,
@@ -216,7 +218,7 @@ impl Core {
             vault,
             keyring,
             rp: Some(Arc::new(rp)),
-            limiter: Arc::new(RateLimiter::default()),
+            limits: Arc::new(Limits::default()),
             mail: Some(Arc::new(
                 Mailu::new(Duration::from_secs(10), smtp_ca, outbound.clone()).map_err(Error::Config)?,
             )),
@@ -241,6 +243,7 @@ impl Core {
                 recovery: recovery::RecoverySettings::from_config(config),
                 rules: monitor::RuleSettings::from_config(config)?,
                 outbound,
+                trusted_proxies: ratelimit::TrustedProxies::parse(&config.trusted_proxies).map_err(Error::Config)?,
             },
         })
     }

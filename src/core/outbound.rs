@@ -87,18 +87,26 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
+/// Parses a list of networks (`10.0.0.0/8`) or single addresses; blank entries are skipped.
+///
+/// # Errors
+/// The first entry that is neither.
+pub(crate) fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, String> {
+    networks
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse::<IpNet>().or_else(|_| n.parse::<IpAddr>().map(IpNet::from)).map_err(|_| n.to_owned()))
+        .collect()
+}
+
 impl OutboundPolicy {
     /// Parses the comma-separated networks of `SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS`.
     ///
     /// # Errors
     /// The entry that is not a network (`10.0.0.0/8`) or an address.
     pub fn new(allow_plaintext: bool, networks: &[String]) -> Result<Self, String> {
-        let allowed_networks = networks
-            .iter()
-            .map(|n| n.trim())
-            .filter(|n| !n.is_empty())
-            .map(|n| n.parse::<IpNet>().or_else(|_| n.parse::<IpAddr>().map(IpNet::from)).map_err(|_| n.to_owned()))
-            .collect::<Result<Vec<_>, _>>()
+        let allowed_networks = parse_networks(networks)
             .map_err(|bad| format!("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS: `{bad}` is not a network like 10.0.0.0/8"))?;
         Ok(Self { allow_plaintext, allowed_networks })
     }

@@ -1,16 +1,18 @@
 //! Request extractors for the JSON API: the authenticated actor, the validated tenant id from
 //! the path, and a JSON body with the size limit, each refusing with the error-body contract.
 
-use crate::core::{Actor, ClientInfo};
+use crate::core::{Actor, ClientInfo, Core};
 use crate::model::TenantId;
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use std::net::SocketAddr;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::net::{IpAddr, SocketAddr};
 use tower_http::request_id::RequestId;
 
 /// The caller, authenticated by a bearer service token.
@@ -39,14 +41,34 @@ impl FromRequestParts<AppState> for ApiActor {
     }
 }
 
-/// Peer address and request id for the audit log.
+/// The client's address as the console believes it: the peer, or what a trusted proxy
+/// forwarded (`SMTP_VAULT_TRUSTED_PROXIES`). Set by [`resolve_client`] on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
+/// Middleware: works out the client address once, before anything reads it.
+pub async fn resolve_client(State(core): State<Core>, mut request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        // A value that is not text counts as garbage (stopping the walk), not as absent: skipping
+        // it would let an earlier, client-written entry through.
+        let forwarded: Vec<&str> =
+            request.headers().get_all(FORWARDED_FOR).iter().map(|v| v.to_str().unwrap_or("")).collect();
+        let ip = core.settings().trusted_proxies.client_address(peer.ip(), forwarded);
+        request.extensions_mut().insert(ClientAddress(ip));
+    }
+    next.run(request).await
+}
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Client address and request id for the audit log.
 pub struct Client(pub ClientInfo);
 
 impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = parts.extensions.get::<ClientAddress>().map(|c| c.0);
         let request_id =
             parts.extensions.get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).map(str::to_owned);
         Ok(Client(ClientInfo { ip, request_id, session: None }))

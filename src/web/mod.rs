@@ -76,6 +76,7 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
     let x_request_id = HeaderName::from_static("x-request-id");
+    let core_for_client = state.core.clone();
     let hsts = config.public_url.starts_with("https://").then(|| {
         SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
@@ -89,6 +90,8 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
             request.headers_mut().remove("x-request-id");
             request
         }))
+        // client address: the peer, or what a trusted proxy forwarded, for limits and audit
+        .layer(axum::middleware::from_fn_with_state(core_for_client, extract::resolve_client))
         // request id: assigned first so every log line and audit event can carry it
         .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomRequestId))
         .layer(PropagateRequestIdLayer::new(x_request_id))

@@ -111,20 +111,18 @@ pub async fn existing_binding(session: &Session) -> Option<SessionBinding> {
     session.get::<String>(BINDING_KEY).await.ok().flatten().map(SessionBinding)
 }
 
-/// The session's ceremony binding, created on first use.
+/// Stores `binding` as the session's ceremony binding unless it has one.
 ///
 /// # Errors
-/// When the session store fails or randomness is unavailable.
-pub async fn binding(session: &Session) -> Result<SessionBinding, crate::core::Error> {
-    if let Ok(Some(existing)) = session.get::<String>(BINDING_KEY).await {
-        return Ok(SessionBinding(existing));
+/// When the session store fails.
+pub async fn keep_binding(session: &Session, binding: &SessionBinding) -> Result<(), crate::core::Error> {
+    if existing_binding(session).await.is_some() {
+        return Ok(());
     }
-    let fresh = SessionBinding::generate()?;
     session
-        .insert(BINDING_KEY, &fresh.0)
+        .insert(BINDING_KEY, &binding.0)
         .await
-        .map_err(|e| crate::core::Error::Internal(format!("session store: {e}")))?;
-    Ok(fresh)
+        .map_err(|e| crate::core::Error::Internal(format!("session store: {e}")))
 }
 
 /// Signs an admin in: a new session id (against fixation), a new ceremony binding.

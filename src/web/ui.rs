@@ -59,12 +59,26 @@ impl UiContext {
         Ok(Self { core, actor, client, session })
     }
 
-    /// The session's ceremony binding.
+    /// The session's ceremony binding, or a fresh one that is not stored yet: anonymous calls
+    /// (a login for a made-up email, an unknown invite, any call without a session) must write
+    /// no session row. A signed-in session always has one (set at sign-in); a ceremony that
+    /// starts a session stores its own with [`UiContext::keep_binding`] once the core accepts.
+    ///
+    /// # Errors
+    /// When randomness is unavailable.
+    pub async fn binding(&self) -> Result<crate::core::passkeys::SessionBinding, UiError> {
+        match session::existing_binding(&self.session).await {
+            Some(existing) => Ok(existing),
+            None => crate::core::passkeys::SessionBinding::generate().map_err(fail),
+        }
+    }
+
+    /// Stores `binding` in the session unless it is already there.
     ///
     /// # Errors
     /// Session store failures.
-    pub async fn binding(&self) -> Result<crate::core::passkeys::SessionBinding, UiError> {
-        session::binding(&self.session).await.map_err(fail)
+    pub async fn keep_binding(&self, binding: &crate::core::passkeys::SessionBinding) -> Result<(), UiError> {
+        session::keep_binding(&self.session, binding).await.map_err(fail)
     }
 
     /// Signs the actor in on this session (new session id).
