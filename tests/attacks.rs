@@ -647,6 +647,129 @@ async fn attack_removing_the_passkey_that_earned_a_window_closes_it() {
     assert!(matches!(refused, Err(Error::StepUpRequired)), "{refused:?}");
 }
 
+// Finding 7: a database writer rewrites or cuts the audit chain.
+
+/// A few audited changes: tokens created by the operator.
+async fn some_events(env: &TestEnv, n: usize) {
+    for i in 0..n {
+        env.core.create_token(&Actor::operator(), &format!("t{i}"), &[Scope::AuditRead], None).await.unwrap();
+    }
+}
+
+async fn head(env: &TestEnv) -> i64 {
+    let (seq,): (i64,) =
+        sqlx::query_as("SELECT seq FROM audit_head WHERE id = 1").fetch_one(env.core.db().pool()).await.unwrap();
+    seq
+}
+
+/// What a database writer without the keyring can do best: edit event `from`, then recompute
+/// every later hash with the published (unkeyed) formula and fix up the head.
+async fn rewrite_from(env: &TestEnv, from: i64) {
+    let pool = env.core.db().pool();
+    let rows: Vec<smtp_vault::core::db::AuditEventRow> = sqlx::query_as(
+        "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, request_id, \
+         details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(from)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut prev = rows[0].prev_hash.clone();
+    for mut row in rows {
+        if row.seq == from {
+            row.details = r#"{"name":"nothing to see"}"#.into();
+        }
+        row.prev_hash = prev.clone();
+        row.hash = smtp_vault::core::audit::event_hash(&row);
+        sqlx::query("UPDATE audit_events SET details = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&row.details)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(row.seq)
+            .execute(pool)
+            .await
+            .unwrap();
+        prev = row.hash;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn attack_a_database_writer_rewrites_the_chain_and_fixes_up_the_head() {
+    let env = TestEnv::start().await;
+    some_events(&env, 6).await;
+    let anchor = env.core.write_audit_anchor().await.unwrap().expect("the chain grew: an anchor");
+    assert_eq!(anchor.seq, head(&env).await);
+    some_events(&env, 3).await;
+    assert_eq!(env.core.verify_audit_chain().await.unwrap().first_broken, None);
+    let target = head(&env).await - 4;
+    rewrite_from(&env, target).await;
+    let report = env.core.verify_audit_chain().await.unwrap();
+    let broken = report.first_broken.expect("the rewrite shows");
+    assert_eq!(broken.seq, target);
+    assert!(broken.reason.starts_with("rewritten"), "{}", broken.reason);
+    // The hourly check raises it.
+    assert!(env.core.check_audit_chain().await.unwrap());
+
+    // Another console: the events after the anchor passed off as written before the chain was
+    // keyed (so the unkeyed formula would do). The anchor says where keying began.
+    let env = TestEnv::start().await;
+    some_events(&env, 6).await;
+    let anchor = env.core.write_audit_anchor().await.unwrap().unwrap();
+    some_events(&env, 3).await;
+    sqlx::query("UPDATE audit_head SET keyed_from = seq + 1 WHERE id = 1").execute(env.core.db().pool()).await.unwrap();
+    rewrite_from(&env, anchor.seq + 1).await;
+    let broken = env.core.verify_audit_chain().await.unwrap().first_broken.expect("the moved boundary shows");
+    assert!(broken.reason.starts_with("rewritten") && broken.reason.contains("anchor"), "{}", broken.reason);
+}
+
+#[tokio::test]
+async fn attack_a_database_writer_cuts_the_tail_and_silences_the_rules() {
+    let env = TestEnv::start().await;
+    some_events(&env, 8).await;
+    env.core.evaluate_rules().await.unwrap();
+    env.core.write_audit_anchor().await.unwrap().expect("an anchor");
+    let pool = env.core.db().pool();
+    let keep = head(&env).await - 3;
+    sqlx::query("DELETE FROM audit_events WHERE seq > $1").bind(keep).execute(pool).await.unwrap();
+    let (hash,): (String,) =
+        sqlx::query_as("SELECT hash FROM audit_events WHERE seq = $1").bind(keep).fetch_one(pool).await.unwrap();
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(keep)
+        .bind(&hash)
+        .execute(pool)
+        .await
+        .unwrap();
+    // The links are whole; the anchor on the backup target names the cut.
+    let broken = env.core.verify_audit_chain().await.unwrap().first_broken.expect("the cut shows");
+    assert_eq!(broken.seq, keep + 1);
+    assert!(broken.reason.starts_with("truncated"), "{}", broken.reason);
+    // The rules had read past the new head: they say so instead of going quiet.
+    env.core.evaluate_rules().await.unwrap();
+    let (kind, details): (String, String) =
+        sqlx::query_as("SELECT kind, details FROM alerts WHERE kind = 'audit_chain_broken'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "audit_chain_broken");
+    assert!(details.contains("truncated"), "{details}");
+}
+
+#[tokio::test]
+async fn attack_a_bucket_writer_forges_an_anchor() {
+    let env = TestEnv::start().await;
+    some_events(&env, 4).await;
+    let genuine = env.core.write_audit_anchor().await.unwrap().unwrap();
+    // An anchor claiming fewer events (to excuse a cut), without the keyring's MAC.
+    let mut forged = genuine.clone();
+    forged.seq += 50;
+    forged.mac = "00".repeat(32);
+    let dir = env.dir.path().join("backups/audit-anchors");
+    std::fs::write(dir.join(format!("{:020}.json", forged.seq)), serde_json::to_vec(&forged).unwrap()).unwrap();
+    assert_eq!(env.core.latest_audit_anchor().await.unwrap(), Some(genuine));
+    assert_eq!(env.core.verify_audit_chain().await.unwrap().first_broken, None);
+}
+
 // Finding 8 (in part): a caller's request id does not reach the audit trail.
 
 #[tokio::test]

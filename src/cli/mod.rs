@@ -760,6 +760,15 @@ fn print_chain_report(report: &ChainReport) -> ExitCode {
     match &report.first_broken {
         None => {
             println!("audit chain intact: {} events, head {}", report.events, report.head_hash);
+            match report.anchor {
+                Some((seq, at)) => {
+                    println!("checked against the anchor of {} ({seq} events)", at.format("%Y-%m-%d %H:%M:%S UTC"));
+                }
+                None => println!(
+                    "no anchor on the backup target to check against: a cut tail would not show (the console \
+                     writes one every SMTP_VAULT_AUDIT_ANCHOR_SECS and after each backup)"
+                ),
+            }
             ExitCode::SUCCESS
         }
         Some(broken) => {

@@ -1,17 +1,55 @@
-//! The hash-chained audit log (ARCHITECTURE §4). Each event carries the SHA-256 of its
-//! predecessor; appends happen inside the caller's transaction, so an event exists exactly when
-//! the change it records does, and a failed append fails the operation (fail closed).
-//! Details never hold a secret: callers pass ids, versions and reasons only.
+//! The hash-chained audit log (ARCHITECTURE §4) and its anchors. Each event carries a MAC
+//! (HMAC-SHA256 under a key derived from the keyring, which the database never holds) over its
+//! fields and its predecessor's; events from before the chain was keyed keep their SHA-256 and
+//! are pinned by the first keyed event. MACed anchors (the head's number and hash) go to the
+//! backup target, so cutting the tail or moving the keyed boundary shows too. Appends happen
+//! inside the caller's transaction, so an event exists exactly when the change it records does,
+//! and a failed append fails the operation (fail closed). Details never hold a secret: callers
+//! pass ids, versions and reasons only.
 
 use crate::core::access::{Actor, ClientInfo};
-use crate::core::db::{AuditEventRow, Backend, Db};
+use crate::core::db::{AuditEventRow, Backend, Db, WriteTx};
 use crate::core::error::{Error, Result};
 use crate::model::TenantId;
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::AnyConnection;
+use zeroize::Zeroizing;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The audit chain's keys, derived from the keyring: one MACs events, one MACs anchors.
+/// Whoever can write the database but not read the keyring can neither forge an event nor an
+/// anchor.
+#[derive(Clone)]
+pub struct ChainKey {
+    events: Zeroizing<[u8; 32]>,
+    anchors: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+impl ChainKey {
+    /// The keys of `keyring`.
+    #[must_use]
+    pub fn from_keyring(keyring: &crate::core::crypto::Keyring) -> Self {
+        Self { events: keyring.mac_key("audit-events"), anchors: keyring.mac_key("audit-anchors") }
+    }
+
+    fn mac(key: &[u8; 32], bytes: &[u8]) -> String {
+        // A 32-byte key is always a valid HMAC key.
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
 
 /// Hash the first event links to.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -254,17 +292,17 @@ struct HashInput<'a> {
 
 impl HashInput<'_> {
     /// Length-prefixed fields, so no two different events serialise to the same bytes.
-    fn digest(&self) -> String {
-        let mut h = Sha256::new();
+    fn encode(&self, version: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.details.len());
         let mut put = |bytes: Option<&[u8]>| match bytes {
-            None => h.update([0u8]),
+            None => out.push(0u8),
             Some(b) => {
-                h.update([1u8]);
-                h.update((b.len() as u64).to_be_bytes());
-                h.update(b);
+                out.push(1u8);
+                out.extend_from_slice(&(b.len() as u64).to_be_bytes());
+                out.extend_from_slice(b);
             }
         };
-        put(Some(b"smtp-vault-audit-v1"));
+        put(Some(version));
         put(Some(&self.seq.to_be_bytes()));
         put(Some(&self.occurred_at_ms.to_be_bytes()));
         put(Some(self.event_type.as_bytes()));
@@ -276,7 +314,16 @@ impl HashInput<'_> {
         put(self.request_id.map(str::as_bytes));
         put(Some(self.details.as_bytes()));
         put(Some(self.prev_hash.as_bytes()));
-        hex::encode(h.finalize())
+        out
+    }
+
+    /// The event's chain value: its MAC when keyed, else (events from before the chain was
+    /// keyed) its SHA-256.
+    fn digest(&self, key: Option<&ChainKey>) -> String {
+        match key {
+            Some(key) => ChainKey::mac(&key.events, &self.encode(b"smtp-vault-audit-v2")),
+            None => hex::encode(Sha256::digest(self.encode(b"smtp-vault-audit-v1"))),
+        }
     }
 
     fn of_row(row: &AuditEventRow) -> HashInput<'_> {
@@ -296,11 +343,12 @@ impl HashInput<'_> {
     }
 }
 
-/// The chain hash an event must carry, given its fields and its predecessor's hash (the row's
-/// own `hash` is ignored): for tools that check an exported trail offline, and fixtures.
+/// The SHA-256 chain value an event from before the chain was keyed must carry, given its
+/// fields and its predecessor's hash (the row's own `hash` is ignored): for tools that check an
+/// exported trail offline, and fixtures. Keyed events need the keyring (`audit verify`).
 #[must_use]
 pub fn event_hash(row: &AuditEventRow) -> String {
-    HashInput::of_row(row).digest()
+    HashInput::of_row(row).digest(None)
 }
 
 /// Appends one event inside the caller's transaction and returns its sequence number.
@@ -308,7 +356,7 @@ pub fn event_hash(row: &AuditEventRow) -> String {
 /// # Errors
 /// Any database error; the caller must then roll back (fail closed).
 pub async fn append(
-    conn: &mut AnyConnection,
+    conn: &mut WriteTx,
     actor: &Actor,
     client: &ClientInfo,
     event: NewEvent,
@@ -317,11 +365,14 @@ pub async fn append(
     // Bumping the head first takes the write lock (SQLite) or the row lock (PostgreSQL), so
     // concurrent appenders queue here instead of both linking to the same predecessor; it
     // returns the new number and the predecessor's hash in the same round trip.
-    let (seq, prev_hash): (i64, String) =
-        sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_optional(&mut *conn)
+    let (seq, prev_hash, keyed_from): (i64, String, i64) =
+        sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash, keyed_from")
+            .fetch_optional(&mut **conn)
             .await?
             .ok_or_else(|| Error::AuditChain("the chain head row is missing".into()))?;
+    // SECURITY: an event past the boundary is only ever written keyed; without the key the
+    // append (and so the operation) fails rather than weaken the chain.
+    let key = if seq >= keyed_from { Some(conn.chain_key()?) } else { None };
     let (actor_kind, actor_id) = actor.audit_identity();
     let details = event.details.to_string();
     let client_ip = client.ip.map(|ip| ip.to_string());
@@ -338,7 +389,7 @@ pub async fn append(
         details: &details,
         prev_hash: &prev_hash,
     };
-    let hash = input.digest();
+    let hash = input.digest(key);
     sqlx::query(
         "INSERT INTO audit_events (seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, \
          tenant_id, client_ip, request_id, details, prev_hash, hash) \
@@ -356,9 +407,9 @@ pub async fn append(
     .bind(input.details)
     .bind(input.prev_hash)
     .bind(&hash)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *conn).await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut **conn).await?;
     Ok(seq)
 }
 
@@ -375,9 +426,9 @@ pub async fn record(db: &Db, actor: &Actor, client: &ClientInfo, event: NewEvent
     Ok(seq)
 }
 
-/// The index of the first row whose content does not match its hash, hashing the page in
-/// parallel chunks.
-fn first_altered(page: &[AuditEventRow]) -> Option<usize> {
+/// The index of the first row whose content does not match its hash (its MAC from
+/// `keyed_from` on), hashing the page in parallel chunks.
+fn first_altered(page: &[AuditEventRow], keyed_from: i64, key: Option<&ChainKey>) -> Option<usize> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
     let chunk = page.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
@@ -386,7 +437,12 @@ fn first_altered(page: &[AuditEventRow]) -> Option<usize> {
             .enumerate()
             .map(|(n, rows)| {
                 scope.spawn(move || {
-                    rows.iter().position(|row| HashInput::of_row(row).digest() != row.hash).map(|i| n * chunk + i)
+                    rows.iter()
+                        .position(|row| {
+                            let key = if row.seq >= keyed_from { key } else { None };
+                            HashInput::of_row(row).digest(key) != row.hash
+                        })
+                        .map(|i| n * chunk + i)
                 })
             })
             .collect();
@@ -399,7 +455,7 @@ fn first_altered(page: &[AuditEventRow]) -> Option<usize> {
 pub struct BrokenLink {
     /// Sequence number of the first event that fails.
     pub seq: i64,
-    /// Why it fails.
+    /// Why it fails: it names a rewrite, a truncation or a moved boundary as such.
     pub reason: String,
 }
 
@@ -412,6 +468,52 @@ pub struct ChainReport {
     pub head_hash: String,
     /// The first broken link, if any.
     pub first_broken: Option<BrokenLink>,
+    /// The first event sealed with the keyring's MAC (earlier ones are pinned by it).
+    pub keyed_from: i64,
+    /// The anchor checked against, if any: `(seq, written at)`.
+    pub anchor: Option<(i64, DateTime<Utc>)>,
+}
+
+/// A checkpoint of the chain kept outside the database: how many events there were, the last
+/// one's hash and where keying began, MACed with a key the database never holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// Events in the chain when it was written.
+    pub seq: i64,
+    /// The hash of event `seq`.
+    pub hash: String,
+    /// The chain's keyed boundary then.
+    pub keyed_from: i64,
+    /// When it was written (ms).
+    pub written_at_ms: i64,
+    /// HMAC over the fields above.
+    pub mac: String,
+}
+
+impl Anchor {
+    fn signed_bytes(seq: i64, hash: &str, keyed_from: i64, written_at_ms: i64) -> Vec<u8> {
+        format!("smtp-vault-anchor-v1|{seq}|{hash}|{keyed_from}|{written_at_ms}").into_bytes()
+    }
+
+    /// An anchor for the given head, MACed.
+    #[must_use]
+    pub fn new(key: &ChainKey, seq: i64, hash: &str, keyed_from: i64, now: DateTime<Utc>) -> Self {
+        let written_at_ms = now.timestamp_millis();
+        let mac = ChainKey::mac(&key.anchors, &Self::signed_bytes(seq, hash, keyed_from, written_at_ms));
+        Self { seq, hash: hash.to_owned(), keyed_from, written_at_ms, mac }
+    }
+
+    /// True when the MAC holds.
+    #[must_use]
+    pub fn authentic(&self, key: &ChainKey) -> bool {
+        let expected =
+            ChainKey::mac(&key.anchors, &Self::signed_bytes(self.seq, &self.hash, self.keyed_from, self.written_at_ms));
+        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), self.mac.as_bytes()).into()
+    }
+
+    fn written_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.written_at_ms).unwrap_or_default()
+    }
 }
 
 /// The events numbered `from..=to`, in order.
@@ -443,19 +545,61 @@ async fn chain_page(db: &Db, from: i64, to: i64) -> Result<Vec<AuditEventRow>> {
         .map_err(|e| Error::Internal(format!("audit page {from}..={to} did not read back: {e}")))
 }
 
-/// Recomputes every hash in order and checks each link, the numbering and the head row.
+/// Recomputes every hash (MAC) in order and checks each link, the numbering, the head row and,
+/// given one, the latest anchor: an anchored event whose hash changed was rewritten, a head
+/// behind the anchor was cut, a boundary unlike the anchor's was moved to pass rewritten
+/// events off as unkeyed ones.
 ///
 /// # Errors
-/// Database errors only; a broken chain is reported in [`ChainReport::first_broken`].
-pub async fn verify(db: &Db) -> Result<ChainReport> {
+/// Database errors, and [`Error::AuditChain`] when keyed events are present but this process
+/// has no keyring to check them with; a broken chain is reported in
+/// [`ChainReport::first_broken`].
+pub async fn verify(db: &Db, anchor: Option<&Anchor>) -> Result<ChainReport> {
     // The head first: events appended while this runs are not this run's business (and must
     // not look like a truncated chain). Then pages of seq ranges, several fetched at once on
     // their own connections while earlier ones are hashed on the blocking pool across the
     // cores: links are checked in order, digests (independent per event) in parallel.
     const PAGE: i64 = 5000;
     const IN_FLIGHT: usize = 4;
-    let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db.pool()).await?;
+    let (head_seq, head_hash, keyed_from): (i64, String, i64) =
+        sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1").fetch_one(db.pool()).await?;
+    let key = db.chain_key().cloned();
+    if key.is_none() && head_seq >= keyed_from {
+        return Err(Error::AuditChain(
+            "the chain's events are MACed with a key from the keyring, which this process has not loaded \
+             (SMTP_VAULT_KEYRING)"
+                .into(),
+        ));
+    }
+    let anchored = anchor.map(|a| (a.seq, a.written_at()));
+    let report = |events: u64, head_hash: &str, first_broken: Option<BrokenLink>| ChainReport {
+        events,
+        head_hash: head_hash.to_owned(),
+        first_broken,
+        keyed_from,
+        anchor: anchored,
+    };
+    let broken =
+        |seq: i64, reason: String, events: u64, head: &str| report(events, head, Some(BrokenLink { seq, reason }));
+    if let Some(anchor) = anchor {
+        let day = anchor.written_at().format("%Y-%m-%d %H:%M UTC");
+        if anchor.keyed_from != keyed_from {
+            let reason = format!(
+                "rewritten: the chain claims its MACs begin at event {keyed_from}, but the anchor of {day} says \
+                 {} (events were passed off as written before the chain was keyed)",
+                anchor.keyed_from
+            );
+            return Ok(broken(keyed_from.min(anchor.keyed_from), reason, 0, GENESIS_HASH));
+        }
+        if head_seq < anchor.seq {
+            let reason = format!(
+                "truncated: the anchor of {day} records {} events, the chain now has {head_seq} (events removed \
+                 from the end)",
+                anchor.seq
+            );
+            return Ok(broken(head_seq + 1, reason, 0, GENESIS_HASH));
+        }
+    }
     let pages = (0..head_seq.div_euclid(PAGE) + 1).map(|n| {
         let db = db.clone();
         tokio::spawn(async move { chain_page(&db, n * PAGE + 1, ((n + 1) * PAGE).min(head_seq)).await })
@@ -464,15 +608,11 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
     let mut expected_prev = GENESIS_HASH.to_owned();
     let mut expected_seq = 1i64;
     let mut events = 0u64;
-    let broken = |seq: i64, reason: String, events: u64, head: &str| ChainReport {
-        events,
-        head_hash: head.to_owned(),
-        first_broken: Some(BrokenLink { seq, reason }),
-    };
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| Error::Internal(format!("audit page: {e}")))??;
+        let key = key.clone();
         let (page, altered) = tokio::task::spawn_blocking(move || {
-            let altered = first_altered(&page);
+            let altered = first_altered(&page, keyed_from, key.as_ref());
             (page, altered)
         })
         .await
@@ -491,7 +631,20 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
                 ));
             }
             if altered == Some(i) {
-                return Ok(broken(row.seq, "content does not match its hash (altered)".into(), events, &expected_prev));
+                let how = if row.seq >= keyed_from {
+                    "rewritten: its MAC does not match its content (altered, or written without the keyring)"
+                } else {
+                    "content does not match its hash (altered)"
+                };
+                return Ok(broken(row.seq, how.into(), events, &expected_prev));
+            }
+            if let Some(anchor) = anchor.filter(|a| a.seq == row.seq && a.hash != row.hash) {
+                let reason = format!(
+                    "rewritten: event {} no longer has the hash anchored on {}",
+                    anchor.seq,
+                    anchor.written_at().format("%Y-%m-%d %H:%M UTC")
+                );
+                return Ok(broken(row.seq, reason, events, &expected_prev));
             }
             events += 1;
             expected_seq += 1;
@@ -500,12 +653,12 @@ pub async fn verify(db: &Db) -> Result<ChainReport> {
     }
     if expected_seq - 1 != head_seq || expected_prev != head_hash {
         let reason = format!(
-            "the chain head says {head_seq} events but {} are present (events removed from the end)",
+            "truncated: the chain head says {head_seq} events but {} are present (events removed from the end)",
             expected_seq - 1
         );
         return Ok(broken(expected_seq, reason, events, &expected_prev));
     }
-    Ok(ChainReport { events, head_hash: expected_prev, first_broken: None })
+    Ok(report(events, &expected_prev, None))
 }
 
 impl crate::core::Core {
@@ -636,7 +789,7 @@ impl crate::core::Core {
     /// [`Error::MissingScope`] without `audit:read`; database errors.
     pub async fn audit_chain_state(&self, actor: &Actor) -> Result<crate::model::ChainStateView> {
         crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
-        let report = verify(self.db()).await?;
+        let report = self.verify_audit_chain().await?;
         Ok(crate::model::ChainStateView {
             events: report.events,
             head_hash: report.head_hash,
@@ -807,5 +960,56 @@ impl crate::core::Core {
             ));
         }
         AuditSqlFilter::of(query).map(|_| ())
+    }
+}
+
+/// Where anchors live on the backup target.
+const ANCHOR_PREFIX: &str = "audit-anchors";
+/// Anchors kept: the newest is the one that counts; a few older ones survive a bad write.
+const ANCHORS_KEPT: usize = 24;
+
+impl crate::core::Core {
+    /// Writes an anchor of the chain's head to the backup target when the chain grew since the
+    /// newest one (every few minutes from the monitor, and after each backup). Returns it.
+    ///
+    /// # Errors
+    /// [`Error::AuditChain`] without the keyring; backup-target and database errors.
+    pub async fn write_audit_anchor(&self) -> Result<Option<Anchor>> {
+        let target = self.backup_target()?;
+        let key = self.db().chain_key().ok_or_else(|| Error::AuditChain("no keyring: cannot sign an anchor".into()))?;
+        let (seq, hash, keyed_from): (i64, String, i64) =
+            sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1")
+                .fetch_one(self.db().pool())
+                .await?;
+        let names = target.list(ANCHOR_PREFIX).await?;
+        if names.last().is_some_and(|newest| newest.ends_with(&format!("/{seq:020}.json"))) {
+            return Ok(None);
+        }
+        let anchor = Anchor::new(key, seq, &hash, keyed_from, self.now());
+        let bytes = serde_json::to_vec(&anchor).map_err(|e| Error::Internal(e.to_string()))?;
+        target.put(&format!("{ANCHOR_PREFIX}/{seq:020}.json"), bytes).await?;
+        for old in names.iter().rev().skip(ANCHORS_KEPT - 1) {
+            target.delete(old).await?;
+        }
+        Ok(Some(anchor))
+    }
+
+    /// The newest authentic anchor on the backup target (one that does not authenticate is
+    /// skipped and logged: someone who can write the bucket but not read the keyring).
+    ///
+    /// # Errors
+    /// Backup-target errors.
+    pub async fn latest_audit_anchor(&self) -> Result<Option<Anchor>> {
+        let (Ok(target), Some(key)) = (self.backup_target(), self.db().chain_key()) else { return Ok(None) };
+        for name in target.list(ANCHOR_PREFIX).await?.iter().rev() {
+            let Some(bytes) = target.get(name).await? else { continue };
+            match serde_json::from_slice::<Anchor>(&bytes) {
+                Ok(anchor) if anchor.authentic(key) && name.ends_with(&format!("/{:020}.json", anchor.seq)) => {
+                    return Ok(Some(anchor));
+                }
+                _ => tracing::warn!(anchor = %name, "an audit anchor on the backup target does not authenticate"),
+            }
+        }
+        Ok(None)
     }
 }

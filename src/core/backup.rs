@@ -112,7 +112,7 @@ impl BackupTarget {
         Ok(())
     }
 
-    async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         self.store
             .put(&StorePath::from(path), PutPayload::from(bytes))
             .await
@@ -120,7 +120,7 @@ impl BackupTarget {
             .map_err(|e| store_error(&self.description, "writing", path, &e))
     }
 
-    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.store.get(&StorePath::from(path)).await {
             Ok(found) => found
                 .bytes()
@@ -132,7 +132,7 @@ impl BackupTarget {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = StorePath::from(prefix);
         let mut names: Vec<String> = self
             .store
@@ -145,7 +145,7 @@ impl BackupTarget {
         Ok(names)
     }
 
-    async fn delete(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
         match self.store.delete(&StorePath::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(store_error(&self.description, "deleting", path, &e)),
@@ -449,6 +449,10 @@ impl Core {
         )
         .await?;
         let pruned = self.prune_backups(actor).await?;
+        // The chain's head goes out with the backup (a failed anchor does not fail the backup).
+        if let Err(e) = self.write_audit_anchor().await {
+            tracing::warn!(error = %e, "could not write an audit anchor after the backup");
+        }
         Ok(BackupReport {
             manifest,
             location: format!("{}/{location}", target.description.trim_end_matches('/')),

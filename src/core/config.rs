@@ -207,6 +207,12 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", value_delimiter = ',', global = true)]
     pub outbound_allow_networks: Vec<String>,
 
+    /// How often (seconds) the console writes an anchor of the audit chain (its length and head
+    /// hash, MACed) to the backup target, when the chain grew. Events appended since the last
+    /// anchor are what a database writer could cut unnoticed.
+    #[arg(long, env = "SMTP_VAULT_AUDIT_ANCHOR_SECS", default_value_t = 300, global = true)]
+    pub audit_anchor_secs: u64,
+
     /// Reverse proxies (comma-separated networks, e.g. `10.0.0.5/32`) whose `X-Forwarded-For`
     /// names the client: rate limits and the audit trail's client address follow it. Nothing
     /// is trusted by default: the peer address is the client.
@@ -283,6 +289,7 @@ impl Config {
             outbound_allow_plaintext: false,
             outbound_allow_networks: Vec::new(),
             trusted_proxies: Vec::new(),
+            audit_anchor_secs: 300,
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

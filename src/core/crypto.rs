@@ -426,6 +426,19 @@ impl Keyring {
             .map_err(|_| CryptoError::Malformed("blob failed authentication"))
     }
 
+    /// A MAC key for `purpose`, derived from the oldest key. Keys are only ever added (old ones
+    /// stay to open old envelopes), so it stays the same across `keys generate --add`: the
+    /// audit chain written before a key rotation still verifies after it.
+    #[must_use]
+    pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if let Some(oldest) = self.keys.first() {
+            let info = format!("smtp-vault/v1/mac/{purpose}");
+            let _ = Hkdf::<Sha256>::new(None, oldest.key.as_ref()).expand(info.as_bytes(), key.as_mut());
+        }
+        key
+    }
+
     fn blob_cipher(master: &MasterKey, purpose: &str) -> Aes256Gcm {
         let mut key = Zeroizing::new([0u8; 32]);
         let info = format!("smtp-vault/v1/blob/{purpose}");

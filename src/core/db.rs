@@ -3,10 +3,12 @@
 //! once in the common subset (`$n` placeholders, `BIGINT`/`INTEGER` epoch milliseconds, `TEXT`),
 //! so every query runs on both.
 
+use crate::core::audit::ChainKey;
 use crate::core::error::{Error, Result};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which database engine a pool talks to.
@@ -18,11 +20,59 @@ pub enum Backend {
     Postgres,
 }
 
-/// A connection pool and its dialect.
+/// A connection pool, its dialect, and the audit chain's key (kept outside the database, from
+/// the keyring) that every write transaction carries so its events are sealed.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    chain_key: Result<Arc<ChainKey>, Arc<str>>,
+}
+
+/// A write transaction. Derefs to the connection, so queries run on it as on a plain
+/// transaction; audit appends take it whole, for the chain key it carries.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    chain_key: Result<Arc<ChainKey>, Arc<str>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn rollback(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+
+    /// The audit chain's key, or why this process has none.
+    ///
+    /// # Errors
+    /// [`Error::AuditChain`] naming what is missing.
+    pub fn chain_key(&self) -> Result<&ChainKey> {
+        self.chain_key.as_deref().map_err(|why| Error::AuditChain(why.to_string()))
+    }
 }
 
 /// How long a pooled connection may sit unused before it is pinged on its way out.
@@ -91,7 +141,21 @@ impl Db {
             options
         };
         let pool = options.connect(&url).await?;
-        Ok(Self { pool, backend })
+        let chain_key = Err(Arc::from("the audit chain's key was not loaded (it comes from the keyring)"));
+        Ok(Self { pool, backend, chain_key })
+    }
+
+    /// Sets the audit chain's key, or why it is unavailable (said when an event needs it).
+    #[must_use]
+    pub fn with_chain_key(mut self, key: std::result::Result<ChainKey, String>) -> Self {
+        self.chain_key = key.map(Arc::new).map_err(Arc::from);
+        self
+    }
+
+    /// The audit chain's key, if this process holds it.
+    #[must_use]
+    pub fn chain_key(&self) -> Option<&ChainKey> {
+        self.chain_key.as_deref().ok()
     }
 
     /// Applies every pending migration of this dialect.
@@ -125,12 +189,12 @@ impl Db {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub async fn begin_write(&self) -> Result<WriteTx> {
         let statement = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        Ok(self.pool.begin_with(statement).await?)
+        Ok(WriteTx { tx: self.pool.begin_with(statement).await?, chain_key: self.chain_key.clone() })
     }
 
     /// True when a trivial query answers.

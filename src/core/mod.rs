@@ -94,6 +94,8 @@ pub struct CoreSettings {
     pub outbound: outbound::OutboundPolicy,
     /// Whose `X-Forwarded-For` is believed.
     pub trusted_proxies: ratelimit::TrustedProxies,
+    /// How often the monitor anchors the audit chain on the backup target.
+    pub audit_anchor_every: Duration,
 }
 
 /// The service core. Cheap to clone.
@@ -181,7 +183,15 @@ impl Core {
         } else {
             None
         };
-        let db = Db::connect(&config.database_url).await?;
+        // Every process that writes audit events seals them, so the chain key is loaded even
+        // where the keyring is not otherwise needed; without it, an append says why.
+        let chain_key = match &keyring {
+            Some(ring) => Ok(audit::ChainKey::from_keyring(ring)),
+            None => Keyring::load(&config.keyring_path).map(|ring| audit::ChainKey::from_keyring(&ring)).map_err(|e| {
+                format!("audit events are sealed with a key from the keyring, which could not be loaded: {e}")
+            }),
+        };
+        let db = Db::connect(&config.database_url).await?.with_chain_key(chain_key);
         db.migrate().await?;
         let vault = if needs.vault { Some(Arc::new(Vault::connect(vault_settings(config)?).await?)) } else { None };
         let smtp_ca = match &config.smtp_ca_file {
@@ -200,8 +210,14 @@ impl Core {
         )?;
         // Backups and the journal: the target only where Vault is used (no stray directories
         // for database-only commands), the key only when its file exists.
-        let backup_target =
-            if needs.vault { Some(Arc::new(backup::BackupTarget::open(&config.backup_target)?)) } else { None };
+        // Database-only commands open an existing target for the audit anchors.
+        let existing_target =
+            config.backup_target.strip_prefix("file://").is_none_or(|dir| std::path::Path::new(dir).is_dir());
+        let backup_target = if needs.vault || existing_target {
+            Some(Arc::new(backup::BackupTarget::open(&config.backup_target)?))
+        } else {
+            None
+        };
         let backup_key = if needs.vault && config.backup_key_path.exists() {
             if let Some(target) = &backup_target {
                 target.check_key_apart(&config.backup_key_path)?;
@@ -244,6 +260,7 @@ impl Core {
                 rules: monitor::RuleSettings::from_config(config)?,
                 outbound,
                 trusted_proxies: ratelimit::TrustedProxies::parse(&config.trusted_proxies).map_err(Error::Config)?,
+                audit_anchor_every: Duration::from_secs(config.audit_anchor_secs.max(1)),
             },
         })
     }
@@ -361,7 +378,16 @@ impl Core {
     /// # Errors
     /// Database errors.
     pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
-        audit::verify(&self.db).await
+        // Without a reachable anchor the chain is still checked link by link and MAC by MAC;
+        // only a cut tail and a moved boundary need the anchor.
+        let anchor = match self.latest_audit_anchor().await {
+            Ok(anchor) => anchor,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the audit anchors; verifying without one");
+                None
+            }
+        };
+        audit::verify(&self.db, anchor.as_ref()).await
     }
 
     /// Configures Vault for the console (needs a privileged token) and records it.
@@ -422,7 +448,8 @@ pub fn add_keyring_key(config: &Config) -> std::result::Result<String, KeyringEr
 /// # Errors
 /// Database errors.
 pub async fn record_keyring_change(config: &Config, actor: &Actor, key_id: &str, created: bool) -> Result<()> {
-    let db = Db::connect(&config.database_url).await?;
+    let ring = Keyring::load(&config.keyring_path).map_err(|e| Error::Config(e.to_string()))?;
+    let db = Db::connect(&config.database_url).await?.with_chain_key(Ok(audit::ChainKey::from_keyring(&ring)));
     db.migrate().await?;
     let details = json!({"key_id": key_id, "keyring_created": created});
     audit::record(

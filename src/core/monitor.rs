@@ -250,7 +250,13 @@ impl Core {
             sqlx::query_as("SELECT c.seq, h.seq FROM monitor_cursor c, audit_head h WHERE c.id = 1 AND h.id = 1")
                 .fetch_one(self.db.pool())
                 .await?;
-        if cursor >= head {
+        if cursor > head {
+            // The rules read up to `cursor`, so those events existed: the chain was cut, and
+            // the rules would stay silent until it grew past the cursor again.
+            self.raise_truncation(cursor, head).await?;
+            return Ok(pass);
+        }
+        if cursor == head {
             return Ok(pass);
         }
         loop {
@@ -591,6 +597,26 @@ impl Core {
         self.raise_alert(alert).await
     }
 
+    async fn raise_truncation(&self, cursor: i64, head: i64) -> Result<bool> {
+        if !self.settings.rules.on("audit_chain_broken") {
+            return Ok(false);
+        }
+        let reason = format!(
+            "truncated: the alert rules had already read {cursor} events, the chain now has {head} (events removed \
+             from the end)"
+        );
+        let alert = Alert {
+            kind: "audit_chain_broken",
+            severity: severity_of("audit_chain_broken"),
+            tenant: None,
+            dedupe_key: format!("audit_chain_broken:{}", head + 1),
+            message: format!("the audit chain is broken at event {}: {reason}", head + 1),
+            details: json!({"seq": head + 1, "reason": reason, "events": head}),
+            audience: Audience::Security,
+        };
+        self.raise_alert(alert).await
+    }
+
     /// Verifies the whole chain and raises `audit_chain_broken` (once per broken link).
     ///
     /// # Errors
@@ -812,11 +838,16 @@ impl Core {
     }
 
     /// Runs the rules until the process ends: event rules every `poll` (an idle pass is one
-    /// read), state checks every minute, the chain check every hour.
+    /// read), state checks every minute, an audit anchor every `audit_anchor_every` (when the
+    /// chain grew), the chain check every hour.
     pub async fn run_monitor(&self, poll: std::time::Duration) {
         let minute = std::time::Duration::from_secs(60);
         let hour = std::time::Duration::from_secs(3600);
-        let (mut last_state, mut last_chain): (Option<std::time::Instant>, Option<std::time::Instant>) = (None, None);
+        let (mut last_state, mut last_chain, mut last_anchor): (
+            Option<std::time::Instant>,
+            Option<std::time::Instant>,
+            Option<std::time::Instant>,
+        ) = (None, None, None);
         loop {
             if let Err(e) = self.evaluate_rules().await {
                 tracing::warn!(error = %e, "could not evaluate the alert rules");
@@ -825,6 +856,12 @@ impl Core {
                 last_state = Some(std::time::Instant::now());
                 if let Err(e) = self.run_state_checks().await {
                     tracing::warn!(error = %e, "could not run the health checks");
+                }
+            }
+            if last_anchor.is_none_or(|t| t.elapsed() >= self.settings.audit_anchor_every) {
+                last_anchor = Some(std::time::Instant::now());
+                if let Err(e) = self.write_audit_anchor().await {
+                    tracing::warn!(error = %e, "could not write an audit anchor");
                 }
             }
             if last_chain.is_none_or(|t| t.elapsed() >= hour) {

@@ -162,7 +162,7 @@ impl Core {
     #[expect(clippy::too_many_arguments, reason = "the event's facts, each distinct")]
     pub(crate) async fn record_destination_change(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut crate::core::db::WriteTx,
         actor: &Actor,
         client: &ClientInfo,
         tenant: &TenantId,

@@ -308,7 +308,7 @@ impl Core {
     /// many were open.
     pub(crate) async fn revoke_open_grants(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut crate::core::db::WriteTx,
         actor: &Actor,
         client: &ClientInfo,
         which: OpenGrants<'_>,
@@ -328,7 +328,7 @@ impl Core {
         ))
         .bind(value)
         .bind(now.timestamp_millis())
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let count = open.len();
         for (grant_id, tenant_id, owner) in open {
@@ -336,7 +336,7 @@ impl Core {
                 .bind(now.timestamp_millis())
                 .bind(actor.audit_identity().1)
                 .bind(&grant_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             let tenant = TenantId::parse(&tenant_id).ok();
             let details = json!({"grant_id": grant_id, "owner": owner, "cause": cause});
