@@ -368,8 +368,13 @@ async fn health_and_readiness_reflect_dependencies() {
     // Seal Vault: readiness must say so.
     let (status, _) = env.vault_root(Method::PUT, "sys/seal", None).await;
     assert_eq!(status, 204);
-    let (status, _, body) = call(Method::GET, &format!("{base}/readyz"), None, None).await;
-    assert_eq!((status, body["vault"].as_str()), (503, Some("sealed")));
+    // Probes are shared for a moment (a flood of callers is one probe), so poll.
+    let url = format!("{base}/readyz");
+    common::wait_until("readiness to report the sealed Vault", std::time::Duration::from_secs(10), || async {
+        let (status, _, body) = call(Method::GET, &url, None, None).await;
+        (status, body["vault"].as_str()) == (503, Some("sealed"))
+    })
+    .await;
 }
 
 #[tokio::test]

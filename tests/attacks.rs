@@ -837,3 +837,124 @@ async fn attack_a_write_token_repoints_an_existing_tenant_by_storing_over_it() {
     assert_eq!(response.status(), 200);
     assert_eq!(events(&env, "mailu_destination_changed").await.len(), 1);
 }
+
+// Finding 8 (in part): secrets on a command line are visible to every local user.
+
+#[test]
+fn attack_secrets_on_the_command_line_show_in_the_process_list() {
+    for args in [
+        vec!["--vault-token", "hvs.secret-in-ps", "backup", "list"],
+        vec!["backup", "list", "--vault-secret-id=secret-in-ps"],
+        vec![
+            "recover",
+            "--tenant",
+            "acme",
+            "--new-vps-ip",
+            "192.0.2.1",
+            "--mailu-api-url",
+            "https://m",
+            "--mailu-api-token",
+            "secret-in-ps",
+        ],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtp-vault")).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("process list") && err.contains("set "), "{err}");
+        assert!(!err.contains("secret-in-ps"), "the refusal does not echo the secret: {err}");
+    }
+    // The variables work (help lists them nowhere as flags).
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_smtp-vault")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--vault-token") && !help.contains("--vault-secret-id"), "{help}");
+}
+
+// Finding 8 (in part): two platform admins demote each other at the same moment.
+
+#[tokio::test]
+async fn attack_two_admins_demote_each_other_at_once() {
+    let env = TestEnv::start().await;
+    let mut alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    let bob = TestAdmin::enroll(&env.core, "bob@example.com", Role::PlatformAdmin).await;
+    let id = |a: &TestAdmin| match &a.actor {
+        Actor::Admin { admin_id, .. } => admin_id.clone(),
+        _ => unreachable!(),
+    };
+    let (alice_id, bob_id) = (id(&alice), id(&bob));
+    alice.step_up(&env.core).await;
+    let count = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM admins WHERE role = 'platform_admin' AND active = 1")
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+        n
+    };
+    if !env.db.is_postgres() {
+        // SQLite runs write transactions one at a time: the second demotion sees the first.
+        env.core.change_role(&alice.actor, &alice.client(), &bob_id, Role::SecurityReviewer).await.unwrap();
+        let refused =
+            env.core.change_role(&Actor::operator(), &ClientInfo::local(), &alice_id, Role::SecurityReviewer).await;
+        assert!(matches!(refused, Err(Error::InvalidInput(_))), "{refused:?}");
+        assert_eq!(count().await, 1);
+        return;
+    }
+    // Bob's demotion of Alice is in flight (uncommitted) on its own connection...
+    let mut bobs = env.core.db().pool().begin().await.unwrap();
+    sqlx::query("UPDATE admins SET role = 'security_reviewer' WHERE admin_id = $1")
+        .bind(&alice_id)
+        .execute(&mut *bobs)
+        .await
+        .unwrap();
+    // ...while Alice demotes Bob.
+    let core = env.core.clone();
+    let (actor, client) = (alice.actor.clone(), alice.client());
+    let target = bob_id.clone();
+    let alices = tokio::spawn(async move { core.change_role(&actor, &client, &target, Role::SecurityReviewer).await });
+    // Bob's commits once Alice's is either done or waiting for his rows.
+    let pool = env.core.db().pool().clone();
+    common::wait_until("Alice's demotion to finish or wait on a lock", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        let finished = alices.is_finished();
+        async move {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            finished || waiting > 0
+        }
+    })
+    .await;
+    bobs.commit().await.unwrap();
+    let outcome = alices.await.unwrap();
+    assert!(matches!(outcome, Err(Error::InvalidInput(_))), "{outcome:?}");
+    assert_eq!(count().await, 1, "one platform admin remains");
+}
+
+// Finding 8 (in part): anonymous probes turn into database and Vault calls.
+
+#[tokio::test]
+async fn attack_a_flood_of_anonymous_probes_queries_the_database_and_vault_each_time() {
+    let env = TestEnv::start().await;
+    let base = env.serve().await;
+    let http = reqwest::Client::new();
+    let probes = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("smtp_vault_readiness_probes_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = probes(&http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap());
+    let calls = (0..100).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let path = if i % 2 == 0 { "readyz" } else { "metrics" };
+            http.get(format!("{base}/{path}")).send().await.unwrap().status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let after = probes(&http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap());
+    // A hundred anonymous calls share a handful of probes (one per moment), not one each.
+    assert!(after - before < 10.0, "{before} -> {after}");
+}

@@ -574,3 +574,80 @@ async fn on_raft_storage_the_raft_snapshot_is_sealed_beside_the_backup() {
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("raft snapshot"), "{message}");
 }
+
+/// Rewrites the header of a sealed file (backup or journal record) with `edit`.
+fn edit_header(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let rest = bytes.strip_prefix(b"SVBK1\n".as_slice()).unwrap();
+    let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&rest[4..4 + len]).unwrap();
+    edit(&mut header);
+    let header = serde_json::to_vec(&header).unwrap();
+    let out = [b"SVBK1\n".as_slice(), &u32::try_from(header.len()).unwrap().to_be_bytes(), &header, &rest[4 + len..]]
+        .concat();
+    std::fs::write(path, out).unwrap();
+}
+
+#[tokio::test]
+async fn attack_a_bucket_writer_reorders_the_journal_to_bring_back_an_old_password() {
+    let clock = ManualClock::new();
+    let b = with_backups(Some(clock.clone())).await;
+    store(&b.core, "acme", "In-The-Backup").await;
+    let report = b.core.run_backup(&Actor::operator(), &mut no_progress()).await.unwrap();
+    clock.advance(chrono::Duration::hours(1));
+    store(&b.core, "acme", "Old-And-Leaked").await;
+    clock.advance(chrono::Duration::hours(1));
+    store(&b.core, "acme", "Current-One").await;
+    // The older record is re-dated past the newer one, so a replay would end on it.
+    let day = b.env.dir.path().join("backups/journal");
+    let mut records: Vec<_> = walk(&day).into_iter().filter(|p| p.to_string_lossy().contains("-acme-admin-")).collect();
+    records.sort();
+    let older = &records[records.len() - 2];
+    edit_header(older, |h| {
+        let later =
+            chrono::DateTime::parse_from_rfc3339(h["at"].as_str().unwrap()).unwrap() + chrono::Duration::hours(5);
+        h["at"] = later.to_rfc3339().into();
+    });
+    let bao = OpenBao::start().await;
+    let replacement = b.replacement(&bao).await;
+    let outcome = replacement
+        .restore_backup(&Actor::operator(), &report.manifest.id, &RestoreOptions::default(), &mut no_progress())
+        .await;
+    assert!(matches!(outcome, Err(Error::BackupInvalid(_))), "{outcome:?}");
+    let empty = Vault::connect(root_vault_settings(&bao)).await.unwrap();
+    assert!(empty.list_tenants().await.unwrap().is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn attack_a_bucket_writer_passes_an_old_backup_off_as_a_newer_one() {
+    let clock = ManualClock::new();
+    let b = with_backups(Some(clock.clone())).await;
+    store(&b.core, "acme", "Old-And-Leaked").await;
+    let old = b.core.run_backup(&Actor::operator(), &mut no_progress()).await.unwrap();
+    clock.advance(chrono::Duration::days(1));
+    store(&b.core, "acme", "Current-One").await;
+    let new = b.core.run_backup(&Actor::operator(), &mut no_progress()).await.unwrap();
+    // The old file is copied over the newer day's.
+    let root = b.env.dir.path().join("backups/backups");
+    std::fs::copy(
+        root.join(&old.manifest.id).join("vault-snapshot.enc"),
+        root.join(&new.manifest.id).join("vault-snapshot.enc"),
+    )
+    .unwrap();
+    let bao = OpenBao::start().await;
+    let replacement = b.replacement(&bao).await;
+    let options = RestoreOptions { skip_journal: true, ..RestoreOptions::default() };
+    let outcome = replacement.restore_backup(&Actor::operator(), &new.manifest.id, &options, &mut no_progress()).await;
+    assert!(matches!(outcome, Err(Error::BackupInvalid(_))), "{outcome:?}");
+    let empty = Vault::connect(root_vault_settings(&bao)).await.unwrap();
+    assert!(empty.list_tenants().await.unwrap().is_empty(), "nothing written");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}

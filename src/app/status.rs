@@ -19,7 +19,7 @@ pub struct ReadinessView {
 #[server(prefix = "/_app", endpoint = "readiness")]
 pub async fn readiness() -> Result<ReadinessView, crate::model::UiError> {
     let core: crate::core::Core = expect_context();
-    let r = core.readiness().await;
+    let r = core.shared_readiness().await;
     Ok(ReadinessView { database: r.database, vault: r.vault.as_str().to_owned(), ready: r.ready() })
 }
 

@@ -97,8 +97,9 @@ pub enum Command {
         /// Its Mailu admin API base URL.
         #[arg(long, required_unless_present = "provision", conflicts_with = "provision")]
         mailu_api_url: Option<String>,
-        /// Its Mailu API token (default: the stored one).
-        #[arg(long, env = "SMTP_VAULT_RECOVER_MAILU_TOKEN", hide_env_values = true)]
+        /// Its Mailu API token (default: the stored one). From SMTP_VAULT_RECOVER_MAILU_TOKEN
+        /// only: a flag would show it in the process list.
+        #[arg(long, env = "SMTP_VAULT_RECOVER_MAILU_TOKEN", hide_env_values = true, hide = true)]
         mailu_api_token: Option<String>,
         /// Its SMTP submission port (default: the stored one).
         #[arg(long)]
@@ -304,8 +305,36 @@ fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
 /// # Errors
 /// A message for an unreadable or invalid config file; clap exits by itself on bad flags.
 pub fn parse() -> Result<Cli, String> {
-    let args = config_file::args_with_file(std::env::args_os().collect())?;
+    let given: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    refuse_secret_flags(&given)?;
+    let args = config_file::args_with_file(given)?;
     Ok(Cli::parse_from(args))
+}
+
+/// Secrets the command line must not carry: every local user sees a process's arguments
+/// (`ps`, `/proc/*/cmdline`), and shells keep them in their history. Each is taken from its
+/// environment variable (or the config file) instead.
+const SECRET_FLAGS: [(&str, &str); 3] = [
+    ("--vault-token", "VAULT_TOKEN"),
+    ("--vault-secret-id", "VAULT_SECRET_ID"),
+    ("--mailu-api-token", "SMTP_VAULT_RECOVER_MAILU_TOKEN"),
+];
+
+/// Refuses a secret given as a flag, naming the variable to use.
+///
+/// # Errors
+/// The message for the first secret flag found.
+pub fn refuse_secret_flags(args: &[std::ffi::OsString]) -> Result<(), String> {
+    for arg in args.iter().filter_map(|a| a.to_str()) {
+        let flag = arg.split('=').next().unwrap_or(arg);
+        if let Some((_, variable)) = SECRET_FLAGS.iter().find(|(name, _)| *name == flag) {
+            return Err(format!(
+                "{flag} would show the secret to every local user in the process list; set {variable} in the \
+                 environment (or the config file) instead"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Sets up `tracing` on standard error, as text or JSON.

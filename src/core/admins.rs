@@ -832,6 +832,20 @@ impl Core {
         Ok(out)
     }
 
+    /// Locks the active platform admins' rows until the transaction ends. SQLite's write
+    /// transactions are serial already; on PostgreSQL (read committed) two admins demoting each
+    /// other at once would each count the other as still there, and both commit.
+    async fn lock_platform_admins(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
+        if self.db.backend() == crate::core::db::Backend::Postgres {
+            sqlx::query(
+                "SELECT admin_id FROM admins WHERE role = 'platform_admin' AND active = 1 ORDER BY admin_id FOR UPDATE",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn active_platform_admins(&self, conn: &mut sqlx::AnyConnection) -> Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM admins WHERE role = 'platform_admin' AND active = 1")
             .fetch_one(&mut *conn)
@@ -850,6 +864,7 @@ impl Core {
         self.require_step_up(actor, client.session.as_ref()).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
+        self.lock_platform_admins(&mut tx).await?;
         let old: Option<(String,)> = sqlx::query_as("SELECT role FROM admins WHERE admin_id = $1")
             .bind(admin_id)
             .fetch_optional(&mut *tx)
@@ -890,6 +905,7 @@ impl Core {
         self.require_step_up(actor, client.session.as_ref()).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
+        self.lock_platform_admins(&mut tx).await?;
         let target: Option<(String,)> = sqlx::query_as("SELECT role FROM admins WHERE admin_id = $1")
             .bind(admin_id)
             .fetch_optional(&mut *tx)

@@ -229,6 +229,20 @@ struct JournalHeader {
     at: DateTime<Utc>,
 }
 
+/// Journal records are written in format 2: their time is authenticated too, so a bucket
+/// writer cannot change the order a replay applies them in (format 1 bound tenant, kind and
+/// version only; such records are still read until the next backup supersedes them).
+const JOURNAL_FORMAT: u32 = 2;
+
+/// The associated data a journal record is sealed with. A format 2 record opened as format 1
+/// (its header's format edited) fails authentication, so the downgrade gains nothing.
+fn journal_aad(format: u32, tenant: &TenantId, record: &str, version: u64, at: DateTime<Utc>) -> String {
+    match format {
+        1 => format!("journal/{tenant}/{record}/{version}"),
+        _ => format!("journal/{format}/{tenant}/{record}/{version}/{}", at.timestamp_micros()),
+    }
+}
+
 fn frame(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + ciphertext.len());
     out.extend_from_slice(MAGIC);
@@ -556,10 +570,10 @@ impl Core {
         let outcome: Result<()> = async {
             let plain =
                 zeroize::Zeroizing::new(serde_json::to_vec(document).map_err(|e| Error::Internal(e.to_string()))?);
-            let aad = format!("journal/{tenant}/{record}/{version}");
+            let aad = journal_aad(JOURNAL_FORMAT, tenant, record, version, at);
             let sealed = key.seal_blob(PURPOSE_JOURNAL, aad.as_bytes(), &plain)?;
             let header = JournalHeader {
-                format: 1,
+                format: JOURNAL_FORMAT,
                 kind: "journal".into(),
                 key_id: sealed.key_id,
                 nonce: STANDARD.encode(&sealed.nonce),
@@ -652,7 +666,10 @@ impl Core {
             let nonce = STANDARD
                 .decode(&header.nonce)
                 .map_err(|_| Error::BackupInvalid("a journal record's header is damaged"))?;
-            let aad = format!("journal/{}/{}/{}", header.tenant_id, header.record, header.version);
+            if !(1..=JOURNAL_FORMAT).contains(&header.format) {
+                return Err(Error::BackupInvalid("a journal record has an unknown format"));
+            }
+            let aad = journal_aad(header.format, &header.tenant_id, &header.record, header.version, header.at);
             let plain =
                 key.open_blob(PURPOSE_JOURNAL, aad.as_bytes(), &header.key_id, &nonce, ciphertext).map_err(|_| {
                     Error::BackupInvalid("a journal record failed authentication (altered, or another backup key)")
@@ -720,6 +737,11 @@ impl Core {
         let bytes =
             target.get(&format!("backups/{backup_id}/vault-snapshot.enc")).await?.ok_or(Error::NotFound("backup"))?;
         let (manifest, records) = open_backup(self.backup_key()?, &bytes)?;
+        // The id is authenticated inside the file: a file copied or renamed under another date
+        // (an old password passed off as a newer backup) is refused.
+        if manifest.id != backup_id {
+            return Err(Error::BackupInvalid("the file is another day's backup, moved under this id"));
+        }
         let mut state: BTreeMap<String, Replayed> = records
             .into_iter()
             .map(|r| {

@@ -28,16 +28,17 @@ pub struct Config {
     #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
     pub vault_addr: String,
 
-    /// Vault token (used when set; otherwise AppRole).
-    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
+    /// Vault token (used when set; otherwise AppRole). From VAULT_TOKEN or the config file only:
+    /// a flag would show it in the process list.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, hide = true, value_parser = secret, global = true)]
     pub vault_token: Option<SecretString>,
 
-    /// AppRole role id (with --vault-secret-id, when no token is given).
+    /// AppRole role id (with VAULT_SECRET_ID, when no token is given).
     #[arg(long, env = "VAULT_ROLE_ID", global = true)]
     pub vault_role_id: Option<String>,
 
-    /// AppRole secret id.
-    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true, value_parser = secret, global = true)]
+    /// AppRole secret id. From VAULT_SECRET_ID or the config file only (see `vault_token`).
+    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true, hide = true, value_parser = secret, global = true)]
     pub vault_secret_id: Option<SecretString>,
 
     /// KV v2 mount that holds the credentials.

@@ -113,6 +113,7 @@ pub struct Core {
     backup_target: Option<Arc<backup::BackupTarget>>,
     backup_key: Option<Arc<Keyring>>,
     restore_status: Arc<std::sync::Mutex<Option<crate::model::RestoreStatusView>>>,
+    probes: Arc<SharedProbes>,
     outbox_wake: Arc<tokio::sync::Notify>,
     clock: SharedClock,
     settings: CoreSettings,
@@ -123,6 +124,18 @@ impl std::fmt::Debug for Core {
         f.debug_struct("Core").field("db", &self.db.backend()).field("vault", &self.vault).finish_non_exhaustive()
     }
 }
+
+/// Probes anyone may trigger (`/readyz`, `/metrics`, the status badge): one run serves every
+/// caller for [`PROBE_FRESH`], so a flood of anonymous requests is not a flood of database
+/// queries and Vault calls. Callers queue on the lock while one probe runs.
+#[derive(Default)]
+struct SharedProbes {
+    readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
+    gauges: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How long a shared probe's answer stands.
+const PROBE_FRESH: Duration = Duration::from_secs(2);
 
 /// Readiness of the dependencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +257,7 @@ impl Core {
             backup_target,
             backup_key,
             restore_status: Arc::default(),
+            probes: Arc::default(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {
@@ -324,8 +338,36 @@ impl Core {
         self.vault.as_ref().map(|v| v.addr())
     }
 
-    /// Database and Vault readiness (Vault: the best state any configured node reports).
+    /// Readiness as anonymous callers get it: the last probe's answer when it is fresh.
+    pub async fn shared_readiness(&self) -> Readiness {
+        let mut cached = self.probes.readiness.lock().await;
+        if let Some((at, readiness)) = *cached
+            && at.elapsed() < PROBE_FRESH
+        {
+            return readiness;
+        }
+        let readiness = self.readiness().await;
+        *cached = Some((std::time::Instant::now(), readiness));
+        readiness
+    }
+
+    /// Refreshes the gauges unless another caller did a moment ago.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn shared_gauges(&self) -> Result<()> {
+        let mut last = self.probes.gauges.lock().await;
+        if last.is_some_and(|at| at.elapsed() < PROBE_FRESH) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        self.observe_gauges().await
+    }
+
+    /// Database and Vault readiness (Vault: the best state any configured node reports),
+    /// probed now.
     pub async fn readiness(&self) -> Readiness {
+        metrics::counter!("smtp_vault_readiness_probes_total").increment(1);
         let vault = match &self.vault {
             Some(v) => v.health().await,
             None => VaultHealth::Unreachable,

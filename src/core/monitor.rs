@@ -788,7 +788,7 @@ impl Core {
     /// # Errors
     /// Database errors (the database gauge is set first either way).
     pub async fn observe_gauges(&self) -> Result<()> {
-        let readiness = self.readiness().await;
+        let readiness = self.shared_readiness().await;
         metrics::gauge!("smtp_vault_database_up").set(f64::from(u8::from(readiness.database)));
         let up = matches!(readiness.vault, VaultHealth::Active | VaultHealth::Standby);
         metrics::gauge!("smtp_vault_vault_up").set(f64::from(u8::from(up)));

@@ -638,6 +638,24 @@ impl Core {
     }
 }
 
+/// The scratch server's command. Its root token goes in the environment, which only its user
+/// can read: a command line is visible to every local user (`ps`), and the console's own
+/// environment (its Vault credentials) is not passed on.
+fn scratch_command(binary: &str, port: u16, token: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["server", "-dev", "-dev-no-store-token", &format!("-dev-listen-address=127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BAO_DEV_ROOT_TOKEN_ID", token)
+        .env("VAULT_DEV_ROOT_TOKEN_ID", token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// A dev-mode OpenBao on a free loopback port, killed when dropped.
 struct ScratchServer {
     _child: tokio::process::Child,
@@ -652,22 +670,9 @@ impl ScratchServer {
             .map_err(|e| Error::io("finding a free port for the drill", e))?
             .port();
         let token = format!("drill-{}", hex::encode(random_bytes::<16>()?.as_ref()));
-        let child = tokio::process::Command::new(binary)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={token}"),
-                "-dev-no-store-token",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                Error::io(format!("starting the drill's scratch server `{binary}` (SMTP_VAULT_DRILL_BAO)"), e)
-            })?;
+        let child = scratch_command(binary, port, &token).spawn().map_err(|e| {
+            Error::io(format!("starting the drill's scratch server `{binary}` (SMTP_VAULT_DRILL_BAO)"), e)
+        })?;
         let addr = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -682,5 +687,20 @@ impl ScratchServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Self { _child: child, addr, token: SecretString::from(token) })
+    }
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::scratch_command;
+
+    #[test]
+    fn the_drill_token_is_not_on_the_command_line() {
+        let command = scratch_command("bao", 8299, "drill-secret-token");
+        let std = command.as_std();
+        assert!(std.get_args().all(|a| !a.to_string_lossy().contains("drill-secret-token")));
+        let env: Vec<_> = std.get_envs().collect();
+        assert!(env.iter().any(|(k, v)| *k == "BAO_DEV_ROOT_TOKEN_ID" && v.is_some_and(|v| v == "drill-secret-token")));
+        assert!(env.iter().all(|(k, _)| *k != "VAULT_TOKEN" && *k != "VAULT_SECRET_ID"));
     }
 }

@@ -84,7 +84,7 @@ pub async fn scrape(State(state): State<AppState>, request: Request) -> Response
     let Some(handle) = handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response();
     };
-    if let Err(e) = state.core.observe_gauges().await {
+    if let Err(e) = state.core.shared_gauges().await {
         tracing::warn!(error = %e, "could not refresh the gauges");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()

@@ -182,7 +182,7 @@ async fn healthz() -> impl IntoResponse {
 
 /// Readiness: the database answers and Vault is unsealed.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let r = state.core.readiness().await;
+    let r = state.core.shared_readiness().await;
     let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({"status": if r.ready() { "ready" } else { "not_ready" }, "database": r.database, "vault": r.vault.as_str()});
     (status, Json(body))
