@@ -958,3 +958,71 @@ async fn attack_a_flood_of_anonymous_probes_queries_the_database_and_vault_each_
     // A hundred anonymous calls share a handful of probes (one per moment), not one each.
     assert!(after - before < 10.0, "{before} -> {after}");
 }
+
+// Review finding 10: whoever can write Vault re-points a tenant (the sealed token and password
+// are bound to tenant and field, not to where they go).
+
+#[tokio::test]
+async fn attack_a_vault_writer_repoints_a_tenant_at_its_own_listener() {
+    let (env, mail, password) = provisioned().await;
+    let listener = Listener::mailu_like().await;
+    let (status, current) = env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
+    assert_eq!(status, 200, "{current}");
+    let mut document = current["data"]["data"].clone();
+    document["mailu_api_url"] = listener.url.clone().into();
+    let version = current["data"]["metadata"]["version"].as_u64().unwrap();
+    let (status, body) = env
+        .vault_root(
+            reqwest::Method::POST,
+            "smtp/data/acme/admin",
+            Some(serde_json::json!({"data": document, "options": {"cas": version}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A rotation, the daily heartbeat and a consumer's read all refuse to follow it.
+    let rotated = env.core.rotate_credential(&Actor::operator(), &ClientInfo::local(), &acme(), "manual").await;
+    assert!(matches!(rotated, Err(Error::DestinationMismatch)), "{rotated:?}");
+    env.core.heartbeat().await.unwrap();
+    assert_eq!(listener.requests(), 0, "nothing reached the listener: {}", listener.seen());
+    assert!(!listener.seen().contains(password.expose_secret()));
+    let (alerts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'mailu_destination_mismatch'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(alerts, 1, "alerted once");
+    drop(mail);
+}
+
+// Review finding 9: a restore or journal replay brings back an older Mailu API URL silently.
+
+#[tokio::test]
+async fn attack_a_restore_brings_back_an_old_destination_without_a_trace() {
+    let (env, mail, _) = provisioned().await;
+    smtp_vault::core::generate_backup_key(&env.config).unwrap();
+    let core = smtp_vault::core::Core::connect(&env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
+    let backup = core.run_backup(&Actor::operator(), &mut |_, _| {}).await.unwrap();
+    // Later the tenant moves to another Mailu (a second stand-in), recorded as it should be.
+    let moved = MailStandIn::start();
+    let mut admin = TestAdmin::enroll(&core, "alice@example.com", Role::PlatformAdmin).await;
+    admin.step_up(&core).await;
+    let settings = smtp_vault::model::TenantSettingsInput {
+        rotation_period_days: 90,
+        contact_email: None,
+        mailu_api_url: moved.api_url.clone(),
+        mailu_api_token: Some(SecretString::from(API_TOKEN)),
+        rotate_after_reveal: false,
+    };
+    core.update_tenant_settings(&admin.actor, &admin.client(), &acme(), settings).await.unwrap();
+    let changes_before = events(&env, "mailu_destination_changed").await.len();
+    // The backup from before the move is restored over it.
+    let options = smtp_vault::core::backup::RestoreOptions { force: true, skip_journal: true, ..Default::default() };
+    core.restore_backup(&Actor::operator(), &backup.manifest.id, &options, &mut |_, _| {}).await.unwrap();
+    let changes = events(&env, "mailu_destination_changed").await;
+    assert_eq!(changes.len(), changes_before + 1, "the restore's re-pointing is recorded");
+    assert!(changes.last().unwrap().contains("\"via\":\"restore\""), "{changes:?}");
+    // The console's record follows, so the restored tenant keeps working (and the Vault-writer
+    // check above does not mistake the restore for an attack).
+    assert_eq!(stored_url(&env).await, mail.api_url);
+    let rotated = core.rotate_credential(&Actor::operator(), &ClientInfo::local(), &acme(), "manual").await;
+    assert!(rotated.is_ok(), "{rotated:?}");
+}

@@ -808,7 +808,7 @@ impl Core {
         state: RestoreState,
         options: &RestoreOptions,
         progress: &mut (dyn FnMut(usize, usize) + Send),
-    ) -> Result<(RestoreReport, Vec<(String, u64)>)> {
+    ) -> Result<(RestoreReport, Vec<Restored>)> {
         let mut report = RestoreReport {
             backup_id: state.manifest.id.clone(),
             backup_created_at: Some(state.manifest.created_at),
@@ -826,22 +826,24 @@ impl Core {
         let mut outcomes = futures_util::stream::iter(state.records)
             .map(|record| async move {
                 let tenant = record.tenant_id.to_string();
-                (tenant, restore_tenant(vault, keyring, record, options).await)
+                let d = &record.document;
+                let destination = (d.mailu_api_url.clone(), d.smtp_host.clone(), i64::from(d.smtp_port));
+                (tenant, destination, restore_tenant(vault, keyring, record, options).await)
             })
             .buffer_unordered(VAULT_CONCURRENCY);
         let mut versions = Vec::new();
         let mut done = 0;
-        while let Some((tenant, outcome)) = outcomes.next().await {
+        while let Some((tenant, destination, outcome)) = outcomes.next().await {
             match outcome {
                 Ok(TenantOutcome::Written(version)) => {
                     report.written += 1;
                     report.verified += usize::from(!options.dry_run);
-                    versions.push((tenant, version));
+                    versions.push(Restored { tenant, version, destination });
                 }
                 Ok(TenantOutcome::Unchanged(version)) => {
                     report.unchanged += 1;
                     report.verified += 1;
-                    versions.push((tenant, version));
+                    versions.push(Restored { tenant, version, destination });
                 }
                 Ok(TenantOutcome::Skipped(why)) => report.skipped.push((tenant, why)),
                 Err(e) => report.failed.push((tenant, e.to_string())),
@@ -859,18 +861,55 @@ impl Core {
         Ok((report, versions))
     }
 
-    /// Brings the tenants table in line with the restored Vault (new KV versions) and audits
-    /// the restore, in one transaction.
-    async fn record_restore(&self, actor: &Actor, report: &RestoreReport, versions: &[(String, u64)]) -> Result<()> {
+    /// Brings the tenants table in line with the restored Vault (new KV versions, and the
+    /// restored mail server where it differs: recorded as a destination change and alerted, like
+    /// every other re-pointing) and audits the restore, in one transaction.
+    pub(crate) async fn record_restore(
+        &self,
+        actor: &Actor,
+        report: &RestoreReport,
+        versions: &[Restored],
+    ) -> Result<()> {
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
-        for (tenant, version) in versions {
-            sqlx::query("UPDATE tenants SET version = $1, updated_at_ms = $2 WHERE tenant_id = $3")
-                .bind(i64::try_from(*version).unwrap_or(i64::MAX))
-                .bind(now.timestamp_millis())
-                .bind(tenant)
-                .execute(&mut *tx)
+        for restored in versions {
+            let (url, host, port) = &restored.destination;
+            let recorded: Option<(String, String, i64)> =
+                sqlx::query_as("SELECT mailu_api_url, smtp_host, smtp_port FROM tenants WHERE tenant_id = $1")
+                    .bind(&restored.tenant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((from, from_host, from_port)) = recorded.filter(|r| (&r.0, &r.1, r.2) != (url, host, *port)) {
+                let tenant = TenantId::parse(&restored.tenant)
+                    .map_err(|_| Error::BackupInvalid("a restored tenant id is not valid"))?;
+                let to = if &from == url {
+                    format!("{url} (SMTP {host}:{port}, was {from_host}:{from_port})")
+                } else {
+                    url.clone()
+                };
+                self.record_destination_change(
+                    &mut tx,
+                    actor,
+                    &ClientInfo::local(),
+                    &tenant,
+                    (&from, &to),
+                    "restore",
+                    now,
+                )
                 .await?;
+            }
+            sqlx::query(
+                "UPDATE tenants SET version = $1, mailu_api_url = $2, smtp_host = $3, smtp_port = $4, updated_at_ms = $5 \
+                 WHERE tenant_id = $6",
+            )
+            .bind(i64::try_from(restored.version).unwrap_or(i64::MAX))
+            .bind(url)
+            .bind(host)
+            .bind(port)
+            .bind(now.timestamp_millis())
+            .bind(&restored.tenant)
+            .execute(&mut *tx)
+            .await?;
         }
         let details = json!({
             "backup_id": report.backup_id, "journal_records": report.journal_records, "tenants": report.tenants,
@@ -883,6 +922,14 @@ impl Core {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A tenant a restore wrote (or found unchanged): its new KV version and the mail server its
+/// restored document names (Mailu API URL, SMTP host and port).
+pub(crate) struct Restored {
+    tenant: String,
+    version: u64,
+    destination: (String, String, i64),
 }
 
 /// The authenticated part of a manifest.

@@ -116,6 +116,11 @@ pub enum Error {
     /// Too many attempts; try again later.
     #[error("too many attempts; wait a few minutes and try again")]
     RateLimited,
+    /// The mail server named in Vault is not the one the console recorded: nothing is sent.
+    #[error(
+        "the Mailu destination stored in Vault differs from the console's record; nothing was sent (was Vault written outside the console?)"
+    )]
+    DestinationMismatch,
     /// Should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,7 +140,9 @@ impl Error {
             Error::MailServer(_) => ErrorKind::Upstream,
             Error::RotationBusy => ErrorKind::Conflict,
             Error::Crypto(e) if e.is_configuration() => ErrorKind::Configuration,
-            Error::Crypto(_) | Error::MalformedSecret { .. } | Error::BackupInvalid(_) => ErrorKind::Integrity,
+            Error::Crypto(_) | Error::MalformedSecret { .. } | Error::BackupInvalid(_) | Error::DestinationMismatch => {
+                ErrorKind::Integrity
+            }
             Error::Backup(_) => ErrorKind::Unavailable,
             Error::Vault(_) | Error::VaultSealed | Error::VaultUnreachable(_) | Error::Database(_) => {
                 ErrorKind::Unavailable

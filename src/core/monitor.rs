@@ -699,7 +699,7 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(&str, Severity, &str, String); 14] = [
+        let at_source: [(&str, Severity, &str, String); 15] = [
             ("emergency_reset", Severity::Critical, "security", "an emergency reset starts".into()),
             ("emergency_reset_failed", Severity::Critical, "security", "an emergency reset could not rotate".into()),
             (
@@ -745,6 +745,13 @@ impl Core {
                 Severity::Warning,
                 "security",
                 "a tenant's Mailu API URL (where its passwords go) was changed".into(),
+            ),
+            (
+                "mailu_destination_mismatch",
+                Severity::Critical,
+                "security",
+                "the Mailu API URL or SMTP host in Vault is not the one the console recorded (nothing is sent there)"
+                    .into(),
             ),
             (
                 "passkey_added",

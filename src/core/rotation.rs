@@ -165,7 +165,58 @@ impl Core {
         }
     }
 
-    /// The mail server of a tenant, from its stored document.
+    /// The mail server of a known tenant: its stored document's, provided it is the destination
+    /// the console recorded. Whoever can write Vault but not the database cannot re-point a
+    /// tenant (the sealed token and password are bound to tenant and field, not to where they
+    /// go): the stored token and every new password would follow the document.
+    ///
+    /// # Errors
+    /// [`Error::DestinationMismatch`] (alerted, once per destination), and those of
+    /// [`Core::mail_target`].
+    pub(crate) async fn recorded_mail_target(
+        &self,
+        tenant: &TenantId,
+        document: &CredentialDocument,
+    ) -> Result<MailTarget> {
+        let recorded: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT mailu_api_url, smtp_host, smtp_port FROM tenants WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(self.db.pool())
+                .await?;
+        let matches = recorded.as_ref().is_some_and(|(url, host, port)| {
+            url == &document.mailu_api_url && host == &document.smtp_host && *port == i64::from(document.smtp_port)
+        });
+        if !matches {
+            let (url, host, port) = recorded.unwrap_or_default();
+            let details = serde_json::json!({
+                "recorded": {"mailu_api_url": url, "smtp_host": host, "smtp_port": port},
+                "in_vault": {"mailu_api_url": document.mailu_api_url, "smtp_host": document.smtp_host, "smtp_port": document.smtp_port},
+            });
+            let alert = crate::core::alerting::Alert {
+                kind: "mailu_destination_mismatch",
+                severity: crate::core::audit::Severity::Critical,
+                tenant: Some(tenant),
+                dedupe_key: format!(
+                    "mailu_destination_mismatch:{tenant}:{}:{}:{}",
+                    document.mailu_api_url, document.smtp_host, document.smtp_port
+                ),
+                message: format!(
+                    "{tenant}: Vault names another mail server ({}) than the console recorded ({url}); nothing was sent",
+                    document.mailu_api_url
+                ),
+                details,
+                audience: crate::core::alerting::Audience::Security,
+            };
+            if let Err(e) = self.raise_alert(alert).await {
+                tracing::error!(error = %e, "could not raise the destination alert");
+            }
+            return Err(Error::DestinationMismatch);
+        }
+        self.mail_target(tenant, document)
+    }
+
+    /// The mail server a document names (for a document the caller vouches for: one being
+    /// provisioned from an authenticated request).
     pub(crate) fn mail_target(&self, tenant: &TenantId, document: &CredentialDocument) -> Result<MailTarget> {
         Ok(MailTarget {
             username: document.username.clone(),
@@ -220,7 +271,7 @@ impl Core {
             PendingPhase::Applied => Ok(new),
             // The change may be in flight: ask the server which one it takes.
             PendingPhase::Staged => {
-                let target = self.mail_target(tenant, &stored.document)?;
+                let target = self.recorded_mail_target(tenant, &stored.document).await?;
                 if self.mail()?.check_login(&target, &new).await == LoginCheck::Accepted {
                     Ok(new)
                 } else {
@@ -320,7 +371,7 @@ impl Core {
         let max_attempts = self.settings.rotation_max_attempts;
         loop {
             let current = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-            let target = self.mail_target(tenant, &current.document)?;
+            let target = self.recorded_mail_target(tenant, &current.document).await?;
             let current_password = keyring.open(&current.document.password, tenant, SecretField::Password)?;
             let mut fresh = false;
             let (mut pending, mut pending_version) = match vault.read_pending(tenant).await? {
@@ -727,7 +778,7 @@ impl Core {
             return self.run_rotation(actor, client, tenant, &pending.trigger).await;
         }
         let current = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        let target = self.mail_target(tenant, &current.document)?;
+        let target = self.recorded_mail_target(tenant, &current.document).await?;
         let keyring = self.keyring()?;
         let new_password = keyring.open(&pending.password, tenant, SecretField::Password)?;
         let current_password = keyring.open(&current.document.password, tenant, SecretField::Password)?;
