@@ -1,6 +1,7 @@
 //! Captures every log line at every level (TRACE, all crates) while a full journey runs —
-//! vault-setup, AppRole login, token creation, store, read, a failed decrypt, bad input — and
-//! searches the capture for each plaintext secret used. Its own test binary, because the
+//! vault-setup, AppRole login, token creation, store, read, a failed decrypt, bad input, a
+//! reveal, an invite's page and enrollment, and CLI commands at `RUST_LOG=trace` — and searches
+//! the capture for each plaintext secret used. Its own test binary, because the
 //! capturing subscriber is process-global.
 #![cfg(feature = "ssr")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -128,6 +129,59 @@ async fn run_journey_and_check(capture: &Capture) {
     assert_eq!(status, 200);
     let wrong = client.get(format!("{base}/api/v1/tenants")).bearer_auth(format!("{token}x")).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
+
+    // The CLI, at the most verbose level: what it logs (standard error) must hold no secret,
+    // including the ones it prints on standard output once by design (a new token, an invite
+    // link) and the credentials it runs with.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtp-vault"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "trace")
+            .env("DATABASE_URL", &env.db.url)
+            .env("VAULT_ADDR", &env.bao.addr)
+            .env("VAULT_ROLE_ID", &env.role_id)
+            .env("VAULT_SECRET_ID", env.secret_id.expose_secret())
+            .env("SMTP_VAULT_KEYRING", &env.config.keyring_path)
+            .env("SMTP_VAULT_BACKUP_TARGET", &env.config.backup_target)
+            .env("SMTP_VAULT_BACKUP_KEY", env.dir.path().join("keys/backup.key"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).trim().to_owned(), stderr)
+    };
+    std::fs::create_dir_all(env.dir.path().join("keys")).unwrap();
+    let mut cli_logs = String::new();
+    let (cli_token, err) = cli(&["token", "create", "--name", "canary", "--scope", "credentials:read"]);
+    cli_logs.push_str(&err);
+    let (cli_link, err) =
+        cli(&["admin", "invite", "--email", "cli-invited@example.com", "--role", "security_reviewer"]);
+    cli_logs.push_str(&err);
+    for args in [
+        &["keys", "generate", "--backup"][..],
+        &["backup", "run"],
+        &["backup", "list"],
+        &["audit", "verify"],
+        &["token", "list"],
+        &["admin", "invites"],
+    ] {
+        let (out, err) = cli(args);
+        cli_logs.push_str(&out);
+        cli_logs.push_str(&err);
+    }
+    assert!(cli_logs.contains("TRACE") || cli_logs.contains("DEBUG"), "the CLI logged at the verbose levels");
+    let cli_secrets = [
+        ("CLI-created token secret", common::token_secret(&cli_token).to_owned()),
+        ("CLI invite token", cli_link.rsplit_once('/').unwrap().1.to_owned()),
+        ("AppRole secret id", env.secret_id.expose_secret().to_owned()),
+        ("SMTP password", password.to_owned()),
+        ("Mailu API token", api_token.to_owned()),
+    ];
+    for (what, value) in cli_secrets {
+        assert!(!cli_logs.contains(&value), "the {what} appeared in the CLI's logs");
+    }
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.len() > 1000, "the capture must actually hold the journey's logs ({} bytes)", logs.len());

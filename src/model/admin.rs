@@ -90,8 +90,8 @@ pub struct AdminView {
     pub passkeys: Vec<PasskeyView>,
 }
 
-/// A created invite: the link is shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A created invite: the link is shown once. `Debug` leaves the link out (it is the secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteCreatedView {
     /// Its id (to revoke it).
     pub invite_id: String,
@@ -103,6 +103,18 @@ pub struct InviteCreatedView {
     pub link: String,
     /// It stops working then.
     pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for InviteCreatedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteCreatedView")
+            .field("invite_id", &self.invite_id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("link", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// An invite not used, revoked or expired yet (the link itself is never shown again).
@@ -195,5 +207,23 @@ impl UiError {
     #[must_use]
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn a_created_invite_never_prints_its_link() {
+        let view = InviteCreatedView {
+            invite_id: "i1".into(),
+            email: "a@example.com".into(),
+            role: Role::PlatformAdmin,
+            link: "https://console.example/enroll/SECRET-LINK-TOKEN".into(),
+            expires_at: DateTime::<Utc>::default(),
+        };
+        let shown = format!("{view:?}");
+        assert!(!shown.contains("SECRET-LINK-TOKEN") && shown.contains("a@example.com"), "{shown}");
     }
 }
