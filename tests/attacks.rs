@@ -1026,3 +1026,33 @@ async fn attack_a_restore_brings_back_an_old_destination_without_a_trace() {
     let rotated = core.rotate_credential(&Actor::operator(), &ClientInfo::local(), &acme(), "manual").await;
     assert!(rotated.is_ok(), "{rotated:?}");
 }
+
+// Finding 8 (in part): a cloned authenticator is only a generic failure.
+
+#[tokio::test]
+async fn attack_a_cloned_passkey_is_used_beside_the_original() {
+    let env = TestEnv::start().await;
+    let mut admin = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    admin.step_up(&env.core).await;
+    admin.step_up(&env.core).await;
+    // The original has signed far more often than this copy (the console saw counter 100;
+    // the copy is at 3): what a copy used beside its original looks like.
+    let pool = env.core.db().pool();
+    let (stored,): (String,) = sqlx::query_as("SELECT passkey FROM passkeys").fetch_one(pool).await.unwrap();
+    let mut passkey: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(passkey["cred"]["counter"], 2, "the counter the console keeps");
+    passkey["cred"]["counter"] = 100.into();
+    sqlx::query("UPDATE passkeys SET passkey = $1").bind(passkey.to_string()).execute(pool).await.unwrap();
+    let options = env.core.begin_confirm(&admin.actor, &admin.session).await.unwrap();
+    let credential = admin.assert(&options);
+    let refused = env.core.finish_confirm(&admin.actor, &admin.session, &admin.client(), &credential).await;
+    assert!(matches!(refused, Err(Error::Unauthenticated)), "{refused:?}");
+    assert!(events(&env, "reauth_failed").await.iter().any(|d| d.contains("counter_regressed")));
+    let (alerts,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM alerts WHERE kind = 'passkey_counter_regressed' AND severity = 'critical'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(alerts, 1);
+}

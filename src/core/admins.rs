@@ -455,6 +455,31 @@ impl Core {
 
     /// Verifies an assertion against the admin's passkeys, requires user verification, updates
     /// the signature counter; returns the passkey id used.
+    async fn alert_counter_regressed(&self, admin_id: &str, credential: &PublicKeyCredential) {
+        let passkey = self
+            .passkeys_of(admin_id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, p)| AsRef::<[u8]>::as_ref(p.cred_id()) == AsRef::<[u8]>::as_ref(&credential.raw_id))
+            .map(|(id, _)| id)
+            .unwrap_or_default();
+        let alert = crate::core::alerting::Alert {
+            kind: "passkey_counter_regressed",
+            severity: Severity::Critical,
+            tenant: None,
+            dedupe_key: format!("passkey_counter_regressed:{passkey}:{}", self.now().timestamp_millis()),
+            message: format!(
+                "admin {admin_id}: passkey {passkey} signed with a counter at or below the last one seen; it may have been copied"
+            ),
+            details: json!({"admin_id": admin_id, "passkey_id": passkey}),
+            audience: crate::core::alerting::Audience::Security,
+        };
+        if let Err(e) = self.raise_alert(alert).await {
+            tracing::error!(error = %e, "could not raise the passkey counter alert");
+        }
+    }
+
     async fn verify_assertion(
         &self,
         admin_id: &str,
@@ -462,10 +487,18 @@ impl Core {
         credential: &PublicKeyCredential,
     ) -> std::result::Result<String, &'static str> {
         let rp = self.relying_party().map_err(|_| "configuration")?;
-        let result = rp.webauthn().finish_passkey_authentication(credential, state).map_err(|e| match e {
-            webauthn_rs::prelude::WebauthnError::UserNotVerified => "user_not_verified",
-            _ => "assertion_invalid",
-        })?;
+        let result = match rp.webauthn().finish_passkey_authentication(credential, state) {
+            Ok(result) => result,
+            Err(webauthn_rs::prelude::WebauthnError::UserNotVerified) => return Err("user_not_verified"),
+            // A valid signature whose counter did not move past the stored one: two
+            // authenticators hold this key (it was copied) or one is broken. Refused, and
+            // security hears of it.
+            Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
+                self.alert_counter_regressed(admin_id, credential).await;
+                return Err("counter_regressed");
+            }
+            Err(_) => return Err("assertion_invalid"),
+        };
         // SECURITY: webauthn-rs already refuses UV=0 for passkeys; checked again so a policy
         // change upstream cannot silently weaken step-up.
         if !result.user_verified() {

@@ -699,7 +699,7 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(&str, Severity, &str, String); 15] = [
+        let at_source: [(&str, Severity, &str, String); 16] = [
             ("emergency_reset", Severity::Critical, "security", "an emergency reset starts".into()),
             ("emergency_reset_failed", Severity::Critical, "security", "an emergency reset could not rotate".into()),
             (
@@ -758,6 +758,12 @@ impl Core {
                 Severity::Warning,
                 "security",
                 "an admin added a passkey (the admin is mailed too)".into(),
+            ),
+            (
+                "passkey_counter_regressed",
+                Severity::Critical,
+                "security",
+                "a passkey signed with a signature counter at or below the last one seen (copied?)".into(),
             ),
             (
                 "new_passkey_step_up",
