@@ -1056,3 +1056,37 @@ async fn attack_a_cloned_passkey_is_used_beside_the_original() {
     .unwrap();
     assert_eq!(alerts, 1);
 }
+
+// Review finding 1e: the alert relay's name resolves inside (lettre would resolve it itself).
+
+#[tokio::test]
+async fn attack_the_alert_relay_name_points_at_an_internal_address() {
+    use smtp_vault::core::channels::{Channels, Notice};
+    use smtp_vault::core::outbound::OutboundPolicy;
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let connections = Arc::new(Mutex::new(0usize));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = socket.accept().await {
+            *counted.lock().unwrap() += 1;
+        }
+    });
+    // A name (not a literal address, which start-up refuses) that resolves to loopback, under
+    // a policy that allows no internal network.
+    let url = SecretString::from(format!("smtp://localhost:{port}?tls=none"));
+    let policy = OutboundPolicy::new(true, &[]).unwrap();
+    let channels = Channels::new(Some(&url), "console@example.com", &["sec@example.com".into()], None, None, &policy)
+        .expect("a name passes at start-up");
+    let email = channels.email.as_ref().unwrap();
+    let notice = Notice {
+        id: "n1".into(),
+        subject: "s".into(),
+        body: "b".into(),
+        severity: "critical".into(),
+        fields: Vec::new(),
+    };
+    let refused = email.send(&channels.security_recipients, &notice).await;
+    assert!(refused.as_ref().is_err_and(|e| e.contains("outbound policy")), "{refused:?}");
+    assert_eq!(*connections.lock().unwrap(), 0, "no connection reached the internal address");
+}

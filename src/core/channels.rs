@@ -30,7 +30,11 @@ pub struct Notice {
 
 /// Email over SMTP.
 pub struct EmailChannel {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    policy: OutboundPolicy,
     from: Mailbox,
 }
 
@@ -123,8 +127,8 @@ impl EmailChannel {
             ("smtp" | "smtps", Some(_)) => return Err(bad("tls must be required, opportunistic or none")),
             _ => return Err(bad("the scheme must be smtp or smtps")),
         };
-        // The outbound policy, as far as it can be checked here: lettre resolves the name
-        // itself, so an address is checked now and a name is the operator's to keep pointed.
+        // The outbound policy: plaintext and an internal literal are refused now; a name is
+        // resolved and checked at each send (see `send`).
         if matches!(tls, Tls::None) && !policy.allow_plaintext {
             return Err(bad("tls=none sends alerts unencrypted; set SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT to allow it"));
         }
@@ -135,17 +139,41 @@ impl EmailChannel {
                 "the host is an internal address; allow its network in SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS",
             ));
         }
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-            .port(parsed.port().unwrap_or(default_port))
-            .tls(tls)
-            .timeout(Some(Duration::from_secs(15)));
-        if !parsed.username().is_empty() {
+        let credentials = if parsed.username().is_empty() {
+            None
+        } else {
             let decode = |s: &str| percent_decode(s).ok_or_else(|| bad("user or password is not valid UTF-8"));
-            let user = decode(parsed.username())?;
-            let pass = decode(parsed.password().unwrap_or_default())?;
-            builder = builder.credentials(Credentials::new(user, pass));
+            Some(Credentials::new(decode(parsed.username())?, decode(parsed.password().unwrap_or_default())?))
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = parsed.port().unwrap_or(default_port);
+        Ok(Self { host, port, tls, credentials, policy: policy.clone(), from })
+    }
+
+    /// A transport to the relay's address, resolved now and checked against the outbound
+    /// policy (lettre would resolve the name itself, past the policy); TLS still verifies the
+    /// certificate against the name.
+    async fn transport(&self) -> std::result::Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+        let addresses: Vec<std::net::IpAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|_| "smtp: the relay's name does not resolve".to_owned())?
+            .map(|a| a.ip())
+            .collect();
+        // SECURITY: every answer must be allowed, or a name with one public and one internal
+        // address would reach the internal one on some attempts.
+        if addresses.is_empty() || !addresses.iter().all(|ip| self.policy.allows_ip(*ip)) {
+            return Err("smtp: the relay resolves to an internal address the outbound policy refuses \
+                        (SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS)"
+                .into());
         }
-        Ok(Self { transport: builder.build(), from })
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addresses[0].to_string())
+            .port(self.port)
+            .tls(self.tls.clone())
+            .timeout(Some(Duration::from_secs(15)));
+        if let Some(credentials) = &self.credentials {
+            builder = builder.credentials(credentials.clone());
+        }
+        Ok(builder.build())
     }
 
     /// Sends `notice` to `to`.
@@ -163,7 +191,8 @@ impl EmailChannel {
         }
         let message = builder.body(notice.body.clone()).map_err(|e| format!("building the message: {e}"))?;
         // lettre's timeout bounds each command; this bounds the whole conversation.
-        match tokio::time::timeout(Duration::from_secs(30), self.transport.send(message)).await {
+        let transport = self.transport().await?;
+        match tokio::time::timeout(Duration::from_secs(30), transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("smtp: {e}")),
             Err(_) => Err("smtp: timed out".into()),
