@@ -662,38 +662,6 @@ async fn head(env: &TestEnv) -> i64 {
     seq
 }
 
-/// What a database writer without the keyring can do best: edit event `from`, then recompute
-/// every later hash with the published (unkeyed) formula and fix up the head.
-async fn rewrite_from(env: &TestEnv, from: i64) {
-    let pool = env.core.db().pool();
-    let rows: Vec<smtp_vault::core::db::AuditEventRow> = sqlx::query_as(
-        "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, request_id, \
-         details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
-    )
-    .bind(from)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut prev = rows[0].prev_hash.clone();
-    for mut row in rows {
-        if row.seq == from {
-            row.details = r#"{"name":"nothing to see"}"#.into();
-        }
-        row.prev_hash = prev.clone();
-        row.hash = smtp_vault::core::audit::event_hash(&row);
-        sqlx::query("UPDATE audit_events SET details = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
-            .bind(&row.details)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .bind(row.seq)
-            .execute(pool)
-            .await
-            .unwrap();
-        prev = row.hash;
-    }
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(pool).await.unwrap();
-}
-
 #[tokio::test]
 async fn attack_a_database_writer_rewrites_the_chain_and_fixes_up_the_head() {
     let env = TestEnv::start().await;
@@ -703,7 +671,7 @@ async fn attack_a_database_writer_rewrites_the_chain_and_fixes_up_the_head() {
     some_events(&env, 3).await;
     assert_eq!(env.core.verify_audit_chain().await.unwrap().first_broken, None);
     let target = head(&env).await - 4;
-    rewrite_from(&env, target).await;
+    common::rewrite_chain_unkeyed(&env.core, target, Some((target, r#"{"name":"nothing to see"}"#))).await;
     let report = env.core.verify_audit_chain().await.unwrap();
     let broken = report.first_broken.expect("the rewrite shows");
     assert_eq!(broken.seq, target);
@@ -718,7 +686,7 @@ async fn attack_a_database_writer_rewrites_the_chain_and_fixes_up_the_head() {
     let anchor = env.core.write_audit_anchor().await.unwrap().unwrap();
     some_events(&env, 3).await;
     sqlx::query("UPDATE audit_head SET keyed_from = seq + 1 WHERE id = 1").execute(env.core.db().pool()).await.unwrap();
-    rewrite_from(&env, anchor.seq + 1).await;
+    common::rewrite_chain_unkeyed(&env.core, anchor.seq + 1, None).await;
     let broken = env.core.verify_audit_chain().await.unwrap().first_broken.expect("the moved boundary shows");
     assert!(broken.reason.starts_with("rewritten") && broken.reason.contains("anchor"), "{}", broken.reason);
 }

@@ -185,38 +185,6 @@ async fn audit_export_writes_the_filtered_events_as_json_lines() {
     assert!(err.contains("RFC 3339"), "{err}");
 }
 
-/// Rewrites events `from..` in the unkeyed (v1) form, changing event `edit` if given, and fixes
-/// up the head: a console's chain from before keying, or a writer's best forgery.
-async fn v1_chain(env: &TestEnv, from: i64, edit: Option<i64>) {
-    let pool = env.core.db().pool();
-    let rows: Vec<smtp_vault::core::db::AuditEventRow> = sqlx::query_as(
-        "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, request_id, \
-         details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
-    )
-    .bind(from)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut prev = rows[0].prev_hash.clone();
-    for mut row in rows {
-        if Some(row.seq) == edit {
-            row.details = "{}".into();
-        }
-        row.prev_hash = prev.clone();
-        row.hash = smtp_vault::core::audit::event_hash(&row);
-        sqlx::query("UPDATE audit_events SET details = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
-            .bind(&row.details)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .bind(row.seq)
-            .execute(pool)
-            .await
-            .unwrap();
-        prev = row.hash;
-    }
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(pool).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_chain_from_before_keying_upgrades_and_stays_pinned_by_the_first_keyed_event() {
     let env = TestEnv::start().await;
@@ -224,7 +192,7 @@ async fn a_chain_from_before_keying_upgrades_and_stays_pinned_by_the_first_keyed
         store(&env, tenant, "Password-abc-1").await;
     }
     // The state migration 0010 leaves an existing console in: SHA-256 events, keying from the next.
-    v1_chain(&env, 1, None).await;
+    common::rewrite_chain_unkeyed(&env.core, 1, None).await;
     let pool = env.core.db().pool();
     sqlx::query("UPDATE audit_head SET keyed_from = seq + 1 WHERE id = 1").execute(pool).await.unwrap();
     let (boundary,): (i64,) = sqlx::query_as("SELECT keyed_from FROM audit_head").fetch_one(pool).await.unwrap();
@@ -236,7 +204,7 @@ async fn a_chain_from_before_keying_upgrades_and_stays_pinned_by_the_first_keyed
     assert_eq!(code, 0, "{out}{err}");
     // An old event edited and its successors re-hashed: the first keyed event still links to
     // the old hash, and its MAC cannot be redone without the keyring.
-    v1_chain(&env, 2, Some(2)).await;
+    common::rewrite_chain_unkeyed(&env.core, 2, Some((2, "{}"))).await;
     let broken = env.core.verify_audit_chain().await.unwrap().first_broken.unwrap();
     assert!(broken.seq <= boundary, "{broken:?}");
     let (code, out, _) = cli(&env, &["audit", "verify"]);

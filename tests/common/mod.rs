@@ -347,3 +347,36 @@ pub mod alerts;
 pub mod mail;
 pub mod matrix;
 pub mod passkeys;
+
+/// Rewrites audit events `from..` with the published, unkeyed (SHA-256) formula, replacing the
+/// details of event `edit` when given, and fixes up the head: what a database writer without
+/// the keyring can do best, and the shape of a chain written before it was keyed.
+pub async fn rewrite_chain_unkeyed(core: &Core, from: i64, edit: Option<(i64, &str)>) {
+    let pool = core.db().pool();
+    let rows: Vec<smtp_vault::core::db::AuditEventRow> = sqlx::query_as(
+        "SELECT seq, occurred_at_ms, event_type, severity, actor_kind, actor_id, tenant_id, client_ip, request_id, \
+         details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(from)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut prev = rows[0].prev_hash.clone();
+    for mut row in rows {
+        if let Some((_, details)) = edit.filter(|(seq, _)| *seq == row.seq) {
+            row.details = details.to_owned();
+        }
+        row.prev_hash = prev.clone();
+        row.hash = smtp_vault::core::audit::event_hash(&row);
+        sqlx::query("UPDATE audit_events SET details = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&row.details)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(row.seq)
+            .execute(pool)
+            .await
+            .unwrap();
+        prev = row.hash;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(pool).await.unwrap();
+}
