@@ -28,7 +28,7 @@ pub async fn start(core: Core, config: &Config) -> Result<JobScheduler, JobSched
                     "daily cycle finished"
                 ),
                 Ok(_) => tracing::info!("daily cycle already ran elsewhere"),
-                Err(e) => tracing::error!(error = %e, "daily cycle failed"),
+                Err(e) => core.report_job_failure("daily-cycle", &e).await,
             }
         })
     })?;

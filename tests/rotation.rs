@@ -566,3 +566,70 @@ async fn vault_lost_right_after_the_mail_change_leaves_the_password_in_vault_and
     let meta = restarted.credential_metadata(&Actor::operator(), &acme).await.unwrap();
     assert_eq!((meta.version, meta.state.as_str()), (2, "active"));
 }
+
+/// Issue 15, point 5: a rotation that finished in Vault (new version, pending record gone)
+/// before the process died leaves the tenant `rotating` in the database with no pending record;
+/// start-up repair and the daily cycle must settle it from the database's side too.
+#[tokio::test]
+async fn a_rotation_that_finished_in_vault_before_the_process_died_is_recorded_at_restart() {
+    let s = setup(&["acme", "globex"]).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let crashed = s.env.core.clone().with_fault_injector(Arc::new(|t: &TenantId, at: RotationStep| {
+        at == RotationStep::PendingDropped && t.as_str() == "acme"
+    }));
+    assert!(crashed.rotate_credential(&system(), &ClientInfo::local(), &acme, "scheduled").await.is_err());
+    assert!(!pending_exists(&s, "acme").await, "Vault finished: no pending record");
+    let meta = s.env.core.credential_metadata(&Actor::operator(), &acme).await.unwrap();
+    assert_eq!((meta.version, meta.state.as_str()), (1, "rotating"), "the database did not");
+    // A restarted console settles it at start-up.
+    let restarted = Core::connect(&s.env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
+    assert_eq!(restarted.repair_interrupted_rotations().await.unwrap(), 1);
+    let meta = restarted.credential_metadata(&Actor::operator(), &acme).await.unwrap();
+    assert_eq!((meta.version, meta.state.as_str()), (2, "active"));
+    let (rotated,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_events WHERE event_type = 'credential_rotated' AND tenant_id = 'acme'",
+    )
+    .fetch_one(restarted.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(rotated, 1);
+    let (_, check) = consumer_view(&s, &restarted, "acme").await;
+    assert_eq!(check, LoginCheck::Accepted);
+    assert!(restarted.verify_audit_chain().await.unwrap().first_broken.is_none());
+}
+
+/// Issue 15, point 5: one tenant's Vault or crypto failure does not stop the heartbeat for the
+/// others, nor the daily cycle's record; a failed cycle says so.
+#[tokio::test]
+async fn one_broken_tenant_does_not_stop_the_heartbeat_or_the_cycle_record() {
+    let s = setup(&["acme", "globex"]).await;
+    // acme's sealed password is damaged in Vault (a crypto error when it is opened).
+    let (_, current) = s.env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
+    let mut document = current["data"]["data"].clone();
+    document["password"] = "v1.k0.bm9uY2U.Z2FyYmFnZQ".into();
+    let version = current["data"]["metadata"]["version"].as_u64().unwrap();
+    let (status, _) = s
+        .env
+        .vault_root(
+            reqwest::Method::POST,
+            "smtp/data/acme/admin",
+            Some(serde_json::json!({"data": document, "options": {"cas": version}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let beat = s.env.core.heartbeat_all().await.unwrap();
+    assert_eq!(beat.failed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["acme"]);
+    let (globex_beat,): (Option<i64>,) = sqlx::query_as("SELECT heartbeat_ok FROM tenants WHERE tenant_id = 'globex'")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(globex_beat, Some(1), "globex was still checked");
+    // The daily cycle records what it did and reports the failure.
+    let outcome = s.env.core.run_daily_cycle("test", 2).await;
+    assert!(outcome.is_err(), "a cycle with a failed tenant fails (the scheduler raises job_failed)");
+    let (ran,): (String,) = sqlx::query_as("SELECT details FROM audit_events WHERE event_type = 'job_ran'")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert!(ran.contains("\"heartbeat_failed\":1"), "{ran}");
+}

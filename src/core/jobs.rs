@@ -30,6 +30,19 @@ pub struct CycleReport {
     pub noticed: Vec<TenantId>,
     /// Tenants whose stored credential no longer logs in.
     pub drifted: Vec<TenantId>,
+    /// What failed along the way (a tenant's repair or heartbeat, or a whole stage), each with
+    /// its error; the rest of the cycle ran regardless.
+    pub errors: Vec<String>,
+}
+
+/// What a heartbeat pass found.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    /// Tenants whose stored credential no longer logs in.
+    pub drifted: Vec<TenantId>,
+    /// Tenants that could not be checked (Vault, crypto or database errors), with the error;
+    /// the others were checked regardless.
+    pub failed: Vec<(TenantId, String)>,
 }
 
 const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
@@ -104,24 +117,58 @@ impl Core {
         }
         let mut report = CycleReport { ran: true, ..CycleReport::default() };
         let client = ClientInfo::local();
-        for tenant in self.tenants_with_pending_rotation().await? {
-            if let Ok(RotationResult::Rotated { .. }) = self.repair_rotation(&SYSTEM, &client, &tenant).await {
-                report.repaired.push(tenant);
+        // Each stage runs whatever the one before it did; what failed is collected, recorded
+        // with the cycle, and makes the cycle fail (the scheduler raises `job_failed`).
+        match self.tenants_with_pending_rotation().await {
+            Ok(tenants) => {
+                for tenant in tenants {
+                    match self.repair_rotation(&SYSTEM, &client, &tenant).await {
+                        Ok(RotationResult::Rotated { .. }) => report.repaired.push(tenant),
+                        Ok(_) => {}
+                        Err(e) => report.errors.push(format!("repairing {tenant}: {e}")),
+                    }
+                }
             }
+            Err(e) => report.errors.push(format!("looking for interrupted rotations: {e}")),
         }
-        for (tenant, outcome) in self.rotate_due(&SYSTEM, concurrency).await? {
-            match outcome {
-                Ok(RotationResult::Rotated { .. }) => report.rotated.push(tenant),
-                _ => report.failed.push(tenant),
+        match self.rotate_due(&SYSTEM, concurrency).await {
+            Ok(outcomes) => {
+                for (tenant, outcome) in outcomes {
+                    match outcome {
+                        Ok(RotationResult::Rotated { .. }) => report.rotated.push(tenant),
+                        _ => report.failed.push(tenant),
+                    }
+                }
             }
+            Err(e) => report.errors.push(format!("rotating the due tenants: {e}")),
         }
-        report.noticed = self.queue_rotation_notices(now).await?;
-        report.drifted = self.heartbeat().await?;
+        match self.queue_rotation_notices(now).await {
+            Ok(noticed) => report.noticed = noticed,
+            Err(e) => report.errors.push(format!("queueing rotation notices: {e}")),
+        }
+        let mut heartbeat_failed = 0;
+        match self.heartbeat_all().await {
+            Ok(beat) => {
+                report.drifted = beat.drifted;
+                heartbeat_failed = beat.failed.len();
+                report.errors.extend(beat.failed.into_iter().map(|(t, e)| format!("heartbeat of {t}: {e}")));
+            }
+            Err(e) => report.errors.push(format!("heartbeat: {e}")),
+        }
         let details = json!({
             "cycle": key, "holder": holder, "repaired": report.repaired.len(), "rotated": report.rotated.len(),
             "failed": report.failed.len(), "noticed": report.noticed.len(), "drifted": report.drifted.len(),
+            "heartbeat_failed": heartbeat_failed, "errors": report.errors,
         });
-        audit::record(&self.db, &SYSTEM, &client, NewEvent::info(EventType::JobRan, None, details), self.now()).await?;
+        let severity = if report.errors.is_empty() { Severity::Info } else { Severity::Warning };
+        let event = NewEvent::info(EventType::JobRan, None, details).with_severity(severity);
+        audit::record(&self.db, &SYSTEM, &client, event, self.now()).await?;
+        if let Some(first) = report.errors.first() {
+            return Err(Error::Internal(format!(
+                "the daily cycle ran with {} error(s); the first: {first}",
+                report.errors.len()
+            )));
+        }
         Ok(report)
     }
 
@@ -174,26 +221,52 @@ impl Core {
     }
 
     /// Logs in with every stored credential; a refused one marks the tenant `drifted` and
-    /// raises an alert. Returns the drifted tenants.
+    /// raises an alert. Returns the drifted tenants (see [`Core::heartbeat_all`] for the ones
+    /// that could not be checked).
     ///
     /// # Errors
-    /// Vault or database errors.
+    /// Database errors listing the tenants.
     pub async fn heartbeat(&self) -> Result<Vec<TenantId>> {
+        Ok(self.heartbeat_all().await?.drifted)
+    }
+
+    /// A heartbeat pass over every tenant: one tenant's Vault, crypto or database error is
+    /// logged and reported, and the others are still checked.
+    ///
+    /// # Errors
+    /// Database errors listing the tenants.
+    pub async fn heartbeat_all(&self) -> Result<Heartbeat> {
         let rows: Vec<(String,)> =
             sqlx::query_as("SELECT tenant_id FROM tenants WHERE state IN ('active', 'drifted') ORDER BY tenant_id")
                 .fetch_all(self.db.pool())
                 .await?;
-        let mut drifted = Vec::new();
+        let mut beat = Heartbeat::default();
         for (tenant_id,) in rows {
             let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
+            match self.heartbeat_one(&tenant).await {
+                Ok(true) => beat.drifted.push(tenant),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "heartbeat could not check the tenant");
+                    beat.failed.push((tenant, e.to_string()));
+                }
+            }
+        }
+        Ok(beat)
+    }
+
+    /// Checks one tenant; true when its stored credential no longer logs in.
+    async fn heartbeat_one(&self, tenant: &TenantId) -> Result<bool> {
+        let tenant = tenant.clone();
+        {
             let (mut stored, state) = match self.read_to_hand_out(&tenant).await {
-                Err(Error::NotFound(_)) => continue,
+                Err(Error::NotFound(_)) => return Ok(false),
                 read => read?,
             };
             let password = self.effective_password(&tenant, &mut stored, state.as_deref()).await?;
             // A tenant Vault re-points behind the console's back is alerted and left alone.
             let target = match self.recorded_mail_target(&tenant, &stored.document).await {
-                Err(Error::DestinationMismatch) => continue,
+                Err(Error::DestinationMismatch) => return Ok(false),
                 target => target?,
             };
             let check = self.mail()?.check_login(&target, &password).await;
@@ -240,10 +313,10 @@ impl Core {
                     audience: Audience::Security,
                 };
                 self.raise_alert(alert).await?;
-                drifted.push(tenant);
+                return Ok(true);
             }
+            Ok(false)
         }
-        Ok(drifted)
     }
 
     /// Defers a tenant's next rotation once, by up to 7 days, with a reason.

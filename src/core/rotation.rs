@@ -839,13 +839,17 @@ impl Core {
     /// # Errors
     /// Vault and database errors.
     pub async fn tenants_with_pending_rotation(&self) -> Result<Vec<TenantId>> {
-        let mut found = Vec::new();
+        // A rotation that finished in Vault just before the process died leaves no pending
+        // record, only `rotating` in the database: both sides are looked at.
+        let rotating: Vec<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM tenants WHERE state = 'rotating'").fetch_all(self.db.pool()).await?;
+        let mut found: std::collections::BTreeSet<String> = rotating.into_iter().map(|(t,)| t).collect();
         for tenant in self.vault()?.list_tenants().await? {
             if self.vault()?.read_pending(&tenant).await?.is_some() {
-                found.push(tenant);
+                found.insert(tenant.to_string());
             }
         }
-        Ok(found)
+        Ok(found.iter().filter_map(|t| TenantId::parse(t).ok()).collect())
     }
 }
 
