@@ -50,7 +50,6 @@ async fn mailu_api_and_smtp_login_work_against_the_stand_in() {
         mailu.set_password(&target(&stand_in, "ghost@acme.example", API_TOKEN), &pw("x")).await,
         Err(MailError::NotFound)
     ));
-    assert!(matches!(mailu.create_user(&admin, &pw("x")).await, Err(MailError::Conflict)));
     stand_in.fault("429", 1).await;
     assert_eq!(mailu.set_password(&admin, &pw("x")).await, Err(MailError::RateLimited));
     stand_in.fault("500", 1).await;
@@ -62,4 +61,40 @@ async fn mailu_api_and_smtp_login_work_against_the_stand_in() {
     // An unreachable server is "unknown", never "rejected".
     let closed = MailTarget { smtp_port: 1, ..target(&stand_in, "admin@acme.example", API_TOKEN) };
     assert!(matches!(mailu.check_login(&closed, &pw("Second-Pass-2")).await, LoginCheck::Unknown(_)));
+}
+
+/// Mailu's answers that are not a password problem: the API switched off (Mailu's default) or a
+/// URL that is not its base, a 400, and a duplicate user on 2024.06 (409) and 2.0 (a 500).
+#[tokio::test]
+async fn api_off_invalid_input_and_duplicate_users_get_clear_answers_on_both_mailu_flavors() {
+    let stand_in = MailStandIn::start();
+    let mailu = Mailu::new(Duration::from_secs(5), Some(stand_in.ca_pem.clone()), common::lab_policy()).unwrap();
+    let admin = target(&stand_in, "admin@acme.example", API_TOKEN);
+    mailu.create_user(&admin, &pw("First-Pass-1")).await.unwrap();
+    // A user that exists already: created again means its password is set (a retried
+    // provisioning whose first answer was lost), on 2024.06 (409) and on 2.0 (500).
+    for (flavor, password) in [("2024.06", "Again-Pass-2"), ("2.0", "Again-Pass-3")] {
+        stand_in.config(true, flavor).await;
+        mailu.create_user(&admin, &pw(password)).await.unwrap_or_else(|e| panic!("{flavor}: {e}"));
+        assert_eq!(mailu.check_login(&admin, &pw(password)).await, LoginCheck::Accepted, "{flavor}");
+    }
+    // API=false: a 302 to the web UI, told as such and not retried as if Mailu were down.
+    stand_in.config(false, "2024.06").await;
+    let off = mailu.set_password(&admin, &pw("Never-Set-4")).await;
+    assert_eq!(off, Err(MailError::Malformed));
+    let message = off.unwrap_err();
+    assert!(!message.is_transient() && message.to_string().contains("API=true"), "{message}");
+    // A URL that is not the API's base: the same answer, from the same cause.
+    stand_in.config(true, "2024.06").await;
+    let wrong_base = MailTarget {
+        api_url: format!("{}/nested", stand_in.api_url),
+        ..target(&stand_in, "admin@acme.example", API_TOKEN)
+    };
+    assert_eq!(mailu.set_password(&wrong_base, &pw("Never-Set-5")).await, Err(MailError::Malformed));
+    // A 400 (an invalid email) is invalid input, not a password to change.
+    let invalid = target(&stand_in, "not-an-email", API_TOKEN);
+    let refused = mailu.create_user(&invalid, &pw("Never-Set-6")).await;
+    assert_eq!(refused, Err(MailError::Rejected));
+    assert!(!MailError::Rejected.is_transient());
+    assert_eq!(mailu.check_login(&admin, &pw("Again-Pass-3")).await, LoginCheck::Accepted, "nothing else changed");
 }

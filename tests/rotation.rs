@@ -633,3 +633,24 @@ async fn one_broken_tenant_does_not_stop_the_heartbeat_or_the_cycle_record() {
         .unwrap();
     assert!(ran.contains("\"heartbeat_failed\":1"), "{ran}");
 }
+
+/// Issue 15, point 2: a Mailu whose API is off (its default) is not "down": the rotation stops
+/// at once (no retries, no second password) and says what to fix; the current password stays.
+#[tokio::test]
+async fn a_rotation_against_a_mailu_with_its_api_off_stops_at_once_and_says_why() {
+    let s = setup(&["acme"]).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let (before, _) = consumer_view(&s, &s.env.core, "acme").await;
+    s.mail.config(false, "2024.06").await;
+    let result = s.env.core.rotate_credential(&system(), &ClientInfo::local(), &acme, "scheduled").await.unwrap();
+    let RotationResult::NeedsReconcile { reason } = result else { panic!("{result:?}") };
+    assert!(reason.contains("API=true"), "{reason}");
+    let (attempts,): (i64,) = sqlx::query_as("SELECT rotation_attempts FROM tenants WHERE tenant_id = 'acme'")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "not retried as if the server were down");
+    s.mail.config(true, "2024.06").await;
+    let still = s.mailu.check_login(&s.mail.target("admin@acme.example"), &SecretString::from(before)).await;
+    assert_eq!(still, LoginCheck::Accepted);
+}

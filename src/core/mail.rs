@@ -62,11 +62,15 @@ pub enum MailError {
     /// 429: rate-limited.
     #[error("Mailu API rate-limited this address (429)")]
     RateLimited,
-    /// 400: the request was refused (for example the password).
-    #[error("Mailu API rejected the request (400)")]
+    /// 400: invalid input (the user name, a field). Mailu has no password policy, so another
+    /// password would be refused the same way: a person must look.
+    #[error("Mailu API refused the request as invalid input (400): check the tenant's user name")]
     Rejected,
-    /// A success status with a body that is not Mailu's JSON.
-    #[error("Mailu API answered something that is not Mailu's JSON")]
+    /// A redirect, or a success that is not Mailu's JSON: Mailu with `API=false` (its default)
+    /// or a URL that is not the API's base answers 302 to its web UI, whose page is HTML.
+    #[error(
+        "the URL does not answer like Mailu's API: set API=true in mailu.env, and give the API base (https://<host>/api/v1)"
+    )]
     Malformed,
     /// The outbound policy refused the destination; nothing was sent.
     #[error("the Mailu API URL {0}")]
@@ -129,7 +133,9 @@ pub fn classify_response(status: u16, body: &[u8]) -> Result<serde_json::Value, 
         409 => Err(MailError::Conflict),
         429 => Err(MailError::RateLimited),
         400..=499 => Err(MailError::Rejected),
-        // A redirect is never followed (it could re-send a password to another host).
+        // A redirect is never followed (it could re-send a password to another host); from
+        // Mailu it means the API is off or the URL is not its base.
+        300..=399 => Err(MailError::Malformed),
         other => Err(MailError::Server(other)),
     }
 }
@@ -208,7 +214,17 @@ impl MailServer for Mailu {
             Err(e) => return Err(e),
         }
         let body = json!({"email": target.username, "raw_password": password.expose_secret(), "global_admin": true});
-        self.send(self.http.post(self.url(target, &["user"])?).json(&body), target).await.map(|_| ())
+        match self.send(self.http.post(self.url(target, &["user"])?).json(&body), target).await {
+            Ok(_) => Ok(()),
+            // The user exists after all (created meanwhile, or by an earlier attempt that lost
+            // its answer): Mailu 2024.06 says 409, Mailu 2.0 fails its unique key with a 500.
+            // Read it, and set the password if it is there.
+            Err(error @ (MailError::Conflict | MailError::Server(500))) => match self.user_exists(target).await {
+                Ok(true) => self.set_password(target, password).await,
+                _ => Err(error),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn user_exists(&self, target: &MailTarget) -> Result<bool, MailError> {
@@ -286,6 +302,8 @@ mod tests {
         assert_eq!(classify_response(200, b"[1]").err(), Some(MailError::Malformed));
         assert_eq!(classify_response(404, br#"{"message":"no such user"}"#).err(), Some(MailError::NotFound));
         assert_eq!(classify_response(400, b"\xff\xfe not json").err(), Some(MailError::Rejected));
+        assert_eq!(classify_response(302, b"").err(), Some(MailError::Malformed));
+        assert!(!MailError::Malformed.is_transient() && !MailError::Rejected.is_transient());
         // The server's text never travels on: a caller sees the status's meaning only.
         let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(5000));
         assert_eq!(classify_response(409, long.as_bytes()).err().map(|e| e.to_string().len() < 100), Some(true));

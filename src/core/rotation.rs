@@ -17,7 +17,7 @@ use crate::core::alerting::{self, Alert};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::{SecretField, random_bytes};
 use crate::core::error::{Error, Result};
-use crate::core::mail::{LoginCheck, MailError, MailTarget};
+use crate::core::mail::{LoginCheck, MailTarget};
 use crate::core::vault::{CredentialDocument, PendingDocument, PendingPhase, VersionedDocument};
 use crate::model::{Scope, TenantId};
 use base64::Engine as _;
@@ -428,11 +428,12 @@ impl Core {
                 // a refused login's delay.)
                 let applied_before = !fresh && mail.check_login(&target, &new_password).await == LoginCheck::Accepted;
                 if !applied_before && let Err(error) = mail.set_password(&target, &new_password).await {
-                    let retry_new = matches!(error, MailError::Rejected);
-                    if !error.is_transient() && !retry_new {
+                    // A 400 is invalid input, not a password Mailu dislikes (it has no policy):
+                    // another password would fare no better, so a person is asked.
+                    if !error.is_transient() {
                         return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
                     }
-                    self.retry_later(tenant, &mut pending, &mut pending_version, retry_new, &error.to_string()).await?;
+                    self.retry_later(tenant, &mut pending, &mut pending_version, false, &error.to_string()).await?;
                     if pending.attempts >= max_attempts {
                         return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
                     }

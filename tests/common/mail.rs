@@ -70,6 +70,15 @@ impl MailStandIn {
         reqwest::Client::new().post(url).json(&serde_json::json!({"mode": mode, "count": count})).send().await.unwrap();
     }
 
+    /// Switches the simulated deployment: `api` false is Mailu with `API=false`; `flavor` is
+    /// `2024.06` or `2.0`.
+    pub async fn config(&self, api: bool, flavor: &str) {
+        let url = format!("http://127.0.0.1:{}/_sim/config", self.api_port);
+        let body = serde_json::json!({"api": api, "flavor": flavor});
+        let answer = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        assert!(answer.status().is_success());
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }

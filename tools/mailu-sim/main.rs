@@ -1,8 +1,11 @@
 //! mailu-sim: a stand-in for Mailu's admin API v1 (domains and users, bearer token, Mailu's
 //! status codes and bodies), the `/internal/auth/email` callback Dovecot's Lua passdb asks on
 //! every SMTP login, a minimal SMTP relay sink for Dovecot's submission service, and fault
-//! injection (`POST /_sim/fault`). For tests and the demo only: passwords are kept as salted
-//! SHA-256, never logged.
+//! injection (`POST /_sim/fault`). `POST /_sim/config` switches what differs between real
+//! deployments: `{"api": false}` is Mailu with `API=false`, its default (every API call is a
+//! 302 to the web UI), `{"flavor": "2.0"}` is Mailu 2.0 (a duplicate user is a 500 from the
+//! database, not 2024.06's 409); see ../shared/reference/mail-standin.md. For tests and the demo
+//! only: passwords are kept as salted SHA-256, never logged.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,6 +27,10 @@ struct Sim {
     users: BTreeMap<String, (String, String)>,
     fault: Fault,
     password_sets: u64,
+    /// Mailu's `API` setting: false makes the front send `/api` to the web UI.
+    api_off: bool,
+    /// "2024.06" (default) or "2.0".
+    flavor: String,
 }
 
 #[derive(Default, Clone)]
@@ -44,6 +51,13 @@ fn new_salt() -> String {
     hex::encode(bytes)
 }
 
+/// Mailu validates addresses (`validators.email`) before anything else: a 400.
+fn valid_email(email: &str) -> bool {
+    email
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+}
+
 fn mailu_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"code": status.as_u16(), "message": message}))).into_response()
 }
@@ -52,6 +66,11 @@ fn mailu_error(status: StatusCode, message: &str) -> Response {
 async fn gate(sim: &Shared, headers: &HeaderMap) -> Option<Response> {
     let (fault, token) = {
         let Ok(mut s) = sim.lock() else { return Some(mailu_error(StatusCode::INTERNAL_SERVER_ERROR, "poisoned")) };
+        if s.api_off {
+            // With API=false the front does not proxy WEB_API: the request reaches the admin
+            // UI, which redirects to its login page before any token is looked at.
+            return Some((StatusCode::FOUND, [("location", "/sso/login?url=/admin/")], "").into_response());
+        }
         let fault = s.fault.clone();
         if s.fault.remaining > 0 {
             s.fault.remaining -= 1;
@@ -102,12 +121,28 @@ async fn create_user(State(sim): State<Shared>, headers: HeaderMap, Json(body): 
         return mailu_error(StatusCode::BAD_REQUEST, "Input payload validation failed");
     };
     let email = email.to_lowercase();
+    if !valid_email(&email) {
+        return mailu_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Provided email address {email} is not a valid email address"),
+        );
+    }
     let domain = email.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
     let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     if !s.domains.contains(&domain) {
         return mailu_error(StatusCode::NOT_FOUND, &format!("Domain {domain} does not exist"));
     }
     if s.users.contains_key(&email) {
+        if s.flavor == "2.0" {
+            // 2.0 has no duplicate check: the insert fails on the primary key (IntegrityError),
+            // which Flask answers with its HTML 500 page.
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [("content-type", "text/html; charset=utf-8")],
+                "<!doctype html><title>500 Internal Server Error</title><h1>Internal Server Error</h1>",
+            )
+                .into_response();
+        }
         return mailu_error(StatusCode::CONFLICT, &format!("User {email} already exists"));
     }
     let salt = new_salt();
@@ -217,6 +252,17 @@ async fn set_fault(State(sim): State<Shared>, Json(body): Json<Value>) -> Respon
     Json(json!({"mode": s.fault.mode, "count": s.fault.remaining})).into_response()
 }
 
+async fn set_config(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+    let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    if let Some(api) = body["api"].as_bool() {
+        s.api_off = !api;
+    }
+    if let Some(flavor) = body["flavor"].as_str() {
+        s.flavor = flavor.to_owned();
+    }
+    Json(json!({"api": !s.api_off, "flavor": s.flavor})).into_response()
+}
+
 async fn stats(State(sim): State<Shared>) -> Response {
     let Ok(s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     Json(json!({"users": s.users.len(), "password_sets": s.password_sets, "fault": s.fault.mode})).into_response()
@@ -285,6 +331,10 @@ async fn main() -> std::io::Result<()> {
         .route("/api/v1/user/{email}", get(read_user).patch(update_user))
         .route("/internal/auth/email", get(auth_email))
         .route("/_sim/fault", post(set_fault))
+        .route("/_sim/config", post(set_config))
+        // Anything else is not the API: the front hands it to the admin UI, which redirects
+        // to its login page (a wrong API base URL looks like this).
+        .fallback(|| async { (StatusCode::FOUND, [("location", "/sso/login?url=/admin/")], "").into_response() })
         .route("/_sim/stats", get(stats))
         .with_state(sim);
     axum::serve(api, app).await
