@@ -654,3 +654,58 @@ async fn a_rotation_against_a_mailu_with_its_api_off_stops_at_once_and_says_why(
     let still = s.mailu.check_login(&s.mail.target("admin@acme.example"), &SecretString::from(before)).await;
     assert_eq!(still, LoginCheck::Accepted);
 }
+
+/// Issue 15, point 1: after a Mailu restart (its limiter forgets the console's exemption) and
+/// six calls with a bad API token from the console's address, the right password gets 535. The
+/// console must not take that for a wrong password: no drift, no critical alert; the tenant
+/// says what to do, once.
+#[tokio::test]
+async fn a_rate_limited_console_never_takes_the_right_password_for_a_wrong_one() {
+    let s = setup(&["acme"]).await;
+    let (right, check) = consumer_view(&s, &s.env.core, "acme").await;
+    assert_eq!(check, LoginCheck::Accepted);
+    s.mail.restart_limiter().await;
+    let bad_token = smtp_vault::core::mail::MailTarget {
+        api_token: SecretString::from("not-the-token".to_owned()),
+        ..s.mail.target("admin@acme.example")
+    };
+    for _ in 0..6 {
+        let _ = s.mailu.user_exists(&bad_token).await;
+    }
+    let check = s.mailu.check_login(&s.mail.target("admin@acme.example"), &SecretString::from(right.clone())).await;
+    assert_eq!(check, LoginCheck::Unknown(smtp_vault::core::mail::RATE_LIMITED.into()), "{}", s.mail.log());
+    for _ in 0..2 {
+        assert!(s.env.core.heartbeat().await.unwrap().is_empty(), "no drift");
+    }
+    let acme = TenantId::parse("acme").unwrap();
+    let meta = s.env.core.credential_metadata(&Actor::operator(), &acme).await.unwrap();
+    assert_eq!(meta.state.as_str(), "active");
+    let count = |kind: &'static str| {
+        let pool = s.env.core.db().pool().clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = $1")
+                .bind(kind)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    assert_eq!(count("heartbeat_drift").await, 0);
+    assert_eq!(count("mailu_rate_limited").await, 1, "one warning, however many checks");
+    let (last_error,): (Option<String>,) = sqlx::query_as("SELECT last_error FROM tenants WHERE tenant_id = 'acme'")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert!(last_error.is_some_and(|e| e.contains("AUTH_RATELIMIT_EXEMPTION")));
+    // Once the limit lifts, the stored password logs in: it was right all along.
+    s.mail.restart_limiter().await;
+    assert!(s.env.core.heartbeat().await.unwrap().is_empty());
+    let (last_error,): (Option<String>,) = sqlx::query_as("SELECT last_error FROM tenants WHERE tenant_id = 'acme'")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(last_error, None);
+    let (_, check) = consumer_view(&s, &s.env.core, "acme").await;
+    assert_eq!(check, LoginCheck::Accepted);
+}

@@ -302,6 +302,20 @@ impl Core {
                 audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, now).await?;
             }
             tx.commit().await?;
+            if check == LoginCheck::Accepted {
+                // A rate limit that has lifted is no longer the tenant's last word.
+                sqlx::query("UPDATE tenants SET last_error = NULL WHERE tenant_id = $1 AND last_error = $2")
+                    .bind(tenant.as_str())
+                    .bind(crate::core::mail::RATE_LIMITED)
+                    .execute(self.db.pool())
+                    .await?;
+            }
+            if check == LoginCheck::Unknown(crate::core::mail::RATE_LIMITED.into()) {
+                // Said once a day per tenant, with what to do; the tenant's state is left as it
+                // was (the password is not known to be wrong).
+                self.record_rate_limited(&tenant).await?;
+                return Ok(false);
+            }
             if check == LoginCheck::Rejected {
                 let alert = Alert {
                     kind: "heartbeat_drift",
@@ -317,6 +331,29 @@ impl Core {
             }
             Ok(false)
         }
+    }
+
+    /// Marks a tenant Mailu rate-limits the console for (its last error says so) and raises one
+    /// warning a day about it.
+    async fn record_rate_limited(&self, tenant: &TenantId) -> Result<()> {
+        sqlx::query("UPDATE tenants SET last_error = $1 WHERE tenant_id = $2")
+            .bind(crate::core::mail::RATE_LIMITED)
+            .bind(tenant.as_str())
+            .execute(self.db.pool())
+            .await?;
+        let alert = Alert {
+            kind: "mailu_rate_limited",
+            severity: Severity::Warning,
+            tenant: Some(tenant),
+            dedupe_key: format!("mailu_rate_limited:{tenant}:{}", self.now().format("%Y-%m-%d")),
+            message: format!(
+                "{tenant}: Mailu rate-limits the console, so its logins prove nothing; add the console's address to AUTH_RATELIMIT_EXEMPTION"
+            ),
+            details: json!({"what_to_do": crate::core::mail::RATE_LIMITED}),
+            audience: Audience::Security,
+        };
+        self.raise_alert(alert).await?;
+        Ok(())
     }
 
     /// Defers a tenant's next rotation once, by up to 7 days, with a reason.

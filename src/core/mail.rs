@@ -262,7 +262,9 @@ impl MailServer for Mailu {
         match tokio::time::timeout(self.smtp_timeout, transport.test_connection()).await {
             Ok(Ok(true)) => LoginCheck::Accepted,
             Ok(Ok(false)) => LoginCheck::Unknown("the server closed the session after AUTH".into()),
-            Ok(Err(e)) if e.is_permanent() && e.status().is_some_and(|c| u16::from(c) == 535) => LoginCheck::Rejected,
+            Ok(Err(e)) if e.is_permanent() && e.status().is_some_and(|c| u16::from(c) == 535) => {
+                self.confirm_rejection(target).await
+            }
             Ok(Err(e)) => LoginCheck::Unknown(match e.status() {
                 Some(code) => format!("SMTP reply {}", u16::from(code)),
                 None => "connection or TLS failure".into(),
@@ -271,6 +273,24 @@ impl MailServer for Mailu {
         }
     }
 }
+
+impl Mailu {
+    /// A 535 from Mailu 2024.06 is not proof of a wrong password: its Dovecot front turns every
+    /// answer but OK into a mismatch, rate-limited logins included. Mailu's limiter runs before
+    /// its token check, so a call with the right token tells: a 429 means the console's address
+    /// is limited and the login said nothing about the password. (A per-user limit, 50 distinct
+    /// wrong passwords a day, does not show here; the heartbeat re-checks before it alarms.)
+    async fn confirm_rejection(&self, target: &MailTarget) -> LoginCheck {
+        match self.user_exists(target).await {
+            Err(MailError::RateLimited) => LoginCheck::Unknown(RATE_LIMITED.into()),
+            _ => LoginCheck::Rejected,
+        }
+    }
+}
+
+/// What [`LoginCheck::Unknown`] says when Mailu rate-limits the console's address.
+pub const RATE_LIMITED: &str =
+    "Mailu rate-limits the console's address: add it to AUTH_RATELIMIT_EXEMPTION in mailu.env";
 
 /// The certificates of a PEM bundle, one PEM each (lettre reads one certificate per call).
 #[must_use]
@@ -308,6 +328,6 @@ mod tests {
         let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(5000));
         assert_eq!(classify_response(409, long.as_bytes()).err().map(|e| e.to_string().len() < 100), Some(true));
         assert_eq!(classify_response(503, b"{").err(), Some(MailError::Server(503)));
-        assert_eq!(classify_response(307, b"").err(), Some(MailError::Server(307)));
+        assert_eq!(classify_response(307, b"").err(), Some(MailError::Malformed));
     }
 }

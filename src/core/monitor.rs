@@ -699,7 +699,7 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(&str, Severity, &str, String); 16] = [
+        let at_source: [(&str, Severity, &str, String); 17] = [
             ("emergency_reset", Severity::Critical, "security", "an emergency reset starts".into()),
             ("emergency_reset_failed", Severity::Critical, "security", "an emergency reset could not rotate".into()),
             (
@@ -758,6 +758,12 @@ impl Core {
                 Severity::Warning,
                 "security",
                 "an admin added a passkey (the admin is mailed too)".into(),
+            ),
+            (
+                "mailu_rate_limited",
+                Severity::Warning,
+                "security",
+                "a tenant's Mailu rate-limits the console, so its logins prove nothing (once a day)".into(),
             ),
             (
                 "passkey_counter_regressed",

@@ -79,6 +79,13 @@ impl MailStandIn {
         assert!(answer.status().is_success());
     }
 
+    /// What a Mailu restart does to its in-memory limiter: forgets every count and exemption.
+    pub async fn restart_limiter(&self) {
+        let url = format!("http://127.0.0.1:{}/_sim/config", self.api_port);
+        let answer = reqwest::Client::new().post(url).json(&serde_json::json!({"restart": true})).send().await.unwrap();
+        assert!(answer.status().is_success());
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }

@@ -31,6 +31,83 @@ struct Sim {
     api_off: bool,
     /// "2024.06" (default) or "2.0".
     flavor: String,
+    limits: Limiter,
+}
+
+/// Mailu's authentication rate limits (`core/admin/mailu/limiter.py`, `internal/views.py`,
+/// `utils.py`; ../shared/reference/mail-standin.md): failed logins and bad API tokens count
+/// against the client's network — 5 per hour per /24 (IPv4) or /48 (IPv6),
+/// `AUTH_RATELIMIT_IP`, identical failures counted once — and wrong passwords against the user,
+/// 50 distinct per day (`AUTH_RATELIMIT_USER`). The check comes before the token's, so a
+/// limited address gets 429 even with the right token; a limited login gets `Auth-Status:
+/// Temporary authentication failure (rate-limit)`, which 2024.06's Dovecot front turns into a
+/// password mismatch (535). A successful login on any port but 25 exempts that exact address
+/// for 24 hours. In memory, as Mailu's: `POST /_sim/config {"restart": true}` forgets it all.
+#[derive(Default)]
+struct Limiter {
+    /// Per network: the distinct failures in the window, with when each happened.
+    networks: BTreeMap<String, BTreeMap<String, std::time::Instant>>,
+    /// Per user: distinct wrong passwords today.
+    users: BTreeMap<String, BTreeMap<String, std::time::Instant>>,
+    /// Exempt addresses, until when.
+    exempt: BTreeMap<String, std::time::Instant>,
+}
+
+const IP_LIMIT: usize = 5;
+const IP_WINDOW: Duration = Duration::from_secs(3600);
+const USER_LIMIT: usize = 50;
+const USER_WINDOW: Duration = Duration::from_secs(86_400);
+const EXEMPTION: Duration = Duration::from_secs(86_400);
+
+/// Mailu's `extract_network_from_ip`: the /24 of an IPv4 address, the /48 of an IPv6 one.
+fn network_of(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        Err(_) => ip.to_owned(),
+    }
+}
+
+impl Limiter {
+    fn exempt(&self, ip: &str) -> bool {
+        self.exempt.get(ip).is_some_and(|until| *until > std::time::Instant::now())
+    }
+
+    fn ip_limited(&mut self, ip: &str) -> bool {
+        if self.exempt(ip) {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let hits = self.networks.entry(network_of(ip)).or_default();
+        hits.retain(|_, at| now.duration_since(*at) < IP_WINDOW);
+        hits.len() >= IP_LIMIT
+    }
+
+    fn user_limited(&mut self, user: &str) -> bool {
+        let now = std::time::Instant::now();
+        let wrong = self.users.entry(user.to_owned()).or_default();
+        wrong.retain(|_, at| now.duration_since(*at) < USER_WINDOW);
+        wrong.len() >= USER_LIMIT
+    }
+
+    /// A failure, under a key identical failures share.
+    fn hit_ip(&mut self, ip: &str, key: &str) {
+        self.networks.entry(network_of(ip)).or_default().entry(key.to_owned()).or_insert_with(std::time::Instant::now);
+    }
+
+    fn hit_user(&mut self, user: &str, password_key: &str) {
+        self.users
+            .entry(user.to_owned())
+            .or_default()
+            .entry(password_key.to_owned())
+            .or_insert_with(std::time::Instant::now);
+    }
 }
 
 #[derive(Default, Clone)]
@@ -62,14 +139,28 @@ fn mailu_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"code": status.as_u16(), "message": message}))).into_response()
 }
 
-/// Mailu's auth order, then an injected fault if one is armed.
+/// Mailu's auth order (the rate limit, then the token), then an injected fault if one is armed.
 async fn gate(sim: &Shared, headers: &HeaderMap) -> Option<Response> {
+    // Mailu takes the client from X-Real-IP (set by its front), else the peer: here always
+    // loopback, so the header lets a test speak for another address.
+    let ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
     let (fault, token) = {
         let Ok(mut s) = sim.lock() else { return Some(mailu_error(StatusCode::INTERNAL_SERVER_ERROR, "poisoned")) };
         if s.api_off {
             // With API=false the front does not proxy WEB_API: the request reaches the admin
             // UI, which redirects to its login page before any token is looked at.
             return Some((StatusCode::FOUND, [("location", "/sso/login?url=/admin/")], "").into_response());
+        }
+        if s.limits.ip_limited(&ip) {
+            return Some(mailu_error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts from your IP (rate-limit)"));
+        }
+        let presented =
+            headers.get("authorization").and_then(|v| v.to_str().ok()).map(|h| h.trim_start_matches("Bearer "));
+        if presented.is_some_and(|p| p != s.token) {
+            // A wrong token counts against the address, every time (only failed logins with the
+            // same password are counted once).
+            let key = format!("api-token:{}", new_salt());
+            s.limits.hit_ip(&ip, &key);
         }
         let fault = s.fault.clone();
         if s.fault.remaining > 0 {
@@ -198,13 +289,31 @@ async fn auth_email(State(sim): State<Shared>, headers: HeaderMap) -> Response {
     let decode =
         |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(urlencoding_decode).unwrap_or_default();
     let (user, pass) = (decode("Auth-User").to_lowercase(), decode("Auth-Pass"));
-    let ok = sim.lock().ok().and_then(|s| s.users.get(&user).map(|(salt, h)| hash(&pass, salt) == *h)).unwrap_or(false);
+    let (ip, port) = (decode("Client-Ip"), decode("Auth-Port"));
+    let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let limited = s.limits.ip_limited(&ip) || s.limits.user_limited(&user);
+    let ok = !limited && s.users.get(&user).is_some_and(|(salt, h)| hash(&pass, salt) == *h);
+    if ok && port != "25" {
+        s.limits.exempt.insert(ip.clone(), std::time::Instant::now() + EXEMPTION);
+    } else if !ok && !limited {
+        let password_key = hash(&pass, "failure");
+        s.limits.hit_ip(&ip, &format!("login:{user}:{password_key}"));
+        s.limits.hit_user(&user, &password_key);
+    }
+    drop(s);
     let mut response = StatusCode::OK.into_response();
-    let status = if ok { "OK" } else { "Authentication credentials invalid" };
+    let status = if limited {
+        "Temporary authentication failure (rate-limit)"
+    } else if ok {
+        "OK"
+    } else {
+        "Authentication credentials invalid"
+    };
     if let Ok(v) = status.parse() {
         response.headers_mut().insert("Auth-Status", v);
     }
-    if !ok && let Ok(v) = "535 5.7.8".parse() {
+    let code = if limited { "451 4.3.2" } else { "535 5.7.8" };
+    if !ok && let Ok(v) = code.parse() {
         response.headers_mut().insert("Auth-Error-Code", v);
     }
     response
@@ -259,6 +368,10 @@ async fn set_config(State(sim): State<Shared>, Json(body): Json<Value>) -> Respo
     }
     if let Some(flavor) = body["flavor"].as_str() {
         s.flavor = flavor.to_owned();
+    }
+    if body["restart"].as_bool() == Some(true) {
+        // What a restarted Mailu remembers of its limiter: nothing.
+        s.limits = Limiter::default();
     }
     Json(json!({"api": !s.api_off, "flavor": s.flavor})).into_response()
 }
