@@ -10,39 +10,19 @@ mod common;
 
 use common::TestEnv;
 use common::mail::{API_TOKEN, MailStandIn};
-use secrecy::ExposeSecret;
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::{Actor, ClientInfo};
 use smtp_vault::model::{ProvisionCredentialRequest, Scope, TenantId};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 const KILLS: usize = 20;
 
-/// A small deterministic generator, seeded from the OS and printed for reproduction.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
 fn serve(env: &TestEnv, ca: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_smtp-vault"))
+    common::console_command(env)
         .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
-        .env("DATABASE_URL", &env.db.url)
-        .env("VAULT_ADDR", &env.bao.addr)
-        .env("VAULT_ROLE_ID", &env.role_id)
-        .env("VAULT_SECRET_ID", env.secret_id.expose_secret())
-        .env("SMTP_VAULT_KEYRING", &env.config.keyring_path)
         .env("SMTP_VAULT_BACKUP_TARGET", &env.config.backup_target)
         .env("SMTP_VAULT_SMTP_CA_FILE", ca)
         .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
@@ -88,7 +68,7 @@ async fn rotations_survive_the_console_being_killed_at_random_moments() {
     let seed =
         std::env::var("CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| getrandom::u64().unwrap() | 1);
     println!("CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = common::Rng(seed);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();

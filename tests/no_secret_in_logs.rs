@@ -134,16 +134,9 @@ async fn run_journey_and_check(capture: &Capture) {
     // including the ones it prints on standard output once by design (a new token, an invite
     // link) and the credentials it runs with.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtp-vault"))
+        let out = common::console_command(&env)
             .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "trace")
-            .env("DATABASE_URL", &env.db.url)
-            .env("VAULT_ADDR", &env.bao.addr)
-            .env("VAULT_ROLE_ID", &env.role_id)
-            .env("VAULT_SECRET_ID", env.secret_id.expose_secret())
-            .env("SMTP_VAULT_KEYRING", &env.config.keyring_path)
             .env("SMTP_VAULT_BACKUP_TARGET", &env.config.backup_target)
             .env("SMTP_VAULT_BACKUP_KEY", env.dir.path().join("keys/backup.key"))
             .output()

@@ -93,18 +93,6 @@ async fn a_rotation_changes_the_password_on_the_server_and_in_vault() {
     assert!(!raw.to_string().contains(&after), "Vault holds the envelope, not the plaintext");
 }
 
-/// A small deterministic generator, seeded from the OS and printed for reproduction.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
 #[tokio::test]
 async fn crashes_at_any_step_are_repaired_and_never_lose_a_credential() {
     let tenants = ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"];
@@ -114,7 +102,7 @@ async fn crashes_at_any_step_are_repaired_and_never_lose_a_credential() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| getrandom::u64().unwrap() | 1);
     println!("ROTATION_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = common::Rng(seed);
     let trials = 200;
     let (mut crashed, mut clean) = (0, 0);
     for trial in 0..trials {

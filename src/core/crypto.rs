@@ -432,7 +432,8 @@ impl Keyring {
     #[must_use]
     pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
         let mut key = Zeroizing::new([0u8; 32]);
-        if let Some(oldest) = self.keys.first() {
+        // By creation time, not file order: a hand-edited keyring keeps its audit key.
+        if let Some(oldest) = self.keys.iter().min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id))) {
             let info = format!("smtp-vault/v1/mac/{purpose}");
             let _ = Hkdf::<Sha256>::new(None, oldest.key.as_ref()).expand(info.as_bytes(), key.as_mut());
         }
@@ -674,6 +675,18 @@ mod tests {
             let err = ring.open(&text, &acme, SecretField::Password).err();
             assert!(matches!(err, Some(CryptoError::Malformed(_))), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn the_audit_mac_key_survives_a_key_rotation_and_a_reordered_file() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let mut ring = Keyring::generate(t0).unwrap_or_else(|_| unreachable!());
+        let before = ring.mac_key("audit-events");
+        let _ = ring.add_key(t0 + chrono::Duration::days(1));
+        assert_eq!(ring.mac_key("audit-events"), before, "a new active key does not change it");
+        ring.keys.reverse();
+        assert_eq!(ring.mac_key("audit-events"), before, "nor the order of the file");
+        assert_ne!(ring.mac_key("audit-anchors"), before, "each purpose has its own key");
     }
 
     #[test]

@@ -380,3 +380,32 @@ pub async fn rewrite_chain_unkeyed(core: &Core, from: i64, edit: Option<(i64, &s
     }
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(pool).await.unwrap();
 }
+
+/// The console's binary with the environment of `env` (database, Vault AppRole, keyring) and
+/// nothing else of the test's.
+pub fn console_command(env: &TestEnv) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smtp-vault"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &env.db.url)
+        .env("VAULT_ADDR", &env.bao.addr)
+        .env("VAULT_ROLE_ID", &env.role_id)
+        .env("VAULT_SECRET_ID", env.secret_id.expose_secret())
+        .env("SMTP_VAULT_KEYRING", &env.config.keyring_path);
+    command
+}
+
+/// A small deterministic generator (xorshift), seeded by the caller and printed for
+/// reproduction.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `below`.
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
