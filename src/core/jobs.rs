@@ -335,7 +335,7 @@ impl Core {
 
     /// Marks a tenant Mailu rate-limits the console for (its last error says so) and raises one
     /// warning a day about it.
-    async fn record_rate_limited(&self, tenant: &TenantId) -> Result<()> {
+    pub(crate) async fn record_rate_limited(&self, tenant: &TenantId) -> Result<()> {
         sqlx::query("UPDATE tenants SET last_error = $1 WHERE tenant_id = $2")
             .bind(crate::core::mail::RATE_LIMITED)
             .bind(tenant.as_str())

@@ -428,6 +428,13 @@ impl Core {
                 // a refused login's delay.)
                 let applied_before = !fresh && mail.check_login(&target, &new_password).await == LoginCheck::Accepted;
                 if !applied_before && let Err(error) = mail.set_password(&target, &new_password).await {
+                    // Mailu's limiter answers before it does anything: a password created in
+                    // this run never reached the server, so the rotation is handed to the next
+                    // cycle (the tenant stays due) instead of retried into the same limit. One
+                    // resumed from an earlier run may be on the server already: it is kept.
+                    if error == crate::core::mail::MailError::RateLimited && fresh {
+                        return self.defer_rate_limited(actor, client, tenant, &pending).await;
+                    }
                     // A 400 is invalid input, not a password Mailu dislikes (it has no policy):
                     // another password would fare no better, so a person is asked.
                     if !error.is_transient() {
@@ -507,6 +514,38 @@ impl Core {
             tokio::time::sleep(backoff).await;
         }
         Ok(())
+    }
+
+    /// Drops a rotation Mailu's rate limit stopped before anything was sent, and says so.
+    async fn defer_rate_limited(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+    ) -> Result<RotationResult> {
+        self.vault()?.delete_pending(tenant).await?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE tenants SET state = 'active', rotation_attempts = 0, updated_at_ms = $1 WHERE tenant_id = $2",
+        )
+        .bind(now.timestamp_millis())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let details = json!({"rotation_id": pending.rotation_id, "outcome": "rate_limited"});
+        audit::append(
+            &mut tx,
+            actor,
+            client,
+            NewEvent::info(EventType::RotationRolledBack, Some(tenant), details),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.record_rate_limited(tenant).await?;
+        Err(Error::MailServer(crate::core::mail::RATE_LIMITED.into()))
     }
 
     async fn give_up(
