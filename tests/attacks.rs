@@ -721,6 +721,12 @@ async fn attack_a_database_writer_cuts_the_tail_and_silences_the_rules() {
             .unwrap();
     assert_eq!(kind, "audit_chain_broken");
     assert!(details.contains("truncated"), "{details}");
+    // The chain grows past the old anchor again: the console does not anchor the cut chain
+    // (which would launder it), and the old anchor still shows the difference.
+    some_events(&env, 6).await;
+    assert!(matches!(env.core.write_audit_anchor().await, Err(Error::AuditChain(_))));
+    let broken = env.core.verify_audit_chain().await.unwrap().first_broken.expect("still shows");
+    assert!(broken.reason.starts_with("rewritten"), "{}", broken.reason);
 }
 
 #[tokio::test]

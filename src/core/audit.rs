@@ -545,16 +545,18 @@ async fn chain_page(db: &Db, from: i64, to: i64) -> Result<Vec<AuditEventRow>> {
         .map_err(|e| Error::Internal(format!("audit page {from}..={to} did not read back: {e}")))
 }
 
-/// Recomputes every hash (MAC) in order and checks each link, the numbering, the head row and,
-/// given one, the latest anchor: an anchored event whose hash changed was rewritten, a head
-/// behind the anchor was cut, a boundary unlike the anchor's was moved to pass rewritten
-/// events off as unkeyed ones.
+/// Recomputes every hash (MAC) in order and checks each link, the numbering, the head row and
+/// every anchor given (newest first): an anchored event whose hash changed was rewritten, a
+/// head behind the newest anchor was cut, a boundary unlike an anchor's was moved to pass
+/// rewritten events off as unkeyed ones. Every retained anchor counts, not only the newest: a
+/// cut chain that has grown past an old anchor again still differs from it.
 ///
 /// # Errors
 /// Database errors, and [`Error::AuditChain`] when keyed events are present but this process
 /// has no keyring to check them with; a broken chain is reported in
 /// [`ChainReport::first_broken`].
-pub async fn verify(db: &Db, anchor: Option<&Anchor>) -> Result<ChainReport> {
+pub async fn verify(db: &Db, anchors: &[Anchor]) -> Result<ChainReport> {
+    let anchor = anchors.first();
     // The head first: events appended while this runs are not this run's business (and must
     // not look like a truncated chain). Then pages of seq ranges, several fetched at once on
     // their own connections while earlier ones are hashed on the blocking pool across the
@@ -581,16 +583,17 @@ pub async fn verify(db: &Db, anchor: Option<&Anchor>) -> Result<ChainReport> {
     };
     let broken =
         |seq: i64, reason: String, events: u64, head: &str| report(events, head, Some(BrokenLink { seq, reason }));
+    if let Some(moved) = anchors.iter().find(|a| a.keyed_from != keyed_from) {
+        let day = moved.written_at().format("%Y-%m-%d %H:%M UTC");
+        let reason = format!(
+            "rewritten: the chain claims its MACs begin at event {keyed_from}, but the anchor of {day} says {} \
+             (events were passed off as written before the chain was keyed)",
+            moved.keyed_from
+        );
+        return Ok(broken(keyed_from.min(moved.keyed_from), reason, 0, GENESIS_HASH));
+    }
     if let Some(anchor) = anchor {
         let day = anchor.written_at().format("%Y-%m-%d %H:%M UTC");
-        if anchor.keyed_from != keyed_from {
-            let reason = format!(
-                "rewritten: the chain claims its MACs begin at event {keyed_from}, but the anchor of {day} says \
-                 {} (events were passed off as written before the chain was keyed)",
-                anchor.keyed_from
-            );
-            return Ok(broken(keyed_from.min(anchor.keyed_from), reason, 0, GENESIS_HASH));
-        }
         if head_seq < anchor.seq {
             let reason = format!(
                 "truncated: the anchor of {day} records {} events, the chain now has {head_seq} (events removed \
@@ -638,7 +641,7 @@ pub async fn verify(db: &Db, anchor: Option<&Anchor>) -> Result<ChainReport> {
                 };
                 return Ok(broken(row.seq, how.into(), events, &expected_prev));
             }
-            if let Some(anchor) = anchor.filter(|a| a.seq == row.seq && a.hash != row.hash) {
+            if let Some(anchor) = anchors.iter().find(|a| a.seq == row.seq && a.hash != row.hash) {
                 let reason = format!(
                     "rewritten: event {} no longer has the hash anchored on {}",
                     anchor.seq,
@@ -985,6 +988,22 @@ impl crate::core::Core {
         if names.last().is_some_and(|newest| newest.ends_with(&format!("/{seq:020}.json"))) {
             return Ok(None);
         }
+        // SECURITY: an anchor is only ever written on top of the newest one. A chain that
+        // contradicts it (cut, rewritten) is not re-anchored, or the console itself would turn
+        // the damage into the new truth; the hourly verification reports it.
+        if let Some(newest) = self.audit_anchors().await?.first() {
+            let at: Option<(String,)> = sqlx::query_as("SELECT hash FROM audit_events WHERE seq = $1")
+                .bind(newest.seq)
+                .fetch_optional(self.db().pool())
+                .await?;
+            let continues = newest.seq == 0 || at.is_some_and(|(h,)| h == newest.hash);
+            if seq < newest.seq || newest.keyed_from != keyed_from || !continues {
+                return Err(Error::AuditChain(format!(
+                    "the chain does not continue the anchor of {} events; not anchoring it (run `smtp-vault audit verify`)",
+                    newest.seq
+                )));
+            }
+        }
         let anchor = Anchor::new(key, seq, &hash, keyed_from, self.now());
         let bytes = serde_json::to_vec(&anchor).map_err(|e| Error::Internal(e.to_string()))?;
         target.put(&format!("{ANCHOR_PREFIX}/{seq:020}.json"), bytes).await?;
@@ -994,22 +1013,32 @@ impl crate::core::Core {
         Ok(Some(anchor))
     }
 
-    /// The newest authentic anchor on the backup target (one that does not authenticate is
-    /// skipped and logged: someone who can write the bucket but not read the keyring).
+    /// The newest authentic anchor on the backup target.
     ///
     /// # Errors
     /// Backup-target errors.
     pub async fn latest_audit_anchor(&self) -> Result<Option<Anchor>> {
-        let (Ok(target), Some(key)) = (self.backup_target(), self.db().chain_key()) else { return Ok(None) };
+        Ok(self.audit_anchors().await?.into_iter().next())
+    }
+
+    /// Every authentic anchor on the backup target, newest (highest) first. One that does not
+    /// authenticate is skipped and logged: someone who can write the bucket but not read the
+    /// keyring.
+    ///
+    /// # Errors
+    /// Backup-target errors.
+    pub async fn audit_anchors(&self) -> Result<Vec<Anchor>> {
+        let (Ok(target), Some(key)) = (self.backup_target(), self.db().chain_key()) else { return Ok(Vec::new()) };
+        let mut anchors = Vec::new();
         for name in target.list(ANCHOR_PREFIX).await?.iter().rev() {
             let Some(bytes) = target.get(name).await? else { continue };
             match serde_json::from_slice::<Anchor>(&bytes) {
                 Ok(anchor) if anchor.authentic(key) && name.ends_with(&format!("/{:020}.json", anchor.seq)) => {
-                    return Ok(Some(anchor));
+                    anchors.push(anchor);
                 }
                 _ => tracing::warn!(anchor = %name, "an audit anchor on the backup target does not authenticate"),
             }
         }
-        Ok(None)
+        Ok(anchors)
     }
 }
