@@ -10,20 +10,9 @@ use common::{TestEnv, credential_body, token_secret};
 use secrecy::ExposeSecret;
 use smtp_vault::core::{Actor, ClientInfo};
 use smtp_vault::model::{Scope, StoreCredentialRequest, TenantId};
-use std::process::Command;
 
 fn cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_smtp-vault"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &env.db.url)
-        .env("VAULT_ADDR", &env.bao.addr)
-        .env("VAULT_ROLE_ID", &env.role_id)
-        .env("VAULT_SECRET_ID", env.secret_id.expose_secret())
-        .env("SMTP_VAULT_KEYRING", &env.config.keyring_path)
-        .output()
-        .unwrap();
+    let out = common::console_command(env).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),

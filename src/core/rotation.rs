@@ -524,6 +524,21 @@ impl Core {
         tenant: &TenantId,
         pending: &PendingDocument,
     ) -> Result<RotationResult> {
+        self.roll_back(actor, client, tenant, pending, "rate_limited").await?;
+        self.record_rate_limited(tenant).await?;
+        Err(Error::MailServer(crate::core::mail::RATE_LIMITED.into()))
+    }
+
+    /// Drops a rotation whose new password the server does not have: pending gone, the tenant
+    /// active again with no attempts counted, `rotation_rolled_back` with `outcome`.
+    async fn roll_back(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+        outcome: &str,
+    ) -> Result<()> {
         self.vault()?.delete_pending(tenant).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
@@ -534,18 +549,11 @@ impl Core {
         .bind(tenant.as_str())
         .execute(&mut *tx)
         .await?;
-        let details = json!({"rotation_id": pending.rotation_id, "outcome": "rate_limited"});
-        audit::append(
-            &mut tx,
-            actor,
-            client,
-            NewEvent::info(EventType::RotationRolledBack, Some(tenant), details),
-            now,
-        )
-        .await?;
+        let details = json!({"rotation_id": pending.rotation_id, "outcome": outcome});
+        let event = NewEvent::info(EventType::RotationRolledBack, Some(tenant), details);
+        audit::append(&mut tx, actor, client, event, now).await?;
         tx.commit().await?;
-        self.record_rate_limited(tenant).await?;
-        Err(Error::MailServer(crate::core::mail::RATE_LIMITED.into()))
+        Ok(())
     }
 
     async fn give_up(
@@ -832,26 +840,7 @@ impl Core {
         }
         if self.mail()?.check_login(&target, &current_password).await == LoginCheck::Accepted {
             // Rolled back: the server kept the current password; a later rotation starts afresh.
-            vault.delete_pending(tenant).await?;
-            let now = self.now();
-            let mut tx = self.db.begin_write().await?;
-            sqlx::query(
-                "UPDATE tenants SET state = 'active', rotation_attempts = 0, updated_at_ms = $1 WHERE tenant_id = $2",
-            )
-            .bind(now.timestamp_millis())
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-            let details = json!({"rotation_id": pending.rotation_id, "outcome": "rolled_back"});
-            audit::append(
-                &mut tx,
-                actor,
-                client,
-                NewEvent::info(EventType::RotationRolledBack, Some(tenant), details),
-                now,
-            )
-            .await?;
-            tx.commit().await?;
+            self.roll_back(actor, client, tenant, &pending, "rolled_back").await?;
             return Ok(RotationResult::Rotated { version: current.version });
         }
         Ok(RotationResult::NeedsReconcile { reason: "neither the current nor the pending password logs in".into() })
