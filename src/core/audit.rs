@@ -991,7 +991,7 @@ impl crate::core::Core {
         // SECURITY: an anchor is only ever written on top of the newest one. A chain that
         // contradicts it (cut, rewritten) is not re-anchored, or the console itself would turn
         // the damage into the new truth; the hourly verification reports it.
-        if let Some(newest) = self.audit_anchors().await?.first() {
+        if let Some(newest) = self.authentic_anchors(target, key, &names, 1).await?.first() {
             let at: Option<(String,)> = sqlx::query_as("SELECT hash FROM audit_events WHERE seq = $1")
                 .bind(newest.seq)
                 .fetch_optional(self.db().pool())
@@ -1018,7 +1018,9 @@ impl crate::core::Core {
     /// # Errors
     /// Backup-target errors.
     pub async fn latest_audit_anchor(&self) -> Result<Option<Anchor>> {
-        Ok(self.audit_anchors().await?.into_iter().next())
+        let (Ok(target), Some(key)) = (self.backup_target(), self.db().chain_key()) else { return Ok(None) };
+        let names = target.list(ANCHOR_PREFIX).await?;
+        Ok(self.authentic_anchors(target, key, &names, 1).await?.into_iter().next())
     }
 
     /// Every authentic anchor on the backup target, newest (highest) first. One that does not
@@ -1029,8 +1031,24 @@ impl crate::core::Core {
     /// Backup-target errors.
     pub async fn audit_anchors(&self) -> Result<Vec<Anchor>> {
         let (Ok(target), Some(key)) = (self.backup_target(), self.db().chain_key()) else { return Ok(Vec::new()) };
+        let names = target.list(ANCHOR_PREFIX).await?;
+        self.authentic_anchors(target, key, &names, usize::MAX).await
+    }
+
+    /// Up to `limit` authentic anchors among the listed `names` (sorted), newest first; only
+    /// as many are read as needed.
+    async fn authentic_anchors(
+        &self,
+        target: &crate::core::backup::BackupTarget,
+        key: &ChainKey,
+        names: &[String],
+        limit: usize,
+    ) -> Result<Vec<Anchor>> {
         let mut anchors = Vec::new();
-        for name in target.list(ANCHOR_PREFIX).await?.iter().rev() {
+        for name in names.iter().rev() {
+            if anchors.len() >= limit {
+                break;
+            }
             let Some(bytes) = target.get(name).await? else { continue };
             match serde_json::from_slice::<Anchor>(&bytes) {
                 Ok(anchor) if anchor.authentic(key) && name.ends_with(&format!("/{:020}.json", anchor.seq)) => {

@@ -257,80 +257,76 @@ impl Core {
 
     /// Checks one tenant; true when its stored credential no longer logs in.
     async fn heartbeat_one(&self, tenant: &TenantId) -> Result<bool> {
-        let tenant = tenant.clone();
-        {
-            let (mut stored, state) = match self.read_to_hand_out(&tenant).await {
-                Err(Error::NotFound(_)) => return Ok(false),
-                read => read?,
-            };
-            let password = self.effective_password(&tenant, &mut stored, state.as_deref()).await?;
-            // A tenant Vault re-points behind the console's back is alerted and left alone.
-            let target = match self.recorded_mail_target(&tenant, &stored.document).await {
-                Err(Error::DestinationMismatch) => return Ok(false),
-                target => target?,
-            };
-            let check = self.mail()?.check_login(&target, &password).await;
-            let now = self.now();
-            let (ok, state) = match &check {
-                LoginCheck::Accepted => (Some(1i64), "active"),
-                LoginCheck::Rejected => (Some(0), "drifted"),
-                LoginCheck::Unknown(_) => (None, ""),
-            };
-            let mut tx = self.db.begin_write().await?;
-            // A rotation that started meanwhile owns the state: the heartbeat never overwrites
-            // `rotating` or `needs_reconcile`, and a refusal seen mid-rotation is no drift.
-            let (after,): (String,) = sqlx::query_as(
-                "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, \
-                 state = CASE WHEN $3 = '' OR state NOT IN ('active', 'drifted') THEN state ELSE $3 END \
-                 WHERE tenant_id = $4 RETURNING state",
-            )
-            .bind(now.timestamp_millis())
-            .bind(ok)
-            .bind(state)
-            .bind(tenant.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            let check = if check == LoginCheck::Rejected && after != "drifted" {
-                LoginCheck::Unknown("rotating".into())
-            } else {
-                check
-            };
-            if check == LoginCheck::Rejected {
-                let event =
-                    NewEvent::info(EventType::HeartbeatDrifted, Some(&tenant), json!({"version": stored.version}))
-                        .with_severity(Severity::Critical);
-                audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, now).await?;
-            }
-            tx.commit().await?;
-            if check == LoginCheck::Accepted {
-                // A rate limit that has lifted is no longer the tenant's last word.
-                sqlx::query("UPDATE tenants SET last_error = NULL WHERE tenant_id = $1 AND last_error = $2")
-                    .bind(tenant.as_str())
-                    .bind(crate::core::mail::RATE_LIMITED)
-                    .execute(self.db.pool())
-                    .await?;
-            }
-            if check == LoginCheck::Unknown(crate::core::mail::RATE_LIMITED.into()) {
-                // Said once a day per tenant, with what to do; the tenant's state is left as it
-                // was (the password is not known to be wrong).
-                self.record_rate_limited(&tenant).await?;
-                return Ok(false);
-            }
-            if check == LoginCheck::Rejected {
-                let alert = Alert {
-                    kind: "heartbeat_drift",
-                    severity: Severity::Critical,
-                    tenant: Some(&tenant),
-                    dedupe_key: format!("heartbeat_drift:{tenant}:{}", stored.version),
-                    message: format!("the stored SMTP admin password of {tenant} no longer logs in"),
-                    details: json!({"version": stored.version}),
-                    audience: Audience::Security,
-                };
-                self.raise_alert(alert).await?;
-                return Ok(true);
-            }
-            Ok(false)
+        let (mut stored, state) = match self.read_to_hand_out(tenant).await {
+            Err(Error::NotFound(_)) => return Ok(false),
+            read => read?,
+        };
+        let password = self.effective_password(tenant, &mut stored, state.as_deref()).await?;
+        // A tenant Vault re-points behind the console's back is alerted and left alone.
+        let target = match self.recorded_mail_target(tenant, &stored.document).await {
+            Err(Error::DestinationMismatch) => return Ok(false),
+            target => target?,
+        };
+        let check = self.mail()?.check_login(&target, &password).await;
+        let now = self.now();
+        let (ok, state) = match &check {
+            LoginCheck::Accepted => (Some(1i64), "active"),
+            LoginCheck::Rejected => (Some(0), "drifted"),
+            LoginCheck::Unknown(_) => (None, ""),
+        };
+        let mut tx = self.db.begin_write().await?;
+        // A rotation that started meanwhile owns the state: the heartbeat never overwrites
+        // `rotating` or `needs_reconcile`, and a refusal seen mid-rotation is no drift.
+        let (after,): (String,) = sqlx::query_as(
+            "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, \
+             state = CASE WHEN $3 = '' OR state NOT IN ('active', 'drifted') THEN state ELSE $3 END \
+             WHERE tenant_id = $4 RETURNING state",
+        )
+        .bind(now.timestamp_millis())
+        .bind(ok)
+        .bind(state)
+        .bind(tenant.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let check = if check == LoginCheck::Rejected && after != "drifted" {
+            LoginCheck::Unknown("rotating".into())
+        } else {
+            check
+        };
+        if check == LoginCheck::Rejected {
+            let event = NewEvent::info(EventType::HeartbeatDrifted, Some(tenant), json!({"version": stored.version}))
+                .with_severity(Severity::Critical);
+            audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, now).await?;
         }
+        tx.commit().await?;
+        if check == LoginCheck::Accepted {
+            // A rate limit that has lifted is no longer the tenant's last word.
+            sqlx::query("UPDATE tenants SET last_error = NULL WHERE tenant_id = $1 AND last_error = $2")
+                .bind(tenant.as_str())
+                .bind(crate::core::mail::RATE_LIMITED)
+                .execute(self.db.pool())
+                .await?;
+        }
+        if check == LoginCheck::Unknown(crate::core::mail::RATE_LIMITED.into()) {
+            // Said once a day per tenant, with what to do; the tenant's state is left as it
+            // was (the password is not known to be wrong).
+            self.record_rate_limited(tenant).await?;
+            return Ok(false);
+        }
+        if check == LoginCheck::Rejected {
+            let alert = Alert {
+                kind: "heartbeat_drift",
+                severity: Severity::Critical,
+                tenant: Some(tenant),
+                dedupe_key: format!("heartbeat_drift:{tenant}:{}", stored.version),
+                message: format!("the stored SMTP admin password of {tenant} no longer logs in"),
+                details: json!({"version": stored.version}),
+                audience: Audience::Security,
+            };
+            self.raise_alert(alert).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Marks a tenant Mailu rate-limits the console for (its last error says so) and raises one

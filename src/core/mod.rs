@@ -223,11 +223,14 @@ impl Core {
         )?;
         // Backups and the journal: the target only where Vault is used (no stray directories
         // for database-only commands), the key only when its file exists.
-        // Database-only commands open an existing target for the audit anchors.
+        // Database-only commands open an existing target for the audit anchors, when they can
+        // (without it they verify without anchors rather than fail).
         let existing_target =
             config.backup_target.strip_prefix("file://").is_none_or(|dir| std::path::Path::new(dir).is_dir());
-        let backup_target = if needs.vault || existing_target {
+        let backup_target = if needs.vault {
             Some(Arc::new(backup::BackupTarget::open(&config.backup_target)?))
+        } else if existing_target {
+            backup::BackupTarget::open(&config.backup_target).ok().map(Arc::new)
         } else {
             None
         };
