@@ -643,11 +643,13 @@ async fn bench_rotation(
     let core = &console.core;
     let client = ClientInfo::local();
     let api_url = mail.env["API_URL"].clone();
-    let smtp_port: u16 = mail.env["SMTP_PORT"].parse()?;
+    // Implicit TLS, as Mailu 2024.06 serves submission (465; 587 ships closed).
+    let smtp_port: u16 = mail.env["SMTPS_PORT"].parse()?;
     let provision = |i: usize| ProvisionCredentialRequest {
         username: format!("admin@rot{i}.example"),
         smtp_host: "localhost".into(),
         smtp_port,
+        smtp_tls: smtp_vault::model::SmtpTls::Implicit,
         webmail_url: format!("https://mail.rot{i}.example/"),
         mailu_api_url: api_url.clone(),
         mailu_api_token: "bench-token-1234".to_owned().into(),
@@ -698,9 +700,11 @@ async fn bench_rotation(
         username: "admin@profile.example".into(),
         smtp_host: "localhost".into(),
         smtp_port,
+        smtp_tls: smtp_vault::model::SmtpTls::Implicit,
         api_url: api_url.clone(),
         api_token: "bench-token-1234".to_owned().into(),
         tls_name: None,
+        api_address: None,
     };
     let target = make_target();
     let password: secrecy::SecretString = "Profile-Password-0123456789abcdef".to_owned().into();

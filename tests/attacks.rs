@@ -272,9 +272,11 @@ async fn attack_internal_and_plaintext_destinations_are_refused_by_the_outbound_
         username: "admin@acme.example".into(),
         smtp_host: "localhost".into(),
         smtp_port: 1,
+        smtp_tls: smtp_vault::model::SmtpTls::Starttls,
         api_url: format!("https://localhost:{port}/api/v1"),
         api_token: SecretString::from("tok".to_owned()),
         tls_name: None,
+        api_address: None,
     };
     let result = strict.set_password(&target, &SecretString::from("Never-Sent-1".to_owned())).await;
     assert!(matches!(result, Err(MailError::Unreachable(_))), "{result:?}");
@@ -296,9 +298,11 @@ async fn attack_a_hostile_mailu_redirects_the_password_and_answers_an_oracle() {
         username: "admin@acme.example".into(),
         smtp_host: "localhost".into(),
         smtp_port: 1,
+        smtp_tls: smtp_vault::model::SmtpTls::Starttls,
         api_url: format!("{}/api/v1", redirecting.url),
         api_token: SecretString::from("tok".to_owned()),
         tls_name: None,
+        api_address: None,
     };
     let password = SecretString::from("Redirected-Password-1".to_owned());
     assert!(matches!(mailu.set_password(&target, &password).await, Err(MailError::Malformed)));
@@ -338,9 +342,11 @@ fn target_clone(t: &smtp_vault::core::mail::MailTarget) -> smtp_vault::core::mai
         username: t.username.clone(),
         smtp_host: t.smtp_host.clone(),
         smtp_port: t.smtp_port,
+        smtp_tls: t.smtp_tls,
         api_url: t.api_url.clone(),
         api_token: t.api_token.clone(),
         tls_name: t.tls_name.clone(),
+        api_address: t.api_address,
     }
 }
 

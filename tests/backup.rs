@@ -99,6 +99,7 @@ async fn ten_thousand_tenants_back_up_and_restore_into_an_empty_vault_and_all_ve
                     password: ring.seal(&tenant, SecretField::Password, &password).unwrap(),
                     smtp_host: "mail.example".into(),
                     smtp_port: 587,
+                    smtp_tls: None,
                     webmail_url: "https://mail.example/".into(),
                     mailu_api_url: "https://mail.example/api/v1".into(),
                     mailu_api_token: ring

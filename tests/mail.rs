@@ -15,9 +15,11 @@ fn target(stand_in: &MailStandIn, user: &str, token: &str) -> MailTarget {
         username: user.to_owned(),
         smtp_host: "localhost".into(),
         smtp_port: stand_in.smtp_port,
+        smtp_tls: smtp_vault::model::SmtpTls::Starttls,
         api_url: stand_in.api_url.clone(),
         api_token: SecretString::from(token.to_owned()),
         tls_name: None,
+        api_address: None,
     }
 }
 

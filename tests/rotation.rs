@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::rotation::{RotationResult, RotationStep};
 use smtp_vault::core::{Actor, ClientInfo, Core};
-use smtp_vault::model::{StoreCredentialRequest, TenantId};
+use smtp_vault::model::{Scope, StoreCredentialRequest, TenantId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -344,6 +344,76 @@ async fn provisioning_and_rotation_through_the_api_and_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 due"));
     let (_, check) = consumer_view(&s, &s.env.core, "newco").await;
     assert_eq!(check, LoginCheck::Accepted);
+}
+
+/// Issue 15, point 3: the TLS mode is stored with the credential, not guessed from the port:
+/// implicit TLS on a port that is not 465 provisions, shows, rotates and reaches consumers; a
+/// mode the port does not speak fails with the setting to check.
+#[tokio::test]
+async fn each_tenant_s_tls_mode_is_stored_and_used_whatever_its_port() {
+    let s = setup(&[]).await;
+    let base = s.env.serve().await;
+    let token = s
+        .env
+        .token(&[
+            Scope::CredentialsWrite,
+            Scope::CredentialsRotate,
+            Scope::CredentialsRead,
+            Scope::CredentialsReadSecret,
+        ])
+        .await;
+    let http = reqwest::Client::new();
+    let provision = |tenant: &str, port: u16, tls: Option<&str>| {
+        let mut body = serde_json::json!({
+            "username": format!("admin@{tenant}.example"), "smtp_host": "localhost", "smtp_port": port,
+            "webmail_url": "https://mail.example/", "mailu_api_url": s.mail.api_url, "mailu_api_token": API_TOKEN,
+        });
+        if let Some(tls) = tls {
+            body["smtp_tls"] = tls.into();
+        }
+        http.post(format!("{base}/api/v1/tenants/{tenant}/smtp-credentials/provision"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    assert_ne!(s.mail.smtps_port, 465);
+    let answer = provision("wrapped", s.mail.smtps_port, Some("implicit")).await.unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    let get = |path: String| http.get(format!("{base}/api/v1/tenants/{path}")).bearer_auth(&token).send();
+    let metadata: serde_json::Value = get("wrapped/smtp-credentials".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["smtp_tls"], "implicit");
+    let rotated = http
+        .post(format!("{base}/api/v1/tenants/wrapped/smtp-credentials/rotate"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200, "{}", rotated.text().await.unwrap());
+    // A consumer learns how to connect, and that way the password logs in.
+    let secret: serde_json::Value = get("wrapped/smtp-credentials/secret".into()).await.unwrap().json().await.unwrap();
+    assert_eq!((secret["smtp_tls"].as_str(), secret["version"].as_u64()), (Some("implicit"), Some(2)));
+    let target = smtp_vault::core::mail::MailTarget {
+        smtp_port: s.mail.smtps_port,
+        smtp_tls: smtp_vault::model::SmtpTls::Implicit,
+        ..s.mail.target("admin@wrapped.example")
+    };
+    let password = SecretString::from(secret["password"].as_str().unwrap().to_owned());
+    assert_eq!(s.mailu.check_login(&target, &password).await, LoginCheck::Accepted);
+
+    // A request that names no mode gets the console's old default once, stored.
+    let answer = provision("plain", s.mail.smtp_port, None).await.unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    let metadata: serde_json::Value = get("plain/smtp-credentials".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["smtp_tls"], "starttls");
+
+    // Implicit TLS against a STARTTLS port: refused with the setting to check.
+    let answer = provision("mismatched", s.mail.smtp_port, Some("implicit")).await.unwrap();
+    assert_eq!(answer.status(), 502);
+    let error: serde_json::Value = answer.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("implicit TLS") && message.contains("smtp_tls"), "{error}");
+    let bad = provision("typo", s.mail.smtp_port, Some("ssl")).await.unwrap();
+    assert_eq!(bad.status(), 422);
 }
 
 #[tokio::test]

@@ -104,6 +104,9 @@ pub enum Command {
         /// Its SMTP submission port (default: the stored one).
         #[arg(long)]
         smtp_port: Option<u16>,
+        /// Its SMTP TLS mode, `implicit` or `starttls` (default: the stored one).
+        #[arg(long, value_parser = parse_smtp_tls)]
+        smtp_tls: Option<crate::model::SmtpTls>,
         /// Ask the provisioning hook (SMTP_VAULT_PROVISION_HOOK_URL) for the replacement server.
         #[arg(long)]
         provision: bool,
@@ -279,6 +282,10 @@ pub enum AuditCommand {
         #[arg(long, value_parser = parse_time)]
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+}
+
+fn parse_smtp_tls(text: &str) -> Result<crate::model::SmtpTls, String> {
+    crate::model::SmtpTls::from_name(text).ok_or_else(|| "must be implicit or starttls".to_owned())
 }
 
 fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -487,7 +494,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             eprintln!("invite {invite_id} revoked");
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
-        Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, provision } => {
+        Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, smtp_tls, provision } => {
             let core = connect(&config, Needs::ALL).await?;
             let client = crate::core::ClientInfo::local();
             let done = if provision {
@@ -499,7 +506,8 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                     mailu_api_token,
                     smtp_port,
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .with_tls(smtp_tls);
                 core.recover_tenant(&operator, &client, &tenant, &request).await
             }
             .map_err(|e| e.to_string())?;

@@ -828,22 +828,23 @@ impl Core {
                 let tenant = record.tenant_id.to_string();
                 let d = &record.document;
                 let destination = (d.mailu_api_url.clone(), d.smtp_host.clone(), i64::from(d.smtp_port));
+                let destination = (destination, d.tls());
                 (tenant, destination, restore_tenant(vault, keyring, record, options).await)
             })
             .buffer_unordered(VAULT_CONCURRENCY);
         let mut versions = Vec::new();
         let mut done = 0;
-        while let Some((tenant, destination, outcome)) = outcomes.next().await {
+        while let Some((tenant, (destination, smtp_tls), outcome)) = outcomes.next().await {
             match outcome {
                 Ok(TenantOutcome::Written(version)) => {
                     report.written += 1;
                     report.verified += usize::from(!options.dry_run);
-                    versions.push(Restored { tenant, version, destination });
+                    versions.push(Restored { tenant, version, destination, smtp_tls });
                 }
                 Ok(TenantOutcome::Unchanged(version)) => {
                     report.unchanged += 1;
                     report.verified += 1;
-                    versions.push(Restored { tenant, version, destination });
+                    versions.push(Restored { tenant, version, destination, smtp_tls });
                 }
                 Ok(TenantOutcome::Skipped(why)) => report.skipped.push((tenant, why)),
                 Err(e) => report.failed.push((tenant, e.to_string())),
@@ -899,8 +900,8 @@ impl Core {
                 .await?;
             }
             sqlx::query(
-                "UPDATE tenants SET version = $1, mailu_api_url = $2, smtp_host = $3, smtp_port = $4, updated_at_ms = $5 \
-                 WHERE tenant_id = $6",
+                "UPDATE tenants SET version = $1, mailu_api_url = $2, smtp_host = $3, smtp_port = $4, updated_at_ms = $5, \
+                 smtp_tls = $7 WHERE tenant_id = $6",
             )
             .bind(i64::try_from(restored.version).unwrap_or(i64::MAX))
             .bind(url)
@@ -908,6 +909,7 @@ impl Core {
             .bind(port)
             .bind(now.timestamp_millis())
             .bind(&restored.tenant)
+            .bind(restored.smtp_tls.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -930,6 +932,7 @@ pub(crate) struct Restored {
     tenant: String,
     version: u64,
     destination: (String, String, i64),
+    smtp_tls: crate::model::SmtpTls,
 }
 
 /// The authenticated part of a manifest.

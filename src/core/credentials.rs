@@ -12,13 +12,13 @@ use crate::core::db::{Backend, TenantRow};
 use crate::core::error::{Error, Result};
 use crate::core::vault::CredentialDocument;
 use crate::model::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, Scope, StoreCredentialRequest, StoredCredentialView,
-    TenantId, TenantSummary,
+    CredentialMetadataView, CredentialSecretView, CredentialState, Scope, SmtpTls, StoreCredentialRequest,
+    StoredCredentialView, TenantId, TenantSummary,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-const TENANT_COLUMNS: &str = "tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
+const TENANT_COLUMNS: &str = "tenant_id, state, version, username, smtp_host, smtp_port, smtp_tls, webmail_url, \
      mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms";
 
 fn ms(t: Option<i64>) -> Option<DateTime<Utc>> {
@@ -32,6 +32,7 @@ fn metadata_view(row: TenantRow) -> Result<CredentialMetadataView> {
         state: CredentialState::from_name(&row.state).ok_or_else(|| broken("state"))?,
         version: u64::try_from(row.version).map_err(|_| broken("version"))?,
         smtp_port: u16::try_from(row.smtp_port).map_err(|_| broken("port"))?,
+        smtp_tls: SmtpTls::from_name(&row.smtp_tls).ok_or_else(|| broken("TLS mode"))?,
         stored_at: ms(Some(row.stored_at_ms)).ok_or_else(|| broken("time"))?,
         rotated_at: ms(row.rotated_at_ms),
         next_rotation_at: ms(row.next_rotation_at_ms),
@@ -92,6 +93,7 @@ impl Core {
             username: request.username,
             smtp_host: request.smtp_host,
             smtp_port: request.smtp_port,
+            smtp_tls: Some(request.smtp_tls),
             webmail_url: request.webmail_url,
             mailu_api_url: request.mailu_api_url,
         };
@@ -122,11 +124,11 @@ impl Core {
             let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
             sqlx::query(
                 "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
-                 mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms) \
-                 VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8) \
+                 mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms, smtp_tls) \
+                 VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8, $10) \
                  ON CONFLICT (tenant_id) DO UPDATE SET state = 'active', version = $2, username = $3, \
                  smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
-                 next_rotation_at_ms = $9, updated_at_ms = $8",
+                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10",
             )
             .bind(tenant.as_str())
             .bind(version_db)
@@ -137,6 +139,7 @@ impl Core {
             .bind(&document.mailu_api_url)
             .bind(now.timestamp_millis())
             .bind(next_rotation.timestamp_millis())
+            .bind(document.tls().as_str())
             .execute(&mut *tx)
             .await?;
             let details = json!({
@@ -235,12 +238,14 @@ impl Core {
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
         audit::record(&self.db, actor, client, event, now).await?;
+        let smtp_tls = stored.document.tls();
         Ok(CredentialSecretView {
             tenant_id: tenant.clone(),
             username: stored.document.username,
             password,
             smtp_host: stored.document.smtp_host,
             smtp_port: stored.document.smtp_port,
+            smtp_tls,
             version: stored.version,
         })
     }

@@ -218,6 +218,8 @@ pub struct TenantRow {
     pub smtp_host: String,
     /// SMTP port.
     pub smtp_port: i64,
+    /// SMTP TLS mode name.
+    pub smtp_tls: String,
     /// Webmail URL.
     pub webmail_url: String,
     /// Mailu API URL.

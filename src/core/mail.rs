@@ -7,6 +7,7 @@
 //! shape and its text never reaches a caller.
 
 use crate::core::outbound::{OutboundPolicy, Refused};
+use crate::model::SmtpTls;
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -21,8 +22,10 @@ pub struct MailTarget {
     pub username: String,
     /// SMTP submission host.
     pub smtp_host: String,
-    /// SMTP submission port (465 = implicit TLS, otherwise STARTTLS).
+    /// SMTP submission port.
     pub smtp_port: u16,
+    /// TLS mode on that port, as stored with the credential.
+    pub smtp_tls: SmtpTls,
     /// Mailu admin API base, e.g. `https://mail.example.com/api/v1`.
     pub api_url: String,
     /// Mailu API token.
@@ -30,13 +33,16 @@ pub struct MailTarget {
     /// The name the server's certificate must carry when `smtp_host` is an address (a
     /// replacement server reached by IP before DNS points at it); `None`: `smtp_host`.
     pub tls_name: Option<String>,
+    /// Where the API's host name is reached instead of what DNS says (a replacement server
+    /// before DNS points at it); its certificate must still name the host in `api_url`.
+    pub api_address: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for MailTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MailTarget")
             .field("username", &self.username)
-            .field("smtp", &format!("{}:{}", self.smtp_host, self.smtp_port))
+            .field("smtp", &format!("{}:{} ({})", self.smtp_host, self.smtp_port, self.smtp_tls.as_str()))
             .field("api_url", &self.api_url)
             .finish_non_exhaustive()
     }
@@ -155,14 +161,34 @@ impl std::fmt::Debug for Mailu {
 }
 
 impl Mailu {
-    /// A client with request timeouts under `policy`; `extra_root_pem` adds a trusted CA for
-    /// SMTP TLS (private CAs, tests).
+    /// A client with request timeouts under `policy`; `extra_root_pem` adds trusted CAs for
+    /// SMTP and the API alike (a private CA, tests).
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(timeout: Duration, extra_root_pem: Option<Vec<u8>>, policy: OutboundPolicy) -> Result<Self, String> {
-        let http = policy.http_client(timeout)?;
+        let http = http_client(&policy, timeout, extra_root_pem.as_deref(), None)?;
         Ok(Self { http, smtp_timeout: timeout, extra_root: extra_root_pem, policy })
+    }
+
+    /// The client for `target`'s API: the shared one, or for a target reached at a given
+    /// address one that connects there and still checks the certificate against the URL's
+    /// host name (Mailu's certificates name hosts, not addresses). Rare (recoveries), so
+    /// built per call.
+    fn http_for(
+        &self,
+        target: &MailTarget,
+        url: &url::Url,
+    ) -> Result<std::borrow::Cow<'_, reqwest::Client>, MailError> {
+        let (Some(address), Some(url::Host::Domain(host))) = (target.api_address, url.host()) else {
+            return Ok(std::borrow::Cow::Borrowed(&self.http));
+        };
+        if !self.policy.allows_ip(address) {
+            return Err(MailError::Destination(Refused::InternalAddress));
+        }
+        http_client(&self.policy, self.smtp_timeout, self.extra_root.as_deref(), Some((host, address)))
+            .map(std::borrow::Cow::Owned)
+            .map_err(MailError::Unreachable)
     }
 
     /// `api_url` + path segments, each percent-encoded (a user name is an email address and
@@ -198,23 +224,43 @@ impl Mailu {
     }
 }
 
+/// An API client under `policy` that also trusts `roots` and, when `pin` is given, reaches
+/// that host at that address (the URL's port still applies).
+fn http_client(
+    policy: &OutboundPolicy,
+    timeout: Duration,
+    roots: Option<&[u8]>,
+    pin: Option<(&str, std::net::IpAddr)>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = policy.http_client_builder(timeout);
+    for pem in roots.map(pem_certificates).unwrap_or_default() {
+        let root = reqwest::Certificate::from_pem(&pem).map_err(|_| "the extra CA file is not PEM".to_owned())?;
+        builder = builder.add_root_certificate(root);
+    }
+    if let Some((host, address)) = pin {
+        builder = builder.resolve(host, std::net::SocketAddr::new(address, 0));
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
 #[async_trait]
 impl MailServer for Mailu {
     async fn set_password(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError> {
         let url = self.url(target, &["user", &target.username])?;
         let body = json!({"raw_password": password.expose_secret()});
-        self.send(self.http.patch(url).json(&body), target).await.map(|_| ())
+        self.send(self.http_for(target, &url)?.patch(url).json(&body), target).await.map(|_| ())
     }
 
     async fn create_user(&self, target: &MailTarget, password: &SecretString) -> Result<(), MailError> {
         let domain = target.username.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
         let url = self.url(target, &["domain"])?;
-        match self.send(self.http.post(url).json(&json!({"name": domain})), target).await {
+        let http = self.http_for(target, &url)?;
+        match self.send(http.post(url).json(&json!({"name": domain})), target).await {
             Ok(_) | Err(MailError::Conflict) => {}
             Err(e) => return Err(e),
         }
         let body = json!({"email": target.username, "raw_password": password.expose_secret(), "global_admin": true});
-        match self.send(self.http.post(self.url(target, &["user"])?).json(&body), target).await {
+        match self.send(http.post(self.url(target, &["user"])?).json(&body), target).await {
             Ok(_) => Ok(()),
             // The user exists after all (created meanwhile, or by an earlier attempt that lost
             // its answer): Mailu 2024.06 says 409, Mailu 2.0 fails its unique key with a 500.
@@ -228,7 +274,8 @@ impl MailServer for Mailu {
     }
 
     async fn user_exists(&self, target: &MailTarget) -> Result<bool, MailError> {
-        match self.send(self.http.get(self.url(target, &["user", &target.username])?), target).await {
+        let url = self.url(target, &["user", &target.username])?;
+        match self.send(self.http_for(target, &url)?.get(url), target).await {
             // Mailu answers the user it was asked for; anything else is not Mailu.
             Ok(user) if user["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(&target.username)) => Ok(true),
             Ok(_) => Err(MailError::Malformed),
@@ -242,7 +289,10 @@ impl MailServer for Mailu {
             Ok(tls) => tls,
             Err(e) => return LoginCheck::Unknown(format!("TLS setup: {e}")),
         };
-        let tls = if target.smtp_port == 465 { Tls::Wrapper(tls) } else { Tls::Required(tls) };
+        let tls = match target.smtp_tls {
+            SmtpTls::Implicit => Tls::Wrapper(tls),
+            SmtpTls::Starttls => Tls::Required(tls),
+        };
         // The address is resolved and checked here and connected to as an address, so the
         // policy sees exactly where the password goes; TLS still checks the host's name.
         let address = match self.policy.resolve(&target.smtp_host, target.smtp_port).await {
@@ -267,9 +317,10 @@ impl MailServer for Mailu {
             }
             Ok(Err(e)) => LoginCheck::Unknown(match e.status() {
                 Some(code) => format!("SMTP reply {}", u16::from(code)),
-                None => "connection or TLS failure".into(),
+                None => format!("connection or TLS failure ({})", tls_hint(target)),
             }),
-            Err(_) => LoginCheck::Unknown("timed out".into()),
+            // STARTTLS against an implicit-TLS port waits for a greeting that never comes.
+            Err(_) => LoginCheck::Unknown(format!("timed out ({})", tls_hint(target))),
         }
     }
 }
@@ -286,6 +337,11 @@ impl Mailu {
             _ => LoginCheck::Rejected,
         }
     }
+}
+
+/// The usual cause of a failure before AUTH: the port speaks the other TLS mode.
+fn tls_hint(target: &MailTarget) -> String {
+    format!("the console speaks {} to port {}: check the tenant's smtp_tls", target.smtp_tls.label(), target.smtp_port)
 }
 
 /// What [`LoginCheck::Unknown`] says when Mailu rate-limits the console's address.

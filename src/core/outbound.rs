@@ -168,14 +168,18 @@ impl OutboundPolicy {
     /// # Errors
     /// When the client cannot be built.
     pub fn http_client(&self, timeout: Duration) -> Result<reqwest::Client, String> {
+        self.http_client_builder(timeout).build().map_err(|e| format!("HTTP client: {e}"))
+    }
+
+    /// [`OutboundPolicy::http_client`]'s settings, for a caller that adds to them (trusted
+    /// roots, a host pinned to an address the policy has checked).
+    pub fn http_client_builder(&self, timeout: Duration) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             // A proxy from the environment would resolve the target itself, past the filter.
             .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver(self.clone())))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))
     }
 }
 

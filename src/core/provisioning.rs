@@ -34,6 +34,7 @@ impl Core {
             password: password.clone(),
             smtp_host: request.smtp_host,
             smtp_port: request.smtp_port,
+            smtp_tls: request.smtp_tls,
             webmail_url: request.webmail_url,
             mailu_api_url: request.mailu_api_url,
             mailu_api_token: request.mailu_api_token,

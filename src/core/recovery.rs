@@ -61,6 +61,7 @@ struct ProvisionedServer {
     mailu_api_url: String,
     mailu_api_token: Option<String>,
     smtp_port: Option<u16>,
+    smtp_tls: Option<crate::model::SmtpTls>,
 }
 
 /// Who chose the replacement's Mailu API URL.
@@ -250,15 +251,18 @@ impl Core {
         };
         let new_address = request.new_vps_ip.to_string();
         let port = request.smtp_port.unwrap_or(stored.document.smtp_port);
+        let tls = request.smtp_tls.unwrap_or_else(|| stored.document.tls());
         let target = MailTarget {
             username: stored.document.username.clone(),
             smtp_host: new_address.clone(),
             smtp_port: port,
+            smtp_tls: tls,
             api_url: request.mailu_api_url.clone(),
             api_token: token.clone(),
-            // SECURITY: reached by address before DNS moves, but the certificate must still be
-            // the tenant's host name's.
+            // SECURITY: both reached at the replacement's address before DNS moves, but each
+            // certificate must still name the tenant's host (Mailu's name hosts, not addresses).
             tls_name: Some(stored.document.smtp_host.clone()),
+            api_address: Some(request.new_vps_ip),
         };
         let mail = self.mail()?;
         let created_user = !mail.user_exists(&target).await?;
@@ -286,6 +290,7 @@ impl Core {
         let mut document = stored.document.clone();
         document.mailu_api_url.clone_from(&request.mailu_api_url);
         document.smtp_port = port;
+        document.smtp_tls = Some(tls);
         if let Some(new_token) = &request.mailu_api_token {
             document.mailu_api_token = keyring.seal(tenant, SecretField::MailuApiToken, new_token)?;
         }
@@ -304,7 +309,7 @@ impl Core {
         let old_address = old.and_then(|(ip,)| ip);
         sqlx::query(
             "UPDATE tenants SET server_ip = $1, mailu_api_url = $2, smtp_port = $3, version = $4, state = 'active', \
-             last_error = NULL, updated_at_ms = $5 WHERE tenant_id = $6",
+             last_error = NULL, updated_at_ms = $5, smtp_tls = $7 WHERE tenant_id = $6",
         )
         .bind(&new_address)
         .bind(&request.mailu_api_url)
@@ -312,6 +317,7 @@ impl Core {
         .bind(i64::try_from(version).unwrap_or(i64::MAX))
         .bind(now.timestamp_millis())
         .bind(tenant.as_str())
+        .bind(tls.as_str())
         .execute(&mut *tx)
         .await?;
         let details = json!({
@@ -452,7 +458,8 @@ impl Core {
             server.mailu_api_token,
             server.smtp_port,
         )
-        .map_err(|e| Error::MailServer(format!("provisioning hook: {e}")))?;
+        .map_err(|e| Error::MailServer(format!("provisioning hook: {e}")))?
+        .with_tls(server.smtp_tls);
         self.run_recovery(actor, client, tenant, &request, Chosen::ByHook).await
     }
 

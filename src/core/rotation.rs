@@ -222,9 +222,11 @@ impl Core {
             username: document.username.clone(),
             smtp_host: document.smtp_host.clone(),
             smtp_port: document.smtp_port,
+            smtp_tls: document.tls(),
             api_url: document.mailu_api_url.clone(),
             api_token: self.keyring()?.open(&document.mailu_api_token, tenant, SecretField::MailuApiToken)?,
             tls_name: None,
+            api_address: None,
         })
     }
 

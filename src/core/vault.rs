@@ -20,7 +20,7 @@
 //! single address there is nowhere to go: errors surface at once, as they always did.
 
 use crate::core::error::{Error, Result};
-use crate::model::TenantId;
+use crate::model::{SmtpTls, TenantId};
 use rustify::errors::ClientError as RestError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -104,12 +104,25 @@ pub struct CredentialDocument {
     pub smtp_host: String,
     /// SMTP port.
     pub smtp_port: u16,
+    /// TLS mode on that port; absent in documents stored before modes were recorded (see
+    /// [`CredentialDocument::tls`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_tls: Option<SmtpTls>,
     /// Webmail URL.
     pub webmail_url: String,
     /// Mailu API URL.
     pub mailu_api_url: String,
     /// Envelope of the Mailu API token.
     pub mailu_api_token: String,
+}
+
+impl CredentialDocument {
+    /// The TLS mode to speak: the stored one, or for an older document what the console did
+    /// when it was stored.
+    #[must_use]
+    pub fn tls(&self) -> SmtpTls {
+        self.smtp_tls.unwrap_or(SmtpTls::default_for_port(self.smtp_port))
+    }
 }
 
 impl std::fmt::Debug for CredentialDocument {
@@ -1043,6 +1056,22 @@ pub struct SetupReport {
 mod tests {
     use super::*;
     use VaultHealth::{Active, Leaderless, Sealed, Standby, Uninitialized, Unreachable};
+
+    #[test]
+    fn a_document_from_before_tls_modes_means_what_the_console_did_then() {
+        let stored = |port: u16, tls: Option<&str>| {
+            let mut doc = json!({"username": "u", "password": "p", "smtp_host": "h", "smtp_port": port,
+                "webmail_url": "w", "mailu_api_url": "a", "mailu_api_token": "t"});
+            if let Some(tls) = tls {
+                doc["smtp_tls"] = tls.into();
+            }
+            serde_json::from_value::<CredentialDocument>(doc).map(|d| d.tls()).ok()
+        };
+        assert_eq!(stored(465, None), Some(SmtpTls::Implicit));
+        assert_eq!(stored(587, None), Some(SmtpTls::Starttls));
+        assert_eq!(stored(465, Some("starttls")), Some(SmtpTls::Starttls));
+        assert_eq!(stored(2465, Some("implicit")), Some(SmtpTls::Implicit));
+    }
 
     #[test]
     fn the_cluster_is_as_good_as_its_best_node_and_standbys_alone_are_leaderless() {

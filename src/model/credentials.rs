@@ -41,6 +41,52 @@ impl CredentialState {
     }
 }
 
+/// How the console speaks TLS to a tenant's SMTP submission port: stored with the credential,
+/// never guessed at connection time (Mailu 2024.06 ships 465 with implicit TLS and 587 closed;
+/// a server may put either mode on any port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// TLS from the first byte (SMTPS, RFC 8314), as on Mailu's port 465.
+    Implicit,
+    /// Plain connection upgraded with STARTTLS, which must succeed (never plaintext AUTH).
+    Starttls,
+}
+
+impl SmtpTls {
+    /// The wire and database name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::Implicit => "implicit",
+            SmtpTls::Starttls => "starttls",
+        }
+    }
+
+    /// Parses the wire and database name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Implicit, Self::Starttls].into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// The mode a request that names none gets, and a credential stored before modes were
+    /// recorded had: implicit TLS on 465, STARTTLS elsewhere (what the console always did, so
+    /// existing callers keep working; the result is stored, not re-derived).
+    #[must_use]
+    pub const fn default_for_port(port: u16) -> Self {
+        if port == 465 { SmtpTls::Implicit } else { SmtpTls::Starttls }
+    }
+
+    /// How it reads in the UI.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            SmtpTls::Implicit => "implicit TLS",
+            SmtpTls::Starttls => "STARTTLS",
+        }
+    }
+}
+
 /// A field of a request body that is missing, of the wrong type, or out of range.
 ///
 /// SECURITY: the message names the field and the rule, never the value sent, because the value
@@ -70,6 +116,8 @@ pub struct StoreCredentialRequest {
     pub smtp_host: String,
     /// SMTP submission port.
     pub smtp_port: u16,
+    /// TLS mode on that port.
+    pub smtp_tls: SmtpTls,
     /// Webmail address shown to admins.
     pub webmail_url: String,
     /// Base URL of the Mailu admin API.
@@ -85,6 +133,7 @@ impl fmt::Debug for StoreCredentialRequest {
             .field("password", &"[redacted]")
             .field("smtp_host", &self.smtp_host)
             .field("smtp_port", &self.smtp_port)
+            .field("smtp_tls", &self.smtp_tls)
             .field("webmail_url", &self.webmail_url)
             .field("mailu_api_url", &self.mailu_api_url)
             .field("mailu_api_token", &"[redacted]")
@@ -92,8 +141,8 @@ impl fmt::Debug for StoreCredentialRequest {
     }
 }
 
-const STORE_FIELDS: [&str; 7] =
-    ["username", "password", "smtp_host", "smtp_port", "webmail_url", "mailu_api_url", "mailu_api_token"];
+const STORE_FIELDS: [&str; 8] =
+    ["username", "password", "smtp_host", "smtp_port", "smtp_tls", "webmail_url", "mailu_api_url", "mailu_api_token"];
 
 impl StoreCredentialRequest {
     /// Longest accepted password or API token, in bytes.
@@ -113,11 +162,15 @@ impl StoreCredentialRequest {
         }
         let password = take_string(&mut obj, "password", Self::MAX_SECRET_LEN, true)?;
         let mailu_api_token = take_string(&mut obj, "mailu_api_token", Self::MAX_SECRET_LEN, true)?;
+        let username = take_string(&mut obj, "username", 320, false)?;
+        let smtp_host = take_host(&mut obj, "smtp_host")?;
+        let smtp_port = take_port(&mut obj, "smtp_port")?;
         let request = Self {
-            username: take_string(&mut obj, "username", 320, false)?,
+            username,
             password: SecretString::from(password),
-            smtp_host: take_host(&mut obj, "smtp_host")?,
-            smtp_port: take_port(&mut obj, "smtp_port")?,
+            smtp_host,
+            smtp_port,
+            smtp_tls: take_tls(&mut obj, smtp_port)?,
             webmail_url: take_url(&mut obj, "webmail_url")?,
             mailu_api_url: take_url(&mut obj, "mailu_api_url")?,
             mailu_api_token: SecretString::from(mailu_api_token),
@@ -174,6 +227,17 @@ fn take_port(obj: &mut Map<String, Value>, field: &str) -> Result<u16, FieldErro
     }
 }
 
+/// `smtp_tls`: `implicit` or `starttls`; when absent, [`SmtpTls::default_for_port`].
+fn take_tls(obj: &mut Map<String, Value>, port: u16) -> Result<SmtpTls, FieldError> {
+    match obj.remove("smtp_tls") {
+        None | Some(Value::Null) => Ok(SmtpTls::default_for_port(port)),
+        Some(Value::String(name)) => {
+            SmtpTls::from_name(&name).ok_or_else(|| FieldError::new("smtp_tls", "must be \"implicit\" or \"starttls\""))
+        }
+        Some(_) => Err(FieldError::new("smtp_tls", "must be \"implicit\" or \"starttls\"")),
+    }
+}
+
 fn take_url(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
     let url = take_string(obj, field, 2048, false)?;
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
@@ -191,6 +255,8 @@ pub struct ProvisionCredentialRequest {
     pub smtp_host: String,
     /// SMTP submission port.
     pub smtp_port: u16,
+    /// TLS mode on that port.
+    pub smtp_tls: SmtpTls,
     /// Webmail address.
     pub webmail_url: String,
     /// Mailu admin API base URL.
@@ -205,8 +271,8 @@ impl fmt::Debug for ProvisionCredentialRequest {
     }
 }
 
-const PROVISION_FIELDS: [&str; 6] =
-    ["username", "smtp_host", "smtp_port", "webmail_url", "mailu_api_url", "mailu_api_token"];
+const PROVISION_FIELDS: [&str; 7] =
+    ["username", "smtp_host", "smtp_port", "smtp_tls", "webmail_url", "mailu_api_url", "mailu_api_token"];
 
 impl ProvisionCredentialRequest {
     /// Validates a parsed JSON body field by field.
@@ -221,10 +287,14 @@ impl ProvisionCredentialRequest {
             return Err(FieldError::new(&printable_field_name(unknown), "is not a known field"));
         }
         let token = take_string(&mut obj, "mailu_api_token", StoreCredentialRequest::MAX_SECRET_LEN, true)?;
+        let username = take_string(&mut obj, "username", 320, false)?;
+        let smtp_host = take_host(&mut obj, "smtp_host")?;
+        let smtp_port = take_port(&mut obj, "smtp_port")?;
         Ok(Self {
-            username: take_string(&mut obj, "username", 320, false)?,
-            smtp_host: take_host(&mut obj, "smtp_host")?,
-            smtp_port: take_port(&mut obj, "smtp_port")?,
+            username,
+            smtp_host,
+            smtp_port,
+            smtp_tls: take_tls(&mut obj, smtp_port)?,
             webmail_url: take_url(&mut obj, "webmail_url")?,
             mailu_api_url: take_url(&mut obj, "mailu_api_url")?,
             mailu_api_token: SecretString::from(token),
@@ -265,6 +335,8 @@ pub struct CredentialMetadataView {
     pub smtp_host: String,
     /// SMTP port.
     pub smtp_port: u16,
+    /// TLS mode on that port.
+    pub smtp_tls: SmtpTls,
     /// Webmail address.
     pub webmail_url: String,
     /// Mailu admin API base URL.
@@ -311,6 +383,8 @@ pub struct CredentialSecretView {
     pub smtp_host: String,
     /// SMTP port.
     pub smtp_port: u16,
+    /// TLS mode on that port: how a consumer must connect.
+    pub smtp_tls: SmtpTls,
     /// KV v2 version the password came from.
     pub version: u64,
 }
@@ -341,6 +415,22 @@ mod tests {
             "smtp_port": 587, "webmail_url": "https://mail.acme.example/webmail",
             "mailu_api_url": "https://mail.acme.example/api/v1", "mailu_api_token": "tok"
         })
+    }
+
+    #[test]
+    fn the_tls_mode_is_taken_as_given_or_defaults_by_port_once() {
+        let mode = |tls: Value, port: u16| {
+            let mut body = valid();
+            body["smtp_port"] = port.into();
+            body["smtp_tls"] = tls;
+            StoreCredentialRequest::from_json(body).map(|r| r.smtp_tls)
+        };
+        assert_eq!(mode(json!("implicit"), 4465), Ok(SmtpTls::Implicit));
+        assert_eq!(mode(json!("starttls"), 465), Ok(SmtpTls::Starttls));
+        assert_eq!(mode(Value::Null, 465), Ok(SmtpTls::Implicit));
+        assert_eq!(mode(Value::Null, 587), Ok(SmtpTls::Starttls));
+        assert_eq!(mode(json!("ssl"), 465).map_err(|e| e.field), Err("smtp_tls".to_owned()));
+        assert_eq!(mode(json!(true), 465).map_err(|e| e.field), Err("smtp_tls".to_owned()));
     }
 
     #[test]

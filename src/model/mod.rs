@@ -19,7 +19,7 @@ pub use audit::{
 };
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
-    RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, StoreCredentialRequest,
+    RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls, StoreCredentialRequest,
     StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody};

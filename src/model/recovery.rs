@@ -1,6 +1,6 @@
 //! Disaster-recovery wire types: the VPS-failure recovery request and its answer.
 
-use super::{FieldError, TenantId};
+use super::{FieldError, SmtpTls, TenantId};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,11 @@ pub struct RecoverTenantRequest {
     pub mailu_api_token: Option<SecretString>,
     /// Its SMTP submission port, when it differs from the stored one.
     pub smtp_port: Option<u16>,
+    /// Its SMTP TLS mode, when it differs from the stored one.
+    pub smtp_tls: Option<SmtpTls>,
 }
 
-const FIELDS: [&str; 4] = ["new_vps_ip", "mailu_api_url", "mailu_api_token", "smtp_port"];
+const FIELDS: [&str; 5] = ["new_vps_ip", "mailu_api_url", "mailu_api_token", "smtp_port", "smtp_tls"];
 
 impl RecoverTenantRequest {
     /// Validates a parsed JSON body.
@@ -59,7 +61,21 @@ impl RecoverTenantRequest {
             ),
             Some(_) => return Err(FieldError::new("smtp_port", "must be a number")),
         };
-        Self::new(&ip, &url, token, port)
+        let tls = match obj.remove("smtp_tls") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(
+                SmtpTls::from_name(&name)
+                    .ok_or_else(|| FieldError::new("smtp_tls", "must be \"implicit\" or \"starttls\""))?,
+            ),
+            Some(_) => return Err(FieldError::new("smtp_tls", "must be \"implicit\" or \"starttls\"")),
+        };
+        Ok(Self::new(&ip, &url, token, port)?.with_tls(tls))
+    }
+
+    /// The SMTP TLS mode to use from now on (`None`: keep the stored one).
+    #[must_use]
+    pub fn with_tls(self, smtp_tls: Option<SmtpTls>) -> Self {
+        Self { smtp_tls, ..self }
     }
 
     /// Validates the parts (CLI and API alike).
@@ -88,7 +104,7 @@ impl RecoverTenantRequest {
         if port == Some(0) {
             return Err(FieldError::new("smtp_port", "must be 1 to 65535"));
         }
-        Ok(Self { new_vps_ip, mailu_api_url: url.to_owned(), mailu_api_token: token, smtp_port: port })
+        Ok(Self { new_vps_ip, mailu_api_url: url.to_owned(), mailu_api_token: token, smtp_port: port, smtp_tls: None })
     }
 }
 

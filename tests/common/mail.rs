@@ -15,6 +15,8 @@ pub struct MailStandIn {
     pub api_port: u16,
     /// STARTTLS submission port.
     pub smtp_port: u16,
+    /// Implicit-TLS submission port (SMTPS; not 465, so its mode cannot be guessed from it).
+    pub smtps_port: u16,
     pub ca_pem: Vec<u8>,
 }
 
@@ -29,9 +31,11 @@ impl MailStandIn {
             username: username.to_owned(),
             smtp_host: "localhost".into(),
             smtp_port: self.smtp_port,
+            smtp_tls: smtp_vault::model::SmtpTls::Starttls,
             api_url: self.api_url.clone(),
             api_token: secrecy::SecretString::from(API_TOKEN.to_owned()),
             tls_name: None,
+            api_address: None,
         }
     }
 
@@ -55,6 +59,7 @@ impl MailStandIn {
             api_url: env["API_URL"].clone(),
             api_port: env["API_PORT"].parse().unwrap(),
             smtp_port: env["SMTP_PORT"].parse().unwrap(),
+            smtps_port: env["SMTPS_PORT"].parse().unwrap(),
             ca_pem,
             dir,
         }

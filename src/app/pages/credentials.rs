@@ -125,7 +125,7 @@ pub fn TenantPage() -> impl IntoView {
                         <dl class="facts" data-testid="metadata">
                             <dt>"State"</dt><dd><StateBadge state=m.state /></dd>
                             <dt>"Username"</dt><dd>{m.username.clone()}</dd>
-                            <dt>"Server"</dt><dd>{format!("{}:{}", m.smtp_host, m.smtp_port)}</dd>
+                            <dt>"Server"</dt><dd>{format!("{}:{} ({})", m.smtp_host, m.smtp_port, m.smtp_tls.label())}</dd>
                             <dt>"Webmail"</dt><dd>{m.webmail_url.clone()}</dd>
                             <dt>"Version"</dt><dd>{m.version}</dd>
                             <dt>"Stored"</dt><dd>{date(Some(m.stored_at))}</dd>
