@@ -507,6 +507,62 @@ async fn two_consoles_firing_at_once_run_the_cycle_once_and_the_heartbeat_spots_
     assert_eq!(alerts, 1);
 }
 
+/// Issue 15, point 1: a refused heartbeat login is logged in again before the critical drift
+/// alarm (Mailu 2024.06 answers a rate-limited login with the same 535): the first refusal
+/// only notes it; the monitor's re-check a quarter of an hour later alarms if it holds, and
+/// clears it if the password logs in again.
+#[tokio::test]
+async fn a_refused_heartbeat_is_logged_in_again_before_the_drift_alarm() {
+    let clock = common::ManualClock::new();
+    let s = setup_with(&["acme", "globex"], Some(clock.clone())).await;
+    let mut config = s.env.config.clone();
+    config.heartbeat_recheck_secs = 900;
+    let clock_dyn: smtp_vault::core::clock::SharedClock = clock.clone();
+    let core = Core::connect(&config, smtp_vault::core::Needs::ALL, Some(clock_dyn)).await.unwrap();
+    let pool = core.db().pool().clone();
+    let row = |tenant: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (state, error): (String, Option<String>) =
+                sqlx::query_as("SELECT state, last_error FROM tenants WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let (alerts,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'heartbeat_drift' AND tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (state, error, alerts)
+        }
+    };
+    // Both refused: globex's password really changed; acme's comes back (as a limit lifts).
+    let by_hand = SecretString::from("Changed-By-Hand-1".to_owned());
+    for tenant in ["acme", "globex"] {
+        s.mailu.set_password(&s.mail.target(&format!("admin@{tenant}.example")), &by_hand).await.unwrap();
+    }
+    assert!(core.heartbeat().await.unwrap().is_empty(), "a first refusal is no drift yet");
+    let once = smtp_vault::core::jobs::REFUSED_ONCE.to_owned();
+    assert_eq!(row("globex").await, ("active".to_owned(), Some(once.clone()), 0));
+    core.run_state_checks().await.unwrap();
+    assert_eq!(row("globex").await.2, 0, "not re-checked before its time");
+
+    let acme_password = SecretString::from("Initial-acme-Pass".to_owned());
+    s.mailu.set_password(&s.mail.target("admin@acme.example"), &acme_password).await.unwrap();
+    clock.advance(chrono::Duration::minutes(16));
+    core.run_state_checks().await.unwrap();
+    assert_eq!(row("globex").await, ("drifted".to_owned(), Some(once), 1));
+    assert_eq!(row("acme").await, ("active".to_owned(), None, 0), "a refusal that did not hold is forgotten");
+    let (refused_at,): (Option<i64>,) =
+        sqlx::query_as("SELECT heartbeat_refused_at_ms FROM tenants WHERE tenant_id = 'acme'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(refused_at, None);
+}
+
 #[tokio::test]
 async fn rotate_now_from_the_console_needs_a_platform_admin_and_a_fresh_step_up() {
     use common::passkeys::TestAdmin;

@@ -214,6 +214,12 @@ pub struct Config {
     #[arg(long, env = "SMTP_VAULT_AUDIT_ANCHOR_SECS", default_value_t = 300, global = true)]
     pub audit_anchor_secs: u64,
 
+    /// How long (seconds) after the heartbeat's first refused login it logs in again before
+    /// it calls the tenant drifted and raises the critical alert: a refusal can be a rate
+    /// limit in disguise (Mailu 2024.06 answers a limited login with 535). 0 alarms at once.
+    #[arg(long, env = "SMTP_VAULT_HEARTBEAT_RECHECK_SECS", default_value_t = 900, global = true)]
+    pub heartbeat_recheck_secs: u64,
+
     /// Reverse proxies (comma-separated networks, e.g. `10.0.0.5/32`) whose `X-Forwarded-For`
     /// names the client: rate limits and the audit trail's client address follow it. Nothing
     /// is trusted by default: the peer address is the client.
@@ -291,6 +297,7 @@ impl Config {
             outbound_allow_networks: Vec::new(),
             trusted_proxies: Vec::new(),
             audit_anchor_secs: 300,
+            heartbeat_recheck_secs: 900,
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
             log_format: LogFormat::Text,

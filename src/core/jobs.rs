@@ -47,6 +47,9 @@ pub struct Heartbeat {
 
 const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
 
+/// A tenant's last error while a refused heartbeat waits for its re-check.
+pub const REFUSED_ONCE: &str = "the stored password was refused at the last heartbeat; it is logged in again before the drift alarm (a rate limit answers the same 535)";
+
 impl Core {
     /// Claims a job run for `key` (e.g. `daily:2026-11-22`); true for exactly one caller.
     ///
@@ -256,7 +259,7 @@ impl Core {
     }
 
     /// Checks one tenant; true when its stored credential no longer logs in.
-    async fn heartbeat_one(&self, tenant: &TenantId) -> Result<bool> {
+    pub(crate) async fn heartbeat_one(&self, tenant: &TenantId) -> Result<bool> {
         let (mut stored, state) = match self.read_to_hand_out(tenant).await {
             Err(Error::NotFound(_)) => return Ok(false),
             read => read?,
@@ -269,6 +272,7 @@ impl Core {
         };
         let check = self.mail()?.check_login(&target, &password).await;
         let now = self.now();
+        let check = if check == LoginCheck::Rejected { self.refusal_holds(tenant, now).await? } else { check };
         let (ok, state) = match &check {
             LoginCheck::Accepted => (Some(1i64), "active"),
             LoginCheck::Rejected => (Some(0), "drifted"),
@@ -300,12 +304,17 @@ impl Core {
         }
         tx.commit().await?;
         if check == LoginCheck::Accepted {
-            // A rate limit that has lifted is no longer the tenant's last word.
-            sqlx::query("UPDATE tenants SET last_error = NULL WHERE tenant_id = $1 AND last_error = $2")
-                .bind(tenant.as_str())
-                .bind(crate::core::mail::RATE_LIMITED)
-                .execute(self.db.pool())
-                .await?;
+            // A rate limit that has lifted, or a refusal that did not hold, is no longer the
+            // tenant's last word.
+            sqlx::query(
+                "UPDATE tenants SET heartbeat_refused_at_ms = NULL, \
+                 last_error = CASE WHEN last_error IN ($2, $3) THEN NULL ELSE last_error END WHERE tenant_id = $1",
+            )
+            .bind(tenant.as_str())
+            .bind(crate::core::mail::RATE_LIMITED)
+            .bind(REFUSED_ONCE)
+            .execute(self.db.pool())
+            .await?;
         }
         if check == LoginCheck::Unknown(crate::core::mail::RATE_LIMITED.into()) {
             // Said once a day per tenant, with what to do; the tenant's state is left as it
@@ -327,6 +336,57 @@ impl Core {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Whether a refused heartbeat login counts as drift: the first refusal is noted and
+    /// only a refusal `heartbeat_recheck_after` later or more does (Mailu 2024.06 answers a
+    /// rate-limited login with the same 535 as a wrong password, and the console cannot see
+    /// every limit: a per-user one leaves its API calls alone). Meanwhile the login is unknown.
+    async fn refusal_holds(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<LoginCheck> {
+        let (first,): (Option<i64>,) =
+            sqlx::query_as("SELECT heartbeat_refused_at_ms FROM tenants WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(self.db.pool())
+                .await?
+                .unwrap_or((None,));
+        let recheck = chrono::Duration::from_std(self.settings.heartbeat_recheck_after).unwrap_or_default();
+        let Some(first) = first.and_then(DateTime::from_timestamp_millis) else {
+            sqlx::query(
+                "UPDATE tenants SET heartbeat_refused_at_ms = $1, \
+                 last_error = CASE WHEN $3 THEN last_error ELSE $4 END WHERE tenant_id = $2",
+            )
+            .bind(now.timestamp_millis())
+            .bind(tenant.as_str())
+            .bind(recheck.is_zero())
+            .bind(REFUSED_ONCE)
+            .execute(self.db.pool())
+            .await?;
+            return Ok(if recheck.is_zero() { LoginCheck::Rejected } else { LoginCheck::Unknown(REFUSED_ONCE.into()) });
+        };
+        Ok(if now - first >= recheck { LoginCheck::Rejected } else { LoginCheck::Unknown(REFUSED_ONCE.into()) })
+    }
+
+    /// Logs in again for every tenant whose first refused heartbeat is `heartbeat_recheck_after`
+    /// old (the monitor calls it every minute), so a drift is alarmed within that time and a
+    /// lifted limit clears. Returns how many were re-checked.
+    ///
+    /// # Errors
+    /// Database errors listing the tenants; a tenant's own error is logged.
+    pub async fn recheck_refused_heartbeats(&self) -> Result<usize> {
+        let due = self.now() - chrono::Duration::from_std(self.settings.heartbeat_recheck_after).unwrap_or_default();
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT tenant_id FROM tenants WHERE heartbeat_refused_at_ms <= $1 AND state = 'active' ORDER BY tenant_id",
+        )
+        .bind(due.timestamp_millis())
+        .fetch_all(self.db.pool())
+        .await?;
+        for (tenant,) in &rows {
+            let Ok(tenant) = TenantId::parse(tenant) else { continue };
+            if let Err(e) = self.heartbeat_one(&tenant).await {
+                tracing::error!(tenant = %tenant, error = %e, "re-checking a refused heartbeat failed");
+            }
+        }
+        Ok(rows.len())
     }
 
     /// Marks a tenant Mailu rate-limits the console for (its last error says so) and raises one

@@ -96,6 +96,8 @@ pub struct CoreSettings {
     pub trusted_proxies: ratelimit::TrustedProxies,
     /// How often the monitor anchors the audit chain on the backup target.
     pub audit_anchor_every: Duration,
+    /// How long after a first refused heartbeat login the second one decides on drift.
+    pub heartbeat_recheck_after: Duration,
 }
 
 /// The service core. Cheap to clone.
@@ -278,6 +280,7 @@ impl Core {
                 outbound,
                 trusted_proxies: ratelimit::TrustedProxies::parse(&config.trusted_proxies).map_err(Error::Config)?,
                 audit_anchor_every: Duration::from_secs(config.audit_anchor_secs.max(1)),
+                heartbeat_recheck_after: Duration::from_secs(config.heartbeat_recheck_secs),
             },
         })
     }

@@ -503,6 +503,9 @@ impl Core {
         if self.backup_target.is_some() && self.settings.rules.on("backup_overdue") {
             raised += usize::from(self.check_backup_age(now).await?);
         }
+        if self.mail().is_ok() {
+            self.recheck_refused_heartbeats().await?;
+        }
         if raised > 0 {
             self.wake_outbox();
         }
