@@ -563,6 +563,30 @@ async fn a_refused_heartbeat_is_logged_in_again_before_the_drift_alarm() {
     assert_eq!(refused_at, None);
 }
 
+/// Issue 15, point 1: while no successful login exempts it, the console budgets its own refused
+/// logins per mail server (4 users an hour, as Mailu counts them), so it never trips Mailu's
+/// limit (5 an hour from its network), which would make every login from its address, right
+/// passwords included, look refused. (Without the exemption the crash and failover suites,
+/// which refuse many users on one stand-in, stall: they are its test.)
+#[tokio::test]
+async fn the_console_never_trips_mailus_rate_limit_with_its_own_logins() {
+    let tenants = ["d1", "d2", "d3", "d4", "d5"];
+    let s = setup(&tenants).await;
+    for (i, tenant) in tenants.iter().enumerate() {
+        let by_hand = SecretString::from(format!("Changed-By-Hand-{i}"));
+        s.mailu.set_password(&s.mail.target(&format!("admin@{tenant}.example")), &by_hand).await.unwrap();
+    }
+    let beat = s.env.core.heartbeat_all().await.unwrap();
+    assert_eq!(beat.drifted.len(), smtp_vault::core::mail::LOGIN_BUDGET);
+    let (unchecked,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tenants WHERE heartbeat_ok IS NULL")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(unchecked, 1, "the rest wait for the next hour");
+    // Mailu still answers the console's address: it is not limited.
+    assert_eq!(s.mailu.user_exists(&s.mail.target("admin@d1.example")).await, Ok(true));
+}
+
 #[tokio::test]
 async fn rotate_now_from_the_console_needs_a_platform_admin_and_a_fresh_step_up() {
     use common::passkeys::TestAdmin;

@@ -152,7 +152,30 @@ pub struct Mailu {
     smtp_timeout: Duration,
     extra_root: Option<Vec<u8>>,
     policy: OutboundPolicy,
+    /// What the console knows of each mail server's limiter about itself.
+    budgets: std::sync::Mutex<std::collections::HashMap<String, Budget>>,
 }
+
+/// One mail server's count of the console's failures, as Mailu keeps it.
+#[derive(Default)]
+struct Budget {
+    /// Users whose login it refused within the hour, and when first.
+    refused: std::collections::HashMap<String, std::time::Instant>,
+    /// Until when a successful login exempts the console (Mailu: 24 h from a success on any
+    /// port but 25, for that address; forgotten when Mailu restarts, which the API's 429 tells).
+    exempt_until: Option<std::time::Instant>,
+}
+
+/// Users whose refused logins the console allows itself per mail server and hour. Mailu counts
+/// failed logins against the client's /24 (or /48), one per user name and hour (it
+/// de-duplicates `dedup-{network}-{username}`), and answers every login from there, right
+/// password included, as refused once 5 are counted (`AUTH_RATELIMIT_IP=5/hour`,
+/// `core/admin/mailu/limiter.py`): with at most 4 the console never trips it by itself, and
+/// a user already counted costs nothing more.
+pub const LOGIN_BUDGET: usize = 4;
+
+/// What [`LoginCheck::Unknown`] says when the console has spent its refusals on a server.
+pub const BUDGET_SPENT: &str = "this mail server refused the console's logins for 4 users within the hour: it checks no other user there until the hour is over, so that it never trips Mailu's rate limit itself";
 
 impl std::fmt::Debug for Mailu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,7 +191,7 @@ impl Mailu {
     /// When the HTTP client cannot be built.
     pub fn new(timeout: Duration, extra_root_pem: Option<Vec<u8>>, policy: OutboundPolicy) -> Result<Self, String> {
         let http = http_client(&policy, timeout, extra_root_pem.as_deref(), None)?;
-        Ok(Self { http, smtp_timeout: timeout, extra_root: extra_root_pem, policy })
+        Ok(Self { http, smtp_timeout: timeout, extra_root: extra_root_pem, policy, budgets: Default::default() })
     }
 
     /// The client for `target`'s API: the shared one, or for a target reached at a given
@@ -285,6 +308,9 @@ impl MailServer for Mailu {
     }
 
     async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck {
+        if !self.budget_left(&target.smtp_host, &target.username) {
+            return LoginCheck::Unknown(BUDGET_SPENT.into());
+        }
         let tls = match self.tls(target.tls_name.as_deref().unwrap_or(&target.smtp_host)) {
             Ok(tls) => tls,
             Err(e) => return LoginCheck::Unknown(format!("TLS setup: {e}")),
@@ -310,9 +336,13 @@ impl MailServer for Mailu {
                 .build();
         // lettre's own timeout bounds only the connect; this bounds the whole conversation.
         match tokio::time::timeout(self.smtp_timeout, transport.test_connection()).await {
-            Ok(Ok(true)) => LoginCheck::Accepted,
+            Ok(Ok(true)) => {
+                self.note_success(&target.smtp_host, target.smtp_port);
+                LoginCheck::Accepted
+            }
             Ok(Ok(false)) => LoginCheck::Unknown("the server closed the session after AUTH".into()),
             Ok(Err(e)) if e.is_permanent() && e.status().is_some_and(|c| u16::from(c) == 535) => {
+                self.spend_budget(&target.smtp_host, &target.username);
                 self.confirm_rejection(target).await
             }
             Ok(Err(e)) => LoginCheck::Unknown(match e.status() {
@@ -326,6 +356,38 @@ impl MailServer for Mailu {
 }
 
 impl Mailu {
+    /// Whether the console may risk a refused login for `user` at `host` now: it is exempt,
+    /// the user is counted already, or fewer than [`LOGIN_BUDGET`] users are.
+    fn budget_left(&self, host: &str, user: &str) -> bool {
+        let Ok(mut budgets) = self.budgets.lock() else { return true };
+        let now = std::time::Instant::now();
+        budgets.retain(|_, b| {
+            b.refused.retain(|_, first| now.duration_since(*first) < Duration::from_secs(3600));
+            b.exempt_until = b.exempt_until.filter(|until| *until > now);
+            !b.refused.is_empty() || b.exempt_until.is_some()
+        });
+        budgets.get(host).is_none_or(|b| {
+            b.exempt_until.is_some() || b.refused.contains_key(&user.to_lowercase()) || b.refused.len() < LOGIN_BUDGET
+        })
+    }
+
+    fn spend_budget(&self, host: &str, user: &str) {
+        if let Ok(mut budgets) = self.budgets.lock() {
+            let budget = budgets.entry(host.to_owned()).or_default();
+            budget.refused.entry(user.to_lowercase()).or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    fn note_success(&self, host: &str, port: u16) {
+        if port == 25 {
+            return;
+        }
+        if let Ok(mut budgets) = self.budgets.lock() {
+            let until = std::time::Instant::now() + Duration::from_secs(86_400);
+            budgets.entry(host.to_owned()).or_default().exempt_until = Some(until);
+        }
+    }
+
     /// A 535 from Mailu 2024.06 is not proof of a wrong password: its Dovecot front turns every
     /// answer but OK into a mismatch, rate-limited logins included. Mailu's limiter runs before
     /// its token check, so a call with the right token tells: a 429 means the console's address
@@ -333,7 +395,13 @@ impl Mailu {
     /// wrong passwords a day, does not show here; the heartbeat re-checks before it alarms.)
     async fn confirm_rejection(&self, target: &MailTarget) -> LoginCheck {
         match self.user_exists(target).await {
-            Err(MailError::RateLimited) => LoginCheck::Unknown(RATE_LIMITED.into()),
+            Err(MailError::RateLimited) => {
+                // Limited, so no longer exempt (Mailu restarted and forgot, or it lapsed).
+                if let Ok(mut budgets) = self.budgets.lock() {
+                    budgets.entry(target.smtp_host.clone()).or_default().exempt_until = None;
+                }
+                LoginCheck::Unknown(RATE_LIMITED.into())
+            }
             _ => LoginCheck::Rejected,
         }
     }

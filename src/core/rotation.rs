@@ -467,11 +467,26 @@ impl Core {
                 LoginCheck::Rejected => {
                     // The server did not keep the change. Only if the current password still logs
                     // in is a fresh attempt safe; otherwise the target changed without a record.
-                    if mail.check_login(&target, &current_password).await != LoginCheck::Accepted {
-                        let reason = "neither the current nor the pending password logs in";
-                        return self.give_up(actor, client, tenant, &pending, reason).await;
-                    }
-                    let reason = "the mail server accepted the change but still refuses the new password";
+                    // A login that says nothing (a limit, the console's own budget) is no
+                    // proof of either: the same password is tried again later.
+                    let reason = match mail.check_login(&target, &current_password).await {
+                        LoginCheck::Accepted => {
+                            "the mail server accepted the change but still refuses the new password".to_owned()
+                        }
+                        LoginCheck::Rejected => {
+                            let reason = "neither the current nor the pending password logs in";
+                            return self.give_up(actor, client, tenant, &pending, reason).await;
+                        }
+                        LoginCheck::Unknown(why) => {
+                            let reason = format!("SMTP login could not be checked: {why}");
+                            self.retry_later(tenant, &mut pending, &mut pending_version, false, &reason).await?;
+                            if pending.attempts >= max_attempts {
+                                return self.give_up(actor, client, tenant, &pending, &reason).await;
+                            }
+                            continue;
+                        }
+                    };
+                    let reason = reason.as_str();
                     self.retry_later(tenant, &mut pending, &mut pending_version, true, reason).await?;
                     if pending.attempts >= max_attempts {
                         return self.give_up(actor, client, tenant, &pending, reason).await;
