@@ -830,9 +830,12 @@ async fn a_rate_limited_console_never_takes_the_right_password_for_a_wrong_one()
         .await
         .unwrap();
     assert!(last_error.is_some_and(|e| e.contains("AUTH_RATELIMIT_EXEMPTION")));
+    let status = s.env.core.rotation_status(&Actor::operator(), &acme).await.unwrap();
+    assert!(status.rate_limited, "the tenant page shows the state and what to do");
     // Once the limit lifts, the stored password logs in: it was right all along.
     s.mail.restart_limiter().await;
     assert!(s.env.core.heartbeat().await.unwrap().is_empty());
+    assert!(!s.env.core.rotation_status(&Actor::operator(), &acme).await.unwrap().rate_limited);
     let (last_error,): (Option<String>,) = sqlx::query_as("SELECT last_error FROM tenants WHERE tenant_id = 'acme'")
         .fetch_one(s.env.core.db().pool())
         .await

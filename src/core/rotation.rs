@@ -935,6 +935,7 @@ impl Core {
             tenant_id: tenant.clone(),
             state: CredentialState::from_name(&state).unwrap_or(CredentialState::NeedsReconcile),
             attempts,
+            rate_limited: last_error.as_deref() == Some(crate::core::mail::RATE_LIMITED),
             last_error,
             heartbeat_at: heartbeat_at.map(at),
             heartbeat_ok: heartbeat_ok.map(|ok| ok != 0),

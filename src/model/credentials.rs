@@ -523,6 +523,9 @@ pub struct RotationStatusView {
     pub attempts: i64,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// Mailu rate-limits the console for this tenant's server: its logins prove nothing until
+    /// the console's address is exempted (the last error says how).
+    pub rate_limited: bool,
     /// Last heartbeat.
     pub heartbeat_at: Option<DateTime<Utc>>,
     /// Whether it logged in (`None`: could not tell).

@@ -344,6 +344,13 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
                 {move || status.get().map(|answer| match answer {
                     Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
                     Ok(r) => view! {
+                        {r.rate_limited.then(|| view! {
+                            <p class="warning" role="status" data-testid="rate-limited">
+                                <strong>"Rate-limited: "</strong>
+                                "this tenant's Mailu refuses the console's logins for now, so the heartbeat and rotations prove nothing and wait. "
+                                "Add the console's address to AUTH_RATELIMIT_EXEMPTION in mailu.env (then restart Mailu's admin)."
+                            </p>
+                        })}
                         <dl class="facts" data-testid="rotation">
                             <dt>"State"</dt><dd><StateBadge state=r.state /></dd>
                             <dt>"Heartbeat"</dt>
