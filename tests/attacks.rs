@@ -1070,3 +1070,55 @@ async fn attack_the_alert_relay_name_points_at_an_internal_address() {
     assert!(refused.as_ref().is_err_and(|e| e.contains("outbound policy")), "{refused:?}");
     assert_eq!(*connections.lock().unwrap(), 0, "no connection reached the internal address");
 }
+
+/// docs/security.md row 13: a hostile mail server that offers no STARTTLS (or a Vault writer who
+/// flips the mode, hoping for a plaintext fallback) gets no AUTH: STARTTLS is required, never
+/// opportunistic.
+#[tokio::test]
+async fn attack_a_mail_server_without_starttls_is_sent_the_password_in_the_clear() {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let heard = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = server.accept().await {
+            let heard = heard.clone();
+            tokio::spawn(async move {
+                // A server that speaks plain SMTP and offers AUTH, but no STARTTLS.
+                let _ = socket.write_all(b"220 mail.acme.example ESMTP\r\n").await;
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+                    heard.lock().unwrap().push_str(&text);
+                    let reply: &[u8] = if text.starts_with("EHLO") {
+                        b"250-mail.acme.example\r\n250 AUTH PLAIN LOGIN\r\n"
+                    } else if text.starts_with("AUTH") {
+                        b"235 2.7.0 Logged in\r\n"
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = socket.write_all(reply).await;
+                }
+            });
+        }
+    });
+    let mailu = Mailu::new(Duration::from_secs(5), None, common::lab_policy()).unwrap();
+    let target = smtp_vault::core::mail::MailTarget {
+        username: "admin@acme.example".into(),
+        smtp_host: "localhost".into(),
+        smtp_port: port,
+        smtp_tls: smtp_vault::model::SmtpTls::Starttls,
+        api_url: "http://127.0.0.1:1/api/v1".into(),
+        api_token: SecretString::from("tok".to_owned()),
+        tls_name: None,
+        api_address: None,
+    };
+    let check = mailu.check_login(&target, &SecretString::from("Never-In-Clear-1".to_owned())).await;
+    assert!(matches!(check, smtp_vault::core::mail::LoginCheck::Unknown(_)), "{check:?}");
+    let heard = seen.lock().unwrap().clone();
+    assert!(heard.contains("EHLO"), "the server was reached: {heard}");
+    assert!(!heard.contains("AUTH"), "no AUTH without TLS: {heard}");
+}
