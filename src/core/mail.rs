@@ -66,7 +66,9 @@ pub enum MailError {
     #[error("Mailu API: conflict (409)")]
     Conflict,
     /// 429: rate-limited.
-    #[error("Mailu API rate-limited this address (429)")]
+    #[error(
+        "Mailu rate-limits the console's address (API answered 429): add it to AUTH_RATELIMIT_EXEMPTION in mailu.env"
+    )]
     RateLimited,
     /// 400: invalid input (the user name, a field). Mailu has no password policy, so another
     /// password would be refused the same way: a person must look.
