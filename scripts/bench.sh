@@ -23,5 +23,7 @@ trap cleanup EXIT
 start_postgres "$work/pg"
 
 say "benchmark"
-BENCH_PG_URL=$PG_URL MAILU_SIM="$ROOT/target/release/mailu-sim" \
+# MAILU_REALISTIC: the mail stand-in costs what a real Mailu does (bcrypt-like hashing, Dovecot's
+# 2 s failure delay; scripts/mail-standin.sh).
+BENCH_PG_URL=$PG_URL MAILU_SIM="$ROOT/target/release/mailu-sim" MAILU_REALISTIC=1 \
   cargo run --quiet --release --example bench -- "$@"

@@ -5,6 +5,14 @@
 #   scripts/mail-standin.sh start DIR   # writes DIR/standin.env (API_URL, SMTP_PORT, CA_FILE, …)
 #   scripts/mail-standin.sh stop DIR
 # MAILU_SIM names the simulator binary (default target/debug/mailu-sim); MAILU_TOKEN its token.
+# The API is served over http (API_URL; Dovecot's Lua and the /_sim/* controls use it) and, with the
+# same state, over https as a real Mailu serves it (API_HTTPS_URL), with a leaf that also names
+# mail.standin.example: a name that does not resolve, for tests that reach it pinned to 127.0.0.1.
+# MAILU_REALISTIC=1 (the benchmark) makes it cost what a real Mailu costs: mailu-sim hashes
+# passwords as slowly as Mailu's bcrypt (CREDENTIAL_ROUNDS=12) and Dovecot keeps its default
+# auth_failure_delay of 2 s, as Mailu's front does (../shared/reference/mail-standin.md). Tests
+# leave it off: every refused login would wait 2 s more and every password set or uncached login
+# would take a quarter second of CPU, for behaviour that is otherwise the same.
 set -euo pipefail
 cmd=${1:?start|stop}
 dir=$(mkdir -p "${2:?directory}" && cd "$2" && pwd)
@@ -24,22 +32,32 @@ sim=${MAILU_SIM:-$(cd "$(dirname "$0")/.." && pwd)/target/debug/mailu-sim}
 token=${MAILU_TOKEN:-sim-token-1234}
 chmod 755 "$dir"
 
-# TLS: a CA and a leaf for localhost / 127.0.0.1.
+realistic=${MAILU_REALISTIC:-0}
+sim_flags=()
+failure_delay=0
+if [ "$realistic" = 1 ]; then
+  sim_flags=(--realistic)
+  failure_delay="2 s"
+fi
+
+# TLS: a CA and a leaf for localhost / 127.0.0.1 / mail.standin.example.
 if [ ! -f "$dir/cert.pem" ]; then
   (cd "$dir"
    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 30 \
      -subj "/CN=smtp-vault stand-in CA" 2>/dev/null
-   printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > leaf.ext
+   printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,DNS:mail.standin.example,IP:127.0.0.1\n' > leaf.ext
    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out leaf.csr -subj "/CN=localhost" 2>/dev/null
    openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 30 -extfile leaf.ext 2>/dev/null)
 fi
 
-"$sim" --token "$token" > "$dir/sim.out" 2>"$dir/sim.err" &
+"$sim" --token "$token" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" "${sim_flags[@]}" \
+  > "$dir/sim.out" 2>"$dir/sim.err" &
 sim_pid=$!
-for _ in $(seq 1 200); do [ "$(wc -l < "$dir/sim.out")" -ge 2 ] && break; sleep 0.05; done
+for _ in $(seq 1 200); do [ "$(wc -l < "$dir/sim.out")" -ge 3 ] && break; sleep 0.05; done
 api_port=$(sed -n 's/^api_port=//p' "$dir/sim.out")
 relay_port=$(sed -n 's/^relay_port=//p' "$dir/sim.out")
-[ -n "$api_port" ] || { kill "$sim_pid"; echo "mailu-sim did not start" >&2; exit 1; }
+api_https_port=$(sed -n 's/^api_https_port=//p' "$dir/sim.out")
+[ -n "$api_https_port" ] || { kill "$sim_pid"; echo "mailu-sim did not start" >&2; cat "$dir/sim.err" >&2; exit 1; }
 
 cat > "$dir/passdb.lua" <<LUA
 local http_client
@@ -64,6 +82,12 @@ function auth_password_verify(req, pass)
     if res:header("Auth-Status") == "OK" then
       return dovecot.auth.PASSDB_RESULT_OK, ""
     end
+    -- Mailu 2.0's nginx front gives the client Auth-Error-Code, so a rate limit (451) stays a
+    -- temporary failure; Dovecot's nearest is 454. mailu-sim says Sim-Front only as 2.0.
+    if res:header("Sim-Front") == "nginx" and string.sub(res:header("Auth-Error-Code") or "", 1, 1) == "4" then
+      return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, ""
+    end
+    -- Mailu 2024.06's Dovecot front (core/nginx/dovecot/login.lua): any other status is a mismatch.
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, ""
   end
   return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, ""
@@ -88,7 +112,7 @@ ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_cache_size = 0
-auth_failure_delay = 0
+auth_failure_delay = $failure_delay
 default_internal_user = nobody
 default_internal_group = nogroup
 default_login_user = nobody
@@ -136,6 +160,8 @@ done
 cat > "$dir/standin.env" <<ENV
 API_URL=http://127.0.0.1:$api_port/api/v1
 API_PORT=$api_port
+API_HTTPS_PORT=$api_https_port
+API_HTTPS_URL=https://localhost:$api_https_port/api/v1
 API_TOKEN=$token
 SMTP_PORT=$smtp_port
 SMTPS_PORT=$tls_port

@@ -254,3 +254,40 @@ async fn a_platform_admin_recovers_onto_a_new_server_from_the_tenant_page_with_a
     let replay = core.finish_recovery(&admin.actor, &admin.session, &client, &acme(), &assertion, None).await;
     assert!(matches!(replay, Err(Error::Unauthenticated)), "the step-up is single use");
 }
+
+/// Issue 15, point 3: a replacement is reached by address before DNS points at it, but Mailu's
+/// certificates name hosts: the console reaches the API (https) and SMTP (implicit TLS, on a
+/// port that is not 465) at `new_vps_ip` and checks each certificate against the host name,
+/// trusting the configured CA. `mail.standin.example` resolves nowhere, so only a connection
+/// pinned to the address can succeed, and only a name check against it can pass.
+#[tokio::test]
+async fn recovery_by_address_checks_each_certificate_against_the_host_name() {
+    let s = setup().await;
+    let host = "mail.standin.example";
+    let mut body = credential_body("Acme-Admin-Pass", API_TOKEN);
+    body["username"] = "admin@acme.example".into();
+    body["smtp_host"] = host.into();
+    body["smtp_port"] = s.old.smtps_port.into();
+    body["smtp_tls"] = "implicit".into();
+    body["mailu_api_url"] = format!("https://{host}:{}/api/v1", s.old.api_https_port).into();
+    let request = StoreCredentialRequest::from_json(body).unwrap();
+    s.env.core.store_credential(&Actor::operator(), &ClientInfo::local(), &acme(), request).await.unwrap();
+
+    let url = format!("https://{host}:{}/api/v1", s.new.api_https_port);
+    let request = RecoverTenantRequest::new("127.0.0.1", &url, Some(API_TOKEN.into()), Some(s.new.smtps_port)).unwrap();
+    let done = s.env.core.recover_tenant(&Actor::operator(), &ClientInfo::local(), &acme(), &request).await;
+    let done = done.unwrap();
+    assert!(done.created_user);
+    let target = smtp_vault::core::mail::MailTarget {
+        smtp_port: s.new.smtps_port,
+        smtp_tls: smtp_vault::model::SmtpTls::Implicit,
+        ..s.new.target("admin@acme.example")
+    };
+    let password = SecretString::from("Acme-Admin-Pass".to_owned());
+    assert_eq!(s.mailu.check_login(&target, &password).await, LoginCheck::Accepted);
+    let meta = s.env.core.credential_metadata(&Actor::operator(), &acme()).await.unwrap();
+    assert_eq!(
+        (meta.mailu_api_url, meta.smtp_port, meta.smtp_tls),
+        (url, s.new.smtps_port, smtp_vault::model::SmtpTls::Implicit)
+    );
+}

@@ -13,6 +13,11 @@ pub struct MailStandIn {
     dir: tempfile::TempDir,
     pub api_url: String,
     pub api_port: u16,
+    /// The same API over HTTPS, with the stand-in's leaf (localhost, 127.0.0.1 and the
+    /// unresolvable mail.standin.example).
+    pub api_https_port: u16,
+    /// `https://localhost:<api_https_port>/api/v1`.
+    pub api_https_url: String,
     /// STARTTLS submission port.
     pub smtp_port: u16,
     /// Implicit-TLS submission port (SMTPS; not 465, so its mode cannot be guessed from it).
@@ -40,10 +45,25 @@ impl MailStandIn {
     }
 
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// As the benchmark runs it (`MAILU_REALISTIC=1`): Mailu's hashing cost and Dovecot's 2 s
+    /// failure delay.
+    pub fn start_realistic() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(realistic: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
+        let mut command = Command::new(script());
+        command.arg("start").arg(dir.path());
+        if realistic {
+            command.env("MAILU_REALISTIC", "1");
+        } else {
+            command.env_remove("MAILU_REALISTIC");
+        }
+        let out = command
             .env("MAILU_SIM", env!("CARGO_BIN_EXE_mailu-sim"))
             .env("MAILU_TOKEN", API_TOKEN)
             .output()
@@ -58,6 +78,8 @@ impl MailStandIn {
         MailStandIn {
             api_url: env["API_URL"].clone(),
             api_port: env["API_PORT"].parse().unwrap(),
+            api_https_port: env["API_HTTPS_PORT"].parse().unwrap(),
+            api_https_url: env["API_HTTPS_URL"].clone(),
             smtp_port: env["SMTP_PORT"].parse().unwrap(),
             smtps_port: env["SMTPS_PORT"].parse().unwrap(),
             ca_pem,
@@ -89,6 +111,18 @@ impl MailStandIn {
         let url = format!("http://127.0.0.1:{}/_sim/config", self.api_port);
         let answer = reqwest::Client::new().post(url).json(&serde_json::json!({"restart": true})).send().await.unwrap();
         assert!(answer.status().is_success());
+    }
+
+    /// What the simulator counts (`GET /_sim/stats`): users, password_sets, realistic,
+    /// slow_hashes, fault.
+    pub async fn stats(&self) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/_sim/stats", self.api_port);
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+
+    /// A file of the instance's directory (`dovecot.conf`, `passdb.lua`, …).
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
     }
 
     pub fn log(&self) -> String {
