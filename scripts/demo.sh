@@ -47,7 +47,9 @@ rm -rf data/mail-standin
 # shellcheck disable=SC1091
 source data/mail-standin/standin.env
 export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE
-# The stand-in answers over plain http on loopback; production keeps the outbound policy strict.
+# The stand-in lives on loopback (and its controls on plain http); production keeps the outbound
+# policy strict. Tenants are provisioned as on Mailu 2024.06: the API over https, submission with
+# implicit TLS (on a free port here; 465 on a real server).
 export SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT=true SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8,::1/128
 
 say "starting the alert sinks (SMTP + Slack webhook stand-in)"
@@ -69,7 +71,7 @@ token=$("$bin" token create --name demo-provisioner --scope credentials:write --
 for tenant in acme globex initech; do
   curl -fsS -o /dev/null -X POST "http://127.0.0.1:3000/api/v1/tenants/$tenant/smtp-credentials/provision" \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d "{\"username\":\"admin@$tenant.example\",\"smtp_host\":\"localhost\",\"smtp_port\":$SMTP_PORT,\"webmail_url\":\"https://mail.$tenant.example/webmail\",\"mailu_api_url\":\"$API_URL\",\"mailu_api_token\":\"$API_TOKEN\"}" \
+    -d "{\"username\":\"admin@$tenant.example\",\"smtp_host\":\"localhost\",\"smtp_port\":$SMTPS_PORT,\"smtp_tls\":\"implicit\",\"webmail_url\":\"https://mail.$tenant.example/webmail\",\"mailu_api_url\":\"$API_HTTPS_URL\",\"mailu_api_token\":\"$API_TOKEN\"}" \
     || die "provisioning $tenant failed"
 done
 
@@ -78,7 +80,7 @@ invite=$("$bin" admin invite --email admin@example.com --role platform_admin 2>/
 cat >&2 <<MSG
 
   smtp-vault is running on http://localhost:3000 (Vault: $VAULT_ADDR)
-  demo tenants: acme, globex, initech (provisioned on the mail stand-in: SMTP localhost:$SMTP_PORT)
+  demo tenants: acme, globex, initech (provisioned on the mail stand-in: SMTP localhost:$SMTPS_PORT, implicit TLS)
   sign in: open this one-time link (24 h) in Chromium or any browser with passkeys,
     $invite
     then sign in later as admin@example.com with that passkey.
