@@ -740,7 +740,7 @@ async fn bench_rotation(
     report.add(
         "Rotation profile: one tenant's mail-server steps, alone (p50)",
         format!(
-            "Mailu API password change {:.1} ms; SMTP AUTH check (STARTTLS + login) {:.1} ms; the mail server takes {login_rate:.0} logins/s with 8 at once",
+            "Mailu API password change {:.1} ms; SMTP AUTH check (implicit TLS + login) {:.1} ms; the mail server takes {login_rate:.0} logins/s with 8 at once",
             set.p50, login.p50
         ),
         "",
