@@ -589,8 +589,29 @@ async fn the_console_never_trips_mailus_rate_limit_with_its_own_logins() {
         .await
         .unwrap();
     assert_eq!(unchecked, 1, "the rest wait for the next hour");
+    let last_error = |tenant: &'static str| {
+        let pool = s.env.core.db().pool().clone();
+        async move {
+            let (error,): (Option<String>,) = sqlx::query_as("SELECT last_error FROM tenants WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            error
+        }
+    };
+    let spent = format!("{}{}", smtp_vault::core::jobs::COULD_NOT_CHECK, smtp_vault::core::mail::BUDGET_SPENT);
+    assert_eq!(last_error("d5").await, Some(spent), "the page says why");
     // Mailu still answers the console's address: it is not limited.
     assert_eq!(s.mailu.user_exists(&s.mail.target("admin@d1.example")).await, Ok(true));
+    // d1's password comes back: its login (a user already counted) succeeds, which exempts the
+    // console, so d5 is checked again and its stale reason goes.
+    let d1_id = TenantId::parse("d1").unwrap();
+    let d1 = s.env.core.read_credential_secret(&Actor::operator(), &ClientInfo::local(), &d1_id).await.unwrap();
+    s.mailu.set_password(&s.mail.target("admin@d1.example"), &d1.password).await.unwrap();
+    let beat = s.env.core.heartbeat_all().await.unwrap();
+    assert!(beat.drifted.iter().any(|t| t.as_str() == "d5"), "{:?}", beat.drifted);
+    assert_eq!((last_error("d1").await, last_error("d5").await), (None, None));
 }
 
 #[tokio::test]

@@ -47,6 +47,9 @@ pub struct Heartbeat {
 
 const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
 
+/// How a tenant's last error starts when the heartbeat could not tell whether its password works.
+pub const COULD_NOT_CHECK: &str = "the heartbeat could not check the login: ";
+
 /// A tenant's last error while a refused heartbeat waits for its re-check.
 pub const REFUSED_ONCE: &str = "the stored password was refused at the last heartbeat; it is logged in again before the drift alarm (a rate limit answers the same 535)";
 
@@ -308,11 +311,13 @@ impl Core {
             // tenant's last word.
             sqlx::query(
                 "UPDATE tenants SET heartbeat_refused_at_ms = NULL, \
-                 last_error = CASE WHEN last_error IN ($2, $3) THEN NULL ELSE last_error END WHERE tenant_id = $1",
+                 last_error = CASE WHEN last_error IN ($2, $3) OR last_error LIKE $4 THEN NULL ELSE last_error END \
+                 WHERE tenant_id = $1",
             )
             .bind(tenant.as_str())
             .bind(crate::core::mail::RATE_LIMITED)
             .bind(REFUSED_ONCE)
+            .bind(format!("{COULD_NOT_CHECK}%"))
             .execute(self.db.pool())
             .await?;
         }
@@ -322,7 +327,24 @@ impl Core {
             self.record_rate_limited(tenant).await?;
             return Ok(false);
         }
+        if let LoginCheck::Unknown(why) = &check
+            && why != REFUSED_ONCE
+        {
+            // What kept the check from telling (a TLS mode the port does not speak, the
+            // refusal budget, a time-out) is the tenant's last word until a login succeeds.
+            sqlx::query("UPDATE tenants SET last_error = $1 WHERE tenant_id = $2 AND state IN ('active', 'drifted')")
+                .bind(format!("{COULD_NOT_CHECK}{why}"))
+                .bind(tenant.as_str())
+                .execute(self.db.pool())
+                .await?;
+        }
         if check == LoginCheck::Rejected {
+            // The check told, after all: an earlier "could not check" is stale.
+            sqlx::query("UPDATE tenants SET last_error = NULL WHERE tenant_id = $1 AND last_error LIKE $2")
+                .bind(tenant.as_str())
+                .bind(format!("{COULD_NOT_CHECK}%"))
+                .execute(self.db.pool())
+                .await?;
             let alert = Alert {
                 kind: "heartbeat_drift",
                 severity: Severity::Critical,
