@@ -122,15 +122,21 @@ async fn the_api_over_https_verifies_against_a_pinned_host_name_and_shares_the_s
     assert!(mail.file("dovecot.conf").contains("auth_failure_delay = 0\n"));
 }
 
-#[tokio::test]
-async fn a_rate_limited_login_on_mailu_2_0_is_a_temporary_failure() {
+/// A stand-in of `flavor` with the console's address rate-limited, and its admin user.
+async fn limited_stand_in(flavor: &str) -> (MailStandIn, Mailu, &'static str, SecretString) {
     let mail = MailStandIn::start();
-    mail.config(true, "2.0").await;
+    mail.config(true, flavor).await;
     let console = mailu(&mail, common::lab_policy());
     let user = "admin@acme.example";
     let right = SecretString::from("Acme-Admin-Pass".to_owned());
     console.create_user(&mail.target(user), &right).await.unwrap();
     limit_the_console(&mail, &console, user).await;
+    (mail, console, user, right)
+}
+
+#[tokio::test]
+async fn a_rate_limited_login_on_mailu_2_0_is_a_temporary_failure() {
+    let (mail, console, user, right) = limited_stand_in("2.0").await;
 
     // 2.0's nginx front hands the client the admin's 451; Dovecot's nearest is 454. Either way
     // a 4xx: a temporary failure, not a refusal of the password.
@@ -147,13 +153,7 @@ async fn a_rate_limited_login_on_mailu_2_0_is_a_temporary_failure() {
 
 #[tokio::test]
 async fn a_rate_limited_login_on_mailu_2024_06_is_535_and_the_console_asks_the_api() {
-    let mail = MailStandIn::start();
-    mail.config(true, "2024.06").await;
-    let console = mailu(&mail, common::lab_policy());
-    let user = "admin@acme.example";
-    let right = SecretString::from("Acme-Admin-Pass".to_owned());
-    console.create_user(&mail.target(user), &right).await.unwrap();
-    limit_the_console(&mail, &console, user).await;
+    let (mail, console, user, right) = limited_stand_in("2024.06").await;
 
     // 2024.06's Dovecot front turns every status but OK into a mismatch: 535 for the right
     // password.

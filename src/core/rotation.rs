@@ -370,7 +370,6 @@ impl Core {
         let vault = self.vault()?;
         let keyring = self.keyring()?;
         let mail = self.mail()?;
-        let max_attempts = self.settings.rotation_max_attempts;
         loop {
             let current = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
             let target = self.recorded_mail_target(tenant, &current.document).await?;
@@ -442,9 +441,9 @@ impl Core {
                     if !error.is_transient() {
                         return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
                     }
-                    self.retry_later(tenant, &mut pending, &mut pending_version, false, &error.to_string()).await?;
-                    if pending.attempts >= max_attempts {
-                        return self.give_up(actor, client, tenant, &pending, &error.to_string()).await;
+                    let reason = error.to_string();
+                    if !self.retry_later(tenant, &mut pending, &mut pending_version, false, &reason).await? {
+                        return self.give_up(actor, client, tenant, &pending, &reason).await;
                     }
                     continue;
                 }
@@ -469,7 +468,9 @@ impl Core {
                     // in is a fresh attempt safe; otherwise the target changed without a record.
                     // A login that says nothing (a limit, the console's own budget) is no
                     // proof of either: the same password is tried again later.
-                    let reason = match mail.check_login(&target, &current_password).await {
+                    let current = mail.check_login(&target, &current_password).await;
+                    let current_works = current == LoginCheck::Accepted;
+                    let reason = match current {
                         LoginCheck::Accepted => {
                             "the mail server accepted the change but still refuses the new password".to_owned()
                         }
@@ -477,25 +478,18 @@ impl Core {
                             let reason = "neither the current nor the pending password logs in";
                             return self.give_up(actor, client, tenant, &pending, reason).await;
                         }
-                        LoginCheck::Unknown(why) => {
-                            let reason = format!("SMTP login could not be checked: {why}");
-                            self.retry_later(tenant, &mut pending, &mut pending_version, false, &reason).await?;
-                            if pending.attempts >= max_attempts {
-                                return self.give_up(actor, client, tenant, &pending, &reason).await;
-                            }
-                            continue;
-                        }
+                        LoginCheck::Unknown(why) => format!("SMTP login could not be checked: {why}"),
                     };
-                    let reason = reason.as_str();
-                    self.retry_later(tenant, &mut pending, &mut pending_version, true, reason).await?;
-                    if pending.attempts >= max_attempts {
-                        return self.give_up(actor, client, tenant, &pending, reason).await;
+                    // Only a refusal of the new password while the current one works asks for
+                    // another password; a check that said nothing tries the same one again.
+                    let new_password = current_works;
+                    if !self.retry_later(tenant, &mut pending, &mut pending_version, new_password, &reason).await? {
+                        return self.give_up(actor, client, tenant, &pending, &reason).await;
                     }
                 }
                 LoginCheck::Unknown(why) => {
                     let reason = format!("SMTP login could not be checked: {why}");
-                    self.retry_later(tenant, &mut pending, &mut pending_version, false, &reason).await?;
-                    if pending.attempts >= max_attempts {
+                    if !self.retry_later(tenant, &mut pending, &mut pending_version, false, &reason).await? {
                         return self.give_up(actor, client, tenant, &pending, &reason).await;
                     }
                 }
@@ -504,7 +498,8 @@ impl Core {
     }
 
     /// Counts a failed attempt in the pending record (with a new password when the old one was
-    /// refused, back to "staged") and waits the backoff.
+    /// refused, back to "staged") and waits the backoff. False when the attempts are spent
+    /// (the caller gives up).
     async fn retry_later(
         &self,
         tenant: &TenantId,
@@ -512,7 +507,7 @@ impl Core {
         version: &mut u64,
         new_password: bool,
         reason: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         pending.attempts += 1;
         if new_password {
             pending.password = self.keyring()?.seal(tenant, SecretField::Password, &generate_password()?)?;
@@ -530,7 +525,7 @@ impl Core {
             tracing::warn!(tenant = %tenant, attempt = pending.attempts, reason, "rotation attempt failed; retrying");
             tokio::time::sleep(backoff).await;
         }
-        Ok(())
+        Ok(pending.attempts < self.settings.rotation_max_attempts)
     }
 
     /// Drops a rotation Mailu's rate limit stopped before anything was sent, and says so.
