@@ -973,6 +973,29 @@ async fn attack_a_vault_writer_repoints_a_tenant_at_its_own_listener() {
     drop(mail);
 }
 
+/// docs/security.md row 13: a Vault writer flips the tenant's TLS mode, which would silence its
+/// heartbeat (every check "could not tell") and tell consumers another mode than the page.
+#[tokio::test]
+async fn attack_a_vault_writer_flips_the_tls_mode_to_silence_the_heartbeat() {
+    let (env, mail, _) = provisioned().await;
+    let (status, current) = env.vault_root(reqwest::Method::GET, "smtp/data/acme/admin", None).await;
+    assert_eq!(status, 200, "{current}");
+    let mut document = current["data"]["data"].clone();
+    assert_eq!(document["smtp_tls"], "starttls");
+    document["smtp_tls"] = "implicit".into();
+    let version = current["data"]["metadata"]["version"].as_u64().unwrap();
+    let body = serde_json::json!({"data": document, "options": {"cas": version}});
+    let (status, body) = env.vault_root(reqwest::Method::POST, "smtp/data/acme/admin", Some(body)).await;
+    assert_eq!(status, 200, "{body}");
+    env.core.heartbeat().await.unwrap();
+    let (alerts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'mailu_destination_mismatch'")
+        .fetch_one(env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(alerts, 1, "alerted, not a quiet \"could not check\"");
+    drop(mail);
+}
+
 // Review finding 9: a restore or journal replay brings back an older Mailu API URL silently.
 
 #[tokio::test]

@@ -128,7 +128,7 @@ impl Core {
                  VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8, $10) \
                  ON CONFLICT (tenant_id) DO UPDATE SET state = 'active', version = $2, username = $3, \
                  smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
-                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10",
+                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10, heartbeat_refused_at_ms = NULL",
             )
             .bind(tenant.as_str())
             .bind(version_db)

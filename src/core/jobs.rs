@@ -375,7 +375,7 @@ impl Core {
         let Some(first) = first.and_then(DateTime::from_timestamp_millis) else {
             sqlx::query(
                 "UPDATE tenants SET heartbeat_refused_at_ms = $1, \
-                 last_error = CASE WHEN $3 THEN last_error ELSE $4 END WHERE tenant_id = $2",
+                 last_error = CASE WHEN $3 THEN last_error ELSE $4 END WHERE tenant_id = $2 AND state IN ('active', 'drifted')",
             )
             .bind(now.timestamp_millis())
             .bind(tenant.as_str())
@@ -397,7 +397,11 @@ impl Core {
     pub async fn recheck_refused_heartbeats(&self) -> Result<usize> {
         let due = self.now() - chrono::Duration::from_std(self.settings.heartbeat_recheck_after).unwrap_or_default();
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT tenant_id FROM tenants WHERE heartbeat_refused_at_ms <= $1 AND state = 'active' ORDER BY tenant_id",
+            // A re-check that could not tell waits a whole period again (its heartbeat time moved),
+            // so a server that hangs after one refusal is not logged into every minute; a pass
+            // takes at most 20, so the monitor's other work is not held up for long.
+            "SELECT tenant_id FROM tenants WHERE heartbeat_refused_at_ms <= $1 AND heartbeat_at_ms <= $1 \
+             AND state = 'active' ORDER BY heartbeat_at_ms LIMIT 20",
         )
         .bind(due.timestamp_millis())
         .fetch_all(self.db.pool())

@@ -251,7 +251,9 @@ impl Core {
         };
         let new_address = request.new_vps_ip.to_string();
         let port = request.smtp_port.unwrap_or(stored.document.smtp_port);
-        let tls = request.smtp_tls.unwrap_or_else(|| stored.document.tls());
+        // A document from before modes were stored means "by port": by the new port, then.
+        let tls =
+            request.smtp_tls.or(stored.document.smtp_tls).unwrap_or(crate::model::SmtpTls::default_for_port(port));
         let target = MailTarget {
             username: stored.document.username.clone(),
             smtp_host: new_address.clone(),

@@ -178,27 +178,35 @@ impl Core {
         tenant: &TenantId,
         document: &CredentialDocument,
     ) -> Result<MailTarget> {
-        let recorded: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT mailu_api_url, smtp_host, smtp_port FROM tenants WHERE tenant_id = $1")
+        let recorded: Option<(String, String, i64, String)> =
+            sqlx::query_as("SELECT mailu_api_url, smtp_host, smtp_port, smtp_tls FROM tenants WHERE tenant_id = $1")
                 .bind(tenant.as_str())
                 .fetch_optional(self.db.pool())
                 .await?;
-        let matches = recorded.as_ref().is_some_and(|(url, host, port)| {
-            url == &document.mailu_api_url && host == &document.smtp_host && *port == i64::from(document.smtp_port)
+        // The TLS mode too: a flipped mode sends nothing in the clear, but it would silence the
+        // heartbeat's drift detection and tell consumers another mode than the page shows.
+        let matches = recorded.as_ref().is_some_and(|(url, host, port, tls)| {
+            url == &document.mailu_api_url
+                && host == &document.smtp_host
+                && *port == i64::from(document.smtp_port)
+                && tls == document.tls().as_str()
         });
         if !matches {
-            let (url, host, port) = recorded.unwrap_or_default();
+            let (url, host, port, tls) = recorded.unwrap_or_default();
             let details = serde_json::json!({
-                "recorded": {"mailu_api_url": url, "smtp_host": host, "smtp_port": port},
-                "in_vault": {"mailu_api_url": document.mailu_api_url, "smtp_host": document.smtp_host, "smtp_port": document.smtp_port},
+                "recorded": {"mailu_api_url": url, "smtp_host": host, "smtp_port": port, "smtp_tls": tls},
+                "in_vault": {"mailu_api_url": document.mailu_api_url, "smtp_host": document.smtp_host, "smtp_port": document.smtp_port, "smtp_tls": document.tls().as_str()},
             });
             let alert = crate::core::alerting::Alert {
                 kind: "mailu_destination_mismatch",
                 severity: crate::core::audit::Severity::Critical,
                 tenant: Some(tenant),
                 dedupe_key: format!(
-                    "mailu_destination_mismatch:{tenant}:{}:{}:{}",
-                    document.mailu_api_url, document.smtp_host, document.smtp_port
+                    "mailu_destination_mismatch:{tenant}:{}:{}:{}:{}",
+                    document.mailu_api_url,
+                    document.smtp_host,
+                    document.smtp_port,
+                    document.tls().as_str()
                 ),
                 message: format!(
                     "{tenant}: Vault names another mail server ({}) than the console recorded ({url}); nothing was sent",
@@ -688,8 +696,8 @@ impl Core {
         let period = period.and_then(|(days,)| days).map_or(self.settings.rotation_period, chrono::Duration::days);
         sqlx::query(
             "UPDATE tenants SET state = 'active', version = $1, rotated_at_ms = $2, stored_at_ms = $2, next_rotation_at_ms = $3, \
-             rotation_attempts = 0, last_error = NULL, deferred_until_ms = NULL, notice_for_ms = NULL, updated_at_ms = $2 \
-             WHERE tenant_id = $4",
+             rotation_attempts = 0, last_error = NULL, deferred_until_ms = NULL, notice_for_ms = NULL, updated_at_ms = $2, \
+             heartbeat_refused_at_ms = NULL WHERE tenant_id = $4",
         )
         .bind(i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?)
         .bind(now.timestamp_millis())

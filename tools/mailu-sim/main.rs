@@ -263,9 +263,9 @@ async fn gate(sim: &Shared, headers: &HeaderMap) -> Option<Response> {
         }
         let presented =
             headers.get("authorization").and_then(|v| v.to_str().ok()).map(|h| h.trim_start_matches("Bearer "));
-        if presented.is_some_and(|p| p != s.token) {
-            // A wrong token counts against the address, every time (only failed logins with the
-            // same password are counted once).
+        if presented.is_some_and(|p| p != s.token) && !s.limits.exempt(&ip) {
+            // A wrong token counts against the address, every time (only a user name's failed
+            // logins are counted once), unless the address is exempt (`is_subject_to_rate_limits`).
             let key = format!("api-token:{}", new_salt());
             s.limits.hit_ip(&ip, &key);
         }
