@@ -362,15 +362,20 @@ impl Mailu {
     /// the user is counted already, or fewer than [`LOGIN_BUDGET`] users are.
     fn budget_left(&self, host: &str, user: &str) -> bool {
         let Ok(mut budgets) = self.budgets.lock() else { return true };
+        // Only this server's entry is aged (every check runs this: sweeping the whole map would
+        // make a heartbeat over many tenants quadratic); a server never asked again keeps a
+        // few bytes.
+        let Some(budget) = budgets.get_mut(host) else { return true };
         let now = std::time::Instant::now();
-        budgets.retain(|_, b| {
-            b.refused.retain(|_, first| now.duration_since(*first) < Duration::from_secs(3600));
-            b.exempt_until = b.exempt_until.filter(|until| *until > now);
-            !b.refused.is_empty() || b.exempt_until.is_some()
-        });
-        budgets.get(host).is_none_or(|b| {
-            b.exempt_until.is_some() || b.refused.contains_key(&user.to_lowercase()) || b.refused.len() < LOGIN_BUDGET
-        })
+        budget.refused.retain(|_, first| now.duration_since(*first) < Duration::from_secs(3600));
+        budget.exempt_until = budget.exempt_until.filter(|until| *until > now);
+        let left = budget.exempt_until.is_some()
+            || budget.refused.contains_key(&user.to_lowercase())
+            || budget.refused.len() < LOGIN_BUDGET;
+        if budget.refused.is_empty() && budget.exempt_until.is_none() {
+            budgets.remove(host);
+        }
+        left
     }
 
     fn spend_budget(&self, host: &str, user: &str) {
