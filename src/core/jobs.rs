@@ -284,15 +284,23 @@ impl Core {
         let mut tx = self.db.begin_write().await?;
         // A rotation that started meanwhile owns the state: the heartbeat never overwrites
         // `rotating` or `needs_reconcile`, and a refusal seen mid-rotation is no drift.
+        // A login that worked also ends a rate limit or a refusal that did not hold: neither is
+        // the tenant's last word any more (one write with the heartbeat's own).
         let (after,): (String,) = sqlx::query_as(
             "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, \
-             state = CASE WHEN $3 = '' OR state NOT IN ('active', 'drifted') THEN state ELSE $3 END \
+             state = CASE WHEN $3 = '' OR state NOT IN ('active', 'drifted') THEN state ELSE $3 END, \
+             heartbeat_refused_at_ms = CASE WHEN $2 = 1 THEN NULL ELSE heartbeat_refused_at_ms END, \
+             last_error = CASE WHEN $2 = 1 AND (last_error IN ($5, $6) OR last_error LIKE $7) THEN NULL \
+             ELSE last_error END \
              WHERE tenant_id = $4 RETURNING state",
         )
         .bind(now.timestamp_millis())
         .bind(ok)
         .bind(state)
         .bind(tenant.as_str())
+        .bind(crate::core::mail::RATE_LIMITED)
+        .bind(REFUSED_ONCE)
+        .bind(format!("{COULD_NOT_CHECK}%"))
         .fetch_one(&mut *tx)
         .await?;
         let check = if check == LoginCheck::Rejected && after != "drifted" {
@@ -306,21 +314,6 @@ impl Core {
             audit::append(&mut tx, &SYSTEM, &ClientInfo::local(), event, now).await?;
         }
         tx.commit().await?;
-        if check == LoginCheck::Accepted {
-            // A rate limit that has lifted, or a refusal that did not hold, is no longer the
-            // tenant's last word.
-            sqlx::query(
-                "UPDATE tenants SET heartbeat_refused_at_ms = NULL, \
-                 last_error = CASE WHEN last_error IN ($2, $3) OR last_error LIKE $4 THEN NULL ELSE last_error END \
-                 WHERE tenant_id = $1",
-            )
-            .bind(tenant.as_str())
-            .bind(crate::core::mail::RATE_LIMITED)
-            .bind(REFUSED_ONCE)
-            .bind(format!("{COULD_NOT_CHECK}%"))
-            .execute(self.db.pool())
-            .await?;
-        }
         if check == LoginCheck::Unknown(crate::core::mail::RATE_LIMITED.into()) {
             // Said once a day per tenant, with what to do; the tenant's state is left as it
             // was (the password is not known to be wrong).
