@@ -41,4 +41,5 @@ cp style/main.css "$pkg/smtp-vault.css"
 cp -r public/. "$site/"
 
 say "building the server ($mode)"
-cargo build --quiet --bin smtp-vault --bin mailu-sim --bin alert-sink "${server[@]}"
+# The console, and the stand-ins the demo, the journeys and the benchmark start (tools/).
+cargo build --quiet --workspace --bins "${server[@]}"

@@ -36,10 +36,7 @@ bin=target/debug/smtp-vault
 # The backup key lives beside the keyring, outside the backup target (data/backups).
 [ -f data/backup.key ] || "$bin" keys generate --backup
 say "configuring Vault (mount, policies, AppRole)"
-setup=$(VAULT_TOKEN=$root_token "$bin" vault-setup)
-export VAULT_ROLE_ID VAULT_SECRET_ID
-VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
-VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$setup")
+vault_setup "$bin" "$root_token"
 
 say "starting the mail stand-in (mailu-sim + Dovecot)"
 rm -rf data/mail-standin
@@ -53,14 +50,9 @@ export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE
 export SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT=true SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8,::1/128
 
 say "starting the alert sinks (SMTP + Slack webhook stand-in)"
-target/debug/alert-sink >data/alert-sink.out 2>data/alert-sink.err &
-pids+=("$!")
-for _ in $(seq 1 200); do [ "$(wc -l < data/alert-sink.out)" -ge 2 ] && break; sleep 0.05; done
-sink_smtp=$(sed -n 's/^smtp_port=//p' data/alert-sink.out)
-sink_http=$(sed -n 's/^http_port=//p' data/alert-sink.out)
-[ -n "$sink_http" ] || die "alert-sink did not start"
-export SMTP_VAULT_ALERT_SMTP_URL="smtp://127.0.0.1:$sink_smtp?tls=none" SMTP_VAULT_ALERT_EMAIL_TO=security@example.com
-export SMTP_VAULT_SLACK_WEBHOOK_URL="http://127.0.0.1:$sink_http/slack"
+start_alert_sink target/debug/alert-sink data
+pids+=("$SINK_PID")
+sink_http=$SINK_HTTP_PORT
 
 "$bin" serve &
 pids+=("$!")

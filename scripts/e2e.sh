@@ -36,14 +36,10 @@ pids+=("$BAO_PID")
 MAILU_SIM="$bin/mailu-sim" "$ROOT/scripts/mail-standin.sh" start "$work/mail" >/dev/null
 # shellcheck disable=SC1091
 source "$work/mail/standin.env"
-"$bin/alert-sink" >"$work/sink.out" 2>"$work/sink.err" &
-pids+=("$!")
-for _ in $(seq 1 200); do [ "$(wc -l < "$work/sink.out")" -ge 2 ] && break; sleep 0.05; done
-sink_smtp=$(sed -n 's/^smtp_port=//p' "$work/sink.out")
-sink_http=$(sed -n 's/^http_port=//p' "$work/sink.out")
-[ -n "$sink_http" ] || die "alert-sink did not start"
-export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE SMTP_VAULT_ALERT_SMTP_URL="smtp://127.0.0.1:$sink_smtp?tls=none"
-export SMTP_VAULT_ALERT_EMAIL_TO=security@example.com SMTP_VAULT_SLACK_WEBHOOK_URL="http://127.0.0.1:$sink_http/slack"
+start_alert_sink "$bin/alert-sink" "$work"
+pids+=("$SINK_PID")
+sink_http=$SINK_HTTP_PORT
+export SMTP_VAULT_SMTP_CA_FILE=$CA_FILE
 # The stand-in and the sinks answer over plain http/SMTP on loopback.
 export SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT=true SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8,::1/128
 export SMTP_VAULT_ALERT_RETRY_MS=200 SMTP_VAULT_BACKUP_TARGET="file://$work/backups" SMTP_VAULT_BACKUP_KEY="$work/backup.key"
@@ -55,10 +51,7 @@ export SMTP_VAULT_KEYRING="$work/keyring.json" LEPTOS_SITE_ADDR="127.0.0.1:$cons
 export SMTP_VAULT_PUBLIC_URL="http://localhost:$console_port" SMTP_VAULT_REVEAL_WINDOW_SECS=10
 "$bin/smtp-vault" keys generate 2>/dev/null
 "$bin/smtp-vault" keys generate --backup 2>/dev/null
-setup=$(VAULT_TOKEN=$root_token "$bin/smtp-vault" vault-setup 2>/dev/null)
-export VAULT_ROLE_ID VAULT_SECRET_ID
-VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$setup")
-VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$setup")
+vault_setup "$bin/smtp-vault" "$root_token"
 "$bin/smtp-vault" serve >"$work/console.log" 2>&1 &
 pids+=("$!")
 wait_http "http://127.0.0.1:$console_port/readyz" 60 || { cat "$work/console.log" >&2; die "console did not start"; }

@@ -57,3 +57,31 @@ stop_postgres() {
   if [ "$(id -u)" -eq 0 ]; then runas=(runuser -u postgres --); fi
   "${runas[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
 }
+
+# vault_setup BIN ROOT_TOKEN: configures Vault for the console (mount, policies, AppRole) and
+# exports the AppRole it prints as VAULT_ROLE_ID and VAULT_SECRET_ID.
+vault_setup() {
+  local bin=$1 token=$2 out
+  out=$(VAULT_TOKEN=$token "$bin" vault-setup 2>/dev/null) || die "vault-setup failed"
+  VAULT_ROLE_ID=$(sed -n 's/^VAULT_ROLE_ID=//p' <<<"$out")
+  VAULT_SECRET_ID=$(sed -n 's/^VAULT_SECRET_ID=//p' <<<"$out")
+  [ -n "$VAULT_ROLE_ID" ] && [ -n "$VAULT_SECRET_ID" ] || die "vault-setup printed no AppRole"
+  export VAULT_ROLE_ID VAULT_SECRET_ID
+}
+
+# start_alert_sink BIN DIR: the alert sinks (SMTP + Slack-webhook stand-in, tools/alert-sink)
+# on free loopback ports; sets SINK_PID, SINK_SMTP_PORT, SINK_HTTP_PORT and exports the console's
+# alert settings that point at them.
+start_alert_sink() {
+  local bin=$1 dir=$2
+  mkdir -p "$dir"
+  "$bin" >"$dir/alert-sink.out" 2>"$dir/alert-sink.err" &
+  SINK_PID=$!
+  for _ in $(seq 1 200); do [ "$(wc -l < "$dir/alert-sink.out")" -ge 2 ] && break; sleep 0.05; done
+  SINK_SMTP_PORT=$(sed -n 's/^smtp_port=//p' "$dir/alert-sink.out")
+  SINK_HTTP_PORT=$(sed -n 's/^http_port=//p' "$dir/alert-sink.out")
+  [ -n "$SINK_HTTP_PORT" ] && [ -n "$SINK_SMTP_PORT" ] || die "alert-sink did not start: $dir/alert-sink.err"
+  export SMTP_VAULT_ALERT_SMTP_URL="smtp://127.0.0.1:$SINK_SMTP_PORT?tls=none"
+  export SMTP_VAULT_ALERT_EMAIL_TO=security@example.com
+  export SMTP_VAULT_SLACK_WEBHOOK_URL="http://127.0.0.1:$SINK_HTTP_PORT/slack"
+}

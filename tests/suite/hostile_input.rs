@@ -3,13 +3,11 @@
 //! scope, a signed-in platform admin), must each get a clear 4xx (the lenient tenant search may
 //! answer): no 5xx, no dropped connection (a panic), and no write anywhere (every table's row count, the audit chain's head
 //! and the stored credential's Vault version stay as they were).
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::matrix::SERVER_FNS;
-use common::{TestEnv, credential_body};
+use crate::common::matrix::SERVER_FNS;
+use crate::common::{TestEnv, credential_body};
 use reqwest::{Client, Method};
 use smtp_vault::core::{Actor, ClientInfo, Core};
 use smtp_vault::model::{Role, Scope, StoreCredentialRequest, TenantId};

@@ -1,12 +1,10 @@
 //! The audit chain and the CLI, end to end: `audit verify` passes on a clean chain and names the
 //! first broken event after a row is altered, deleted or the tail is cut; `--help` works on every
 //! command; `keys generate` never overwrites; `token create` prints the token once.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::{TestEnv, credential_body, token_secret};
+use crate::common::{TestEnv, credential_body, token_secret};
 use secrecy::ExposeSecret;
 use smtp_vault::core::{Actor, ClientInfo};
 use smtp_vault::model::{Scope, StoreCredentialRequest, TenantId};

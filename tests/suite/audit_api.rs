@@ -2,12 +2,8 @@
 //! matching events, keyset pagination walks the whole trail newest first without gaps or
 //! repeats, the search text is data (never a pattern), bad input is a clear 400, and only
 //! `audit:read` (security reviewers, platform admins) may read it.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{TestEnv, credential_body};
+use crate::common::{TestEnv, credential_body};
 use smtp_vault::core::{Actor, ClientInfo};
 use smtp_vault::model::{Scope, StoreCredentialRequest, TenantId};
 

@@ -1,13 +1,11 @@
 //! Rotation against real OpenBao, the database and the mail stand-in (Dovecot + mailu-sim):
 //! the staged protocol, ≥ 200 randomized crash trials with repair, Mailu faults with bounded
 //! retries ending in `needs_reconcile` + an alert, and zero downtime for a re-reading consumer.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::mail::{API_TOKEN, MailStandIn};
-use common::{TestEnv, credential_body};
+use crate::common::mail::{API_TOKEN, MailStandIn};
+use crate::common::{TestEnv, credential_body};
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::rotation::{RotationResult, RotationStep};

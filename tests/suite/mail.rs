@@ -1,11 +1,9 @@
 //! The mail adapter against the real stand-in: Mailu API calls and their error mapping, and
 //! SMTP AUTH over STARTTLS through Dovecot with a Lua passdb asking the simulator.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::mail::{API_TOKEN, MailStandIn};
+use crate::common::mail::{API_TOKEN, MailStandIn};
 use secrecy::SecretString;
 use smtp_vault::core::mail::{LoginCheck, MailError, MailServer, MailTarget, Mailu};
 use std::time::Duration;

@@ -2,14 +2,12 @@
 //! console (OpenBao, the database, the mail stand-in with Dovecot), asserting that the attack
 //! fails, that nothing leaves (a listener of the attacker's sees no secret) and that nothing is
 //! written. One test per finding; the names are the ones docs/security.md lists.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::mail::{API_TOKEN, MailStandIn};
-use common::passkeys::{TestAdmin, answer, http_admin, http_login, server_fn};
-use common::{TestEnv, credential_body};
+use crate::common::mail::{API_TOKEN, MailStandIn};
+use crate::common::passkeys::{TestAdmin, answer, http_admin, http_login, server_fn};
+use crate::common::{TestEnv, credential_body};
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::mail::{MailError, MailServer, Mailu};
 use smtp_vault::core::{Actor, ClientInfo, Error};

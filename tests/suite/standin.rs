@@ -2,12 +2,10 @@
 //! Mailu (../shared/reference/mail-standin.md): the API over HTTPS with a certificate naming
 //! hosts, Mailu 2.0's temporary failure for a rate-limited login where 2024.06 says 535, and
 //! the benchmark's realistic mode. Each with the console's reaction where it has one.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::mail::{API_TOKEN, MailStandIn};
+use crate::common::mail::{API_TOKEN, MailStandIn};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, Tokio1Executor};

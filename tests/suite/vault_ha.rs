@@ -3,13 +3,11 @@
 //! console fails over to the new leader, the batch finishes with every tenant rotated, no
 //! credential is lost (each stored password logs in over real SMTP AUTH on the stand-in, each
 //! old one no longer does), nothing is left pending and the audit chain verifies.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::mail::{API_TOKEN, MailStandIn};
-use common::{TestDb, bao_binary, credential_body, vault_call, wait_until};
+use crate::common::mail::{API_TOKEN, MailStandIn};
+use crate::common::{TestDb, bao_binary, credential_body, vault_call, wait_until};
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::config::Config;
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};

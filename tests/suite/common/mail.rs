@@ -1,7 +1,6 @@
 //! Mail stand-in for tests: `scripts/mail-standin.sh` starts mailu-sim (Mailu API v1 + auth
 //! callback + relay sink) and a real Dovecot from Debian on loopback whose Lua passdb asks the
 //! simulator, with TLS from a throw-away CA. Started per test, stopped on drop.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -64,7 +63,7 @@ impl MailStandIn {
             command.env_remove("MAILU_REALISTIC");
         }
         let out = command
-            .env("MAILU_SIM", env!("CARGO_BIN_EXE_mailu-sim"))
+            .env("MAILU_SIM", super::standin_bin("mailu-sim"))
             .env("MAILU_TOKEN", API_TOKEN)
             .output()
             .expect("mail stand-in: run scripts/ensure-tools.sh test (dovecot, openssl)");

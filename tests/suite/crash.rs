@@ -3,13 +3,11 @@
 //! every tenant's handed-out password logs in over SMTP, none is left rotating, Vault's version
 //! is the console's, and the audit chain verifies. The in-process fault injection
 //! (`tests/rotation.rs`) stops at each step; this one stops wherever the kernel does.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::TestEnv;
-use common::mail::{API_TOKEN, MailStandIn};
+use crate::common::TestEnv;
+use crate::common::mail::{API_TOKEN, MailStandIn};
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::{Actor, ClientInfo};
 use smtp_vault::model::{ProvisionCredentialRequest, Scope, TenantId};

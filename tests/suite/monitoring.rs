@@ -2,15 +2,13 @@
 //! a scripted day of logins, failed attempts, reveals, a missed backup, a tampered audit row
 //! and Vault going away fires exactly the expected alerts, each once, and every kind reaches
 //! both the security mailbox and Slack. Plus `/metrics` and its token.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
+use crate::common::alerts::{AlertSink, SECURITY};
+use crate::common::passkeys::{TestAdmin, register};
+use crate::common::{ManualClock, TestEnv, credential_body};
 use chrono::TimeZone;
-use common::alerts::{AlertSink, SECURITY};
-use common::passkeys::{TestAdmin, register};
-use common::{ManualClock, TestEnv, credential_body};
 use smtp_vault::core::passkeys::SessionBinding;
 use smtp_vault::core::{Actor, ClientInfo, Core};
 use smtp_vault::model::{Role, StoreCredentialRequest, TenantId};

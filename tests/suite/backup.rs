@@ -3,12 +3,10 @@
 //! Vault with every one verified; tampered, truncated and wrongly keyed backups rejected with
 //! nothing written; retention over 400 simulated days; the journal replaying a change made
 //! after the last backup; the S3 path through the real CLI.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::{ManualClock, OpenBao, TestEnv, bao_binary, credential_body};
+use crate::common::{ManualClock, OpenBao, TestEnv, bao_binary, credential_body};
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::backup::RestoreOptions;

@@ -1,13 +1,11 @@
 //! Admin access against the real core, OpenBao and database: enrollment, login, the step-up
 //! reveal and every way a reveal must be refused (each refusal audited), grant expiry with an
 //! injectable clock, disabling an admin, passkey management, invites and rate limits.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::passkeys::TestAdmin;
-use common::{ManualClock, TestEnv, credential_body};
+use crate::common::passkeys::TestAdmin;
+use crate::common::{ManualClock, TestEnv, credential_body};
 use secrecy::ExposeSecret;
 use smtp_vault::core::admins::AdminSession;
 use smtp_vault::core::passkeys::SessionBinding;

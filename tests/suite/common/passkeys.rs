@@ -1,6 +1,5 @@
 //! Admin helpers for tests: enrollment from an invite and assertions with a software
 //! authenticator (webauthn-authenticator-rs `SoftPasskey`), driven through the core.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use smtp_vault::core::passkeys::SessionBinding;
 use smtp_vault::core::{Actor, ClientInfo, Core};
@@ -14,7 +13,6 @@ pub const ORIGIN: &str = "http://localhost:3000";
 /// An enrolled admin with their authenticator and browser session.
 pub struct TestAdmin {
     pub actor: Actor,
-    pub email: String,
     pub authenticator: SoftPasskey,
     pub session: SessionBinding,
 }
@@ -29,7 +27,7 @@ impl TestAdmin {
         let credential = register(&mut authenticator, &options);
         let actor =
             core.finish_enrollment(&session, &ClientInfo::local(), &token, &credential, "soft key").await.unwrap();
-        TestAdmin { actor, email: email.to_owned(), authenticator, session }
+        TestAdmin { actor, authenticator, session }
     }
 
     /// The client facts of this admin's browser session (reveal and step-up windows are bound

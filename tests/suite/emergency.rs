@@ -4,15 +4,13 @@
 //! open reveal window for the tenant, one critical audit event, one email and one Slack
 //! message to security, one email to the tenant's contact, and an open incident. Also: the
 //! UI's step-up path with the second-person review, and the 24-hour acknowledgment alert.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::alerts::{AlertSink, SECURITY};
-use common::mail::{API_TOKEN, MailStandIn};
-use common::passkeys::TestAdmin;
-use common::{ManualClock, TestEnv, credential_body, wait_until};
+use crate::common::alerts::{AlertSink, SECURITY};
+use crate::common::mail::{API_TOKEN, MailStandIn};
+use crate::common::passkeys::TestAdmin;
+use crate::common::{ManualClock, TestEnv, credential_body, wait_until};
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::{Actor, ClientInfo, Error};

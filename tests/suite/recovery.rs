@@ -2,14 +2,12 @@
 //! mailu-sim) logs in there over SMTP and the DNS hook gets the new address (through the core,
 //! the API and the provisioning hook); DR drills into a scratch OpenBao measure RTO and RPO and
 //! fail loudly when a change would be lost.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::alerts::AlertSink;
-use common::mail::{API_TOKEN, MailStandIn};
-use common::{TestEnv, bao_binary, credential_body};
+use crate::common::alerts::AlertSink;
+use crate::common::mail::{API_TOKEN, MailStandIn};
+use crate::common::{TestEnv, bao_binary, credential_body};
 use secrecy::SecretString;
 use smtp_vault::core::mail::{LoginCheck, MailServer, Mailu};
 use smtp_vault::core::vault::{Vault, VaultAuth, VaultSettings};

@@ -1,7 +1,6 @@
 //! Every server function with sample arguments and the status each caller gets (anonymous,
 //! security reviewer, incident responder, platform admin): the authorization matrix's rows, and
 //! the field names the hostile-input suite garbles.
-#![allow(dead_code)]
 
 /// A WebAuthn assertion that parses but answers no challenge: the refusal is then about who
 /// asks, not about malformed input (which is a 400 before anything else).

@@ -1,7 +1,6 @@
 //! Alert sinks for tests: `alert-sink` (tools/alert-sink), a real SMTP server that keeps what
 //! it receives and a Slack-webhook stand-in, both with "refuse the next N" fault injection.
 //! Started per test, killed on drop; it outlives any console restarted during the test.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use secrecy::SecretString;
 use serde_json::Value;
@@ -24,7 +23,7 @@ impl AlertSink {
 
     /// On given ports (0: any free one).
     pub fn start_on(smtp_port: u16, http_port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_alert-sink"))
+        let mut child = Command::new(super::standin_bin("alert-sink"))
             .args(["--smtp-port", &smtp_port.to_string(), "--http-port", &http_port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

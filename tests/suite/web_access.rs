@@ -2,14 +2,12 @@
 //! function (checked against the registry, so a new one without a row fails), every API route
 //! and every page, for anonymous callers, each admin role and service tokens; sessions that
 //! survive a restart and end when the admin is disabled; CSRF refusals; security headers.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::matrix::{SERVER_FNS, STEP_UP_FNS};
-use common::passkeys::server_fn;
-use common::{TestEnv, credential_body};
+use crate::common::matrix::{SERVER_FNS, STEP_UP_FNS};
+use crate::common::passkeys::server_fn;
+use crate::common::{TestEnv, credential_body};
 use reqwest::{Client, Method};
 use smtp_vault::core::{Actor, ClientInfo};
 use smtp_vault::model::{Role, Scope, StoreCredentialRequest, TenantId};

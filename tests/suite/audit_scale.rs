@@ -3,13 +3,9 @@
 //! "who revealed this tenant lately", the per-day chart and the export return exactly the rows
 //! a plain computation over the fixture's formula says they must. Speed is measured in the
 //! benchmarks, not here.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::TestDb;
 use chrono::{DateTime, Duration, Utc};
-use common::TestDb;
 use smtp_vault::core::config::Config;
 use smtp_vault::core::{Actor, Core, Needs};
 use smtp_vault::model::AuditQuery;

@@ -3,13 +3,11 @@
 //! reveal, an invite's page and enrollment, and CLI commands at `RUST_LOG=trace` — and searches
 //! the capture for each plaintext secret used. Its own test binary, because the
 //! capturing subscriber is process-global.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::passkeys::server_fn;
-use common::{TestEnv, credential_body};
+use crate::common::passkeys::server_fn;
+use crate::common::{TestEnv, credential_body};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use smtp_vault::model::Scope;

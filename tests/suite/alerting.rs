@@ -2,13 +2,11 @@
 //! stand-in): retries with backoff that survive a console restart and deliver exactly once, a
 //! dead letter after the attempt limit that can be queued again, the test alert, and what the
 //! Incidents page lists.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::alerts::{AlertSink, SECURITY, configure_ports, unused_port};
-use common::{ManualClock, TestEnv};
+use crate::common::alerts::{AlertSink, SECURITY, configure_ports, unused_port};
+use crate::common::{ManualClock, TestEnv};
 use smtp_vault::core::{Actor, ClientInfo, Core, Error, Needs};
 
 async fn states(core: &Core, alert_id: &str) -> Vec<(String, String, i64)> {

@@ -1,7 +1,6 @@
 //! Test harness: a real OpenBao dev server on a free loopback port, a throw-away database
 //! (SQLite file, or a fresh PostgreSQL database when `SMTP_VAULT_TEST_DATABASE` names a server),
 //! a keyring, `vault-setup`, and the console logged in with AppRole as in production.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use secrecy::{ExposeSecret, SecretString};
 use smtp_vault::core::config::Config;
@@ -33,6 +32,33 @@ fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).unwrap();
     hex::encode(buf)
+}
+
+/// A stand-in's binary (`tools/`, a workspace member of its own, so a release build of the console
+/// never builds it), next to this test binary. The scripts build it before the suite; a plain
+/// `cargo nextest run` builds it here when it is missing or older than its source.
+pub fn standin_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/suite-<hash> → target/<profile>/<name>
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools").join(name).join("main.rs");
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let stale = match (modified(&bin), modified(&source)) {
+        (Some(built), Some(written)) => built < written,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    if stale {
+        let release = bin.parent().is_some_and(|dir| dir.ends_with("release"));
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "--quiet", "-p", "smtp-vault-standins", "--bins"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().unwrap();
+        assert!(status.success(), "building the stand-ins (tools/) failed");
+    }
+    bin
 }
 
 /// The `bao` binary: the project's tool root first, then PATH.

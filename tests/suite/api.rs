@@ -1,11 +1,9 @@
 //! The JSON API against a real OpenBao and database: storing, reading, the Vault layout, the
 //! error-body contract for bad input, token life cycle and the console's Vault policy.
-#![cfg(feature = "ssr")]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::{TestEnv, credential_body, db_fingerprint, vault_call};
+use crate::common::{TestEnv, credential_body, db_fingerprint, vault_call};
 use reqwest::Method;
 use serde_json::{Value, json};
 use smtp_vault::core::crypto::CryptoError;

@@ -1,0 +1,27 @@
+//! The integration suite, one binary: a test binary links the whole crate, so one link instead of
+//! one per area. Each module is an area of the product tested against the real parts (OpenBao,
+//! SQLite or PostgreSQL, Dovecot, the stand-ins); `common` is the harness (`TestEnv`).
+#![cfg(feature = "ssr")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test stops at the line that failed, with its message")]
+
+mod common;
+
+mod alerting;
+mod api;
+mod attacks;
+mod audit_api;
+mod audit_cli;
+mod audit_scale;
+mod backup;
+mod crash;
+mod emergency;
+mod hostile_input;
+mod mail;
+mod monitoring;
+mod no_secret_in_logs;
+mod recovery;
+mod reveal;
+mod rotation;
+mod standin;
+mod vault_ha;
+mod web_access;
