@@ -2,7 +2,7 @@
 //! sign-in and sign-out. UI checks based on it are cosmetic; the server decides.
 
 use crate::app::server_fns::current_admin;
-use crate::model::{AdminView, Role, UiError};
+use crate::model::{AdminView, Permission, UiError};
 use leptos::prelude::*;
 
 /// The current admin, shared through context.
@@ -27,8 +27,9 @@ pub fn signed_in(me: Me) -> Option<AdminView> {
     me.get().and_then(Result::ok).flatten()
 }
 
-/// Whether the admin has a role (for showing controls only).
+/// Whether the signed-in admin's role is granted `permission` by the core's own table (for
+/// showing controls only: the core decides).
 #[must_use]
-pub fn has_role(me: Me, role: Role) -> bool {
-    signed_in(me).is_some_and(|a| a.role == role)
+pub fn may(me: Me, permission: Permission) -> bool {
+    signed_in(me).is_some_and(|a| a.role.may(permission))
 }

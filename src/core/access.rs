@@ -6,7 +6,7 @@ use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::crypto::random_bytes;
 use crate::core::db::{Db, ServiceTokenRow};
 use crate::core::error::{Error, Result};
-use crate::model::{Role, Scope, ServiceTokenSummary};
+use crate::model::{Permission, Role, Scope, ServiceTokenSummary, StepUp};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -72,51 +72,19 @@ impl Actor {
         }
     }
 
-    /// Whether this actor holds `scope`.
-    #[must_use]
-    pub fn has_scope(&self, scope: Scope) -> bool {
-        match self {
-            Actor::ServiceToken { scopes, .. } => scopes.contains(&scope),
-            Actor::Operator { .. } | Actor::System { .. } => true,
-            // Admins read plaintext only through a reveal window, never by scope.
-            Actor::Admin { role, .. } => match scope {
-                Scope::CredentialsRead => true,
-                Scope::AuditRead => matches!(role, Role::PlatformAdmin | Role::SecurityReviewer),
-                _ => false,
-            },
-            Actor::Anonymous => false,
-        }
-    }
-
     /// The refusal for an action this actor may not take: 401 for nobody, 403 for somebody.
     #[must_use]
     pub fn refuse(&self, why: &'static str) -> Error {
         if matches!(self, Actor::Anonymous) { Error::Unauthenticated } else { Error::Forbidden(why) }
     }
 
-    /// May this actor reveal credentials (after step-up)? Platform admins only.
+    /// The admin behind this actor, if it is one.
     #[must_use]
-    pub fn may_reveal(&self) -> bool {
-        matches!(self, Actor::Admin { role: Role::PlatformAdmin, .. })
-    }
-
-    /// May this admin press the emergency reset (after a step-up)? Platform admins and
-    /// incident responders.
-    #[must_use]
-    pub fn may_respond(&self) -> bool {
-        matches!(self, Actor::Admin { role: Role::PlatformAdmin | Role::IncidentResponder, .. })
-    }
-
-    /// May this actor invite, change and disable admins?
-    #[must_use]
-    pub fn may_manage_admins(&self) -> bool {
-        matches!(self, Actor::Admin { role: Role::PlatformAdmin, .. } | Actor::Operator { .. })
-    }
-
-    /// May this actor manage service tokens? Only operators at the host (admins later).
-    #[must_use]
-    pub fn may_manage_tokens(&self) -> bool {
-        matches!(self, Actor::Operator { .. })
+    pub fn admin_id(&self) -> Option<&str> {
+        match self {
+            Actor::Admin { admin_id, .. } => Some(admin_id),
+            _ => None,
+        }
     }
 }
 
@@ -140,23 +108,89 @@ impl ClientInfo {
     }
 }
 
-/// Checks `actor` holds `scope`.
+/// How a permitted actor is let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clearance {
+    /// At once.
+    Granted,
+    /// Only when the admin's passkey ceremony for this action finishes.
+    Ceremony,
+    /// Only inside a step-up window of the admin's session.
+    Window,
+}
+
+/// The one authorization decision: whether the table ([`Permission::rule`]) grants `actor`
+/// `permission`, and what an admin still owes first.
 ///
 /// A refusal is logged, not audited: bad input must change nothing (ARCHITECTURE §4), and a
 /// denied call changes no state. Repeated denials are a monitoring signal (metrics), not events.
 ///
 /// # Errors
-/// [`Error::MissingScope`].
-pub(crate) fn require_scope(actor: &Actor, scope: Scope) -> Result<()> {
-    if actor.has_scope(scope) {
-        return Ok(());
+/// [`Error::Unauthenticated`] for nobody, [`Error::MissingScope`] for a token without the scope
+/// that grants it, [`Error::Forbidden`] for anyone else not granted it.
+pub(crate) fn clearance(actor: &Actor, permission: Permission) -> Result<Clearance> {
+    let rule = permission.rule();
+    if !granted(actor, permission) {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(Error::Unauthenticated);
+        }
+        let (kind, id) = actor.audit_identity();
+        tracing::warn!(actor_kind = kind, actor = %id, permission = ?permission, "access denied");
+        return Err(match (actor, rule.scope) {
+            (Actor::ServiceToken { .. }, Some(scope)) => Error::MissingScope(scope),
+            _ => Error::Forbidden(permission.refusal()),
+        });
     }
-    if matches!(actor, Actor::Anonymous) {
-        return Err(Error::Unauthenticated);
+    Ok(match (actor, rule.step_up) {
+        (Actor::Admin { .. }, StepUp::Ceremony) => Clearance::Ceremony,
+        (Actor::Admin { .. }, StepUp::Window) => Clearance::Window,
+        _ => Clearance::Granted,
+    })
+}
+
+/// Whether the table grants `actor` `permission` outright (no step-up owed), without logging a
+/// refusal: for choosing what to show (everyone's reveal windows, or one's own).
+pub(crate) fn permits(actor: &Actor, permission: Permission) -> bool {
+    granted(actor, permission)
+        && !matches!((actor, permission.rule().step_up), (Actor::Admin { .. }, StepUp::Ceremony | StepUp::Window))
+}
+
+fn granted(actor: &Actor, permission: Permission) -> bool {
+    let rule = permission.rule();
+    match actor {
+        Actor::ServiceToken { scopes, .. } => rule.scope.is_some_and(|scope| scopes.contains(&scope)),
+        Actor::Operator { .. } => rule.operator,
+        Actor::System { .. } => rule.system,
+        Actor::Admin { role, .. } => role.may(permission),
+        Actor::Anonymous => false,
     }
-    let (kind, id) = actor.audit_identity();
-    tracing::warn!(actor_kind = kind, actor = %id, needed_scope = scope.as_str(), "access denied");
-    Err(Error::MissingScope(scope))
+}
+
+/// For an action that runs now and needs no step-up from this actor. An admin who owes a
+/// ceremony is refused (the action runs only from its finish); one who owes a window goes
+/// through [`Core::authorize_now`].
+///
+/// # Errors
+/// Those of [`clearance`]; [`Error::Forbidden`] when a ceremony is owed,
+/// [`Error::StepUpRequired`] when a window is.
+pub(crate) fn authorize(actor: &Actor, permission: Permission) -> Result<()> {
+    match clearance(actor, permission)? {
+        Clearance::Granted => Ok(()),
+        Clearance::Ceremony => Err(Error::Forbidden(permission.refusal())),
+        Clearance::Window => Err(Error::StepUpRequired),
+    }
+}
+
+/// For the begin and the finish of an admin's passkey ceremony: only an admin whom the table
+/// sends through one.
+///
+/// # Errors
+/// Those of [`clearance`]; [`Error::Forbidden`] for anyone the table lets through otherwise.
+pub(crate) fn authorize_ceremony(actor: &Actor, permission: Permission) -> Result<()> {
+    match clearance(actor, permission)? {
+        Clearance::Ceremony => Ok(()),
+        Clearance::Granted | Clearance::Window => Err(Error::Forbidden(permission.refusal())),
+    }
 }
 
 const TOKEN_PREFIX: &str = "svt_";
@@ -209,9 +243,7 @@ pub(crate) async fn create_token(
     ttl: Option<Duration>,
     now: DateTime<Utc>,
 ) -> Result<CreatedToken> {
-    if !actor.may_manage_tokens() {
-        return Err(actor.refuse("only an operator can create service tokens"));
-    }
+    authorize(actor, Permission::ManageTokens)?;
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(Error::InvalidInput("token name must be 1-100 printable characters".into()));
@@ -266,9 +298,7 @@ pub(crate) async fn create_token(
 /// # Errors
 /// [`Error::Forbidden`] or database errors.
 pub(crate) async fn list_tokens(db: &Db, actor: &Actor) -> Result<Vec<ServiceTokenSummary>> {
-    if !actor.may_manage_tokens() {
-        return Err(actor.refuse("only an operator can list service tokens"));
-    }
+    authorize(actor, Permission::ManageTokens)?;
     let rows: Vec<ServiceTokenRow> =
         sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM service_tokens ORDER BY created_at_ms DESC, token_id"))
             .fetch_all(db.pool())
@@ -287,9 +317,7 @@ pub(crate) async fn revoke_token(
     token_id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    if !actor.may_manage_tokens() {
-        return Err(actor.refuse("only an operator can revoke service tokens"));
-    }
+    authorize(actor, Permission::ManageTokens)?;
     let mut tx = db.begin_write().await?;
     let updated =
         sqlx::query("UPDATE service_tokens SET revoked_at_ms = $1 WHERE token_id = $2 AND revoked_at_ms IS NULL")
@@ -349,4 +377,60 @@ pub(crate) async fn authenticate_token(db: &Db, presented: &str, now: DateTime<U
     }
     let summary = summary(&row);
     Ok(Actor::ServiceToken { token_id: summary.token_id, name: summary.name, scopes: summary.scopes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(role: Role) -> Actor {
+        Actor::Admin { admin_id: "a1".into(), email: "a@example.com".into(), role }
+    }
+
+    fn token(scopes: &[Scope]) -> Actor {
+        Actor::ServiceToken { token_id: "t1".into(), name: "backend".into(), scopes: scopes.to_vec() }
+    }
+
+    #[test]
+    fn an_admin_who_owes_a_ceremony_is_refused_the_direct_call_and_let_into_the_ceremony() {
+        let platform = admin(Role::PlatformAdmin);
+        for permission in [Permission::Reveal, Permission::Rotate, Permission::RestoreBackup] {
+            assert!(matches!(authorize(&platform, permission), Err(Error::Forbidden(_))), "{permission:?}");
+            assert!(authorize_ceremony(&platform, permission).is_ok(), "{permission:?}");
+        }
+        // The operator acts at once and is never sent through an admin's ceremony.
+        let operator = Actor::Operator { name: "root".into() };
+        assert!(authorize(&operator, Permission::Rotate).is_ok());
+        assert!(matches!(authorize_ceremony(&operator, Permission::Rotate), Err(Error::Forbidden(_))));
+        assert!(matches!(authorize(&operator, Permission::Reveal), Err(Error::Forbidden(_))));
+    }
+
+    #[test]
+    fn a_window_is_owed_by_admins_only() {
+        assert!(matches!(authorize(&admin(Role::PlatformAdmin), Permission::ManageAdmins), Err(Error::StepUpRequired)));
+        assert_eq!(clearance(&admin(Role::PlatformAdmin), Permission::ManageAdmins).ok(), Some(Clearance::Window));
+        assert_eq!(
+            clearance(&Actor::Operator { name: "root".into() }, Permission::ManageAdmins).ok(),
+            Some(Clearance::Granted)
+        );
+        assert!(!permits(&admin(Role::PlatformAdmin), Permission::ManageAdmins));
+        assert!(permits(&admin(Role::PlatformAdmin), Permission::OverseeAdmins));
+    }
+
+    #[test]
+    fn refusals_say_who_is_missing_what() {
+        assert!(matches!(authorize(&Actor::Anonymous, Permission::ReadCredentials), Err(Error::Unauthenticated)));
+        assert!(matches!(
+            authorize(&token(&[Scope::CredentialsRead]), Permission::ReadSecret),
+            Err(Error::MissingScope(Scope::CredentialsReadSecret))
+        ));
+        assert!(authorize(&token(&[Scope::CredentialsReadSecret]), Permission::ReadSecret).is_ok());
+        // A token never reveals, whatever its scopes: no scope grants it.
+        assert!(matches!(authorize(&token(&Scope::ALL), Permission::Reveal), Err(Error::Forbidden(_))));
+        assert!(matches!(authorize(&admin(Role::SecurityReviewer), Permission::Rotate), Err(Error::Forbidden(_))));
+        assert!(matches!(
+            authorize(&Actor::System { job: "rotation" }, Permission::ManageAdmins),
+            Err(Error::Forbidden(_))
+        ));
+    }
 }

@@ -4,6 +4,7 @@
 //! re-checked here) and their reveal grants are revoked in the same transaction.
 
 use crate::core::Core;
+use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
@@ -12,6 +13,7 @@ use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
 use crate::core::ratelimit::{self, Decision, RateLimiter};
 use crate::core::reveal::OpenGrants;
+use crate::model::Permission;
 use crate::model::{AdminView, InviteCreatedView, InviteView, PasskeyView, Role};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -178,11 +180,8 @@ impl Core {
         email: &str,
         role: Role,
     ) -> Result<InviteCreatedView> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins invite admins"));
-        }
+        self.authorize_now(actor, client.session.as_ref(), Permission::ManageAdmins).await?;
         let email = clean_email(email)?;
-        self.require_step_up(actor, client.session.as_ref()).await?;
         let existing: Option<(i64,)> = sqlx::query_as("SELECT active FROM admins WHERE email = $1")
             .bind(&email)
             .fetch_optional(self.db.pool())
@@ -221,9 +220,7 @@ impl Core {
     /// # Errors
     /// [`Error::Forbidden`], database errors.
     pub async fn list_invites(&self, actor: &Actor) -> Result<Vec<InviteView>> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins manage admins"));
-        }
+        authorize(actor, Permission::OverseeAdmins)?;
         let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
             "SELECT invite_id, email, role, created_by, created_at_ms, expires_at_ms FROM invites \
              WHERE used_at_ms IS NULL AND revoked_at_ms IS NULL AND expires_at_ms > $1 ORDER BY created_at_ms",
@@ -252,10 +249,7 @@ impl Core {
     /// [`Error::Forbidden`], [`Error::StepUpRequired`], [`Error::NotFound`] for an unknown,
     /// used, expired or already revoked invite.
     pub async fn revoke_invite(&self, actor: &Actor, client: &ClientInfo, invite_id: &str) -> Result<()> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins manage admins"));
-        }
-        self.require_step_up(actor, client.session.as_ref()).await?;
+        self.authorize_now(actor, client.session.as_ref(), Permission::ManageAdmins).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let revoked = sqlx::query(
@@ -686,7 +680,7 @@ impl Core {
         let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        self.require_step_up(actor, Some(session)).await?;
+        self.authorize_now(actor, Some(session), Permission::ManageOwnPasskeys).await?;
         let row = self.admin_row(admin_id).await?.ok_or(Error::Unauthenticated)?;
         let handle: (String,) = sqlx::query_as("SELECT user_handle FROM admins WHERE admin_id = $1")
             .bind(admin_id)
@@ -721,7 +715,7 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         let name = clean_name(name, "passkey name", 60)?;
-        self.require_step_up(actor, Some(session)).await?;
+        self.authorize_now(actor, Some(session), Permission::ManageOwnPasskeys).await?;
         let rp = self.relying_party()?;
         let now = self.now();
         let binding = Binding { session, purpose: Purpose::AddPasskey, admin_id: Some(admin_id), tenant_id: None };
@@ -788,7 +782,7 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         let name = clean_name(name, "passkey name", 60)?;
-        self.require_step_up(actor, client.session.as_ref()).await?;
+        self.authorize_now(actor, client.session.as_ref(), Permission::ManageOwnPasskeys).await?;
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query("UPDATE passkeys SET name = $1 WHERE passkey_id = $2 AND admin_id = $3")
             .bind(&name)
@@ -814,7 +808,7 @@ impl Core {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        self.require_step_up(actor, client.session.as_ref()).await?;
+        self.authorize_now(actor, client.session.as_ref(), Permission::ManageOwnPasskeys).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         // Locks the admin's rows first (write), so two removals cannot both see "two left".
@@ -851,9 +845,7 @@ impl Core {
     /// # Errors
     /// [`Error::Forbidden`], database errors.
     pub async fn list_admins(&self, actor: &Actor) -> Result<Vec<AdminView>> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins manage admins"));
-        }
+        authorize(actor, Permission::OverseeAdmins)?;
         let rows: Vec<AdminRow> =
             sqlx::query_as("SELECT admin_id, email, display_name, role, active FROM admins ORDER BY email")
                 .fetch_all(self.db.pool())
@@ -891,10 +883,7 @@ impl Core {
     /// # Errors
     /// [`Error::Forbidden`], [`Error::NotFound`], [`Error::InvalidInput`].
     pub async fn change_role(&self, actor: &Actor, client: &ClientInfo, admin_id: &str, role: Role) -> Result<()> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins manage admins"));
-        }
-        self.require_step_up(actor, client.session.as_ref()).await?;
+        self.authorize_now(actor, client.session.as_ref(), Permission::ManageAdmins).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         self.lock_platform_admins(&mut tx).await?;
@@ -929,13 +918,10 @@ impl Core {
     /// [`Error::Forbidden`], [`Error::NotFound`], [`Error::InvalidInput`] for oneself or the
     /// last platform admin.
     pub async fn disable_admin(&self, actor: &Actor, client: &ClientInfo, admin_id: &str) -> Result<()> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins manage admins"));
-        }
-        if matches!(actor, Actor::Admin { admin_id: me, .. } if me == admin_id) {
+        self.authorize_now(actor, client.session.as_ref(), Permission::ManageAdmins).await?;
+        if actor.admin_id() == Some(admin_id) {
             return Err(Error::InvalidInput("you cannot disable yourself".into()));
         }
-        self.require_step_up(actor, client.session.as_ref()).await?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         self.lock_platform_admins(&mut tx).await?;

@@ -7,11 +7,13 @@
 //! consoles from sending the same one at once. Alert texts never carry a secret.
 
 use crate::core::Core;
+use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::channels::{Channels, Notice, mailbox};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
+use crate::model::Permission;
 use crate::model::{AlertView, DeliveryView, TenantId};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -455,9 +457,7 @@ impl Core {
     /// # Errors
     /// [`Error::Unauthenticated`] / `Forbidden` for others, database errors.
     pub async fn list_alerts(&self, actor: &Actor, limit: i64) -> Result<Vec<AlertView>> {
-        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. }) {
-            return Err(actor.refuse("only admins see alerts"));
-        }
+        authorize(actor, Permission::ViewOperations)?;
         type AlertRow =
             (String, String, String, Option<String>, String, i64, String, String, Option<String>, Option<i64>);
         let rows: Vec<AlertRow> = sqlx::query_as(
@@ -517,9 +517,7 @@ impl Core {
     /// # Errors
     /// [`Error::Forbidden`], [`Error::InvalidInput`] when no channel is configured.
     pub async fn send_test_alert(&self, actor: &Actor, client: &ClientInfo) -> Result<AlertView> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins send test alerts"));
-        }
+        authorize(actor, Permission::ManageAlerts)?;
         if self.channels.slack.is_none()
             && (self.channels.email.is_none() || self.channels.security_recipients.is_empty())
         {
@@ -558,9 +556,7 @@ impl Core {
     /// Refusals for non-admins, [`Error::NotFound`], [`Error::InvalidInput`] when already
     /// acknowledged.
     pub async fn acknowledge_alert(&self, actor: &Actor, client: &ClientInfo, alert_id: &str) -> Result<()> {
-        if !matches!(actor, Actor::Admin { .. }) {
-            return Err(actor.refuse("only admins acknowledge alerts"));
-        }
+        authorize(actor, Permission::AcknowledgeAlerts)?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let row: Option<(Option<String>, Option<String>, String)> =
@@ -601,9 +597,7 @@ impl Core {
     /// # Errors
     /// [`Error::Forbidden`], [`Error::NotFound`] when the alert has no dead delivery.
     pub async fn retry_alert(&self, actor: &Actor, client: &ClientInfo, alert_id: &str) -> Result<()> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins retry alerts"));
-        }
+        authorize(actor, Permission::ManageAlerts)?;
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let retried = sqlx::query(

@@ -7,9 +7,11 @@
 //! and a failed append fails the operation (fail closed). Details never hold a secret: callers
 //! pass ids, versions and reasons only.
 
+use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::db::{AuditEventRow, Backend, Db, WriteTx};
 use crate::core::error::{Error, Result};
+use crate::model::Permission;
 use crate::model::TenantId;
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
@@ -676,7 +678,7 @@ impl crate::core::Core {
         actor: &Actor,
         query: &crate::model::AuditQuery,
     ) -> Result<crate::model::AuditPage> {
-        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        authorize(actor, Permission::ReadAudit)?;
         let limit = query.limit.unwrap_or(50);
         if !(1..=500).contains(&limit) {
             return Err(Error::InvalidInput("limit is 1 to 500".into()));
@@ -749,7 +751,7 @@ impl crate::core::Core {
         actor: &Actor,
         query: &crate::model::AuditQuery,
     ) -> Result<crate::model::AuditChart> {
-        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        authorize(actor, Permission::ReadAudit)?;
         let mut filter = AuditSqlFilter::of(query)?;
         let last_day = filter.until.map_or(self.now().timestamp_millis(), |until| until - 1).div_euclid(DAY_MS);
         let first_day =
@@ -791,7 +793,7 @@ impl crate::core::Core {
     /// # Errors
     /// [`Error::MissingScope`] without `audit:read`; database errors.
     pub async fn audit_chain_state(&self, actor: &Actor) -> Result<crate::model::ChainStateView> {
-        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        authorize(actor, Permission::ReadAudit)?;
         let report = self.verify_audit_chain().await?;
         Ok(crate::model::ChainStateView {
             events: report.events,
@@ -935,7 +937,7 @@ impl crate::core::Core {
         query: &crate::model::AuditQuery,
         out: tokio::sync::mpsc::Sender<crate::model::AuditEventView>,
     ) -> Result<u64> {
-        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        authorize(actor, Permission::ReadAudit)?;
         let filter = AuditSqlFilter::of(query)?;
         let (conditions, params) = filter.clause(1);
         let sql = format!("{AUDIT_SELECT} WHERE {conditions} ORDER BY seq");
@@ -956,7 +958,7 @@ impl crate::core::Core {
     /// # Errors
     /// [`Error::MissingScope`], [`Error::InvalidInput`] for a bad filter.
     pub fn check_audit_query(&self, actor: &Actor, query: &crate::model::AuditQuery) -> Result<()> {
-        crate::core::access::require_scope(actor, crate::model::Scope::AuditRead)?;
+        authorize(actor, Permission::ReadAudit)?;
         if query.cursor.is_some() || query.limit.is_some() {
             return Err(Error::InvalidInput(
                 "an export takes no cursor or limit: it streams everything the filter selects".into(),

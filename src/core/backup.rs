@@ -12,10 +12,12 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::{Keyring, SecretField};
 use crate::core::error::{Error, Result};
 use crate::core::vault::{CredentialDocument, PendingDocument, Vault};
+use crate::model::Permission;
 use crate::model::TenantId;
 pub use crate::model::{BackupView, RestoreReport};
 use base64::Engine as _;
@@ -393,9 +395,7 @@ impl Core {
         actor: &Actor,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<BackupReport> {
-        if !matches!(actor, Actor::Operator { .. } | Actor::System { .. }) {
-            return Err(actor.refuse("backups run from the host or the scheduler"));
-        }
+        authorize(actor, Permission::RunBackups)?;
         let clock = Instant::now();
         let key = self.backup_key()?;
         let target = self.backup_target()?;
@@ -481,9 +481,7 @@ impl Core {
     /// # Errors
     /// Refusals for others; store errors.
     pub async fn list_backups(&self, actor: &Actor) -> Result<Vec<BackupView>> {
-        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. } | Actor::System { .. }) {
-            return Err(actor.refuse("only admins see backups"));
-        }
+        authorize(actor, Permission::ViewOperations)?;
         self.backups().await
     }
 
@@ -695,9 +693,7 @@ impl Core {
         options: &RestoreOptions,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<RestoreReport> {
-        if !matches!(actor, Actor::Operator { .. } | Actor::System { .. }) {
-            return Err(actor.refuse("restores run from the host, or from the console with a passkey step-up"));
-        }
+        authorize(actor, Permission::RestoreBackup)?;
         self.run_restore(actor, backup_id, options, progress).await
     }
 
@@ -1039,9 +1035,7 @@ impl Core {
         backup_id: &str,
         token: Option<&secrecy::SecretString>,
     ) -> Result<usize> {
-        if !matches!(actor, Actor::Operator { .. }) {
-            return Err(actor.refuse("raft snapshots are taken from the host"));
-        }
+        authorize(actor, Permission::HostMaintenance)?;
         let snapshot = zeroize::Zeroizing::new(self.vault()?.raft_snapshot(token).await?);
         let aad = format!("raft/{backup_id}");
         let sealed = self.backup_key()?.seal_blob(PURPOSE_RAFT, aad.as_bytes(), &snapshot)?;
@@ -1076,9 +1070,7 @@ impl Core {
     /// [`Error::NotFound`] when the backup has none; [`Error::BackupInvalid`] when it does not
     /// authenticate.
     pub async fn export_raft_snapshot(&self, actor: &Actor, backup_id: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        if !matches!(actor, Actor::Operator { .. }) {
-            return Err(actor.refuse("raft snapshots are opened on the host"));
-        }
+        authorize(actor, Permission::HostMaintenance)?;
         let bytes = self
             .backup_target()?
             .get(&format!("backups/{backup_id}/raft.snap.enc"))
@@ -1112,9 +1104,7 @@ impl Core {
         dry_run: bool,
         force: bool,
     ) -> Result<String> {
-        if !matches!(actor, Actor::Admin { .. }) || !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins restore backups"));
-        }
+        authorize_ceremony(actor, Permission::RestoreBackup)?;
         if NaiveDate::parse_from_str(backup_id, "%Y-%m-%d").is_err() {
             return Err(Error::InvalidInput("a backup id is a date: YYYY-MM-DD".into()));
         }
@@ -1138,9 +1128,7 @@ impl Core {
         client: &ClientInfo,
         credential_json: &str,
     ) -> Result<crate::model::RestoreStatusView> {
-        if !matches!(actor, Actor::Admin { .. }) || !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins restore backups"));
-        }
+        authorize_ceremony(actor, Permission::RestoreBackup)?;
         let purpose = crate::core::passkeys::Purpose::Restore;
         let (_, context) = self.finish_step_up(actor, session, client, purpose, None, credential_json).await?;
         let backup_id = context["backup_id"].as_str().unwrap_or_default().to_owned();
@@ -1196,9 +1184,7 @@ impl Core {
     /// # Errors
     /// Refusals for others.
     pub fn restore_status(&self, actor: &Actor) -> Result<Option<crate::model::RestoreStatusView>> {
-        if !matches!(actor, Actor::Admin { .. }) {
-            return Err(actor.refuse("only admins see restores"));
-        }
+        authorize(actor, Permission::ViewOperations)?;
         Ok(self.restore_status.lock().map_err(|_| Error::Internal("restore status lock".into()))?.clone())
     }
 }

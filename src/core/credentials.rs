@@ -5,14 +5,15 @@
 //! audit event of a secret read commits before the plaintext leaves this module.
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::access::authorize;
+use crate::core::access::{Actor, ClientInfo};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::{CryptoError, Keyring, SecretField};
 use crate::core::db::{Backend, TenantRow};
 use crate::core::error::{Error, Result};
 use crate::core::vault::CredentialDocument;
 use crate::model::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, Scope, SmtpTls, StoreCredentialRequest,
+    CredentialMetadataView, CredentialSecretView, CredentialState, Permission, SmtpTls, StoreCredentialRequest,
     StoredCredentialView, TenantId, TenantSummary,
 };
 use chrono::{DateTime, Utc};
@@ -66,7 +67,7 @@ impl Core {
         request: StoreCredentialRequest,
     ) -> Result<StoredCredentialView> {
         let now = self.now();
-        require_scope(actor, Scope::CredentialsWrite)?;
+        authorize(actor, Permission::WriteCredentials)?;
         self.settings
             .outbound
             .check_url(&request.mailu_api_url)
@@ -80,11 +81,8 @@ impl Core {
         let redirected_from = recorded
             .map(|(url,)| url)
             .filter(|url| !crate::core::recovery::same_destination(url, &request.mailu_api_url));
-        if redirected_from.is_some()
-            && matches!(actor, Actor::ServiceToken { .. })
-            && !actor.has_scope(Scope::TenantsRedirect)
-        {
-            return Err(Error::MissingScope(Scope::TenantsRedirect));
+        if redirected_from.is_some() {
+            authorize(actor, Permission::RedirectTenant)?;
         }
         let keyring = self.keyring()?;
         let document = CredentialDocument {
@@ -182,7 +180,7 @@ impl Core {
     /// # Errors
     /// [`Error::MissingScope`], [`Error::NotFound`], database errors.
     pub async fn credential_metadata(&self, actor: &Actor, tenant: &TenantId) -> Result<CredentialMetadataView> {
-        require_scope(actor, Scope::CredentialsRead)?;
+        authorize(actor, Permission::ReadCredentials)?;
         let row: Option<TenantRow> =
             sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"))
                 .bind(tenant.as_str())
@@ -196,7 +194,7 @@ impl Core {
     /// # Errors
     /// [`Error::MissingScope`], database errors.
     pub async fn list_tenants(&self, actor: &Actor, search: Option<&str>) -> Result<Vec<TenantSummary>> {
-        require_scope(actor, Scope::CredentialsRead)?;
+        authorize(actor, Permission::ReadCredentials)?;
         // Tenant ids are [a-z0-9-]: anything else cannot match, and LIKE wildcards are dropped.
         let needle: String =
             search.unwrap_or("").to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
@@ -232,7 +230,7 @@ impl Core {
         tenant: &TenantId,
     ) -> Result<CredentialSecretView> {
         let now = self.now();
-        require_scope(actor, Scope::CredentialsReadSecret)?;
+        authorize(actor, Permission::ReadSecret)?;
         let (mut stored, state) = self.read_to_hand_out(tenant).await?;
         let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state.as_deref(), now).await?;
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
@@ -306,9 +304,7 @@ impl Core {
     /// The first failure stops the run; tenants done so far stay rewrapped (each is its own
     /// check-and-set write and audit event).
     pub async fn rewrap_keys(&self, actor: &Actor, progress: &mut dyn FnMut(usize, usize)) -> Result<RewrapReport> {
-        if !matches!(actor, Actor::Operator { .. }) {
-            return Err(Error::Forbidden("only an operator can rewrap keys"));
-        }
+        authorize(actor, Permission::HostMaintenance)?;
         let keyring = self.keyring()?;
         let vault = self.vault()?;
         let tenants = vault.list_tenants().await?;

@@ -8,7 +8,8 @@
 //! WebAuthn step-up that binds the incident id and reason).
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::alerting::{self, Alert, Audience};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
@@ -17,8 +18,8 @@ use crate::core::passkeys::{Purpose, SessionBinding};
 use crate::core::reveal::OpenGrants;
 use crate::core::rotation::RotationResult;
 use crate::model::{
-    DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView, ResetTimings, Scope,
-    TenantId,
+    DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView, Permission,
+    ResetTimings, TenantId,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -80,7 +81,7 @@ impl Core {
         tenant: &TenantId,
         request: &EmergencyResetRequest,
     ) -> Result<EmergencyResetReceipt> {
-        require_scope(actor, Scope::CredentialsReset)?;
+        authorize(actor, Permission::EmergencyReset)?;
         self.run_detached(actor, client, tenant, request, None).await
     }
 
@@ -118,9 +119,7 @@ impl Core {
         incident_id: &str,
         reason: &str,
     ) -> Result<String> {
-        if !actor.may_respond() {
-            return Err(actor.refuse("only platform admins and incident responders reset credentials"));
-        }
+        authorize_ceremony(actor, Permission::EmergencyReset)?;
         let request = EmergencyResetRequest::new(incident_id, reason)?;
         self.tenant_contact(tenant).await?;
         let context = json!({"incident_id": request.incident_id, "reason": request.reason});
@@ -140,9 +139,7 @@ impl Core {
         tenant: &TenantId,
         credential_json: &str,
     ) -> Result<EmergencyResetReceipt> {
-        if !actor.may_respond() {
-            return Err(actor.refuse("only platform admins and incident responders reset credentials"));
-        }
+        authorize_ceremony(actor, Permission::EmergencyReset)?;
         let (passkey_id, context) =
             self.finish_step_up(actor, session, client, Purpose::EmergencyReset, Some(tenant), credential_json).await?;
         let request = EmergencyResetRequest::new(
@@ -365,8 +362,9 @@ impl Core {
         incident: &str,
         note: &str,
     ) -> Result<IncidentView> {
+        authorize(actor, Permission::AcknowledgeAlerts)?;
         let Some(me) = admin_id(actor) else {
-            return Err(actor.refuse("only admins acknowledge incidents"));
+            return Err(Error::Unauthenticated);
         };
         let note = note.trim();
         if !(3..=1000).contains(&note.chars().count()) || note.chars().any(|c| c.is_control() && c != '\n') {
@@ -423,9 +421,7 @@ impl Core {
     /// # Errors
     /// [`Error::Unauthenticated`] / `Forbidden` for others, database errors.
     pub async fn list_incidents(&self, actor: &Actor, limit: i64) -> Result<Vec<IncidentView>> {
-        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. }) {
-            return Err(actor.refuse("only admins see incidents"));
-        }
+        authorize(actor, Permission::ViewOperations)?;
         let rows: Vec<IncidentRow> = sqlx::query_as(&format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at_ms DESC, incident_id LIMIT $1"
         ))

@@ -5,12 +5,14 @@
 //! once. Every run is audited.
 
 use crate::core::Core;
+use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::alerting::{self, Alert, Audience};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::error::{Error, Result};
 use crate::core::mail::LoginCheck;
 use crate::core::rotation::RotationResult;
+use crate::model::Permission;
 use crate::model::TenantId;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -444,9 +446,7 @@ impl Core {
         days: u32,
         reason: &str,
     ) -> Result<DateTime<Utc>> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins defer rotations"));
-        }
+        authorize(actor, Permission::ConfigureTenants)?;
         if !(1..=7).contains(&days) || reason.trim().chars().count() < 3 {
             return Err(Error::InvalidInput("defer by 1 to 7 days and give a reason".into()));
         }

@@ -10,10 +10,12 @@
 //! not repeated here.
 
 use crate::core::Core;
+use crate::core::access::authorize;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::Severity;
 use crate::core::error::{Error, Result};
 use crate::core::vault::VaultHealth;
+use crate::model::Permission;
 use crate::model::TenantId;
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use serde_json::{Value, json};
@@ -648,9 +650,7 @@ impl Core {
     /// # Errors
     /// [`Error::Unauthenticated`] / `Forbidden` for others.
     pub fn alert_rules(&self, actor: &crate::core::Actor) -> Result<Vec<crate::model::AlertRuleView>> {
-        if !matches!(actor, crate::core::Actor::Admin { .. } | crate::core::Actor::Operator { .. }) {
-            return Err(actor.refuse("only admins see the alert rules"));
-        }
+        authorize(actor, Permission::ViewOperations)?;
         let r = &self.settings.rules;
         let window = r.reveal_burst_window.num_minutes();
         let failed = r.failed_auth_window.num_minutes();

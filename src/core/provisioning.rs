@@ -4,11 +4,12 @@
 //! reason, never a password nobody knows.
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::access::authorize;
+use crate::core::access::{Actor, ClientInfo};
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailError};
 use crate::core::rotation::generate_password;
-use crate::model::{ProvisionCredentialRequest, Scope, StoreCredentialRequest, StoredCredentialView, TenantId};
+use crate::model::{Permission, ProvisionCredentialRequest, StoreCredentialRequest, StoredCredentialView, TenantId};
 
 impl Core {
     /// Provisions a new tenant's admin credential end to end.
@@ -24,7 +25,7 @@ impl Core {
         tenant: &TenantId,
         request: ProvisionCredentialRequest,
     ) -> Result<StoredCredentialView> {
-        require_scope(actor, Scope::CredentialsWrite)?;
+        authorize(actor, Permission::WriteCredentials)?;
         if self.vault()?.read_credential(tenant).await?.is_some() {
             return Err(Error::InvalidInput("this tenant already has a credential; rotate it instead".into()));
         }

@@ -6,7 +6,8 @@
 //! when a drill fails or misses its targets.
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::backup::RestoreOptions;
@@ -16,7 +17,7 @@ use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
 use crate::core::vault::{RoleSettings, Vault, VaultAuth, VaultSettings};
 pub use crate::model::DrillReport;
-use crate::model::{FieldError, RecoverTenantRequest, RecoveryView, Role, Scope, TenantId};
+use crate::model::{FieldError, Permission, RecoverTenantRequest, RecoveryView, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -109,7 +110,7 @@ impl Core {
         tenant: &TenantId,
         request: &RecoverTenantRequest,
     ) -> Result<RecoveryView> {
-        require_scope(actor, Scope::TenantsRecover)?;
+        authorize(actor, Permission::RecoverTenant)?;
         self.run_recovery(actor, client, tenant, request, Chosen::ByCaller).await
     }
 
@@ -139,19 +140,10 @@ impl Core {
         if same_destination(stored_url, &request.mailu_api_url) {
             return Ok(false);
         }
-        let allowed = match actor {
-            Actor::Operator { .. } | Actor::System { .. } => true,
-            Actor::ServiceToken { .. } => chosen == Chosen::ByHook || actor.has_scope(Scope::TenantsRedirect),
-            Actor::Admin { role, .. } => *role == Role::PlatformAdmin,
-            Actor::Anonymous => false,
-        };
-        if !allowed {
-            return Err(match actor {
-                Actor::ServiceToken { .. } => Error::MissingScope(Scope::TenantsRedirect),
-                _ => actor.refuse(
-                    "only platform admins send a tenant's passwords to a new Mailu API URL; recover onto the current one",
-                ),
-            });
+        // The operator's provisioning hook chose it; an admin's recovery ceremony names the URL,
+        // so whichever step-up the table asks of an admin is already given.
+        if chosen != Chosen::ByHook {
+            crate::core::access::clearance(actor, Permission::RedirectTenant)?;
         }
         Ok(true)
     }
@@ -384,9 +376,7 @@ impl Core {
         mailu_api_url: &str,
         smtp_port: Option<u16>,
     ) -> Result<String> {
-        if !actor.may_respond() {
-            return Err(actor.refuse("only platform admins and incident responders recover tenants"));
-        }
+        authorize_ceremony(actor, Permission::RecoverTenant)?;
         let request = RecoverTenantRequest::new(new_vps_ip, mailu_api_url, None, smtp_port)?;
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         // Refused before the passkey prompt; checked again when the recovery runs.
@@ -411,9 +401,7 @@ impl Core {
         credential_json: &str,
         mailu_api_token: Option<String>,
     ) -> Result<RecoveryView> {
-        if !actor.may_respond() {
-            return Err(actor.refuse("only platform admins and incident responders recover tenants"));
-        }
+        authorize_ceremony(actor, Permission::RecoverTenant)?;
         let purpose = crate::core::passkeys::Purpose::Recover;
         let (_, context) = self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
         let port = context["smtp_port"].as_u64().and_then(|p| u16::try_from(p).ok());
@@ -439,7 +427,7 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
     ) -> Result<RecoveryView> {
-        require_scope(actor, Scope::TenantsRecover)?;
+        authorize(actor, Permission::RecoverTenant)?;
         let url = self
             .settings
             .recovery
@@ -479,9 +467,7 @@ impl Core {
         given: Option<(String, SecretString)>,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<DrillReport> {
-        if !matches!(actor, Actor::Operator { .. } | Actor::System { .. }) {
-            return Err(actor.refuse("drills run from the host or the scheduler"));
-        }
+        authorize(actor, Permission::RunDrills)?;
         let started_at = self.now();
         let drill_id = hex::encode(random_bytes::<8>()?.as_ref());
         let (scratch, _server) = match given {
@@ -636,9 +622,7 @@ impl Core {
     /// # Errors
     /// Refusals for others; database errors.
     pub async fn list_drills(&self, actor: &Actor, limit: i64) -> Result<Vec<DrillReport>> {
-        if !matches!(actor, Actor::Admin { .. } | Actor::Operator { .. }) {
-            return Err(actor.refuse("only admins see drills"));
-        }
+        authorize(actor, Permission::ViewOperations)?;
         let rows: Vec<(String,)> = sqlx::query_as("SELECT report FROM dr_drills ORDER BY started_at_ms DESC LIMIT $1")
             .bind(limit.clamp(1, 500))
             .fetch_all(self.db.pool())

@@ -6,10 +6,12 @@
 
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::access::{authorize_ceremony, permits};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Purpose, SessionBinding};
+use crate::model::Permission;
 use crate::model::{GrantView, RevealedCredentialView, TenantId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -74,19 +76,12 @@ impl Core {
     }
 
     async fn require_revealer(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<()> {
-        match actor {
-            Actor::Admin { .. } if actor.may_reveal() => Ok(()),
-            Actor::Admin { .. } => Err(self
-                .refuse(
-                    actor,
-                    client,
-                    tenant,
-                    EventType::RevealRefused,
-                    "role",
-                    Error::Forbidden("only platform admins reveal credentials"),
-                )
-                .await),
-            _ => Err(Error::Unauthenticated),
+        if actor.admin_id().is_none() {
+            return Err(Error::Unauthenticated);
+        }
+        match authorize_ceremony(actor, Permission::Reveal) {
+            Ok(()) => Ok(()),
+            Err(refused) => Err(self.refuse(actor, client, tenant, EventType::RevealRefused, "role", refused).await),
         }
     }
 
@@ -260,7 +255,7 @@ impl Core {
             return Err(Error::Unauthenticated);
         };
         self.record_expired_grants().await?;
-        let all = actor.may_manage_admins();
+        let all = permits(actor, Permission::OverseeAdmins);
         let rows: Vec<GrantRow> = sqlx::query_as(&format!(
             "SELECT {GRANT_COLUMNS} FROM reveal_grants g JOIN admins a ON a.admin_id = g.admin_id \
              WHERE g.revoked_at_ms IS NULL AND g.expires_at_ms > $1 AND ($2 = 1 OR g.admin_id = $3) \
@@ -292,7 +287,9 @@ impl Core {
         .bind(now.timestamp_millis())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((tenant_id, _)) = row.filter(|(_, owner)| owner == admin_id || actor.may_manage_admins()) else {
+        let Some((tenant_id, _)) =
+            row.filter(|(_, owner)| owner == admin_id || permits(actor, Permission::OverseeAdmins))
+        else {
             return Err(Error::NotFound("open reveal window"));
         };
         let revoked_tenant = TenantId::parse(&tenant_id).ok();

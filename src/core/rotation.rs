@@ -12,14 +12,15 @@
 //! [`VAULT_OUTAGE_BUDGET`] per outage across the whole batch, before it is reported failed.
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::alerting::{self, Alert};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::{SecretField, random_bytes};
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
 use crate::core::vault::{CredentialDocument, PendingDocument, PendingPhase, VersionedDocument};
-use crate::model::{Scope, TenantId};
+use crate::model::{Permission, TenantId};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
@@ -343,7 +344,7 @@ impl Core {
         tenant: &TenantId,
         trigger: &str,
     ) -> Result<RotationResult> {
-        require_scope(actor, Scope::CredentialsRotate)?;
+        authorize(actor, Permission::Rotate)?;
         let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
             return Ok(RotationResult::Busy);
         };
@@ -743,7 +744,7 @@ impl Core {
         actor: &Actor,
         concurrency: usize,
     ) -> Result<Vec<(TenantId, Result<RotationResult>)>> {
-        require_scope(actor, Scope::CredentialsRotate)?;
+        authorize(actor, Permission::Rotate)?;
         let now = self.now().timestamp_millis();
         let due: Vec<(String,)> = sqlx::query_as(
             "SELECT tenant_id FROM tenants WHERE next_rotation_at_ms <= $1 \
@@ -815,7 +816,7 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
     ) -> Result<RotationResult> {
-        require_scope(actor, Scope::CredentialsRotate)?;
+        authorize(actor, Permission::Rotate)?;
         let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
             return Ok(RotationResult::Busy);
         };
@@ -909,7 +910,7 @@ impl Core {
     /// [`Error::MissingScope`], [`Error::NotFound`], database errors.
     pub async fn rotation_status(&self, actor: &Actor, tenant: &TenantId) -> Result<crate::model::RotationStatusView> {
         use crate::model::{CredentialState, RotationEventView, RotationStatusView};
-        require_scope(actor, Scope::CredentialsRead)?;
+        authorize(actor, Permission::ReadCredentials)?;
         type StatusRow = (String, i64, Option<String>, Option<i64>, Option<i64>, Option<i64>);
         let row: Option<StatusRow> = sqlx::query_as(
             "SELECT state, rotation_attempts, last_error, heartbeat_at_ms, heartbeat_ok, deferred_until_ms FROM tenants WHERE tenant_id = $1",
@@ -961,9 +962,7 @@ impl Core {
         session: &crate::core::passkeys::SessionBinding,
         tenant: &TenantId,
     ) -> Result<String> {
-        if !actor.may_reveal() {
-            return Err(actor.refuse("only platform admins rotate from the console"));
-        }
+        authorize_ceremony(actor, Permission::Rotate)?;
         self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Rotate, Some(tenant.as_str()), json!({}))
             .await
@@ -981,9 +980,7 @@ impl Core {
         tenant: &TenantId,
         credential_json: &str,
     ) -> Result<crate::model::RotationView> {
-        if !actor.may_reveal() {
-            return Err(actor.refuse("only platform admins rotate from the console"));
-        }
+        authorize_ceremony(actor, Permission::Rotate)?;
         let purpose = crate::core::passkeys::Purpose::Rotate;
         self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
         let Some(_guard) = self.rotation_locks.try_lock(tenant) else {

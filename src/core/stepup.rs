@@ -5,11 +5,12 @@
 //! Operators at the host (the CLI) are exempt: they already hold the keyring and Vault access.
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo};
+use crate::core::access::{self, Actor, Clearance, ClientInfo};
 use crate::core::alerting::{Alert, Audience};
 use crate::core::audit::Severity;
 use crate::core::error::{Error, Result};
 use crate::core::passkeys::{Purpose, SessionBinding};
+use crate::model::Permission;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
@@ -67,15 +68,27 @@ impl Core {
         Ok(expires_at)
     }
 
-    /// Lets a sensitive change through: an operator at the host always; an admin only inside a
-    /// step-up window of the session the call came through; nobody else.
+    /// For an action that runs now: [`access::authorize`], and for an admin whom the table sends
+    /// through a step-up window, that window must be open for the session the call came through.
     ///
     /// # Errors
-    /// [`Error::StepUpRequired`]; [`Error::Unauthenticated`] / [`Error::Forbidden`] for other
-    /// actors.
-    pub(crate) async fn require_step_up(&self, actor: &Actor, session: Option<&SessionBinding>) -> Result<()> {
+    /// Those of [`access::clearance`]; [`Error::StepUpRequired`]; [`Error::Forbidden`] when the
+    /// action runs only from a ceremony.
+    pub(crate) async fn authorize_now(
+        &self,
+        actor: &Actor,
+        session: Option<&SessionBinding>,
+        permission: Permission,
+    ) -> Result<()> {
+        match access::clearance(actor, permission)? {
+            Clearance::Granted => Ok(()),
+            Clearance::Window => self.step_up_window_open(actor, session).await,
+            Clearance::Ceremony => Err(Error::Forbidden(permission.refusal())),
+        }
+    }
+
+    async fn step_up_window_open(&self, actor: &Actor, session: Option<&SessionBinding>) -> Result<()> {
         match actor {
-            Actor::Operator { .. } => Ok(()),
             Actor::Admin { admin_id, .. } => {
                 let Some(session) = session else {
                     return Err(Error::StepUpRequired);
@@ -90,7 +103,7 @@ impl Core {
                 .await?;
                 open.map(|_| ()).ok_or(Error::StepUpRequired)
             }
-            _ => Err(actor.refuse("only admins in the console and operators at the host make this change")),
+            _ => Err(Error::StepUpRequired),
         }
     }
 

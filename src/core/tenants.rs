@@ -4,12 +4,13 @@
 //! style). Platform admins (or an operator) change them; every change is audited.
 
 use crate::core::Core;
-use crate::core::access::{Actor, ClientInfo, require_scope};
+use crate::core::access::authorize;
+use crate::core::access::{Actor, ClientInfo};
 use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::recovery::same_destination;
-use crate::model::{Scope, TenantId, TenantSettingsInput, TenantSettingsView};
+use crate::model::{Permission, TenantId, TenantSettingsInput, TenantSettingsView};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -19,7 +20,7 @@ impl Core {
     /// # Errors
     /// [`Error::MissingScope`], [`Error::NotFound`].
     pub async fn tenant_settings(&self, actor: &Actor, tenant: &TenantId) -> Result<TenantSettingsView> {
-        require_scope(actor, Scope::CredentialsRead)?;
+        authorize(actor, Permission::ReadCredentials)?;
         let row: Option<(Option<i64>, Option<String>, String, i64)> = sqlx::query_as(
             "SELECT rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal FROM tenants WHERE tenant_id = $1",
         )
@@ -49,9 +50,7 @@ impl Core {
         tenant: &TenantId,
         input: TenantSettingsInput,
     ) -> Result<TenantSettingsView> {
-        if !actor.may_manage_admins() {
-            return Err(actor.refuse("only platform admins change tenant settings"));
-        }
+        authorize(actor, Permission::ConfigureTenants)?;
         if !(1..=365).contains(&input.rotation_period_days) {
             return Err(Error::InvalidInput("rotation period must be 1 to 365 days".into()));
         }
@@ -76,7 +75,7 @@ impl Core {
         // the URL it was stored for.
         let redirect = !same_destination(&url, &document.mailu_api_url);
         if redirect {
-            self.require_step_up(actor, client.session.as_ref()).await?;
+            self.authorize_now(actor, client.session.as_ref(), Permission::RedirectTenant).await?;
             if new_token.is_none() {
                 return Err(Error::InvalidInput(
                     "a new Mailu API URL needs its own API token: the stored one is only sent to the URL it was stored for"

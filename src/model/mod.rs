@@ -7,6 +7,7 @@ mod audit;
 mod credentials;
 mod error;
 mod incidents;
+mod permission;
 mod recovery;
 mod scope;
 mod tenant;
@@ -27,6 +28,7 @@ pub use incidents::{
     AlertRuleView, AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView,
     IncidentView, ResetTimings,
 };
+pub use permission::{Permission, Rule, StepUp};
 pub use recovery::{BackupView, DrillReport, RecoverTenantRequest, RecoveryView, RestoreReport, RestoreStatusView};
 pub use scope::{Scope, UnknownScope};
 pub use tenant::{InvalidTenantId, TenantId};

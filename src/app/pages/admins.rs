@@ -9,9 +9,9 @@ use crate::app::server_fns::{
     begin_add_passkey, change_role, create_invite, disable_admin, finish_add_passkey, list_admins, list_invites,
     remove_passkey, rename_passkey, revoke_invite,
 };
-use crate::app::session::{has_role, use_me};
+use crate::app::session::{may, use_me};
 use crate::app::when;
-use crate::model::{InviteCreatedView, Role};
+use crate::model::{InviteCreatedView, Permission, Role};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -26,7 +26,7 @@ pub fn AdminsPage() -> impl IntoView {
             {move || match me.get() {
                 Some(Ok(Some(_))) => Some(view! {
                     <MyPasskeys />
-                    {move || has_role(me, Role::PlatformAdmin).then(|| view! { <ManageAdmins /> })}
+                    {move || may(me, Permission::OverseeAdmins).then(|| view! { <ManageAdmins /> })}
                 }.into_any()),
                 Some(_) => Some(view! { <SignInPrompt /> }.into_any()),
                 None => None,

@@ -4,9 +4,9 @@
 //! send a test alert and retry dead letters. The server decides.
 
 use crate::app::server_fns::{acknowledge_alert, alert_rules, list_alerts, retry_alert, send_test_alert};
-use crate::app::session::{has_role, use_me};
+use crate::app::session::{may, use_me};
 use crate::app::when;
-use crate::model::{AlertView, Role};
+use crate::model::{AlertView, Permission};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -103,7 +103,7 @@ fn AlertList(refresh: RwSignal<u32>) -> impl IntoView {
             refresh.update(|n| *n += 1);
         });
     };
-    let admin = move || has_role(me, Role::PlatformAdmin);
+    let admin = move || may(me, Permission::ManageAlerts);
     view! {
         <section class="card" aria-labelledby="alerts-title">
             <h2 id="alerts-title">"Alerts"</h2>

@@ -6,7 +6,7 @@
 use crate::app::server_fns::{audit_chain_state, audit_chart, query_audit};
 use crate::app::session::use_me;
 use crate::app::when;
-use crate::model::{AuditChart, AuditEventView, AuditPage, Role};
+use crate::model::{AuditChart, AuditEventView, AuditPage, Permission};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -70,7 +70,7 @@ pub fn AuditPage() -> impl IntoView {
                 Some(Ok(None)) | Some(Err(_)) => Some(view! { <super::credentials::SignInPrompt /> }.into_any()),
                 // Only roles that may read the trail ask for it (the server refuses the others, and a
                 // refused call during server rendering would turn the whole page into that error).
-                Some(Ok(Some(admin))) if matches!(admin.role, Role::PlatformAdmin | Role::SecurityReviewer) => {
+                Some(Ok(Some(admin))) if admin.role.may(Permission::ReadAudit) => {
                     Some(view! { <ChainState /> <Trail /> }.into_any())
                 }
                 Some(Ok(Some(_))) => Some(view! {

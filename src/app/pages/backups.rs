@@ -4,9 +4,9 @@
 
 use crate::app::browser;
 use crate::app::server_fns::{begin_restore, finish_restore, list_backups, list_drills, restore_status};
-use crate::app::session::{has_role, use_me};
+use crate::app::session::{may, use_me};
 use crate::app::when;
-use crate::model::{RestoreStatusView, Role};
+use crate::model::{Permission, RestoreStatusView};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -108,7 +108,7 @@ fn BackupList() -> impl IntoView {
                     }.into_any(),
                 })}
             </Transition>
-            {move || has_role(me, Role::PlatformAdmin).then(|| view! {
+            {move || may(me, Permission::RestoreBackup).then(|| view! {
                 <h3>"Restore"</h3>
                 <form class="inline-form" on:submit=restore data-testid="restore-form">
                     <input required placeholder="YYYY-MM-DD" aria-label="Backup" bind:value=chosen />

@@ -10,10 +10,10 @@ use crate::app::server_fns::{
     finish_rotation, list_grants, list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings,
     update_tenant_settings,
 };
-use crate::app::session::{has_role, signed_in, use_me};
+use crate::app::session::{may, signed_in, use_me};
 use crate::app::status::ReadinessCard;
 use crate::app::when;
-use crate::model::{CredentialState, RevealedCredentialView, Role};
+use crate::model::{CredentialState, Permission, RevealedCredentialView};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -266,7 +266,7 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
                 }.into_any(),
                 None => view! { <p class="secret-row"><code data-testid="masked">"••••••••••••"</code></p> }.into_any(),
             }}
-            {move || (has_role(me, Role::PlatformAdmin) && revealed.get().is_none()).then(|| view! {
+            {move || (may(me, Permission::Reveal) && revealed.get().is_none()).then(|| view! {
                 <form class="reveal-form" on:submit=start_reveal>
                     <label>
                         "Reason for revealing (recorded)"
@@ -384,7 +384,7 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
                     }.into_any(),
                 })}
             </Transition>
-            {move || has_role(me, Role::PlatformAdmin).then(|| view! {
+            {move || may(me, Permission::Rotate).then(|| view! {
                 <button type="button" data-testid="rotate-now" on:click=rotate disabled=move || busy.get()>
                     {move || if busy.get() { "Confirm with your passkey…" } else { "Rotate now" }}
                 </button>
@@ -462,10 +462,10 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
     };
     view! {
         // A load that failed says so, instead of leaving the panel out without a word.
-        {move || load_error.get().filter(|_| has_role(me, Role::PlatformAdmin)).map(|m| view! {
+        {move || load_error.get().filter(|_| may(me, Permission::ConfigureTenants)).map(|m| view! {
             <p class="error" role="alert">"Settings could not be loaded: " {m}</p>
         })}
-        {move || (has_role(me, Role::PlatformAdmin) && loaded.get()).then(|| view! {
+        {move || (may(me, Permission::ConfigureTenants) && loaded.get()).then(|| view! {
             <section class="card" aria-labelledby="settings-title">
                 <h2 id="settings-title">"Settings"</h2>
                 <form on:submit=save data-testid="settings">
@@ -536,7 +536,7 @@ fn RecoveryPanel(tenant_id: String) -> impl IntoView {
         });
     };
     view! {
-        {move || (has_role(me, Role::PlatformAdmin) || has_role(me, Role::IncidentResponder)).then(|| view! {
+        {move || may(me, Permission::EmergencyReset).then(|| view! {
             <section class="card" aria-labelledby="recover-title">
                 <h2 id="recover-title">"Recover onto a replacement server"</h2>
                 <p>"When the tenant's mail server is lost: sets the stored password on the new Mailu (creating the admin user if needed), proves an SMTP login there and tells DNS."</p>

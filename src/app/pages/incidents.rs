@@ -4,9 +4,9 @@
 
 use crate::app::browser;
 use crate::app::server_fns::{acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_incidents};
-use crate::app::session::{has_role, use_me};
+use crate::app::session::{may, use_me};
 use crate::app::when;
-use crate::model::{EmergencyResetReceipt, IncidentView, Role};
+use crate::model::{EmergencyResetReceipt, IncidentView, Permission};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -28,7 +28,7 @@ pub fn IncidentsPage() -> impl IntoView {
                 None => None,
                 Some(Ok(None)) | Some(Err(_)) => Some(view! { <super::credentials::SignInPrompt /> }.into_any()),
                 Some(Ok(Some(_))) => Some(view! {
-                    {move || (has_role(me, Role::PlatformAdmin) || has_role(me, Role::IncidentResponder))
+                    {move || may(me, Permission::EmergencyReset)
                         .then(|| view! { <ResetForm refresh /> })}
                     <IncidentList refresh />
                     <p><a href="/alerts">"Alerts and their delivery →"</a></p>
