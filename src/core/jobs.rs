@@ -12,8 +12,9 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::error::{Error, Result};
 use crate::core::mail::LoginCheck;
 use crate::core::rotation::RotationResult;
-use crate::model::Permission;
+use crate::core::rotation::state::{self, Transition};
 use crate::model::TenantId;
+use crate::model::{CredentialState, Permission};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
@@ -48,6 +49,8 @@ pub struct Heartbeat {
 }
 
 const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
+/// The tenants a heartbeat checks and may move (its two transitions leave from the same states).
+const HEARTBEAT: Transition = Transition::HeartbeatAccepted;
 
 /// How a tenant's last error starts when the heartbeat could not tell whether its password works.
 pub const COULD_NOT_CHECK: &str = "the heartbeat could not check the login: ";
@@ -244,10 +247,12 @@ impl Core {
     /// # Errors
     /// Database errors listing the tenants.
     pub async fn heartbeat_all(&self) -> Result<Heartbeat> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT tenant_id FROM tenants WHERE state IN ('active', 'drifted') ORDER BY tenant_id")
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT tenant_id FROM tenants WHERE {} ORDER BY tenant_id",
+            HEARTBEAT.sources_sql()
+        ))
+        .fetch_all(self.db.pool())
+        .await?;
         let mut beat = Heartbeat::default();
         for (tenant_id,) in rows {
             let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
@@ -269,7 +274,7 @@ impl Core {
             Err(Error::NotFound(_)) => return Ok(false),
             read => read?,
         };
-        let password = self.effective_password(tenant, &mut stored, state.as_deref()).await?;
+        let password = self.effective_password(tenant, &mut stored, state).await?;
         // A tenant Vault re-points behind the console's back is alerted and left alone.
         let target = match self.recorded_mail_target(tenant, &stored.document).await {
             Err(Error::DestinationMismatch) => return Ok(false),
@@ -279,8 +284,8 @@ impl Core {
         let now = self.now();
         let check = if check == LoginCheck::Rejected { self.refusal_holds(tenant, now).await? } else { check };
         let (ok, state) = match &check {
-            LoginCheck::Accepted => (Some(1i64), "active"),
-            LoginCheck::Rejected => (Some(0), "drifted"),
+            LoginCheck::Accepted => (Some(1i64), Transition::HeartbeatAccepted.target().as_str()),
+            LoginCheck::Rejected => (Some(0), Transition::HeartbeatRefused.target().as_str()),
             LoginCheck::Unknown(_) => (None, ""),
         };
         let mut tx = self.db.begin_write().await?;
@@ -288,24 +293,28 @@ impl Core {
         // `rotating` or `needs_reconcile`, and a refusal seen mid-rotation is no drift.
         // A login that worked also ends a rate limit or a refusal that did not hold: neither is
         // the tenant's last word any more (one write with the heartbeat's own).
-        let (after,): (String,) = sqlx::query_as(
+        let beat = format!(
             "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, \
-             state = CASE WHEN $3 = '' OR state NOT IN ('active', 'drifted') THEN state ELSE $3 END, \
+             state = CASE WHEN $3 = '' OR NOT {} THEN state ELSE $3 END, \
              heartbeat_refused_at_ms = CASE WHEN $2 = 1 THEN NULL ELSE heartbeat_refused_at_ms END, \
              last_error = CASE WHEN $2 = 1 AND (last_error IN ($5, $6) OR last_error LIKE $7) THEN NULL \
              ELSE last_error END \
              WHERE tenant_id = $4 RETURNING state",
-        )
-        .bind(now.timestamp_millis())
-        .bind(ok)
-        .bind(state)
-        .bind(tenant.as_str())
-        .bind(crate::core::mail::RATE_LIMITED)
-        .bind(REFUSED_ONCE)
-        .bind(format!("{COULD_NOT_CHECK}%"))
-        .fetch_one(&mut *tx)
-        .await?;
-        let check = if check == LoginCheck::Rejected && after != "drifted" {
+            HEARTBEAT.sources_sql()
+        );
+        let (after,): (String,) = sqlx::query_as(&beat)
+            .bind(now.timestamp_millis())
+            .bind(ok)
+            .bind(state)
+            .bind(tenant.as_str())
+            .bind(crate::core::mail::RATE_LIMITED)
+            .bind(REFUSED_ONCE)
+            .bind(format!("{COULD_NOT_CHECK}%"))
+            .fetch_one(&mut *tx)
+            .await?;
+        let check = if check == LoginCheck::Rejected
+            && CredentialState::from_name(&after) != Some(Transition::HeartbeatRefused.target())
+        {
             LoginCheck::Unknown("rotating".into())
         } else {
             check
@@ -327,11 +336,14 @@ impl Core {
         {
             // What kept the check from telling (a TLS mode the port does not speak, the
             // refusal budget, a time-out) is the tenant's last word until a login succeeds.
-            sqlx::query("UPDATE tenants SET last_error = $1 WHERE tenant_id = $2 AND state IN ('active', 'drifted')")
-                .bind(format!("{COULD_NOT_CHECK}{why}"))
-                .bind(tenant.as_str())
-                .execute(self.db.pool())
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE tenants SET last_error = $1 WHERE tenant_id = $2 AND {}",
+                HEARTBEAT.sources_sql()
+            ))
+            .bind(format!("{COULD_NOT_CHECK}{why}"))
+            .bind(tenant.as_str())
+            .execute(self.db.pool())
+            .await?;
         }
         if check == LoginCheck::Rejected {
             // The check told, after all: an earlier "could not check" is stale.
@@ -368,10 +380,11 @@ impl Core {
                 .unwrap_or((None,));
         let recheck = chrono::Duration::from_std(self.settings.heartbeat_recheck_after).unwrap_or_default();
         let Some(first) = first.and_then(DateTime::from_timestamp_millis) else {
-            sqlx::query(
+            sqlx::query(&format!(
                 "UPDATE tenants SET heartbeat_refused_at_ms = $1, \
-                 last_error = CASE WHEN $3 THEN last_error ELSE $4 END WHERE tenant_id = $2 AND state IN ('active', 'drifted')",
-            )
+                 last_error = CASE WHEN $3 THEN last_error ELSE $4 END WHERE tenant_id = $2 AND {}",
+                HEARTBEAT.sources_sql()
+            ))
             .bind(now.timestamp_millis())
             .bind(tenant.as_str())
             .bind(recheck.is_zero())
@@ -391,16 +404,16 @@ impl Core {
     /// Database errors listing the tenants; a tenant's own error is logged.
     pub async fn recheck_refused_heartbeats(&self) -> Result<usize> {
         let due = self.now() - chrono::Duration::from_std(self.settings.heartbeat_recheck_after).unwrap_or_default();
-        let rows: Vec<(String,)> = sqlx::query_as(
-            // A re-check that could not tell waits a whole period again (its heartbeat time moved),
-            // so a server that hangs after one refusal is not logged into every minute; a pass
-            // takes at most 20, so the monitor's other work is not held up for long.
+        // A re-check that could not tell waits a whole period again (its heartbeat time moved),
+        // so a server that hangs after one refusal is not logged into every minute; a pass
+        // takes at most 20, so the monitor's other work is not held up for long.
+        let due_sql = format!(
             "SELECT tenant_id FROM tenants WHERE heartbeat_refused_at_ms <= $1 AND heartbeat_at_ms <= $1 \
-             AND state = 'active' ORDER BY heartbeat_at_ms LIMIT 20",
-        )
-        .bind(due.timestamp_millis())
-        .fetch_all(self.db.pool())
-        .await?;
+             AND {} ORDER BY heartbeat_at_ms LIMIT 20",
+            state::states_sql(&[CredentialState::Active])
+        );
+        let rows: Vec<(String,)> =
+            sqlx::query_as(&due_sql).bind(due.timestamp_millis()).fetch_all(self.db.pool()).await?;
         for (tenant,) in &rows {
             let Ok(tenant) = TenantId::parse(tenant) else { continue };
             if let Err(e) = self.heartbeat_one(&tenant).await {

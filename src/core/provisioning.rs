@@ -9,6 +9,7 @@ use crate::core::access::{Actor, ClientInfo};
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailError};
 use crate::core::rotation::generate_password;
+use crate::core::rotation::state::{self, Transition};
 use crate::model::{Permission, ProvisionCredentialRequest, StoreCredentialRequest, StoredCredentialView, TenantId};
 
 impl Core {
@@ -64,11 +65,12 @@ impl Core {
     }
 
     async fn provisioning_failed(&self, tenant: &TenantId, reason: &str) -> Error {
-        let marked = sqlx::query("UPDATE tenants SET state = 'needs_reconcile', last_error = $1 WHERE tenant_id = $2")
-            .bind(reason)
-            .bind(tenant.as_str())
-            .execute(self.db.pool())
-            .await;
+        // Nothing of this tenant's was rotated yet: no rotation event, only the state and why.
+        let gave_up = format!(
+            "UPDATE tenants SET state = {}, last_error = $1 WHERE tenant_id = $2",
+            state::sql(Transition::GaveUp.target())
+        );
+        let marked = sqlx::query(&gave_up).bind(reason).bind(tenant.as_str()).execute(self.db.pool()).await;
         match marked {
             Ok(_) => Error::MailServer(reason.to_owned()),
             Err(e) => e.into(),

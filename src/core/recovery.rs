@@ -15,6 +15,7 @@ use crate::core::config::Config;
 use crate::core::crypto::{SecretField, random_bytes};
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
+use crate::core::rotation::state::{self, Transition};
 use crate::core::vault::{RoleSettings, Vault, VaultAuth, VaultSettings};
 pub use crate::model::DrillReport;
 use crate::model::{FieldError, Permission, RecoverTenantRequest, RecoveryView, TenantId};
@@ -301,19 +302,21 @@ impl Core {
             .fetch_optional(&mut *tx)
             .await?;
         let old_address = old.and_then(|(ip,)| ip);
-        sqlx::query(
-            "UPDATE tenants SET server_ip = $1, mailu_api_url = $2, smtp_port = $3, version = $4, state = 'active', \
+        let recovered = format!(
+            "UPDATE tenants SET server_ip = $1, mailu_api_url = $2, smtp_port = $3, version = $4, state = {}, \
              last_error = NULL, updated_at_ms = $5, smtp_tls = $7 WHERE tenant_id = $6",
-        )
-        .bind(&new_address)
-        .bind(&request.mailu_api_url)
-        .bind(i64::from(port))
-        .bind(i64::try_from(version).unwrap_or(i64::MAX))
-        .bind(now.timestamp_millis())
-        .bind(tenant.as_str())
-        .bind(tls.as_str())
-        .execute(&mut *tx)
-        .await?;
+            state::sql(Transition::Stored.target())
+        );
+        sqlx::query(&recovered)
+            .bind(&new_address)
+            .bind(&request.mailu_api_url)
+            .bind(i64::from(port))
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .bind(now.timestamp_millis())
+            .bind(tenant.as_str())
+            .bind(tls.as_str())
+            .execute(&mut *tx)
+            .await?;
         let details = json!({
             "old_address": old_address, "new_address": new_address, "mailu_api_url": request.mailu_api_url,
             "created_user": created_user, "version": version, "duration_ms": duration_ms,

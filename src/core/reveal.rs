@@ -224,7 +224,7 @@ impl Core {
                 .await);
         };
         let (mut stored, state) = self.read_to_hand_out(tenant).await?;
-        let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state.as_deref(), now).await?;
+        let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state, now).await?;
         let details = json!({"grant_id": grant_id, "version": stored.version});
         audit::record(
             &self.db,

@@ -4,6 +4,10 @@
 //! Invariant: the DB row and its audit event commit only if the Vault write succeeded, and the
 //! audit event of a secret read commits before the plaintext leaves this module.
 
+mod handout;
+
+use crate::core::rotation::state::{self, Transition};
+
 use crate::core::Core;
 use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
@@ -120,26 +124,29 @@ impl Core {
             let version = previous + 1;
             let next_rotation = now + self.settings.rotation_period;
             let version_db = i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?;
-            sqlx::query(
+            // One upsert, so a new tenant and a re-stored one take the same transition.
+            let stored_state = state::sql(Transition::Stored.target());
+            let upsert = format!(
                 "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
                  mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms, smtp_tls) \
-                 VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8, $10) \
-                 ON CONFLICT (tenant_id) DO UPDATE SET state = 'active', version = $2, username = $3, \
+                 VALUES ($1, {stored_state}, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8, $10) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET state = {stored_state}, version = $2, username = $3, \
                  smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
-                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10, heartbeat_refused_at_ms = NULL",
-            )
-            .bind(tenant.as_str())
-            .bind(version_db)
-            .bind(&document.username)
-            .bind(&document.smtp_host)
-            .bind(i64::from(document.smtp_port))
-            .bind(&document.webmail_url)
-            .bind(&document.mailu_api_url)
-            .bind(now.timestamp_millis())
-            .bind(next_rotation.timestamp_millis())
-            .bind(document.tls().as_str())
-            .execute(&mut *tx)
-            .await?;
+                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10, heartbeat_refused_at_ms = NULL"
+            );
+            sqlx::query(&upsert)
+                .bind(tenant.as_str())
+                .bind(version_db)
+                .bind(&document.username)
+                .bind(&document.smtp_host)
+                .bind(i64::from(document.smtp_port))
+                .bind(&document.webmail_url)
+                .bind(&document.mailu_api_url)
+                .bind(now.timestamp_millis())
+                .bind(next_rotation.timestamp_millis())
+                .bind(document.tls().as_str())
+                .execute(&mut *tx)
+                .await?;
             let details = json!({
                 "version": version, "previous_version": previous, "username": document.username,
                 "smtp_host": document.smtp_host, "key_id": keyring.active_key_id(),
@@ -232,7 +239,7 @@ impl Core {
         let now = self.now();
         authorize(actor, Permission::ReadSecret)?;
         let (mut stored, state) = self.read_to_hand_out(tenant).await?;
-        let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state.as_deref(), now).await?;
+        let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state, now).await?;
         let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
         let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
         audit::record(&self.db, actor, client, event, now).await?;
@@ -256,7 +263,7 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
         stored: &mut crate::core::vault::VersionedDocument,
-        state: Option<&str>,
+        state: Option<CredentialState>,
         now: DateTime<Utc>,
     ) -> Result<secrecy::SecretString> {
         match self.effective_password(tenant, stored, state).await {
