@@ -17,9 +17,11 @@ where
     Fut: Future<Output = Result<T, UiError>>,
 {
     match change().await {
-        Err(e) if e.code == "step_up_required" => {
+        Err(e) if e.code == crate::model::ErrorCode::StepUpRequired => {
             let options = begin_confirm().await?;
-            let credential = browser::get_assertion(options).await.map_err(|m| UiError::new("step_up_failed", m))?;
+            let credential = browser::get_assertion(options)
+                .await
+                .map_err(|m| UiError::new(crate::model::ErrorCode::StepUpFailed, m))?;
             finish_confirm(credential).await?;
             change().await
         }

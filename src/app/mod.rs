@@ -10,7 +10,7 @@ pub(crate) mod session;
 pub mod status;
 pub(crate) mod when;
 
-use crate::model::UiError;
+use crate::model::{ErrorCode, UiError};
 use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
@@ -25,26 +25,24 @@ impl FromServerFnError for UiError {
     /// Errors of the server-function machinery itself: a request that cannot be decoded is the
     /// caller's fault (4xx with a plain reason), never an internal error.
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        let (status, code, message) = match &value {
+        let (code, message) = match &value {
             ServerFnErrorErr::Deserialization(m) | ServerFnErrorErr::Request(m) if m.contains("length limit") => {
-                (413, "payload_too_large", "the request body is larger than the console accepts".to_owned())
+                (ErrorCode::PayloadTooLarge, "the request body is larger than the console accepts".to_owned())
             }
             ServerFnErrorErr::Deserialization(m)
             | ServerFnErrorErr::Args(m)
             | ServerFnErrorErr::MissingArg(m)
-            | ServerFnErrorErr::Request(m) => (400, "invalid_input", format!("malformed request: {m}")),
-            ServerFnErrorErr::UnsupportedRequestMethod(_) => (405, "method_not_allowed", value.to_string()),
-            ServerFnErrorErr::Registration(_) => (404, "not_found", value.to_string()),
-            _ => (500, "request_failed", value.to_string()),
+            | ServerFnErrorErr::Request(m) => (ErrorCode::InvalidInput, format!("malformed request: {m}")),
+            ServerFnErrorErr::UnsupportedRequestMethod(_) => (ErrorCode::MethodNotAllowed, value.to_string()),
+            ServerFnErrorErr::Registration(_) => (ErrorCode::NotFound, value.to_string()),
+            _ => (ErrorCode::RequestFailed, value.to_string()),
         };
         #[cfg(feature = "ssr")]
         if let (Some(response), Ok(status)) =
-            (use_context::<leptos_axum::ResponseOptions>(), axum::http::StatusCode::from_u16(status))
+            (use_context::<leptos_axum::ResponseOptions>(), axum::http::StatusCode::from_u16(code.status()))
         {
             response.set_status(status);
         }
-        #[cfg(not(feature = "ssr"))]
-        let _ = status;
         UiError::new(code, message)
     }
 }

@@ -6,7 +6,7 @@ mod config_file;
 use crate::core::audit::ChainReport;
 use crate::core::config::{Config, LogFormat};
 use crate::core::vault::RoleSettings;
-use crate::core::{self, Actor, Core, Needs};
+use crate::core::{self, Actor, Core, Error, ErrorKind, Needs};
 use crate::model::Scope;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
@@ -355,28 +355,93 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-/// Runs the parsed command.
-pub async fn run(cli: Cli) -> ExitCode {
-    match run_command(cli).await {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+/// Why a command failed; its exit status says which kind of failure it was (README,
+/// "Exit status").
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The core refused or failed.
+    #[error(transparent)]
+    Core(#[from] Error),
+    /// The command line or the work it asked for is unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// The work ran but part of it failed (some tenants, a drill).
+    #[error("{0}")]
+    Incomplete(String),
+    /// The keyring could not be made or read.
+    #[error(transparent)]
+    Keyring(#[from] core::crypto::KeyringError),
+    /// The server could not listen or serve.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError::Usage(message)
+    }
+}
+
+impl CliError {
+    /// The exit status (sysexits.h), from the core's error kind: scripts can tell a refusal
+    /// from an outage from a bug without reading the message.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 64,
+            CliError::Incomplete(_) => 1,
+            CliError::Keyring(_) => 78,
+            CliError::Io(_) => 74,
+            CliError::Core(error) => match error.kind() {
+                ErrorKind::InvalidInput | ErrorKind::Integrity => 65,
+                ErrorKind::NotFound => 66,
+                ErrorKind::Unavailable => 69,
+                ErrorKind::Internal => 70,
+                ErrorKind::Conflict | ErrorKind::RateLimited => 75,
+                ErrorKind::Upstream => 76,
+                ErrorKind::Unauthenticated | ErrorKind::Forbidden => 77,
+                ErrorKind::Configuration => 78,
+            },
         }
     }
 }
 
-async fn connect(config: &Config, needs: Needs) -> Result<Core, String> {
-    Core::connect(config, needs, None).await.map_err(|e| e.to_string())
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    match run_command(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            // The whole chain of causes, once: the edge is where a failure is reported.
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message = format!("{message}: {cause}");
+                }
+                source = cause_of(source);
+            }
+            eprintln!("error: {message}");
+            ExitCode::from(error.exit_code())
+        }
+    }
 }
 
-async fn run_command(cli: Cli) -> Result<ExitCode, String> {
+fn cause_of<'a>(error: Option<&'a (dyn std::error::Error + 'static)>) -> Option<&'a (dyn std::error::Error + 'static)> {
+    error.and_then(std::error::Error::source)
+}
+
+async fn connect(config: &Config, needs: Needs) -> Result<Core, Error> {
+    Core::connect(config, needs, None).await
+}
+
+async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
     let config = cli.config;
     let operator = Actor::operator();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let core = connect(&config, Needs::ALL).await?;
-            crate::web::serve(core, &config).await.map_err(|e| e.to_string())?;
+            crate::web::serve(core, &config).await?;
         }
         Command::Migrate => {
             connect(&config, Needs::DB).await?;
@@ -385,7 +450,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         Command::VaultSetup { token_ttl, token_max_ttl, secret_id_ttl } => {
             let core = connect(&config, Needs { vault: true, keyring: false }).await?;
             let role = RoleSettings { token_ttl, token_max_ttl, secret_id_ttl };
-            let report = core.setup_vault(&operator, &role).await.map_err(|e| e.to_string())?;
+            let report = core.setup_vault(&operator, &role).await?;
             let created = if report.mount_created { "created" } else { "already present" };
             eprintln!("KV v2 mount `{}/`: {created}", report.mount);
             eprintln!("policies written: {}", report.policies.join(", "));
@@ -394,14 +459,13 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             println!("VAULT_SECRET_ID={}", report.secret_id.expose_secret());
         }
         Command::Keys { command: KeysCommand::Generate { backup: true, .. } } => {
-            let key_id = core::generate_backup_key(&config).map_err(|e| e.to_string())?;
+            let key_id = core::generate_backup_key(&config)?;
             eprintln!("backup key {}: key `{key_id}`", config.backup_key_path.display());
             eprintln!("keep a copy apart from the backups and from Vault: without it no backup can be restored");
         }
         Command::Keys { command: KeysCommand::Generate { add, .. } } => {
-            let key_id = if add { core::add_keyring_key(&config) } else { core::generate_keyring(&config) }
-                .map_err(|e| e.to_string())?;
-            core::record_keyring_change(&config, &operator, &key_id, !add).await.map_err(|e| e.to_string())?;
+            let key_id = if add { core::add_keyring_key(&config) } else { core::generate_keyring(&config) }?;
+            core::record_keyring_change(&config, &operator, &key_id, !add).await?;
             eprintln!("keyring {}: active key `{key_id}`", config.keyring_path.display());
             if add {
                 eprintln!("run `smtp-vault keys rewrap` to re-encrypt stored secrets under it");
@@ -419,7 +483,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
-            let report = core.rewrap_keys(&operator, &mut progress).await.map_err(|e| e.to_string())?;
+            let report = core.rewrap_keys(&operator, &mut progress).await?;
             bar.finish_and_clear();
             eprintln!(
                 "{} tenants: {} rewrapped, {} already under the active key",
@@ -429,15 +493,12 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         Command::Token { command } => return token_command(&config, &operator, command).await,
         Command::Rotate { tenant: Some(tenant), .. } => {
             let core = connect(&config, Needs::ALL).await?;
-            let done = core
-                .rotate_now(&operator, &crate::core::ClientInfo::local(), &tenant)
-                .await
-                .map_err(|e| e.to_string())?;
+            let done = core.rotate_now(&operator, &crate::core::ClientInfo::local(), &tenant).await?;
             println!("{}: rotated, version {}", done.tenant_id, done.version);
         }
         Command::Rotate { tenant: None, concurrency, .. } => {
             let core = connect(&config, Needs::ALL).await?;
-            let outcomes = core.rotate_due(&operator, concurrency).await.map_err(|e| e.to_string())?;
+            let outcomes = core.rotate_due(&operator, concurrency).await?;
             let mut failed = 0;
             for (tenant, outcome) in &outcomes {
                 match outcome {
@@ -456,13 +517,13 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             }
             eprintln!("{} due, {} rotated, {failed} not", outcomes.len(), outcomes.len() - failed);
             if failed > 0 {
-                return Err(format!("{failed} rotation(s) did not complete"));
+                return Err(CliError::Incomplete(format!("{failed} rotation(s) did not complete")));
             }
         }
         Command::Admin { command: AdminCommand::Invite { email, role } } => {
             let core = connect(&config, Needs::DB).await?;
             let client = crate::core::ClientInfo::local();
-            let invite = core.create_invite(&operator, &client, &email, role).await.map_err(|e| e.to_string())?;
+            let invite = core.create_invite(&operator, &client, &email, role).await?;
             eprintln!(
                 "invite {} for {} ({}) valid until {}; it works once (revoke: smtp-vault admin revoke-invite --invite-id {})",
                 invite.invite_id,
@@ -475,7 +536,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Admin { command: AdminCommand::Invites } => {
             let core = connect(&config, Needs::DB).await?;
-            for invite in core.list_invites(&operator).await.map_err(|e| e.to_string())? {
+            for invite in core.list_invites(&operator).await? {
                 println!(
                     "{}\t{}\t{}\tcreated by {} at {}\tvalid until {}",
                     invite.invite_id,
@@ -490,7 +551,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         Command::Admin { command: AdminCommand::RevokeInvite { invite_id } } => {
             let core = connect(&config, Needs::DB).await?;
             let client = crate::core::ClientInfo::local();
-            core.revoke_invite(&operator, &client, &invite_id).await.map_err(|e| e.to_string())?;
+            core.revoke_invite(&operator, &client, &invite_id).await?;
             eprintln!("invite {invite_id} revoked");
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
@@ -506,11 +567,10 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                     mailu_api_token,
                     smtp_port,
                 )
-                .map_err(|e| e.to_string())?
+                .map_err(Error::from)?
                 .with_tls(smtp_tls);
                 core.recover_tenant(&operator, &client, &tenant, &request).await
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             println!(
                 "{}: recovered onto {} (was {}); user {}; version {}; DNS hook {}; {} ms",
                 done.tenant_id,
@@ -530,7 +590,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
-            let report = core.run_dr_drill(&operator, given, &mut progress).await.map_err(|e| e.to_string())?;
+            let report = core.run_dr_drill(&operator, given, &mut progress).await?;
             bar.finish_and_clear();
             println!(
                 "drill {}: backup {} + {} journal record(s); {}/{} tenants verified; RTO {} ms; RPO {}",
@@ -546,7 +606,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 ),
             );
             if !report.ok {
-                return Err(format!("the drill failed: {}", report.problems.join("; ")));
+                return Err(CliError::Incomplete(format!("the drill failed: {}", report.problems.join("; "))));
             }
         }
         Command::EmergencyReset { tenant, incident, reason } => {
@@ -562,7 +622,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
                 until,
                 ..Default::default()
             };
-            core.check_audit_query(&operator, &query).map_err(|e| e.to_string())?;
+            core.check_audit_query(&operator, &query)?;
             let (tx, mut rx) = tokio::sync::mpsc::channel(256);
             let streaming = {
                 let (core, operator) = (core.clone(), operator.clone());
@@ -572,17 +632,17 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             let mut count = 0u64;
             while let Some(event) = rx.recv().await {
                 use std::io::Write as _;
-                serde_json::to_writer(&mut out, &event).map_err(|e| e.to_string())?;
-                out.write_all(b"\n").map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut out, &event).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
                 count += 1;
             }
-            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
-            streaming.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            std::io::Write::flush(&mut out)?;
+            streaming.await.map_err(|e| Error::Internal(format!("audit export: {e}")))??;
             eprintln!("{count} events");
         }
         Command::Audit { command: AuditCommand::Verify } => {
             let core = connect(&config, Needs::DB).await?;
-            let report = core.verify_audit_chain().await.map_err(|e| e.to_string())?;
+            let report = core.verify_audit_chain().await?;
             return Ok(print_chain_report(&report));
         }
     }
@@ -606,11 +666,11 @@ fn progress_bar(what: &str) -> indicatif::ProgressBar {
     )
 }
 
-async fn backup_command(config: Config, operator: &Actor, command: BackupCommand) -> Result<ExitCode, String> {
+async fn backup_command(config: Config, operator: &Actor, command: BackupCommand) -> Result<ExitCode, CliError> {
     let core = connect(&config, Needs::ALL).await?;
     match command {
         BackupCommand::RaftExport { id, out } => {
-            let snapshot = core.export_raft_snapshot(operator, &id).await.map_err(|e| e.to_string())?;
+            let snapshot = core.export_raft_snapshot(operator, &id).await?;
             write_new_private(&out, &snapshot).map_err(|e| format!("{}: {e}", out.display()))?;
             println!(
                 "{}: {} bytes; restore with `bao operator raft snapshot restore -force {}` and the ORIGINAL unseal keys",
@@ -625,7 +685,7 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
-            let report = core.run_backup(operator, &mut progress).await.map_err(|e| e.to_string())?;
+            let report = core.run_backup(operator, &mut progress).await?;
             bar.finish_and_clear();
             let m = &report.manifest;
             println!(
@@ -634,10 +694,7 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
             );
             println!("export {} ms, total {} ms; pruned: {}", report.export_ms, report.total_ms, report.pruned.len());
             if raft_snapshot {
-                let bytes = core
-                    .save_raft_snapshot(operator, &m.id, config.vault_token.as_ref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let bytes = core.save_raft_snapshot(operator, &m.id, config.vault_token.as_ref()).await?;
                 println!(
                     "raft snapshot: {bytes} bytes sealed beside it (restorable only with the original unseal keys)"
                 );
@@ -645,7 +702,7 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
         }
         BackupCommand::List => {
             println!("{:<12} {:<22} {:>8} {:>10} KEY", "ID", "CREATED", "TENANTS", "BYTES");
-            for entry in core.list_backups(operator).await.map_err(|e| e.to_string())? {
+            for entry in core.list_backups(operator).await? {
                 match (entry.created_at, entry.tenants, entry.size, entry.key_id) {
                     (Some(created), Some(tenants), Some(size), Some(key)) => println!(
                         "{:<12} {:<22} {:>8} {:>10} {key}",
@@ -659,7 +716,7 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
             }
         }
         BackupCommand::Prune => {
-            let pruned = core.prune_backups(operator).await.map_err(|e| e.to_string())?;
+            let pruned = core.prune_backups(operator).await?;
             println!(
                 "{} backup(s) deleted{}",
                 pruned.len(),
@@ -673,8 +730,7 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
-            let report =
-                core.restore_backup(operator, &id, &options, &mut progress).await.map_err(|e| e.to_string())?;
+            let report = core.restore_backup(operator, &id, &options, &mut progress).await?;
             bar.finish_and_clear();
             println!(
                 "{}backup {} + {} journal record(s), up to {}: {} tenants; {} written, {} unchanged, {} skipped, {} failed; {} verified",
@@ -697,7 +753,7 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
                 println!("  FAILED {tenant}: {why}");
             }
             if !report.failed.is_empty() {
-                return Err(format!("{} tenant(s) failed to restore", report.failed.len()));
+                return Err(CliError::Incomplete(format!("{} tenant(s) failed to restore", report.failed.len())));
             }
         }
     }
@@ -710,14 +766,11 @@ async fn emergency_reset(
     tenant: &crate::model::TenantId,
     incident: &str,
     reason: &str,
-) -> Result<ExitCode, String> {
-    let request = crate::model::EmergencyResetRequest::new(incident, reason).map_err(|e| e.to_string())?;
+) -> Result<ExitCode, CliError> {
+    let request = crate::model::EmergencyResetRequest::new(incident, reason).map_err(Error::from)?;
     let core = connect(config, Needs::ALL).await?;
     eprintln!("resetting {tenant}: revoking reveal windows, alerting security, rotating…");
-    let receipt = core
-        .emergency_reset(operator, &crate::core::ClientInfo::local(), tenant, &request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let receipt = core.emergency_reset(operator, &crate::core::ClientInfo::local(), tenant, &request).await?;
     println!(
         "{}: rotated to version {} (incident {}, record {}); {} reveal window(s) revoked; {} ms",
         receipt.tenant_id,
@@ -730,11 +783,11 @@ async fn emergency_reset(
     // The web tier may be down, so nobody else would send the alerts now: send them here, a
     // few passes within a short deadline; what is left is retried by `serve` later.
     eprintln!("delivering alerts…");
-    let flushed = core.flush_alerts(std::time::Duration::from_secs(20)).await.map_err(|e| e.to_string())?;
+    let flushed = core.flush_alerts(std::time::Duration::from_secs(20)).await?;
     if flushed.retrying > 0 {
         eprintln!("{} alert deliveries still failing; `serve` retries them when it runs", flushed.retrying);
     }
-    let alerts = core.list_alerts(operator, 50).await.map_err(|e| e.to_string())?;
+    let alerts = core.list_alerts(operator, 50).await?;
     for alert in alerts.iter().filter(|a| a.tenant_id.as_deref() == Some(tenant.as_str())).take(2) {
         for d in &alert.deliveries {
             let extra = d.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
@@ -747,11 +800,11 @@ async fn emergency_reset(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn token_command(config: &Config, operator: &Actor, command: TokenCommand) -> Result<ExitCode, String> {
+async fn token_command(config: &Config, operator: &Actor, command: TokenCommand) -> Result<ExitCode, CliError> {
     let core = connect(config, Needs::DB).await?;
     match command {
         TokenCommand::Create { name, scopes, expires_in } => {
-            let created = core.create_token(operator, &name, &scopes, expires_in).await.map_err(|e| e.to_string())?;
+            let created = core.create_token(operator, &name, &scopes, expires_in).await?;
             let scopes: Vec<&str> = created.summary.scopes.iter().map(|s| s.as_str()).collect();
             eprintln!(
                 "token `{}` ({}) created with {}",
@@ -769,7 +822,7 @@ async fn token_command(config: &Config, operator: &Actor, command: TokenCommand)
             println!("{}", created.token.expose_secret());
         }
         TokenCommand::List => {
-            let tokens = core.list_tokens(operator).await.map_err(|e| e.to_string())?;
+            let tokens = core.list_tokens(operator).await?;
             println!("{:<14} {:<24} {:<9} {:<20} SCOPES", "ID", "NAME", "STATE", "LAST USED");
             for t in tokens {
                 let state = if t.revoked_at.is_some() {
@@ -786,7 +839,7 @@ async fn token_command(config: &Config, operator: &Actor, command: TokenCommand)
             }
         }
         TokenCommand::Revoke { token_id } => {
-            let revoked = core.revoke_token(operator, &token_id).await.map_err(|e| e.to_string())?;
+            let revoked = core.revoke_token(operator, &token_id).await?;
             eprintln!("{}", if revoked { "token revoked" } else { "token was already revoked" });
         }
     }
@@ -814,6 +867,30 @@ fn print_chain_report(report: &ChainReport) -> ExitCode {
                 broken.seq, broken.reason, report.events
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_status_follows_the_error_kind() {
+        let cases = [
+            (CliError::Core(Error::Forbidden("no")), 77),
+            (CliError::Core(Error::Unauthenticated), 77),
+            (CliError::Core(Error::VaultSealed), 69),
+            (CliError::Core(Error::NotFound("credential")), 66),
+            (CliError::Core(Error::RotationBusy), 75),
+            (CliError::Core(Error::MailServer("down".into())), 76),
+            (CliError::Core(Error::Config("bad".into())), 78),
+            (CliError::Core(Error::Internal("bug".into())), 70),
+            (CliError::Usage("bad time".into()), 64),
+            (CliError::Incomplete("2 rotation(s) did not complete".into()), 1),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.exit_code(), status, "{error}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! internals once; nothing outside the core looks inside the message text.
 
 use crate::core::crypto::CryptoError;
-use crate::model::{FieldError, Scope};
+use crate::model::{ErrorCode, FieldError, Scope};
 
 /// Broad class of an error, for the edges to map to a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub enum Error {
     /// Vault answered with an error or could not be reached.
     #[error("vault: {0}")]
     Vault(String),
+    /// A fresh KV mount is still upgrading to version 2 (it answers writes 400 for a moment).
+    #[error("vault: the secrets mount is still upgrading to KV version 2; retry in a moment")]
+    VaultMountUpgrading,
     /// Vault is sealed or not initialised.
     #[error("vault is sealed or not ready")]
     VaultSealed,
@@ -82,7 +85,7 @@ pub enum Error {
     VaultUnreachable(String),
     /// Database error.
     #[error("database: {0}")]
-    Database(sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// Migration error.
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -144,11 +147,34 @@ impl Error {
                 ErrorKind::Integrity
             }
             Error::Backup(_) => ErrorKind::Unavailable,
-            Error::Vault(_) | Error::VaultSealed | Error::VaultUnreachable(_) | Error::Database(_) => {
-                ErrorKind::Unavailable
-            }
+            Error::Vault(_)
+            | Error::VaultSealed
+            | Error::VaultUnreachable(_)
+            | Error::VaultMountUpgrading
+            | Error::Database(_) => ErrorKind::Unavailable,
             Error::Config(_) | Error::Io { .. } => ErrorKind::Configuration,
             Error::Migration(_) | Error::AuditChain(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The code every edge answers with (the API's body, the UI's error): one mapping, here.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match (self, self.kind()) {
+            (Error::InvalidField(_), _) => ErrorCode::InvalidField,
+            (_, ErrorKind::InvalidInput) => ErrorCode::InvalidInput,
+            (_, ErrorKind::Unauthenticated) => ErrorCode::Unauthenticated,
+            (Error::MissingScope(_), _) => ErrorCode::InsufficientScope,
+            (Error::StepUpRequired, _) => ErrorCode::StepUpRequired,
+            (_, ErrorKind::Forbidden) => ErrorCode::Forbidden,
+            (_, ErrorKind::RateLimited) => ErrorCode::RateLimited,
+            (_, ErrorKind::NotFound) => ErrorCode::NotFound,
+            (Error::RotationBusy, _) => ErrorCode::RotationInProgress,
+            (_, ErrorKind::Conflict) => ErrorCode::Conflict,
+            (_, ErrorKind::Upstream) => ErrorCode::MailServerError,
+            (_, ErrorKind::Integrity) => ErrorCode::CredentialIntegrityError,
+            (_, ErrorKind::Unavailable) => ErrorCode::ServiceUnavailable,
+            (_, ErrorKind::Configuration | ErrorKind::Internal) => ErrorCode::InternalError,
         }
     }
 

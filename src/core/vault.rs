@@ -349,10 +349,13 @@ fn is_absent(e: &ClientError) -> bool {
     )
 }
 
+/// Vault's only signal of a mount still upgrading from KV v1 to v2 (openbao.md): its message.
+const MOUNT_UPGRADING: &str = "Upgrading from non-versioned to versioned";
+
 /// Vault's answer to a write right after a KV v1→v2 upgrade started (a fresh mount).
 fn is_mount_upgrading(e: &ClientError) -> bool {
     // No typed signal exists for this state; Vault's message is the only one (openbao.md).
-    matches!(e, ClientError::APIError { code: 400, errors } if errors.iter().any(|m| m.contains("Upgrading from non-versioned to versioned")))
+    matches!(e, ClientError::APIError { code: 400, errors } if errors.iter().any(|m| m.contains(MOUNT_UPGRADING)))
 }
 
 fn is_cas_mismatch(e: &ClientError) -> bool {
@@ -902,7 +905,11 @@ impl Vault {
         }
         let errors =
             value["errors"].as_array().map(|a| a.iter().filter_map(|e| e.as_str()).collect::<Vec<_>>().join("; "));
-        let message = format!("{path}: HTTP {}: {}", status.as_u16(), errors.unwrap_or_default());
+        let errors = errors.unwrap_or_default();
+        if status == reqwest::StatusCode::BAD_REQUEST && errors.contains(MOUNT_UPGRADING) {
+            return Err(Error::VaultMountUpgrading);
+        }
+        let message = format!("{path}: HTTP {}: {errors}", status.as_u16());
         if status.is_server_error() {
             return Err(Error::VaultUnreachable(message));
         }
@@ -973,7 +980,7 @@ impl Vault {
             match self.sys(reqwest::Method::POST, &format!("{mount}/config"), Some(config.clone())).await {
                 Ok(_) => break,
                 // Same mount-upgrade window as for writes; no typed signal exists.
-                Err(Error::Vault(m)) if m.contains("Upgrading") && tokio::time::Instant::now() < deadline => {
+                Err(Error::VaultMountUpgrading) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e),

@@ -1,7 +1,7 @@
 //! Admin-facing wire types: roles, admins and their passkeys, invites, reveal grants and the
 //! revealed credential (the one view with a plaintext, redacted in `Debug`).
 
-use super::TenantId;
+use super::{ErrorCode, TenantId};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -197,7 +197,7 @@ fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error>
 #[error("{message}")]
 pub struct UiError {
     /// Same codes as the API error body.
-    pub code: String,
+    pub code: ErrorCode,
     /// Human text.
     pub message: String,
 }
@@ -205,8 +205,8 @@ pub struct UiError {
 impl UiError {
     /// Builds an error.
     #[must_use]
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
     }
 }
 

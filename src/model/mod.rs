@@ -23,7 +23,7 @@ pub use credentials::{
     RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls, StoreCredentialRequest,
     StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
-pub use error::{ApiError, ApiErrorBody};
+pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use incidents::{
     AlertRuleView, AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView,
     IncidentView, ResetTimings,

@@ -119,9 +119,8 @@ async fn query_audit(
     ApiActor(actor): ApiActor,
     query: Result<axum::extract::Query<crate::model::AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<crate::model::AuditPage>, ApiFailure> {
-    let axum::extract::Query(query) = query.map_err(|rejection| {
-        ApiFailure::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
-    })?;
+    let axum::extract::Query(query) =
+        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     Ok(Json(state.core.query_audit(&actor, &query).await?))
 }
 
@@ -151,9 +150,8 @@ async fn export_audit(
     query: AuditQueryParams,
     csv: bool,
 ) -> Result<Response, ApiFailure> {
-    let axum::extract::Query(query) = query.map_err(|rejection| {
-        ApiFailure::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
-    })?;
+    let axum::extract::Query(query) =
+        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     state.core.check_audit_query(&actor, &query)?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let core = state.core.clone();

@@ -5,7 +5,7 @@
 
 use crate::web::error::ApiFailure;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub async fn reject_cross_site(State(origin): State<Origin>, request: Request, n
         let origin_ok = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_none_or(|o| o == &*origin.0);
         if !(site_ok && origin_ok) {
             // SECURITY: no detail on which check failed.
-            return ApiFailure::new(StatusCode::FORBIDDEN, "csrf_rejected", "cross-site request refused")
+            return ApiFailure::new(crate::model::ErrorCode::CsrfRejected, "cross-site request refused")
                 .into_response();
         }
     }

@@ -104,19 +104,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
             return Err(ApiFailure::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                crate::model::ErrorCode::UnsupportedMediaType,
                 "the body must be JSON (Content-Type: application/json)",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
             BytesRejection::FailedToBufferBody(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+                ApiFailure::new(crate::model::ErrorCode::PayloadTooLarge, "the request body is too large")
             }
-            _ => ApiFailure::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read"),
+            _ => ApiFailure::new(crate::model::ErrorCode::MalformedBody, "the request body could not be read"),
         })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
-            ApiFailure::new(StatusCode::BAD_REQUEST, "malformed_json", "the request body is not valid JSON")
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|_| ApiFailure::new(crate::model::ErrorCode::MalformedJson, "the request body is not valid JSON"))
     }
 }

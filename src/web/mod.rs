@@ -129,8 +129,7 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
                     .is_some_and(|v| v.starts_with("application/json"));
                 if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
                     return error::ApiFailure::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
+                        crate::model::ErrorCode::PayloadTooLarge,
                         "the request body is too large",
                     )
                     .into_response();
