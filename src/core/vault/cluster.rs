@@ -108,7 +108,6 @@ pub(super) fn pick_node(nodes: &[VaultHealth]) -> Option<usize> {
     nodes.iter().position(|h| *h == VaultHealth::Active)
 }
 
-
 impl Vault {
     /// Runs one Vault call on the node in use, failing over when that node cannot serve (see
     /// the module docs). Every call goes through here.
