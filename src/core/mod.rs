@@ -8,7 +8,6 @@ pub mod admins;
 pub mod alerting;
 pub mod audit;
 pub mod backup;
-pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod credentials;
@@ -16,24 +15,19 @@ pub mod crypto;
 pub mod db;
 pub mod emergency;
 pub mod error;
-pub mod jobs;
 pub mod mail;
 pub mod monitor;
 pub mod outbound;
-pub mod passkeys;
-pub mod provisioning;
-pub mod ratelimit;
 pub mod recovery;
-pub mod reveal;
 pub mod rotation;
-pub mod stepup;
-pub mod tenants;
 pub mod vault;
 
 pub use access::{Actor, ClientInfo, CreatedToken};
 pub use error::{Error, ErrorKind, Result};
 
 use crate::model::{Scope, ServiceTokenSummary};
+use access::passkeys::RelyingParty;
+use access::ratelimit::Limits;
 use audit::{ChainReport, EventType, NewEvent};
 use chrono::{DateTime, Utc};
 use clock::{SharedClock, SystemClock};
@@ -41,8 +35,6 @@ use config::Config;
 use crypto::{Keyring, KeyringError};
 use db::Db;
 use mail::{MailServer, Mailu};
-use passkeys::RelyingParty;
-use ratelimit::Limits;
 use rotation::{FaultInjector, RotationLocks};
 use serde_json::json;
 use std::sync::Arc;
@@ -93,7 +85,7 @@ pub struct CoreSettings {
     /// Where the console may send things.
     pub outbound: outbound::OutboundPolicy,
     /// Whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: ratelimit::TrustedProxies,
+    pub trusted_proxies: access::ratelimit::TrustedProxies,
     /// How often the monitor anchors the audit chain on the backup target.
     pub audit_anchor_every: Duration,
     /// How long after a first refused heartbeat login the second one decides on drift.
@@ -111,7 +103,7 @@ pub struct Core {
     mail: Option<Arc<dyn MailServer>>,
     fault: Option<FaultInjector>,
     rotation_locks: RotationLocks,
-    channels: Arc<channels::Channels>,
+    channels: Arc<alerting::channels::Channels>,
     backup_target: Option<Arc<backup::BackupTarget>>,
     backup_key: Option<Arc<Keyring>>,
     restore_status: Arc<std::sync::Mutex<Option<crate::model::RestoreStatusView>>>,
@@ -215,7 +207,7 @@ impl Core {
         };
         let outbound = outbound::OutboundPolicy::new(config.outbound_allow_plaintext, &config.outbound_allow_networks)
             .map_err(Error::Config)?;
-        let channels = channels::Channels::new(
+        let channels = alerting::channels::Channels::new(
             config.alert_smtp_url.as_ref(),
             &config.alert_email_from,
             &config.alert_email_to,
@@ -278,7 +270,8 @@ impl Core {
                 recovery: recovery::RecoverySettings::from_config(config),
                 rules: monitor::RuleSettings::from_config(config)?,
                 outbound,
-                trusted_proxies: ratelimit::TrustedProxies::parse(&config.trusted_proxies).map_err(Error::Config)?,
+                trusted_proxies: access::ratelimit::TrustedProxies::parse(&config.trusted_proxies)
+                    .map_err(Error::Config)?,
                 audit_anchor_every: Duration::from_secs(config.audit_anchor_secs.max(1)),
                 heartbeat_recheck_after: Duration::from_secs(config.heartbeat_recheck_secs),
             },

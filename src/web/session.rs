@@ -3,9 +3,9 @@
 //! login time (for the 12-hour absolute limit, checked by the core) and the per-session secret
 //! that WebAuthn ceremonies are bound to.
 
+use crate::core::access::passkeys::SessionBinding;
 use crate::core::admins::AdminSession;
 use crate::core::config::Config;
-use crate::core::passkeys::SessionBinding;
 use async_trait::async_trait;
 use chrono::DateTime;
 use tower_sessions::cookie::SameSite;

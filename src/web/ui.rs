@@ -66,10 +66,10 @@ impl UiContext {
     ///
     /// # Errors
     /// When randomness is unavailable.
-    pub async fn binding(&self) -> Result<crate::core::passkeys::SessionBinding, UiError> {
+    pub async fn binding(&self) -> Result<crate::core::access::passkeys::SessionBinding, UiError> {
         match session::existing_binding(&self.session).await {
             Some(existing) => Ok(existing),
-            None => crate::core::passkeys::SessionBinding::generate().map_err(fail),
+            None => crate::core::access::passkeys::SessionBinding::generate().map_err(fail),
         }
     }
 
@@ -77,7 +77,7 @@ impl UiContext {
     ///
     /// # Errors
     /// Session store failures.
-    pub async fn keep_binding(&self, binding: &crate::core::passkeys::SessionBinding) -> Result<(), UiError> {
+    pub async fn keep_binding(&self, binding: &crate::core::access::passkeys::SessionBinding) -> Result<(), UiError> {
         session::keep_binding(&self.session, binding).await.map_err(fail)
     }
 

@@ -429,7 +429,7 @@ async fn attack_a_leaked_invite_link_is_revoked_before_it_is_used() {
     let token = invite.link.rsplit_once('/').unwrap().1.to_owned();
     assert_eq!(env.core.list_invites(&Actor::operator()).await.unwrap().len(), 1);
     env.core.revoke_invite(&Actor::operator(), &ClientInfo::local(), &invite.invite_id).await.unwrap();
-    let session = smtp_vault::core::passkeys::SessionBinding::generate().unwrap();
+    let session = smtp_vault::core::access::passkeys::SessionBinding::generate().unwrap();
     assert!(matches!(env.core.begin_enrollment(&session, &token, "Mallory").await, Err(Error::InvalidInput(_))));
     assert!(env.core.list_invites(&Actor::operator()).await.unwrap().is_empty());
     assert_eq!(events(&env, "invite_revoked").await.len(), 1);
@@ -1062,7 +1062,7 @@ async fn attack_a_cloned_passkey_is_used_beside_the_original() {
 
 #[tokio::test]
 async fn attack_the_alert_relay_name_points_at_an_internal_address() {
-    use smtp_vault::core::channels::{Channels, Notice};
+    use smtp_vault::core::alerting::channels::{Channels, Notice};
     use smtp_vault::core::outbound::OutboundPolicy;
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();

@@ -9,7 +9,7 @@ use crate::common::alerts::{AlertSink, SECURITY};
 use crate::common::passkeys::{TestAdmin, register};
 use crate::common::{ManualClock, TestEnv, credential_body};
 use chrono::TimeZone;
-use smtp_vault::core::passkeys::SessionBinding;
+use smtp_vault::core::access::passkeys::SessionBinding;
 use smtp_vault::core::{Actor, ClientInfo, Core};
 use smtp_vault::model::{Role, StoreCredentialRequest, TenantId};
 use std::collections::BTreeSet;
@@ -202,7 +202,7 @@ async fn a_scripted_day_fires_exactly_the_expected_alerts_and_each_reaches_both_
     let alerts = core.list_alerts(&Actor::operator(), 100).await.unwrap();
     let kinds: BTreeSet<&str> = alerts.iter().map(|a| a.kind.as_str()).collect();
     // Every rule, and the passkey added at source (to security, and a letter to its owner).
-    let mut expected: BTreeSet<&str> = smtp_vault::core::monitor::RULES.iter().map(|r| r.kind).collect();
+    let mut expected: BTreeSet<&str> = smtp_vault::core::monitor::RULES.iter().map(|r| r.kind.as_str()).collect();
     expected.insert("passkey_added");
     assert_eq!(kinds, expected, "the script exercised every rule");
     assert_eq!(alerts.len(), 14);

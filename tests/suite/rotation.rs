@@ -548,7 +548,7 @@ async fn a_refused_heartbeat_is_logged_in_again_before_the_drift_alarm() {
         s.mailu.set_password(&s.mail.target(&format!("admin@{tenant}.example")), &by_hand).await.unwrap();
     }
     assert!(core.heartbeat().await.unwrap().is_empty(), "a first refusal is no drift yet");
-    let once = smtp_vault::core::jobs::REFUSED_ONCE.to_owned();
+    let once = smtp_vault::core::rotation::schedule::REFUSED_ONCE.to_owned();
     assert_eq!(row("globex").await, ("active".to_owned(), Some(once.clone()), 0));
     core.run_state_checks().await.unwrap();
     assert_eq!(row("globex").await.2, 0, "not re-checked before its time");
@@ -598,7 +598,8 @@ async fn the_console_never_trips_mailus_rate_limit_with_its_own_logins() {
             error
         }
     };
-    let spent = format!("{}{}", smtp_vault::core::jobs::COULD_NOT_CHECK, smtp_vault::core::mail::BUDGET_SPENT);
+    let spent =
+        format!("{}{}", smtp_vault::core::rotation::schedule::COULD_NOT_CHECK, smtp_vault::core::mail::BUDGET_SPENT);
     assert_eq!(last_error("d5").await, Some(spent), "the page says why");
     // Mailu still answers the console's address: it is not limited.
     assert_eq!(s.mailu.user_exists(&s.mail.target("admin@d1.example")).await, Ok(true));

@@ -140,8 +140,9 @@ impl RaftCluster {
             assert_eq!(joined["joined"], true, "{joined}");
             cluster.unseal(&node.addr, 429).await;
         }
-        // Losing the leader only leaves a quorum once every node votes.
-        wait_until("every raft node a voter", Duration::from_secs(60), move || async move {
+        // Losing the leader only leaves a quorum once every node votes (autopilot promotes a
+        // node once it is stable; on a loaded machine that takes longer than a minute).
+        wait_until("every raft node a voter", Duration::from_secs(120), move || async move {
             let (status, body) =
                 vault_call(leader, root, reqwest::Method::GET, "sys/storage/raft/configuration", None).await;
             let servers = body["data"]["config"]["servers"].as_array().cloned().unwrap_or_default();

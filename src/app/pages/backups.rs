@@ -2,7 +2,7 @@
 //! with its progress and report, and the history of disaster-recovery drills. Controls are
 //! shown by role; the server decides.
 
-use crate::app::browser;
+use crate::app::confirm::with_ceremony;
 use crate::app::server_fns::{begin_restore, finish_restore, list_backups, list_drills, restore_status};
 use crate::app::session::{may, use_me};
 use crate::app::when;
@@ -65,12 +65,7 @@ fn BackupList() -> impl IntoView {
         error.set(None);
         let (id, dry, forced) = (chosen.get_untracked(), dry_run.get_untracked(), force.get_untracked());
         spawn_local(async move {
-            let outcome = async {
-                let options = begin_restore(id, dry, forced).await.map_err(|e| e.message)?;
-                let assertion = browser::get_assertion(options).await?;
-                finish_restore(assertion).await.map_err(|e| e.message)
-            }
-            .await;
+            let outcome = with_ceremony(begin_restore(id, dry, forced), finish_restore).await;
             match outcome {
                 Ok(started) => {
                     status.set(Some(started));

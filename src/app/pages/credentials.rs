@@ -4,7 +4,7 @@
 //! platform admins, but the server enforces it.
 
 use crate::app::browser;
-use crate::app::confirm::with_step_up;
+use crate::app::confirm::{with_ceremony, with_step_up};
 use crate::app::server_fns::{
     begin_recovery, begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_recovery, finish_reveal,
     finish_rotation, list_grants, list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings,
@@ -207,9 +207,7 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
         let why = reason.get_untracked();
         spawn_local(async move {
             let outcome = async {
-                let options = begin_reveal(tenant.get_value(), why).await.map_err(|e| e.message)?;
-                let assertion = browser::get_assertion(options).await?;
-                finish_reveal(tenant.get_value(), assertion).await.map_err(|e| e.message)?;
+                with_ceremony(begin_reveal(tenant.get_value(), why), |a| finish_reveal(tenant.get_value(), a)).await?;
                 reveal_credential(tenant.get_value()).await.map_err(|e| e.message)
             }
             .await;
@@ -323,12 +321,8 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
         error.set(None);
         notice.set(None);
         spawn_local(async move {
-            let outcome = async {
-                let options = begin_rotation(tenant.get_value()).await.map_err(|e| e.message)?;
-                let assertion = browser::get_assertion(options).await?;
-                finish_rotation(tenant.get_value(), assertion).await.map_err(|e| e.message)
-            }
-            .await;
+            let outcome =
+                with_ceremony(begin_rotation(tenant.get_value()), |a| finish_rotation(tenant.get_value(), a)).await;
             busy.set(false);
             match outcome {
                 Ok(done) => notice.set(Some(format!("Rotated: version {}.", done.version))),
@@ -512,11 +506,9 @@ fn RecoveryPanel(tenant_id: String) -> impl IntoView {
         let (i, u, t) = (ip.get_untracked(), url.get_untracked(), token.get_untracked());
         let p = port.get_untracked().trim().parse::<u16>().ok();
         spawn_local(async move {
-            let outcome = async {
-                let options = begin_recovery(tenant.get_value(), i, u, p).await.map_err(|e| e.message)?;
-                let assertion = browser::get_assertion(options).await?;
-                finish_recovery(tenant.get_value(), assertion, t).await.map_err(|e| e.message)
-            }
+            let outcome = with_ceremony(begin_recovery(tenant.get_value(), i, u, p), |a| {
+                finish_recovery(tenant.get_value(), a, t)
+            })
             .await;
             busy.set(false);
             match outcome {

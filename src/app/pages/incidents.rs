@@ -2,7 +2,7 @@
 //! admins and incident responders) with its receipt, and the incidents with their
 //! second-person review and history. Controls are shown by role; the server decides.
 
-use crate::app::browser;
+use crate::app::confirm::with_ceremony;
 use crate::app::server_fns::{acknowledge_incident, begin_emergency_reset, finish_emergency_reset, list_incidents};
 use crate::app::session::{may, use_me};
 use crate::app::when;
@@ -53,12 +53,7 @@ fn ResetForm(refresh: RwSignal<u32>) -> impl IntoView {
         receipt.set(None);
         let (t, i, r) = (tenant.get_untracked().trim().to_owned(), incident.get_untracked(), reason.get_untracked());
         spawn_local(async move {
-            let outcome = async {
-                let options = begin_emergency_reset(t.clone(), i, r).await.map_err(|e| e.message)?;
-                let assertion = browser::get_assertion(options).await?;
-                finish_emergency_reset(t, assertion).await.map_err(|e| e.message)
-            }
-            .await;
+            let outcome = with_ceremony(begin_emergency_reset(t.clone(), i, r), |a| finish_emergency_reset(t, a)).await;
             busy.set(false);
             match outcome {
                 Ok(done) => {

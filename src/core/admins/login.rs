@@ -3,12 +3,13 @@
 
 use super::{AdminRow, clean_email, clean_name, hash_text, insert_passkey, new_id, parse_json};
 use crate::core::Core;
+use crate::core::access::passkeys::{Binding, Purpose, SessionBinding};
+use crate::core::access::ratelimit::{self, Decision, RateLimiter};
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::credentials::reveal::OpenGrants;
 use crate::core::error::{Error, Result};
-use crate::core::passkeys::{Binding, Purpose, SessionBinding};
-use crate::core::ratelimit::{self, Decision, RateLimiter};
-use crate::core::reveal::OpenGrants;
 use crate::model::Role;
 use serde_json::json;
 use webauthn_rs::prelude::{
@@ -207,7 +208,7 @@ impl Core {
             .map(|(id, _)| id)
             .unwrap_or_default();
         let alert = crate::core::alerting::Alert {
-            kind: "passkey_counter_regressed",
+            kind: AlertKind::PasskeyCounterRegressed,
             severity: Severity::Critical,
             tenant: None,
             dedupe_key: format!("passkey_counter_regressed:{passkey}:{}", self.now().timestamp_millis()),

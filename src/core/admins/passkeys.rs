@@ -2,12 +2,13 @@
 
 use super::{clean_name, new_id, parse_json};
 use crate::core::Core;
+use crate::core::access::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::credentials::reveal::OpenGrants;
 use crate::core::error::{Error, Result};
-use crate::core::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
-use crate::core::reveal::OpenGrants;
 use crate::model::PasskeyView;
 use crate::model::Permission;
 use chrono::{DateTime, Utc};
@@ -127,7 +128,7 @@ impl Core {
         ];
         for (dedupe_key, message, details, audience) in notices {
             let alert = Alert {
-                kind: "passkey_added",
+                kind: AlertKind::PasskeyAdded,
                 severity: Severity::Warning,
                 tenant: None,
                 dedupe_key,

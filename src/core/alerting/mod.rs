@@ -6,18 +6,22 @@
 //! lost across a restart because the database is the queue. A lease on each delivery keeps two
 //! consoles from sending the same one at once. Alert texts never carry a secret.
 
+pub mod channels;
+mod kinds;
+
 mod outbox;
 
 use crate::core::Core;
 use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::channels::Channels;
 use crate::core::audit::{self, EventType, NewEvent, Severity};
-use crate::core::channels::Channels;
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::model::Permission;
 use crate::model::{AlertView, DeliveryView, TenantId};
 use chrono::{DateTime, Utc};
+pub use kinds::AlertKind;
 pub use outbox::DeliveryReport;
 use outbox::{DELIVERY_COLUMNS, DeliveryRow, delivery_view, when};
 use serde_json::{Value, json};
@@ -53,8 +57,8 @@ impl Audience {
 /// An alert to raise.
 #[derive(Debug, Clone)]
 pub struct Alert<'a> {
-    /// Kind, e.g. `rotation_needs_reconcile`.
-    pub kind: &'static str,
+    /// What kind of alert.
+    pub kind: AlertKind,
     /// How bad.
     pub severity: Severity,
     /// The tenant, if any.
@@ -115,7 +119,7 @@ pub(crate) async fn raise_in(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(&alert_id)
-    .bind(alert.kind)
+    .bind(alert.kind.as_str())
     .bind(alert.severity.as_str())
     .bind(alert.tenant.map(TenantId::as_str))
     .bind(&alert.dedupe_key)
@@ -141,7 +145,7 @@ pub(crate) async fn raise_in(
         .execute(&mut *conn)
         .await?;
     }
-    tracing::warn!(kind = alert.kind, tenant = ?alert.tenant, alert_id = %alert_id, "alert raised: {}", alert.message);
+    tracing::warn!(kind = alert.kind.as_str(), tenant = ?alert.tenant, alert_id = %alert_id, "alert raised: {}", alert.message);
     Ok(Some(alert_id))
 }
 
@@ -259,7 +263,7 @@ impl Core {
         let by = actor.audit_identity().1;
         let token = hex::encode(random_bytes::<6>()?.as_ref());
         let alert = Alert {
-            kind: "test_alert",
+            kind: AlertKind::TestAlert,
             severity: Severity::Info,
             tenant: None,
             dedupe_key: format!("test_alert:{token}"),

@@ -4,8 +4,8 @@
 use super::{LEASE_MS, MAX_BACKOFF_MS, refresh_alert_state};
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::channels::{Notice, mailbox};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
-use crate::core::channels::{Notice, mailbox};
 use crate::core::error::Result;
 use crate::model::{DeliveryView, TenantId};
 use chrono::{DateTime, Utc};

@@ -3,6 +3,7 @@
 
 use super::{JOURNAL_FORMAT, JournalHeader, PURPOSE_JOURNAL, frame, journal_aad, unframe};
 use crate::core::Core;
+use crate::core::alerting::AlertKind;
 use crate::core::audit::Severity;
 use crate::core::error::{Error, Result};
 use crate::core::vault::{CredentialDocument, PendingDocument};
@@ -54,7 +55,7 @@ impl Core {
         if let Err(e) = outcome {
             tracing::error!(tenant = %tenant, error = %e, "journal record not written: the next backup is the recovery point");
             let alert = crate::core::alerting::Alert {
-                kind: "journal_write_failed",
+                kind: AlertKind::JournalWriteFailed,
                 severity: Severity::Warning,
                 tenant: Some(tenant),
                 dedupe_key: format!("journal_write_failed:{}", at.format("%Y-%m-%d")),

@@ -5,6 +5,7 @@
 use super::format::Replayed;
 use super::{RestoreOptions, RestoreReport, RestoreState, TenantRecord, VAULT_CONCURRENCY, ms, open_backup};
 use crate::core::Core;
+use crate::core::access::stepup::Intent;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
@@ -102,7 +103,7 @@ impl Core {
     pub async fn begin_restore(
         &self,
         actor: &Actor,
-        session: &crate::core::passkeys::SessionBinding,
+        session: &crate::core::access::passkeys::SessionBinding,
         backup_id: &str,
         dry_run: bool,
         force: bool,
@@ -114,8 +115,8 @@ impl Core {
         if !self.backups().await?.iter().any(|b| b.id == backup_id) {
             return Err(Error::NotFound("backup"));
         }
-        let context = json!({"backup_id": backup_id, "dry_run": dry_run, "force": force});
-        self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Restore, None, context).await
+        let intent = Intent::Restore { backup_id: backup_id.to_owned(), dry_run, force };
+        self.begin_step_up(actor, session, None, &intent).await
     }
 
     /// Finishes the step-up and starts the restore in the background; its progress is read
@@ -127,19 +128,17 @@ impl Core {
     pub async fn finish_restore(
         &self,
         actor: &Actor,
-        session: &crate::core::passkeys::SessionBinding,
+        session: &crate::core::access::passkeys::SessionBinding,
         client: &ClientInfo,
         credential_json: &str,
     ) -> Result<crate::model::RestoreStatusView> {
         authorize_ceremony(actor, Permission::RestoreBackup)?;
-        let purpose = crate::core::passkeys::Purpose::Restore;
-        let (_, context) = self.finish_step_up(actor, session, client, purpose, None, credential_json).await?;
-        let backup_id = context["backup_id"].as_str().unwrap_or_default().to_owned();
-        let options = RestoreOptions {
-            dry_run: context["dry_run"].as_bool().unwrap_or(true),
-            force: context["force"].as_bool().unwrap_or(false),
-            ..RestoreOptions::default()
+        let purpose = crate::core::access::passkeys::Purpose::Restore;
+        let (_, intent) = self.finish_step_up(actor, session, client, purpose, None, credential_json).await?;
+        let Intent::Restore { backup_id, dry_run, force } = intent else {
+            return Err(Error::Unauthenticated);
         };
+        let options = RestoreOptions { dry_run, force, ..RestoreOptions::default() };
         let status = crate::model::RestoreStatusView {
             running: true,
             backup_id: backup_id.clone(),

@@ -3,12 +3,15 @@
 //! rotations and heartbeats.
 
 use crate::core::Core;
+use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
 use crate::core::rotation::state;
 use crate::core::vault::{CredentialDocument, PendingPhase, VersionedDocument};
 use crate::model::{CredentialState, TenantId};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 impl Core {
@@ -45,7 +48,7 @@ impl Core {
                 "in_vault": {"mailu_api_url": document.mailu_api_url, "smtp_host": document.smtp_host, "smtp_port": document.smtp_port, "smtp_tls": document.tls().as_str()},
             });
             let alert = crate::core::alerting::Alert {
-                kind: "mailu_destination_mismatch",
+                kind: AlertKind::MailuDestinationMismatch,
                 severity: crate::core::audit::Severity::Critical,
                 tenant: Some(tenant),
                 dedupe_key: format!(
@@ -183,5 +186,24 @@ impl Core {
             stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         }
         Ok((stored, record.map(|(state, _)| state)))
+    }
+
+    /// The password a caller gets now (see [`Core::effective_password`]); a ciphertext that fails
+    /// its integrity check is diagnosed, recorded and refused.
+    pub(crate) async fn password_to_hand_out(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        stored: &mut crate::core::vault::VersionedDocument,
+        state: Option<CredentialState>,
+        now: DateTime<Utc>,
+    ) -> Result<secrecy::SecretString> {
+        match self.effective_password(tenant, stored, state).await {
+            Err(Error::Crypto(e)) => {
+                Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await)
+            }
+            other => other,
+        }
     }
 }

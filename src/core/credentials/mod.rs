@@ -4,6 +4,10 @@
 //! Invariant: the DB row and its audit event commit only if the Vault write succeeded, and the
 //! audit event of a secret read commits before the plaintext leaves this module.
 
+pub mod provisioning;
+pub mod reveal;
+pub mod tenants;
+
 mod handout;
 
 use crate::core::rotation::state::{self, Transition};
@@ -253,25 +257,6 @@ impl Core {
             smtp_tls,
             version: stored.version,
         })
-    }
-
-    /// The password a caller gets now (see [`Core::effective_password`]); a ciphertext that fails
-    /// its integrity check is diagnosed, recorded and refused.
-    pub(crate) async fn password_to_hand_out(
-        &self,
-        actor: &Actor,
-        client: &ClientInfo,
-        tenant: &TenantId,
-        stored: &mut crate::core::vault::VersionedDocument,
-        state: Option<CredentialState>,
-        now: DateTime<Utc>,
-    ) -> Result<secrecy::SecretString> {
-        match self.effective_password(tenant, stored, state).await {
-            Err(Error::Crypto(e)) => {
-                Err(self.integrity_failure(actor, client, tenant, &stored.document.password, e, now).await)
-            }
-            other => other,
-        }
     }
 
     /// Names the cause of a failed decryption as precisely as possible, records it (critical)

@@ -3,6 +3,7 @@
 
 use super::{severity_of, when};
 use crate::core::Core;
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::error::Result;
 use crate::core::vault::VaultHealth;
@@ -22,7 +23,7 @@ impl Core {
             let health = vault.health().await;
             raised += usize::from(self.vault_episode(health, now).await?);
         }
-        if self.backup_target.is_some() && self.settings.rules.on("backup_overdue") {
+        if self.backup_target.is_some() && self.settings.rules.on(AlertKind::BackupOverdue) {
             raised += usize::from(self.check_backup_age(now).await?);
         }
         if self.mail().is_ok() {
@@ -40,8 +41,10 @@ impl Core {
                 sqlx::query("DELETE FROM monitor_episodes WHERE name = 'vault'").execute(self.db.pool()).await?;
                 return Ok(false);
             }
-            VaultHealth::Sealed => "vault_sealed",
-            VaultHealth::Uninitialized | VaultHealth::Unreachable | VaultHealth::Leaderless => "vault_unreachable",
+            VaultHealth::Sealed => AlertKind::VaultSealed,
+            VaultHealth::Uninitialized | VaultHealth::Unreachable | VaultHealth::Leaderless => {
+                AlertKind::VaultUnreachable
+            }
         };
         let mut tx = self.db.begin_write().await?;
         let open: Option<(String, i64)> =
@@ -106,8 +109,8 @@ impl Core {
             format!("the newest backup is {hours} hours old")
         };
         let alert = Alert {
-            kind: "backup_overdue",
-            severity: severity_of("backup_overdue"),
+            kind: AlertKind::BackupOverdue,
+            severity: severity_of(AlertKind::BackupOverdue),
             tenant: None,
             // Once a day while it lasts.
             dedupe_key: format!("backup_overdue:{baseline}:{}", now.format("%Y-%m-%d")),
@@ -123,7 +126,7 @@ impl Core {
     }
 
     pub(super) async fn raise_truncation(&self, cursor: i64, head: i64) -> Result<bool> {
-        if !self.settings.rules.on("audit_chain_broken") {
+        if !self.settings.rules.on(AlertKind::AuditChainBroken) {
             return Ok(false);
         }
         let reason = format!(
@@ -131,8 +134,8 @@ impl Core {
              from the end)"
         );
         let alert = Alert {
-            kind: "audit_chain_broken",
-            severity: severity_of("audit_chain_broken"),
+            kind: AlertKind::AuditChainBroken,
+            severity: severity_of(AlertKind::AuditChainBroken),
             tenant: None,
             dedupe_key: format!("audit_chain_broken:{}", head + 1),
             message: format!("the audit chain is broken at event {}: {reason}", head + 1),
@@ -149,12 +152,12 @@ impl Core {
     pub async fn check_audit_chain(&self) -> Result<bool> {
         let report = self.verify_audit_chain().await?;
         let Some(broken) = report.first_broken else { return Ok(false) };
-        if !self.settings.rules.on("audit_chain_broken") {
+        if !self.settings.rules.on(AlertKind::AuditChainBroken) {
             return Ok(false);
         }
         let alert = Alert {
-            kind: "audit_chain_broken",
-            severity: severity_of("audit_chain_broken"),
+            kind: AlertKind::AuditChainBroken,
+            severity: severity_of(AlertKind::AuditChainBroken),
             tenant: None,
             dedupe_key: format!("audit_chain_broken:{}", broken.seq),
             message: format!("the audit chain is broken at event {}: {}", broken.seq, broken.reason),

@@ -4,6 +4,7 @@
 use super::severity_of;
 use crate::core::Core;
 use crate::core::access::authorize;
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::Severity;
 use crate::core::error::Result;
@@ -37,7 +38,7 @@ pub(super) struct EventRow {
 
 /// An alert found by a rule, before it is raised.
 pub(super) struct Finding {
-    kind: &'static str,
+    kind: AlertKind,
     tenant: Option<String>,
     dedupe_key: String,
     message: String,
@@ -149,7 +150,7 @@ impl Core {
             ("credential_revealed", "admin") => {
                 let window = rules.reveal_burst_window.num_milliseconds().max(1);
                 let burst_key = format!("reveal_burst:{}:{}", event.actor_id, event.occurred_at_ms / window);
-                if rules.on("reveal_burst") && !already_raised(conn, &burst_key).await? {
+                if rules.on(AlertKind::RevealBurst) && !already_raised(conn, &burst_key).await? {
                     let since = event.occurred_at_ms - rules.reveal_burst_window.num_milliseconds();
                     let tenants: Vec<(Option<String>,)> = sqlx::query_as(
                         "SELECT tenant_id FROM audit_events WHERE event_type = 'credential_revealed' \
@@ -167,7 +168,7 @@ impl Core {
                     if too_many || too_wide {
                         let minutes = rules.reveal_burst_window.num_minutes();
                         found.push(Finding {
-                            kind: "reveal_burst",
+                            kind: AlertKind::RevealBurst,
                             tenant: None,
                             dedupe_key: burst_key,
                             message: format!(
@@ -182,13 +183,13 @@ impl Core {
                         });
                     }
                 }
-                if rules.on("reveal_outside_hours")
+                if rules.on(AlertKind::RevealOutsideHours)
                     && let Some(hours) = &rules.reveal_hours
                     && !hours.allows(at)
                 {
                     let tenant = event.tenant_id.clone().unwrap_or_default();
                     found.push(Finding {
-                        kind: "reveal_outside_hours",
+                        kind: AlertKind::RevealOutsideHours,
                         tenant: event.tenant_id.clone(),
                         dedupe_key: format!("reveal_outside_hours:{}:{}", event.actor_id, at.format("%Y-%m-%dT%H")),
                         message: format!(
@@ -200,7 +201,7 @@ impl Core {
                     });
                 }
             }
-            ("login_failed", _) if rules.on("failed_logins") => {
+            ("login_failed", _) if rules.on(AlertKind::FailedLogins) => {
                 let email = email_of(&event.details);
                 let bucket = event.occurred_at_ms / rules.failed_auth_window.num_milliseconds().max(1);
                 let email_key = format!("failed_logins:email:{}:{bucket}", clip(&email));
@@ -229,7 +230,7 @@ impl Core {
                 let same_email = rows.iter().filter(|(_, d)| email_open && email_of(d) == email).count();
                 if same_email >= limit {
                     found.push(Finding {
-                        kind: "failed_logins",
+                        kind: AlertKind::FailedLogins,
                         tenant: None,
                         dedupe_key: email_key,
                         message: format!("{same_email} failed logins for {} within {minutes} minutes", clip(&email)),
@@ -240,7 +241,7 @@ impl Core {
                     let same_ip = rows.iter().filter(|(i, _)| i.as_ref() == Some(ip)).count();
                     if same_ip >= limit {
                         found.push(Finding {
-                            kind: "failed_logins",
+                            kind: AlertKind::FailedLogins,
                             tenant: None,
                             dedupe_key: ip_key,
                             message: format!("{same_ip} failed logins from {ip} within {minutes} minutes"),
@@ -249,7 +250,7 @@ impl Core {
                     }
                 }
             }
-            ("reauth_failed", "admin") if rules.on("failed_reauths") => {
+            ("reauth_failed", "admin") if rules.on(AlertKind::FailedReauths) => {
                 let bucket = event.occurred_at_ms / rules.failed_auth_window.num_milliseconds().max(1);
                 let key = format!("failed_reauths:{}:{bucket}", event.actor_id);
                 if already_raised(conn, &key).await? {
@@ -268,7 +269,7 @@ impl Core {
                 if failures >= i64::from(rules.failed_auth_count) {
                     let minutes = rules.failed_auth_window.num_minutes();
                     found.push(Finding {
-                        kind: "failed_reauths",
+                        kind: AlertKind::FailedReauths,
                         tenant: event.tenant_id.clone(),
                         dedupe_key: key,
                         message: format!(
@@ -282,8 +283,8 @@ impl Core {
             ("login_succeeded", "admin") => {
                 let details: Value = serde_json::from_str(&event.details).unwrap_or(Value::Null);
                 let checks = [
-                    ("ip", "login_new_ip", event.client_ip.clone()),
-                    ("passkey", "login_new_passkey", details["passkey_id"].as_str().map(str::to_owned)),
+                    ("ip", AlertKind::LoginNewIp, event.client_ip.clone()),
+                    ("passkey", AlertKind::LoginNewPasskey, details["passkey_id"].as_str().map(str::to_owned)),
                 ];
                 for (kind, rule, value) in checks {
                     let Some(value) = value else { continue };
@@ -339,141 +340,149 @@ impl Core {
         let ack_hours = self.settings.incident_ack_after.num_hours();
         let ruled = [
             (
-                "reveal_burst",
+                AlertKind::RevealBurst,
                 format!(
                     "one admin reveals {} or more passwords, or more than {} tenants, within {window} minutes",
                     r.reveal_burst_count, r.reveal_burst_tenants
                 ),
             ),
-            ("reveal_outside_hours", hours),
+            (AlertKind::RevealOutsideHours, hours),
             (
-                "failed_logins",
+                AlertKind::FailedLogins,
                 format!(
                     "{} failed logins for one email or from one address within {failed} minutes",
                     r.failed_auth_count
                 ),
             ),
             (
-                "failed_reauths",
+                AlertKind::FailedReauths,
                 format!(
                     "{} failed passkey re-authentications by one admin within {failed} minutes",
                     r.failed_auth_count
                 ),
             ),
-            ("login_new_ip", "an admin signs in from an address they have not used before".to_owned()),
-            ("login_new_passkey", "an admin signs in with a passkey they have not signed in with before".to_owned()),
+            (AlertKind::LoginNewIp, "an admin signs in from an address they have not used before".to_owned()),
             (
-                "backup_overdue",
+                AlertKind::LoginNewPasskey,
+                "an admin signs in with a passkey they have not signed in with before".to_owned(),
+            ),
+            (
+                AlertKind::BackupOverdue,
                 format!("no backup for {} hours; repeated daily while it lasts", r.backup_max_age.num_hours()),
             ),
-            ("audit_chain_broken", "the hourly verification finds a broken link in the audit chain".to_owned()),
-            ("vault_sealed", "Vault answers sealed (checked every minute); once per episode".to_owned()),
-            ("vault_unreachable", "Vault does not answer (checked every minute); once per episode".to_owned()),
+            (AlertKind::AuditChainBroken, "the hourly verification finds a broken link in the audit chain".to_owned()),
+            (AlertKind::VaultSealed, "Vault answers sealed (checked every minute); once per episode".to_owned()),
+            (AlertKind::VaultUnreachable, "Vault does not answer (checked every minute); once per episode".to_owned()),
         ];
         let mut views: Vec<crate::model::AlertRuleView> = ruled
             .into_iter()
             .map(|(kind, condition)| crate::model::AlertRuleView {
-                kind: kind.to_owned(),
+                kind: kind.as_str().to_owned(),
                 severity: severity_of(kind).as_str().to_owned(),
                 condition,
                 audience: "security".into(),
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(&str, Severity, &str, String); 17] = [
-            ("emergency_reset", Severity::Critical, "security", "an emergency reset starts".into()),
-            ("emergency_reset_failed", Severity::Critical, "security", "an emergency reset could not rotate".into()),
+        let at_source: [(AlertKind, Severity, &str, String); 17] = [
+            (AlertKind::EmergencyReset, Severity::Critical, "security", "an emergency reset starts".into()),
             (
-                "emergency_reset_interrupted",
+                AlertKind::EmergencyResetFailed,
+                Severity::Critical,
+                "security",
+                "an emergency reset could not rotate".into(),
+            ),
+            (
+                AlertKind::EmergencyResetInterrupted,
                 Severity::Critical,
                 "security",
                 "an emergency reset was cut short (15 minutes without an outcome)".into(),
             ),
             (
-                "incident_unacknowledged",
+                AlertKind::IncidentUnacknowledged,
                 Severity::Critical,
                 "security",
                 format!("an incident has no second-person acknowledgment after {ack_hours} hours"),
             ),
             (
-                "rotation_needs_reconcile",
+                AlertKind::RotationNeedsReconcile,
                 Severity::Critical,
                 "security",
                 "a rotation gave up after its attempts (needs_reconcile)".into(),
             ),
             (
-                "heartbeat_drift",
+                AlertKind::HeartbeatDrift,
                 Severity::Critical,
                 "security",
                 "the daily heartbeat finds the stored password refused".into(),
             ),
             (
-                "dr_drill_failed",
+                AlertKind::DrDrillFailed,
                 Severity::Critical,
                 "security",
                 "a disaster-recovery drill failed or missed its RTO/RPO".into(),
             ),
-            ("job_failed", Severity::Critical, "security", "a scheduled job (backup, drill) failed".into()),
+            (AlertKind::JobFailed, Severity::Critical, "security", "a scheduled job (backup, drill) failed".into()),
             (
-                "journal_write_failed",
+                AlertKind::JournalWriteFailed,
                 Severity::Warning,
                 "security",
                 "a credential change could not be journaled for backups".into(),
             ),
-            ("dns_hook_failed", Severity::Critical, "security", "the DNS hook failed after a recovery".into()),
+            (AlertKind::DnsHookFailed, Severity::Critical, "security", "the DNS hook failed after a recovery".into()),
             (
-                "mailu_destination_changed",
+                AlertKind::MailuDestinationChanged,
                 Severity::Warning,
                 "security",
                 "a tenant's Mailu API URL (where its passwords go) was changed".into(),
             ),
             (
-                "mailu_destination_mismatch",
+                AlertKind::MailuDestinationMismatch,
                 Severity::Critical,
                 "security",
                 "the Mailu API URL or SMTP host in Vault is not the one the console recorded (nothing is sent there)"
                     .into(),
             ),
             (
-                "passkey_added",
+                AlertKind::PasskeyAdded,
                 Severity::Warning,
                 "security",
                 "an admin added a passkey (the admin is mailed too)".into(),
             ),
             (
-                "mailu_rate_limited",
+                AlertKind::MailuRateLimited,
                 Severity::Warning,
                 "security",
                 "a tenant's Mailu rate-limits the console, so its logins prove nothing (once a day)".into(),
             ),
             (
-                "passkey_counter_regressed",
+                AlertKind::PasskeyCounterRegressed,
                 Severity::Critical,
                 "security",
                 "a passkey signed with a signature counter at or below the last one seen (copied?)".into(),
             ),
             (
-                "new_passkey_step_up",
+                AlertKind::NewPasskeyStepUp,
                 Severity::Warning,
                 "security",
                 "a passkey added less than 24 h ago passed a step-up".into(),
             ),
             (
-                "rotation_notice",
+                AlertKind::RotationNotice,
                 Severity::Info,
                 "tenant",
                 "a rotation is due within 7 days (to the tenant's contact)".into(),
             ),
         ];
         views.extend(at_source.into_iter().map(|(kind, severity, audience, condition)| crate::model::AlertRuleView {
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             severity: severity.as_str().to_owned(),
             condition,
             audience: audience.to_owned(),
             enabled: true,
         }));
         views.push(crate::model::AlertRuleView {
-            kind: "tenant_credential_reset".into(),
+            kind: AlertKind::TenantCredentialReset.as_str().into(),
             severity: Severity::Warning.as_str().to_owned(),
             condition: "an emergency reset finished (a letter to the tenant's contact)".into(),
             audience: "tenant".into(),

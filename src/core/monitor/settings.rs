@@ -1,6 +1,7 @@
 //! The rules' settings: which rules run, their thresholds and the allowed reveal hours, parsed
 //! once from the configuration with the setting named in every error.
 
+use crate::core::alerting::AlertKind;
 use crate::core::audit::Severity;
 use crate::core::error::{Error, Result};
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
@@ -10,26 +11,26 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, Copy)]
 pub struct RuleInfo {
     /// The alert kind it raises (also its name in `SMTP_VAULT_RULES_OFF`).
-    pub kind: &'static str,
+    pub kind: AlertKind,
     /// Severity of its alerts.
     pub severity: Severity,
 }
 
 /// The rules evaluated here; see docs/monitoring.md for what each means and what to do.
 pub const RULES: &[RuleInfo] = &[
-    RuleInfo { kind: "reveal_burst", severity: Severity::Critical },
-    RuleInfo { kind: "reveal_outside_hours", severity: Severity::Warning },
-    RuleInfo { kind: "failed_logins", severity: Severity::Warning },
-    RuleInfo { kind: "failed_reauths", severity: Severity::Warning },
-    RuleInfo { kind: "login_new_ip", severity: Severity::Warning },
-    RuleInfo { kind: "login_new_passkey", severity: Severity::Warning },
-    RuleInfo { kind: "backup_overdue", severity: Severity::Critical },
-    RuleInfo { kind: "audit_chain_broken", severity: Severity::Critical },
-    RuleInfo { kind: "vault_sealed", severity: Severity::Critical },
-    RuleInfo { kind: "vault_unreachable", severity: Severity::Critical },
+    RuleInfo { kind: AlertKind::RevealBurst, severity: Severity::Critical },
+    RuleInfo { kind: AlertKind::RevealOutsideHours, severity: Severity::Warning },
+    RuleInfo { kind: AlertKind::FailedLogins, severity: Severity::Warning },
+    RuleInfo { kind: AlertKind::FailedReauths, severity: Severity::Warning },
+    RuleInfo { kind: AlertKind::LoginNewIp, severity: Severity::Warning },
+    RuleInfo { kind: AlertKind::LoginNewPasskey, severity: Severity::Warning },
+    RuleInfo { kind: AlertKind::BackupOverdue, severity: Severity::Critical },
+    RuleInfo { kind: AlertKind::AuditChainBroken, severity: Severity::Critical },
+    RuleInfo { kind: AlertKind::VaultSealed, severity: Severity::Critical },
+    RuleInfo { kind: AlertKind::VaultUnreachable, severity: Severity::Critical },
 ];
 
-pub(super) fn severity_of(kind: &str) -> Severity {
+pub(super) fn severity_of(kind: AlertKind) -> Severity {
     RULES.iter().find(|r| r.kind == kind).map_or(Severity::Warning, |r| r.severity)
 }
 
@@ -150,8 +151,8 @@ impl RuleSettings {
     pub fn from_config(config: &crate::core::config::Config) -> Result<Self> {
         let mut off = BTreeSet::new();
         for name in config.rules_off.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-            if !RULES.iter().any(|r| r.kind == name) {
-                let known: Vec<&str> = RULES.iter().map(|r| r.kind).collect();
+            if !RULES.iter().any(|r| r.kind.as_str() == name) {
+                let known: Vec<&str> = RULES.iter().map(|r| r.kind.as_str()).collect();
                 return Err(Error::Config(format!(
                     "SMTP_VAULT_RULES_OFF: unknown rule {name:?} (known: {})",
                     known.join(", ")
@@ -177,8 +178,8 @@ impl RuleSettings {
         })
     }
 
-    pub(super) fn on(&self, kind: &str) -> bool {
-        !self.off.contains(kind)
+    pub(super) fn on(&self, kind: AlertKind) -> bool {
+        !self.off.contains(kind.as_str())
     }
 }
 
@@ -245,7 +246,7 @@ mod tests {
         let mut config = crate::core::config::Config::defaults();
         config.rules_off = vec!["login_new_ip".into(), " ".into()];
         let settings = RuleSettings::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!settings.on("login_new_ip") && settings.on("reveal_burst"));
+        assert!(!settings.on(AlertKind::LoginNewIp) && settings.on(AlertKind::RevealBurst));
         config.rules_off = vec!["login_new_ipp".into()];
         let refused = |config: &crate::core::config::Config| match RuleSettings::from_config(config) {
             Ok(_) => panic!("accepted"),

@@ -5,6 +5,7 @@ use super::{DrillReport, millis};
 use crate::core::Core;
 use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::backup::RestoreOptions;
@@ -218,7 +219,7 @@ impl Core {
         .await?;
         if !report.ok {
             let alert = Alert {
-                kind: "dr_drill_failed",
+                kind: AlertKind::DrDrillFailed,
                 severity: Severity::Critical,
                 tenant: None,
                 dedupe_key: format!("dr_drill_failed:{}", report.drill_id),

@@ -8,8 +8,10 @@
 mod drill;
 
 use crate::core::Core;
+use crate::core::access::stepup::Intent;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::access::{authorize, authorize_ceremony};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::config::Config;
@@ -170,7 +172,7 @@ impl Core {
             .with_severity(Severity::Warning);
         audit::append(tx, actor, client, event, now).await?;
         let alert = Alert {
-            kind: "mailu_destination_changed",
+            kind: AlertKind::MailuDestinationChanged,
             severity: Severity::Warning,
             tenant: Some(tenant),
             dedupe_key: format!("mailu_destination_changed:{tenant}:{to}:{}", now.timestamp_millis()),
@@ -336,7 +338,7 @@ impl Core {
                     Ok(_) => "notified".to_owned(),
                     Err(why) => {
                         let alert = Alert {
-                            kind: "dns_hook_failed",
+                            kind: AlertKind::DnsHookFailed,
                             severity: Severity::Critical,
                             tenant: Some(tenant),
                             dedupe_key: format!("dns_hook_failed:{tenant}:{new_address}"),
@@ -373,7 +375,7 @@ impl Core {
     pub async fn begin_recovery(
         &self,
         actor: &Actor,
-        session: &crate::core::passkeys::SessionBinding,
+        session: &crate::core::access::passkeys::SessionBinding,
         tenant: &TenantId,
         new_vps_ip: &str,
         mailu_api_url: &str,
@@ -384,10 +386,12 @@ impl Core {
         let stored = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         // Refused before the passkey prompt; checked again when the recovery runs.
         self.check_destination(actor, &stored.document.mailu_api_url, &request, Chosen::ByCaller)?;
-        let context = json!({
-            "new_vps_ip": request.new_vps_ip.to_string(), "mailu_api_url": request.mailu_api_url, "smtp_port": request.smtp_port,
-        });
-        self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Recover, Some(tenant.as_str()), context).await
+        let intent = Intent::Recover {
+            new_vps_ip: request.new_vps_ip.to_string(),
+            mailu_api_url: request.mailu_api_url,
+            smtp_port: request.smtp_port,
+        };
+        self.begin_step_up(actor, session, Some(tenant), &intent).await
     }
 
     /// Finishes the step-up and recovers. The Mailu token (optional) comes only now, so it is
@@ -398,23 +402,20 @@ impl Core {
     pub async fn finish_recovery(
         &self,
         actor: &Actor,
-        session: &crate::core::passkeys::SessionBinding,
+        session: &crate::core::access::passkeys::SessionBinding,
         client: &ClientInfo,
         tenant: &TenantId,
         credential_json: &str,
         mailu_api_token: Option<String>,
     ) -> Result<RecoveryView> {
         authorize_ceremony(actor, Permission::RecoverTenant)?;
-        let purpose = crate::core::passkeys::Purpose::Recover;
-        let (_, context) = self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
-        let port = context["smtp_port"].as_u64().and_then(|p| u16::try_from(p).ok());
+        let purpose = crate::core::access::passkeys::Purpose::Recover;
+        let (_, intent) = self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
+        let Intent::Recover { new_vps_ip, mailu_api_url, smtp_port } = intent else {
+            return Err(Error::Unauthenticated);
+        };
         let token = mailu_api_token.filter(|t| !t.is_empty());
-        let request = RecoverTenantRequest::new(
-            context["new_vps_ip"].as_str().unwrap_or_default(),
-            context["mailu_api_url"].as_str().unwrap_or_default(),
-            token,
-            port,
-        )?;
+        let request = RecoverTenantRequest::new(&new_vps_ip, &mailu_api_url, token, smtp_port)?;
         self.run_recovery(actor, client, tenant, &request, Chosen::ByCaller).await
     }
 

@@ -11,6 +11,8 @@
 //! restart): a tenant stopped by one is resumed from its pending record with backoff, for up to
 //! [`VAULT_OUTAGE_BUDGET`] per outage across the whole batch, before it is reported failed.
 
+pub mod schedule;
+
 mod batch;
 mod plan;
 pub(crate) mod state;
@@ -27,7 +29,6 @@ use crate::model::{CredentialState, Permission, TenantId};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -245,13 +246,12 @@ impl Core {
     pub async fn begin_rotation(
         &self,
         actor: &Actor,
-        session: &crate::core::passkeys::SessionBinding,
+        session: &crate::core::access::passkeys::SessionBinding,
         tenant: &TenantId,
     ) -> Result<String> {
         authorize_ceremony(actor, Permission::Rotate)?;
         self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
-        self.begin_reauth(actor, session, crate::core::passkeys::Purpose::Rotate, Some(tenant.as_str()), json!({}))
-            .await
+        self.begin_step_up(actor, session, Some(tenant), &crate::core::access::stepup::Intent::Rotate).await
     }
 
     /// Finishes "Rotate now": checks the step-up, then rotates.
@@ -261,13 +261,13 @@ impl Core {
     pub async fn finish_rotation(
         &self,
         actor: &Actor,
-        session: &crate::core::passkeys::SessionBinding,
+        session: &crate::core::access::passkeys::SessionBinding,
         client: &ClientInfo,
         tenant: &TenantId,
         credential_json: &str,
     ) -> Result<crate::model::RotationView> {
         authorize_ceremony(actor, Permission::Rotate)?;
-        let purpose = crate::core::passkeys::Purpose::Rotate;
+        let purpose = crate::core::access::passkeys::Purpose::Rotate;
         self.finish_step_up(actor, session, client, purpose, Some(tenant), credential_json).await?;
         let Some(_guard) = self.rotation_locks.try_lock(tenant) else {
             return Err(Error::RotationBusy);

@@ -5,6 +5,7 @@
 use super::RotationResult;
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{self, Alert};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::db::WriteTx;
@@ -174,7 +175,7 @@ impl Core {
         transition(&mut tx, actor, client, tenant, Transition::GaveUp, event, now).await?;
         tx.commit().await?;
         let alert = Alert {
-            kind: "rotation_needs_reconcile",
+            kind: AlertKind::RotationNeedsReconcile,
             severity: Severity::Critical,
             tenant: Some(tenant),
             dedupe_key: format!("rotation_needs_reconcile:{tenant}:{}", pending.rotation_id),

@@ -1,7 +1,7 @@
 //! Admin helpers for tests: enrollment from an invite and assertions with a software
 //! authenticator (webauthn-authenticator-rs `SoftPasskey`), driven through the core.
 
-use smtp_vault::core::passkeys::SessionBinding;
+use smtp_vault::core::access::passkeys::SessionBinding;
 use smtp_vault::core::{Actor, ClientInfo, Core};
 use smtp_vault::model::Role;
 use webauthn_authenticator_rs::WebauthnAuthenticator;

@@ -5,14 +5,87 @@
 //! Operators at the host (the CLI) are exempt: they already hold the keyring and Vault access.
 
 use crate::core::Core;
+use crate::core::access::passkeys::{Purpose, SessionBinding};
 use crate::core::access::{self, Actor, Clearance, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience};
 use crate::core::audit::Severity;
 use crate::core::error::{Error, Result};
-use crate::core::passkeys::{Purpose, SessionBinding};
 use crate::model::Permission;
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// What an admin confirms with a passkey, with everything the action will use: it is stored with
+/// the ceremony (bound to the session, and to the tenant when there is one), and the action runs
+/// with what was confirmed, never with what the finishing request says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "intent", rename_all = "snake_case")]
+pub enum Intent {
+    /// Reveal a tenant's password, for this reason.
+    Reveal {
+        /// Why (3 to 500 characters), recorded with the reveal.
+        reason: String,
+    },
+    /// Rotate a tenant's password now.
+    Rotate,
+    /// Press the emergency reset.
+    EmergencyReset {
+        /// The incident it belongs to.
+        incident_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Recover a tenant onto this replacement server.
+    Recover {
+        /// The new server's address.
+        new_vps_ip: String,
+        /// Its Mailu API.
+        mailu_api_url: String,
+        /// Its SMTP port, when it changes.
+        smtp_port: Option<u16>,
+    },
+    /// Restore this backup.
+    Restore {
+        /// The backup (a date).
+        backup_id: String,
+        /// Check only, write nothing.
+        dry_run: bool,
+        /// Overwrite what differs.
+        force: bool,
+    },
+    /// Open this session's step-up window.
+    Confirm,
+}
+
+impl Intent {
+    /// The ceremony's purpose (part of its binding).
+    #[must_use]
+    pub const fn purpose(&self) -> Purpose {
+        match self {
+            Intent::Reveal { .. } => Purpose::Reveal,
+            Intent::Rotate => Purpose::Rotate,
+            Intent::EmergencyReset { .. } => Purpose::EmergencyReset,
+            Intent::Recover { .. } => Purpose::Recover,
+            Intent::Restore { .. } => Purpose::Restore,
+            Intent::Confirm => Purpose::Confirm,
+        }
+    }
+
+    /// The permission the confirmed action needs (the window of [`Intent::Confirm`] guards
+    /// changes that each check their own).
+    #[must_use]
+    pub const fn permission(&self) -> Option<Permission> {
+        match self {
+            Intent::Reveal { .. } => Some(Permission::Reveal),
+            Intent::Rotate => Some(Permission::Rotate),
+            Intent::EmergencyReset { .. } => Some(Permission::EmergencyReset),
+            Intent::Recover { .. } => Some(Permission::RecoverTenant),
+            Intent::Restore { .. } => Some(Permission::RestoreBackup),
+            Intent::Confirm => None,
+        }
+    }
+}
 
 /// How long a confirmation lets sensitive changes through.
 pub const STEP_UP_WINDOW: Duration = Duration::minutes(5);
@@ -25,7 +98,7 @@ impl Core {
     /// # Errors
     /// [`Error::Unauthenticated`] for anything but an admin; rate limits.
     pub async fn begin_confirm(&self, actor: &Actor, session: &SessionBinding) -> Result<String> {
-        self.begin_reauth(actor, session, Purpose::Confirm, None, json!({})).await
+        self.begin_step_up(actor, session, None, &Intent::Confirm).await
     }
 
     /// Finishes the confirmation and opens this session's step-up window; returns when it
@@ -131,7 +204,7 @@ impl Core {
             return Ok(());
         }
         self.raise_alert(Alert {
-            kind: "new_passkey_step_up",
+            kind: AlertKind::NewPasskeyStepUp,
             severity: Severity::Warning,
             tenant: None,
             dedupe_key: format!("new_passkey_step_up:{passkey_id}"),

@@ -2,6 +2,10 @@
 //! recorded with audit events, and service tokens (random, shown once, stored hashed, checked in
 //! constant time, expiring, revocable). Authorization is decided here, never at the edges.
 
+pub mod passkeys;
+pub mod ratelimit;
+pub mod stepup;
+
 use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::crypto::random_bytes;
 use crate::core::db::{Db, ServiceTokenRow};
@@ -97,7 +101,7 @@ pub struct ClientInfo {
     pub request_id: Option<String>,
     /// The browser session the call came through, if any: step-up and reveal windows belong
     /// to the session that earned them.
-    pub session: Option<crate::core::passkeys::SessionBinding>,
+    pub session: Option<crate::core::access::passkeys::SessionBinding>,
 }
 
 impl ClientInfo {

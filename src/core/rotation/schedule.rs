@@ -7,6 +7,7 @@
 use crate::core::Core;
 use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{self, Alert, Audience};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::error::{Error, Result};
@@ -103,7 +104,7 @@ impl Core {
     pub async fn report_job_failure(&self, job: &'static str, error: &Error) {
         tracing::error!(job, error = %error, "scheduled job failed");
         let alert = Alert {
-            kind: "job_failed",
+            kind: AlertKind::JobFailed,
             severity: Severity::Critical,
             tenant: None,
             dedupe_key: format!("job_failed:{job}:{}", self.now().format("%Y-%m-%d")),
@@ -200,7 +201,7 @@ impl Core {
             let due = DateTime::from_timestamp_millis(due_ms).unwrap_or(now);
             let when = due.format("%Y-%m-%d %H:%M UTC");
             let alert = Alert {
-                kind: "rotation_notice",
+                kind: AlertKind::RotationNotice,
                 severity: Severity::Info,
                 tenant: Some(&tenant),
                 dedupe_key: format!("rotation_notice:{tenant}:{due_ms}"),
@@ -353,7 +354,7 @@ impl Core {
                 .execute(self.db.pool())
                 .await?;
             let alert = Alert {
-                kind: "heartbeat_drift",
+                kind: AlertKind::HeartbeatDrift,
                 severity: Severity::Critical,
                 tenant: Some(tenant),
                 dedupe_key: format!("heartbeat_drift:{tenant}:{}", stored.version),
@@ -432,7 +433,7 @@ impl Core {
             .execute(self.db.pool())
             .await?;
         let alert = Alert {
-            kind: "mailu_rate_limited",
+            kind: AlertKind::MailuRateLimited,
             severity: Severity::Warning,
             tenant: Some(tenant),
             dedupe_key: format!("mailu_rate_limited:{tenant}:{}", self.now().format("%Y-%m-%d")),

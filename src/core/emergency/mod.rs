@@ -8,14 +8,16 @@
 //! WebAuthn step-up that binds the incident id and reason).
 
 use crate::core::Core;
+use crate::core::access::passkeys::{Purpose, SessionBinding};
+use crate::core::access::stepup::Intent;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::access::{authorize, authorize_ceremony};
+use crate::core::alerting::AlertKind;
 use crate::core::alerting::{self, Alert, Audience};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::credentials::reveal::OpenGrants;
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
-use crate::core::passkeys::{Purpose, SessionBinding};
-use crate::core::reveal::OpenGrants;
 use crate::core::rotation::RotationResult;
 use crate::model::{
     DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView, IncidentView, Permission,
@@ -122,8 +124,8 @@ impl Core {
         authorize_ceremony(actor, Permission::EmergencyReset)?;
         let request = EmergencyResetRequest::new(incident_id, reason)?;
         self.tenant_contact(tenant).await?;
-        let context = json!({"incident_id": request.incident_id, "reason": request.reason});
-        self.begin_reauth(actor, session, Purpose::EmergencyReset, Some(tenant.as_str()), context).await
+        let intent = Intent::EmergencyReset { incident_id: request.incident_id, reason: request.reason };
+        self.begin_step_up(actor, session, Some(tenant), &intent).await
     }
 
     /// Finishes the step-up and resets.
@@ -140,12 +142,12 @@ impl Core {
         credential_json: &str,
     ) -> Result<EmergencyResetReceipt> {
         authorize_ceremony(actor, Permission::EmergencyReset)?;
-        let (passkey_id, context) =
+        let (passkey_id, intent) =
             self.finish_step_up(actor, session, client, Purpose::EmergencyReset, Some(tenant), credential_json).await?;
-        let request = EmergencyResetRequest::new(
-            context["incident_id"].as_str().unwrap_or_default(),
-            context["reason"].as_str().unwrap_or_default(),
-        )?;
+        let Intent::EmergencyReset { incident_id, reason } = intent else {
+            return Err(Error::Unauthenticated);
+        };
+        let request = EmergencyResetRequest::new(&incident_id, &reason)?;
         self.run_detached(actor, client, tenant, &request, Some(passkey_id)).await
     }
 
@@ -204,7 +206,7 @@ impl Core {
             NewEvent::info(EventType::EmergencyReset, Some(tenant), details.clone()).with_severity(Severity::Critical);
         audit::append(&mut tx, actor, client, event, started).await?;
         let security_alert = Alert {
-            kind: "emergency_reset",
+            kind: AlertKind::EmergencyReset,
             severity: Severity::Critical,
             tenant: Some(tenant),
             dedupe_key: format!("emergency_reset:{incident}"),
@@ -246,7 +248,7 @@ impl Core {
                 audit::append(&mut tx, actor, client, event, finished).await?;
                 let when = finished.format("%Y-%m-%d %H:%M UTC");
                 let letter = Alert {
-                    kind: "tenant_credential_reset",
+                    kind: AlertKind::TenantCredentialReset,
                     severity: Severity::Warning,
                     tenant: Some(tenant),
                     dedupe_key: format!("tenant_credential_reset:{incident}"),
@@ -276,7 +278,7 @@ impl Core {
                     .with_severity(Severity::Warning);
                 audit::append(&mut tx, actor, client, event, finished).await?;
                 let alert = Alert {
-                    kind: "emergency_reset_failed",
+                    kind: AlertKind::EmergencyResetFailed,
                     severity: Severity::Critical,
                     tenant: Some(tenant),
                     dedupe_key: format!("emergency_reset_failed:{incident}"),
@@ -492,7 +494,7 @@ impl Core {
             let flag = IncidentFlag {
                 claim: "UPDATE incidents SET outcome = 'interrupted', finished_at_ms = $1 WHERE incident_id = $2 AND outcome = 'rotating'",
                 event: EventType::EmergencyResetFinished,
-                kind: "emergency_reset_interrupted",
+                kind: AlertKind::EmergencyResetInterrupted,
                 message: format!(
                     "the emergency reset of {tenant_id} (incident {reference}) was interrupted; check the tenant and reset again"
                 ),
@@ -523,7 +525,7 @@ impl Core {
             let flag = IncidentFlag {
                 claim: "UPDATE incidents SET overdue_alerted = 1 WHERE opened_at_ms <= $1 AND incident_id = $2 AND overdue_alerted = 0",
                 event: EventType::IncidentOverdue,
-                kind: "incident_unacknowledged",
+                kind: AlertKind::IncidentUnacknowledged,
                 message: format!(
                     "the emergency reset of {tenant_id} (incident {reference}) is unacknowledged after {hours} h"
                 ),
@@ -573,7 +575,7 @@ impl Core {
 struct IncidentFlag {
     claim: &'static str,
     event: EventType,
-    kind: &'static str,
+    kind: AlertKind,
     message: String,
     details: serde_json::Value,
 }

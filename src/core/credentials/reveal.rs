@@ -5,12 +5,13 @@
 //! plaintext sent is audited before it is sent.
 
 use crate::core::Core;
+use crate::core::access::passkeys::{Purpose, SessionBinding};
+use crate::core::access::stepup::Intent;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::access::{authorize_ceremony, permits};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
-use crate::core::passkeys::{Purpose, SessionBinding};
 use crate::model::Permission;
 use crate::model::{GrantView, RevealedCredentialView, TenantId};
 use chrono::{DateTime, Utc};
@@ -114,7 +115,7 @@ impl Core {
         if known.is_none() {
             return Err(Error::NotFound("credential"));
         }
-        self.begin_reauth(actor, session, Purpose::Reveal, Some(tenant.as_str()), json!({"reason": reason})).await
+        self.begin_step_up(actor, session, Some(tenant), &Intent::Reveal { reason: reason.to_owned() }).await
     }
 
     /// Finishes the step-up and opens the reveal window.
@@ -134,7 +135,7 @@ impl Core {
         let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
-        let (passkey_id, context) =
+        let (passkey_id, intent) =
             match self.finish_reauth(actor, session, Purpose::Reveal, Some(tenant.as_str()), credential_json).await? {
                 Ok(ok) => ok,
                 Err(cause) => {
@@ -143,7 +144,9 @@ impl Core {
                         .await);
                 }
             };
-        let reason = context["reason"].as_str().unwrap_or_default().to_owned();
+        let Intent::Reveal { reason } = intent else {
+            return Err(Error::Unauthenticated);
+        };
         let now = self.now();
         let expires_at = now + self.settings.reveal_window;
         let grant_id = hex::encode(random_bytes::<8>()?.as_ref());
