@@ -141,7 +141,7 @@ impl Permission {
             Permission::ManageOwnPasskeys => rule(None, ALL_ROLES, Window, false, false),
             Permission::ManageTokens => rule(None, NO_ROLE, Free, true, false),
             Permission::ReadAudit => rule(Some(Scope::AuditRead), REVIEWERS, Free, true, true),
-            Permission::ViewOperations => rule(None, ALL_ROLES, Free, true, true),
+            Permission::ViewOperations => rule(None, ALL_ROLES, Free, true, false),
             Permission::AcknowledgeAlerts => rule(None, ALL_ROLES, Free, false, false),
             Permission::ManageAlerts => rule(None, PLATFORM, Free, true, false),
             Permission::RunBackups => rule(None, NO_ROLE, Free, true, true),

@@ -462,6 +462,10 @@ async fn a_platform_admin_restores_from_the_console_with_a_step_up_and_watches_p
         common::passkeys::TestAdmin::enroll(&b.core, "rev@example.com", smtp_vault::model::Role::SecurityReviewer)
             .await;
     assert_eq!(b.core.list_backups(&reviewer.actor).await.unwrap().len(), 1, "reviewers see backups");
+    // Pruning deletes backups: the scheduler's and the host's, never an admin's.
+    for who in [&reviewer.actor, &admin.actor] {
+        assert!(matches!(b.core.prune_backups(who).await, Err(Error::Forbidden(_))), "{who:?} pruned");
+    }
     let refused = b.core.begin_restore(&reviewer.actor, &reviewer.session, &report.manifest.id, false, false).await;
     assert!(matches!(refused, Err(Error::Forbidden(_))));
     let direct =

@@ -528,7 +528,7 @@ fn RecoveryPanel(tenant_id: String) -> impl IntoView {
         });
     };
     view! {
-        {move || may(me, Permission::EmergencyReset).then(|| view! {
+        {move || may(me, Permission::RecoverTenant).then(|| view! {
             <section class="card" aria-labelledby="recover-title">
                 <h2 id="recover-title">"Recover onto a replacement server"</h2>
                 <p>"When the tenant's mail server is lost: sets the stored password on the new Mailu (creating the admin user if needed), proves an SMTP login there and tells DNS."</p>

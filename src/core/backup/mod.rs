@@ -235,6 +235,7 @@ impl Core {
     /// # Errors
     /// Store errors.
     pub async fn prune_backups(&self, actor: &Actor) -> Result<Vec<String>> {
+        authorize(actor, Permission::RunBackups)?;
         let target = self.backup_target()?;
         let entries = self.backups().await?;
         let dates: Vec<NaiveDate> =
