@@ -346,19 +346,19 @@ struct Console {
 async fn start_console(dir: &Path, vault_addr: &str, root: &str, ca: Option<PathBuf>) -> Fallible<Console> {
     let mut config = Config::defaults();
     config.database_url = format!("sqlite://{}/console.db", dir.display());
-    config.vault_addr = vault_addr.to_owned();
+    config.vault_addrs = smtp_vault::core::config::vault_addrs(vault_addr)?;
     config.vault_token = Some(root.to_owned().into());
     config.keyring_path = dir.join("keyring.json");
     config.backup_key_path = dir.join("keys/backup.key");
-    config.backup_target = format!("file://{}", dir.join("backups").display());
+    config.backup_target = smtp_vault::core::backup::BackupLocation::Dir(dir.join("backups"));
     config.smtp_ca_file = ca;
     config.rotation_retry_ms = 50;
     // The stand-in answers on loopback over plain http.
     config.outbound_allow_plaintext = true;
-    config.outbound_allow_networks = vec!["127.0.0.0/8".into()];
+    config.outbound_allow_networks = vec!["127.0.0.0/8".parse()?];
     let port = free_port();
-    config.site_addr = format!("127.0.0.1:{port}");
-    config.public_url = format!("http://localhost:{port}");
+    config.site_addr = format!("127.0.0.1:{port}").parse()?;
+    config.public_url = format!("http://localhost:{port}").parse()?;
     std::fs::create_dir_all(dir.join("keys"))?;
     smtp_vault::core::generate_keyring(&config)?;
     smtp_vault::core::generate_backup_key(&config)?;
@@ -694,7 +694,7 @@ async fn bench_rotation(
     let mail_server = smtp_vault::core::mail::Mailu::new(
         Duration::from_secs(10),
         Some(std::fs::read(&mail.env["CA_FILE"])?),
-        smtp_vault::core::outbound::OutboundPolicy::new(true, &["127.0.0.0/8".into()])?,
+        smtp_vault::core::outbound::OutboundPolicy::new(true, vec!["127.0.0.0/8".parse()?]),
     )?;
     let make_target = || smtp_vault::core::mail::MailTarget {
         username: "admin@profile.example".into(),
@@ -787,7 +787,7 @@ async fn bench_backup(
     let backup_s = started.elapsed().as_secs_f64();
     let (_raft, raft_addr, raft_root) = start_raft_bao(&dir.join("raft-target"), http).await?;
     let mut config = console.config.clone();
-    config.vault_addr = raft_addr;
+    config.vault_addrs = smtp_vault::core::config::vault_addrs(&raft_addr)?;
     config.vault_token = Some(raft_root.into());
     config.vault_role_id = None;
     config.vault_secret_id = None;
@@ -1026,7 +1026,7 @@ async fn bench_memory(report: &mut Report, console: &Console, dir: &Path, http: 
         let child = Command::new(&binary)
             .arg("serve")
             .env("DATABASE_URL", format!("sqlite://{}/idle.db", dir.display()))
-            .env("VAULT_ADDR", &console.config.vault_addr)
+            .env("VAULT_ADDR", console.config.vault_addr_text())
             .env("VAULT_ROLE_ID", &console.role_id)
             .env("VAULT_SECRET_ID", &console.secret_id)
             .env("SMTP_VAULT_KEYRING", &console.config.keyring_path)
@@ -1084,7 +1084,7 @@ async fn bench_memory(report: &mut Report, console: &Console, dir: &Path, http: 
 /// Signs an admin in over HTTP (invite → enrollment with a software passkey) and opens a
 /// reveal window for `tenant`; returns the signed-in client.
 async fn admin_with_window(console: &Console, i: usize, tenant: &str) -> Fallible<reqwest::Client> {
-    let origin = url::Url::parse(&console.config.public_url)?;
+    let origin = console.config.public_url.clone();
     let client = reqwest::Client::builder().cookie_store(true).build()?;
     let invite = console
         .core

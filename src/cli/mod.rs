@@ -1,13 +1,15 @@
 //! The `smtp-vault` command tree (ARCHITECTURE §3.4). Each command: build the core it needs,
 //! make one core call, print the result. Exit 0 on success, otherwise non-zero with one line.
 
+pub mod args;
 mod config_file;
 
 use crate::core::audit::ChainReport;
-use crate::core::config::{Config, LogFormat};
+use crate::core::config::Config;
 use crate::core::vault::RoleSettings;
 use crate::core::{self, Actor, Core, Error, ErrorKind, Needs};
 use crate::model::Scope;
+use args::{ConfigArgs, LogFormat};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ pub struct Cli {
     pub config_file: Option<PathBuf>,
 
     #[command(flatten)]
-    pub config: Config,
+    pub config: ConfigArgs,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -345,7 +347,7 @@ pub fn refuse_secret_flags(args: &[std::ffi::OsString]) -> Result<(), String> {
 }
 
 /// Sets up `tracing` on standard error, as text or JSON.
-pub fn init_logging(config: &Config) {
+pub fn init_logging(config: &ConfigArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -436,7 +438,7 @@ async fn connect(config: &Config, needs: Needs) -> Result<Core, Error> {
 }
 
 async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
-    let config = cli.config;
+    let config = cli.config.load()?;
     let operator = Actor::operator();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

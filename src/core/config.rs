@@ -1,280 +1,161 @@
-//! The one typed configuration, loaded in `main` and passed down (ARCHITECTURE §3.5).
-//! Precedence: command-line flag, then environment, then the optional TOML file (same keys as
-//! the environment variables), then the defaults below, which make the demo run.
+//! The console's configuration, typed and checked: addresses, URLs, networks, mailboxes, cron
+//! expressions and rule names arrive parsed (the CLI's `ConfigArgs::load` does it once, at
+//! start), so a bad setting stops the start with its variable's name, never a job at 02:00.
 
-use clap::Args;
+use crate::core::alerting::AlertKind;
+use crate::core::backup::BackupLocation;
+use crate::core::monitor::AllowedHours;
+use crate::core::{Error, Result};
+use ipnet::IpNet;
+use lettre::message::Mailbox;
 use secrecy::SecretString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use url::Url;
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Everything the console can be configured with.
-#[derive(Debug, Clone, Args)]
+/// Everything the console can be configured with (each field's variable is in `cli/args.rs`).
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// Database: `sqlite://path` (created when missing) or `postgres://user:pass@host/db`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/smtp-vault.db", global = true)]
+    /// `sqlite://path` or `postgres://…`.
     pub database_url: String,
-
-    /// Vault (or OpenBao) address; for a raft cluster, every node's address, comma-separated
-    /// (`http://10.0.0.1:8200,http://10.0.0.2:8200,http://10.0.0.3:8200`): the console starts on
-    /// the active node and fails over to another when its node stops serving.
-    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
-    pub vault_addr: String,
-
-    /// Vault token (used when set; otherwise AppRole). From VAULT_TOKEN or the config file only:
-    /// a flag would show it in the process list.
-    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, hide = true, value_parser = secret, global = true)]
+    /// Vault's nodes: the console starts on the active one and fails over to another.
+    pub vault_addrs: Vec<Url>,
+    /// Vault token (used when set; otherwise AppRole).
     pub vault_token: Option<SecretString>,
-
-    /// AppRole role id (with VAULT_SECRET_ID, when no token is given).
-    #[arg(long, env = "VAULT_ROLE_ID", global = true)]
+    /// AppRole role id.
     pub vault_role_id: Option<String>,
-
-    /// AppRole secret id. From VAULT_SECRET_ID or the config file only (see `vault_token`).
-    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true, hide = true, value_parser = secret, global = true)]
+    /// AppRole secret id.
     pub vault_secret_id: Option<SecretString>,
-
     /// KV v2 mount that holds the credentials.
-    #[arg(long, env = "SMTP_VAULT_MOUNT", default_value = "smtp", global = true)]
     pub vault_mount: String,
-
     /// Mount path of the AppRole auth method.
-    #[arg(long, env = "SMTP_VAULT_APPROLE_MOUNT", default_value = "approle", global = true)]
     pub vault_approle_mount: String,
-
-    /// Address the web server listens on.
-    #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000", global = true)]
-    pub site_addr: String,
-
-    /// Public URL of the console (the WebAuthn origin; https in production).
-    #[arg(long, env = "SMTP_VAULT_PUBLIC_URL", default_value = "http://localhost:3000", global = true)]
-    pub public_url: String,
-
-    /// Keyring file (mode 0600, kept out of backups and out of Vault).
-    #[arg(long, env = "SMTP_VAULT_KEYRING", default_value = "data/keyring.json", global = true)]
+    /// Where the web server listens.
+    pub site_addr: SocketAddr,
+    /// The console's public URL: the WebAuthn origin, links in mail, `Secure` cookies and
+    /// HSTS when https.
+    pub public_url: Url,
+    /// Keyring file.
     pub keyring_path: PathBuf,
-
-    /// Backup encryption key file (kept apart from the backups and from Vault).
-    #[arg(long, env = "SMTP_VAULT_BACKUP_KEY", default_value = "data/backup.key", global = true)]
+    /// Backup encryption key file.
     pub backup_key_path: PathBuf,
-
-    /// Backup target: `file:///dir` or `s3://bucket/prefix` (with the usual AWS_* variables).
-    #[arg(long, env = "SMTP_VAULT_BACKUP_TARGET", default_value = "file://data/backups", global = true)]
-    pub backup_target: String,
-
-    /// SMTP URL for security alerts, e.g. `smtp://user:pass@host:587?tls=required`.
-    #[arg(long, env = "SMTP_VAULT_ALERT_SMTP_URL", hide_env_values = true, value_parser = secret, global = true)]
+    /// Where backups, the journal and audit anchors go.
+    pub backup_target: BackupLocation,
+    /// SMTP URL for security alerts (may hold a password).
     pub alert_smtp_url: Option<SecretString>,
-
-    /// Recipients of security alerts (comma-separated).
-    #[arg(long, env = "SMTP_VAULT_ALERT_EMAIL_TO", value_delimiter = ',', global = true)]
-    pub alert_email_to: Vec<String>,
-
-    /// Sender address of alert emails.
-    #[arg(long, env = "SMTP_VAULT_ALERT_EMAIL_FROM", default_value = "smtp-vault@localhost", global = true)]
-    pub alert_email_from: String,
-
+    /// Recipients of security alerts.
+    pub alert_email_to: Vec<Mailbox>,
+    /// Sender of alert emails.
+    pub alert_email_from: Mailbox,
     /// Attempts per alert and channel before it is dead-lettered.
-    #[arg(long, env = "SMTP_VAULT_ALERT_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50), global = true)]
     pub alert_max_attempts: u32,
-
-    /// First delay between alert delivery attempts, in milliseconds (doubles each time, at
-    /// most an hour).
-    #[arg(long, env = "SMTP_VAULT_ALERT_RETRY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    /// First delay between alert delivery attempts, in milliseconds.
     pub alert_retry_ms: u64,
-
-    /// Hours an incident may stay unacknowledged before an alert is raised.
-    #[arg(long, env = "SMTP_VAULT_INCIDENT_ACK_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720), global = true)]
+    /// Hours an incident may stay unacknowledged.
     pub incident_ack_hours: u32,
-
-    /// Slack incoming-webhook URL for security alerts.
-    #[arg(long, env = "SMTP_VAULT_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = secret, global = true)]
+    /// Slack incoming-webhook URL (a secret: whoever holds it can post).
     pub slack_webhook_url: Option<SecretString>,
-
-    /// When the daily backup runs (cron with seconds, UTC).
-    #[arg(long, env = "SMTP_VAULT_BACKUP_CRON", default_value = "0 0 2 * * *", global = true)]
-    pub backup_cron: String,
-
-    /// URL the console POSTs `{tenant_id, hostname, old_ip, new_ip}` to after a recovery, so
-    /// DNS can follow the replacement server.
-    #[arg(long, env = "SMTP_VAULT_DNS_HOOK_URL", global = true)]
-    pub dns_hook_url: Option<String>,
-
-    /// URL the console POSTs `{tenant_id, hostname}` to for `recover --provision`; it answers
-    /// `{new_vps_ip, mailu_api_url, mailu_api_token?, smtp_port?}`.
-    #[arg(long, env = "SMTP_VAULT_PROVISION_HOOK_URL", global = true)]
-    pub provision_hook_url: Option<String>,
-
+    /// When the daily backup runs.
+    pub backup_cron: CronSchedule,
+    /// Called after a recovery so DNS can follow the replacement server.
+    pub dns_hook_url: Option<Url>,
+    /// Called by `recover --provision` for a replacement server.
+    pub provision_hook_url: Option<Url>,
     /// Bearer token sent to both hooks.
-    #[arg(long, env = "SMTP_VAULT_HOOK_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
     pub hook_token: Option<SecretString>,
-
-    /// OpenBao/Vault binary a DR drill starts as its scratch server (dev mode, loopback).
-    #[arg(long, env = "SMTP_VAULT_DRILL_BAO", default_value = "bao", global = true)]
+    /// Binary a DR drill starts as its scratch server.
     pub drill_bao: String,
-
-    /// When the monthly DR drill runs (cron with seconds, UTC).
-    #[arg(long, env = "SMTP_VAULT_DRILL_CRON", default_value = "0 0 3 1 * *", global = true)]
-    pub drill_cron: String,
-
-    /// RTO target of a drill, in seconds (a slower restore raises an alert).
-    #[arg(long, env = "SMTP_VAULT_DRILL_RTO_SECS", default_value_t = 1800, global = true)]
+    /// When the monthly DR drill runs.
+    pub drill_cron: CronSchedule,
+    /// RTO target of a drill, in seconds.
     pub drill_rto_secs: u64,
-
-    /// RPO target of a drill, in seconds (older lost changes raise an alert).
-    #[arg(long, env = "SMTP_VAULT_DRILL_RPO_SECS", default_value_t = 3600, global = true)]
+    /// RPO target of a drill, in seconds.
     pub drill_rpo_secs: u64,
-
     /// Reveals by one admin within the burst window that raise `reveal_burst`.
-    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_BURST_COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
     pub rule_reveal_burst_count: u32,
-
-    /// `reveal_burst` also when one admin reveals more than this many tenants in the window.
-    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_BURST_TENANTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    /// `reveal_burst` also beyond this many tenants in the window.
     pub rule_reveal_burst_tenants: u32,
-
     /// The reveal-burst window, in minutes.
-    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_BURST_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1440), global = true)]
     pub rule_reveal_burst_minutes: u32,
-
-    /// When reveals are expected (UTC), e.g. `mon-fri 07:00-19:00`; others raise
-    /// `reveal_outside_hours`. Unset: any time.
-    #[arg(long, env = "SMTP_VAULT_RULE_REVEAL_HOURS", global = true)]
-    pub rule_reveal_hours: Option<String>,
-
-    /// Failed logins (per email or address) or re-auths (per admin) in the window that alert.
-    #[arg(long, env = "SMTP_VAULT_RULE_FAILED_AUTH_COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    /// When reveals are expected; `None`: any time.
+    pub rule_reveal_hours: Option<AllowedHours>,
+    /// Failed logins or re-auths in the window that alert.
     pub rule_failed_auth_count: u32,
-
     /// The failed-attempt window, in minutes.
-    #[arg(long, env = "SMTP_VAULT_RULE_FAILED_AUTH_MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=1440), global = true)]
     pub rule_failed_auth_minutes: u32,
-
     /// Hours without a new backup that raise `backup_overdue`.
-    #[arg(long, env = "SMTP_VAULT_RULE_BACKUP_MAX_AGE_HOURS", default_value_t = 26, value_parser = clap::value_parser!(u32).range(1..=8760), global = true)]
     pub rule_backup_max_age_hours: u32,
-
-    /// Rules switched off, by alert kind (comma-separated), e.g. `login_new_ip`.
-    #[arg(long, env = "SMTP_VAULT_RULES_OFF", value_delimiter = ',', global = true)]
-    pub rules_off: Vec<String>,
-
-    /// Bearer token `/metrics` requires; unset: `/metrics` is open (bind it to a private
-    /// network).
-    #[arg(long, env = "SMTP_VAULT_METRICS_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
+    /// Rules switched off (each a kind that a rule raises).
+    pub rules_off: Vec<AlertKind>,
+    /// Bearer token `/metrics` requires; `None`: open.
     pub metrics_token: Option<SecretString>,
-
     /// Days between automatic rotations.
-    #[arg(long, env = "SMTP_VAULT_ROTATION_PERIOD_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650), global = true)]
     pub rotation_period_days: u32,
-
     /// Length of a reveal window, in seconds.
-    #[arg(long, env = "SMTP_VAULT_REVEAL_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400), global = true)]
     pub reveal_window_secs: u64,
-
-    /// Extra CA certificate (PEM) trusted for SMTP TLS to tenants' mail servers.
-    #[arg(long, env = "SMTP_VAULT_SMTP_CA_FILE", global = true)]
+    /// Extra CA certificate (PEM) trusted for TLS to tenants' mail servers.
     pub smtp_ca_file: Option<PathBuf>,
-
-    /// Failed attempts before a rotation gives up (`needs_reconcile` + alert).
-    #[arg(long, env = "SMTP_VAULT_ROTATION_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
+    /// Failed attempts before a rotation gives up.
     pub rotation_max_attempts: u32,
-
-    /// First delay between rotation attempts, in milliseconds (doubles each time).
-    #[arg(long, env = "SMTP_VAULT_ROTATION_RETRY_MS", default_value_t = 2000, global = true)]
+    /// First delay between rotation attempts, in milliseconds.
     pub rotation_retry_ms: u64,
-
-    /// When the daily cycle runs (cron with seconds, UTC): rotate due, notices, heartbeat, repair.
-    #[arg(long, env = "SMTP_VAULT_DAILY_CRON", default_value = "0 0 2 * * *", global = true)]
-    pub daily_cron: String,
-
+    /// When the daily cycle runs.
+    pub daily_cron: CronSchedule,
     /// Rotations run at once by the daily cycle.
-    #[arg(long, env = "SMTP_VAULT_ROTATION_CONCURRENCY", default_value_t = 4, global = true)]
     pub rotation_concurrency: usize,
-
-    /// Lets the console call plain-http URLs (Mailu API, hooks, Slack) and send alert email
-    /// without TLS. For demos and tests on one machine; never in production.
-    #[arg(long, env = "SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", action = clap::ArgAction::Set, default_value_t = false, global = true)]
+    /// Plain-http URLs and alert email without TLS (demos and tests only).
     pub outbound_allow_plaintext: bool,
-
-    /// Internal networks (comma-separated, e.g. `10.20.0.0/16`) the console may call although
-    /// they are loopback, private or link-local; every other such destination is refused.
-    #[arg(long, env = "SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", value_delimiter = ',', global = true)]
-    pub outbound_allow_networks: Vec<String>,
-
-    /// How often (seconds) the console writes an anchor of the audit chain (its length and head
-    /// hash, MACed) to the backup target, when the chain grew. Events appended since the last
-    /// anchor are what a database writer could cut unnoticed.
-    #[arg(long, env = "SMTP_VAULT_AUDIT_ANCHOR_SECS", default_value_t = 300, global = true)]
+    /// Internal networks the console may call nonetheless.
+    pub outbound_allow_networks: Vec<IpNet>,
+    /// How often (seconds) an audit anchor is written when the chain grew.
     pub audit_anchor_secs: u64,
-
-    /// How long (seconds) after the heartbeat's first refused login it logs in again before
-    /// it calls the tenant drifted and raises the critical alert: a refusal can be a rate
-    /// limit in disguise (Mailu 2024.06 answers a limited login with 535). 0 alarms at once.
-    #[arg(long, env = "SMTP_VAULT_HEARTBEAT_RECHECK_SECS", default_value_t = 900, global = true)]
+    /// Seconds after a first refused heartbeat login before it is called drift.
     pub heartbeat_recheck_secs: u64,
-
-    /// Reverse proxies (comma-separated networks, e.g. `10.0.0.5/32`) whose `X-Forwarded-For`
-    /// names the client: rate limits and the audit trail's client address follow it. Nothing
-    /// is trusted by default: the peer address is the client.
-    #[arg(long, env = "SMTP_VAULT_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
-    pub trusted_proxies: Vec<String>,
-
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "SMTP_VAULT_MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
     pub max_body_bytes: usize,
-
     /// Per-request timeout in seconds.
-    #[arg(long, env = "SMTP_VAULT_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub request_timeout_secs: u64,
-
-    /// Log format.
-    #[arg(long, env = "SMTP_VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing `EnvFilter` syntax).
-    // vaultrs and rustify log every Vault 404 (an absent secret, a normal answer) as an error;
-    // the console maps and logs Vault errors itself.
-    #[arg(long, env = "RUST_LOG", default_value = "info,rustify=off,vaultrs=off", global = true)]
-    pub log: String,
 }
 
 impl Config {
-    /// Demo and test defaults, as if nothing were set.
+    /// Demo and test defaults, as if nothing were set (the same as the CLI's defaults).
+    ///
+    /// # Panics
+    /// Never: every default below is a constant that parses (`the_defaults_parse`).
     #[must_use]
     pub fn defaults() -> Self {
+        #[allow(clippy::expect_used, reason = "constants that parse, checked by a unit test")]
+        fn parsed<T>(result: Result<T>) -> T {
+            result.expect("a built-in default parses")
+        }
         Self {
             database_url: "sqlite://data/smtp-vault.db".into(),
-            vault_addr: "http://127.0.0.1:8200".into(),
+            vault_addrs: parsed(vault_addrs("http://127.0.0.1:8200")),
             vault_token: None,
             vault_role_id: None,
             vault_secret_id: None,
             vault_mount: "smtp".into(),
             vault_approle_mount: "approle".into(),
-            site_addr: "127.0.0.1:3000".into(),
-            public_url: "http://localhost:3000".into(),
+            site_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            public_url: parsed(public_url("http://localhost:3000")),
             keyring_path: "data/keyring.json".into(),
             backup_key_path: "data/backup.key".into(),
-            backup_target: "file://data/backups".into(),
+            backup_target: BackupLocation::Dir("data/backups".into()),
             alert_smtp_url: None,
             alert_email_to: Vec::new(),
             slack_webhook_url: None,
-            alert_email_from: "smtp-vault@localhost".into(),
+            alert_email_from: parsed(mailbox("SMTP_VAULT_ALERT_EMAIL_FROM", "smtp-vault@localhost")),
             alert_max_attempts: 8,
             alert_retry_ms: 5000,
             incident_ack_hours: 24,
-            backup_cron: "0 0 2 * * *".into(),
+            backup_cron: parsed(CronSchedule::parse("SMTP_VAULT_BACKUP_CRON", "0 0 2 * * *")),
             dns_hook_url: None,
             provision_hook_url: None,
             hook_token: None,
             drill_bao: "bao".into(),
-            drill_cron: "0 0 3 1 * *".into(),
+            drill_cron: parsed(CronSchedule::parse("SMTP_VAULT_DRILL_CRON", "0 0 3 1 * *")),
             drill_rto_secs: 1800,
             drill_rpo_secs: 3600,
             rule_reveal_burst_count: 5,
@@ -291,7 +172,7 @@ impl Config {
             smtp_ca_file: None,
             rotation_max_attempts: 3,
             rotation_retry_ms: 2000,
-            daily_cron: "0 0 2 * * *".into(),
+            daily_cron: parsed(CronSchedule::parse("SMTP_VAULT_DAILY_CRON", "0 0 2 * * *")),
             rotation_concurrency: 4,
             outbound_allow_plaintext: false,
             outbound_allow_networks: Vec::new(),
@@ -300,12 +181,168 @@ impl Config {
             heartbeat_recheck_secs: 900,
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
-            log_format: LogFormat::Text,
-            log: "info,rustify=off,vaultrs=off".into(),
         }
+    }
+
+    /// The Vault addresses as `VAULT_ADDR` spells them (comma-separated), for a child process.
+    #[must_use]
+    pub fn vault_addr_text(&self) -> String {
+        self.vault_addrs.iter().map(|a| a.as_str().trim_end_matches('/')).collect::<Vec<_>>().join(",")
     }
 }
 
-fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(text.to_owned()))
+/// A cron expression with seconds (UTC), checked with the scheduler's own parser settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronSchedule(String);
+
+impl CronSchedule {
+    /// Checks `text` as the scheduler will read it: six fields, seconds first.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `variable` and the expected form.
+    pub fn parse(variable: &str, text: &str) -> Result<Self> {
+        let text = text.trim();
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(text)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "{variable}: `{text}` is not a cron expression with seconds ({e}), e.g. `0 0 2 * * *`"
+                ))
+            })?;
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The expression.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `VAULT_ADDR`: one or more comma-separated http(s) base URLs.
+///
+/// # Errors
+/// [`Error::Config`] for an entry that is not one, or none at all.
+pub fn vault_addrs(text: &str) -> Result<Vec<Url>> {
+    let addrs = text
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| http_url("VAULT_ADDR", a))
+        .collect::<Result<Vec<_>>>()?;
+    if addrs.is_empty() {
+        return Err(Error::Config("VAULT_ADDR names no address".into()));
+    }
+    Ok(addrs)
+}
+
+/// `SMTP_VAULT_PUBLIC_URL`: an http(s) origin with a host (WebAuthn binds passkeys to it).
+///
+/// # Errors
+/// [`Error::Config`] when it is not one.
+pub fn public_url(text: &str) -> Result<Url> {
+    let url = http_url("SMTP_VAULT_PUBLIC_URL", text)?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::Config(format!("SMTP_VAULT_PUBLIC_URL: `{text}` has no host")));
+    }
+    Ok(url)
+}
+
+/// An http(s) URL named by `variable`. Which destinations may be called is decided per call by
+/// the outbound policy; this only rejects what is not an http(s) URL at all.
+///
+/// # Errors
+/// [`Error::Config`] naming the variable (never echoing the value: hook URLs may carry tokens).
+pub fn http_url(variable: &str, text: &str) -> Result<Url> {
+    let url = Url::parse(text.trim()).map_err(|e| Error::Config(format!("{variable}: not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Config(format!("{variable}: must be an http:// or https:// URL")));
+    }
+    Ok(url)
+}
+
+/// An email address named by `variable`.
+///
+/// # Errors
+/// [`Error::Config`] naming the variable and the address.
+pub fn mailbox(variable: &str, text: &str) -> Result<Mailbox> {
+    text.trim()
+        .parse::<Mailbox>()
+        .map_err(|_| Error::Config(format!("{variable}: `{}` is not an email address", text.trim())))
+}
+
+/// Networks (`10.0.0.0/8`) or single addresses named by `variable`.
+///
+/// # Errors
+/// [`Error::Config`] naming the entry that is neither.
+pub fn networks(variable: &str, entries: &[String]) -> Result<Vec<IpNet>> {
+    entries
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse::<IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| Error::Config(format!("{variable}: `{n}` is not a network like 10.0.0.0/8")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok<T>(result: Result<T>) -> T {
+        result.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn refused<T: std::fmt::Debug>(result: Result<T>) -> String {
+        match result {
+            Ok(value) => panic!("accepted: {value:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_defaults_parse() {
+        let config = Config::defaults();
+        assert_eq!(config.vault_addr_text(), "http://127.0.0.1:8200");
+        assert_eq!(config.backup_target.to_string(), "file://data/backups");
+    }
+
+    #[test]
+    fn cron_expressions_need_their_seconds_field() {
+        assert!(CronSchedule::parse("X", "0 0 2 * * *").is_ok());
+        let five = refused(CronSchedule::parse("SMTP_VAULT_DAILY_CRON", "0 2 * * *"));
+        assert!(five.contains("SMTP_VAULT_DAILY_CRON") && five.contains("0 2 * * *"), "{five}");
+        assert!(CronSchedule::parse("X", "at two").is_err());
+    }
+
+    #[test]
+    fn urls_must_be_http_and_the_public_one_needs_a_host() {
+        assert_eq!(ok(vault_addrs(" http://a:8200 , http://b:8200,")).len(), 2);
+        assert!(vault_addrs(" , ").is_err());
+        assert!(vault_addrs("127.0.0.1:8200").is_err());
+        assert!(public_url("https://console.example").is_ok());
+        assert!(public_url("file:///tmp").is_err());
+        let hook = refused(http_url("SMTP_VAULT_DNS_HOOK_URL", "ftp://user:token@host/x"));
+        assert!(!hook.contains("token"), "a refused hook URL is not echoed: {hook}");
+    }
+
+    #[test]
+    fn addresses_are_checked_and_named() {
+        assert!(mailbox("X", " ops@example.com ").is_ok());
+        let bad = refused(mailbox("SMTP_VAULT_ALERT_EMAIL_TO", "not an address"));
+        assert!(bad.contains("SMTP_VAULT_ALERT_EMAIL_TO") && bad.contains("not an address"), "{bad}");
+    }
+
+    #[test]
+    fn networks_accept_addresses_and_name_the_bad_entry() {
+        let nets = ok(networks("X", &["10.0.0.0/8".into(), " ::1 ".into(), String::new()]));
+        assert_eq!(nets.len(), 2);
+        assert!(refused(networks("SMTP_VAULT_TRUSTED_PROXIES", &["10.0.0.0/33".into()])).contains("10.0.0.0/33"));
+    }
 }

@@ -165,8 +165,7 @@ pub fn vault_settings(config: &Config) -> Result<VaultSettings> {
             ));
         }
     };
-    let addrs: Vec<String> =
-        config.vault_addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+    let addrs: Vec<String> = config.vault_addrs.iter().map(|a| a.as_str().trim_end_matches('/').to_owned()).collect();
     if addrs.is_empty() {
         return Err(Error::Config("VAULT_ADDR names no address".into()));
     }
@@ -205,8 +204,8 @@ impl Core {
             Some(path) => Some(std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?),
             None => None,
         };
-        let outbound = outbound::OutboundPolicy::new(config.outbound_allow_plaintext, &config.outbound_allow_networks)
-            .map_err(Error::Config)?;
+        let outbound =
+            outbound::OutboundPolicy::new(config.outbound_allow_plaintext, config.outbound_allow_networks.clone());
         let channels = alerting::channels::Channels::new(
             config.alert_smtp_url.as_ref(),
             &config.alert_email_from,
@@ -219,8 +218,10 @@ impl Core {
         // for database-only commands), the key only when its file exists.
         // Database-only commands open an existing target for the audit anchors, when they can
         // (without it they verify without anchors rather than fail).
-        let existing_target =
-            config.backup_target.strip_prefix("file://").is_none_or(|dir| std::path::Path::new(dir).is_dir());
+        let existing_target = match &config.backup_target {
+            backup::BackupLocation::Dir(dir) => dir.is_dir(),
+            backup::BackupLocation::S3 { .. } => true,
+        };
         let backup_target = if needs.vault {
             Some(Arc::new(backup::BackupTarget::open(&config.backup_target)?))
         } else if existing_target {
@@ -261,17 +262,16 @@ impl Core {
                 rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)),
                 reveal_window: chrono::Duration::seconds(reveal_secs),
                 session_absolute: chrono::Duration::hours(12),
-                public_url: config.public_url.clone(),
+                public_url: config.public_url.as_str().trim_end_matches('/').to_owned(),
                 rotation_max_attempts: config.rotation_max_attempts,
                 rotation_retry_base: Duration::from_millis(config.rotation_retry_ms),
                 alert_max_attempts: config.alert_max_attempts,
                 alert_retry_base: Duration::from_millis(config.alert_retry_ms),
                 incident_ack_after: chrono::Duration::hours(i64::from(config.incident_ack_hours)),
                 recovery: recovery::RecoverySettings::from_config(config),
-                rules: monitor::RuleSettings::from_config(config)?,
+                rules: monitor::RuleSettings::from_config(config),
                 outbound,
-                trusted_proxies: access::ratelimit::TrustedProxies::parse(&config.trusted_proxies)
-                    .map_err(Error::Config)?,
+                trusted_proxies: access::ratelimit::TrustedProxies::new(config.trusted_proxies.clone()),
                 audit_anchor_every: Duration::from_secs(config.audit_anchor_secs.max(1)),
                 heartbeat_recheck_after: Duration::from_secs(config.heartbeat_recheck_secs),
             },

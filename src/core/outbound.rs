@@ -87,28 +87,12 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// Parses a list of networks (`10.0.0.0/8`) or single addresses; blank entries are skipped.
-///
-/// # Errors
-/// The first entry that is neither.
-pub(crate) fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, String> {
-    networks
-        .iter()
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty())
-        .map(|n| n.parse::<IpNet>().or_else(|_| n.parse::<IpAddr>().map(IpNet::from)).map_err(|_| n.to_owned()))
-        .collect()
-}
-
 impl OutboundPolicy {
-    /// Parses the comma-separated networks of `SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS`.
-    ///
-    /// # Errors
-    /// The entry that is not a network (`10.0.0.0/8`) or an address.
-    pub fn new(allow_plaintext: bool, networks: &[String]) -> Result<Self, String> {
-        let allowed_networks = parse_networks(networks)
-            .map_err(|bad| format!("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS: `{bad}` is not a network like 10.0.0.0/8"))?;
-        Ok(Self { allow_plaintext, allowed_networks })
+    /// The policy of `SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT` and
+    /// `SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS` (internal networks the console may call).
+    #[must_use]
+    pub fn new(allow_plaintext: bool, allowed_networks: Vec<IpNet>) -> Self {
+        Self { allow_plaintext, allowed_networks }
     }
 
     /// Whether the console may connect to `ip`.
@@ -241,10 +225,13 @@ mod tests {
         assert_eq!(strict.check_url("https://[::1]:8200/v1").err(), Some(Refused::InternalAddress));
         assert_eq!(strict.check_url("https://u:p@mail.example.com/").err(), Some(Refused::Userinfo));
         assert_eq!(strict.check_url("file:///etc/passwd").err(), Some(Refused::NotHttpUrl));
-        let lab = OutboundPolicy::new(true, &["127.0.0.0/8".into(), "::1".into()]).unwrap_or_default();
+        let lab = OutboundPolicy::new(true, nets(&["127.0.0.0/8", "::1/128"]));
         assert!(lab.check_url("http://127.0.0.1:8080/api/v1").is_ok());
         assert!(lab.check_url("http://[::1]:8080/api/v1").is_ok());
         assert_eq!(lab.check_url("http://169.254.169.254/").err(), Some(Refused::InternalAddress));
-        assert!(OutboundPolicy::new(false, &["not-a-net".into()]).is_err());
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().filter_map(|n| n.parse().ok()).collect()
     }
 }

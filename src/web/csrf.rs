@@ -17,9 +17,8 @@ pub struct Origin(pub Arc<str>);
 impl Origin {
     /// The origin part of a public URL (scheme, host, port).
     #[must_use]
-    pub fn of(public_url: &str) -> Self {
-        let origin = url::Url::parse(public_url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
-        Origin(origin.into())
+    pub fn of(public_url: &url::Url) -> Self {
+        Origin(public_url.origin().ascii_serialization().into())
     }
 }
 

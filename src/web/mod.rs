@@ -77,7 +77,7 @@ pub fn router(core: Core, config: &Config, leptos_options: LeptosOptions, sessio
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
     let x_request_id = HeaderName::from_static("x-request-id");
     let core_for_client = state.core.clone();
-    let hsts = config.public_url.starts_with("https://").then(|| {
+    let hsts = (config.public_url.scheme() == "https").then(|| {
         SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
@@ -195,11 +195,7 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     let mut leptos_options = leptos::config::get_configuration(None)
         .map_err(|e| std::io::Error::other(format!("leptos configuration: {e}")))?
         .leptos_options;
-    let addr: SocketAddr = config
-        .site_addr
-        .parse()
-        .map_err(|_| std::io::Error::other(format!("LEPTOS_SITE_ADDR `{}` is not host:port", config.site_addr)))?;
-    leptos_options.site_addr = addr;
+    leptos_options.site_addr = config.site_addr;
     tokio::spawn({
         let core = core.clone();
         async move { core.maintain_vault_token().await }
@@ -244,7 +240,7 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
         .await
         .map_err(|e| std::io::Error::other(format!("scheduler: {e}")))?;
     let app = router(core, config, leptos_options, sessions);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(config.site_addr).await?;
     tracing::info!(address = %listener.local_addr()?, "smtp-vault console listening");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -94,7 +94,7 @@ pub fn layer(store: SqlSessionStore, config: &Config) -> SessionManagerLayer<Sql
         .with_name(COOKIE_NAME)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
-        .with_secure(config.public_url.starts_with("https://"))
+        .with_secure(config.public_url.scheme() == "https")
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(30)))
 }

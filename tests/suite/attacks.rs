@@ -470,7 +470,7 @@ async fn session_rows(env: &TestEnv) -> i64 {
 #[tokio::test]
 async fn attack_a_login_flood_through_the_proxy_locks_out_every_admin() {
     // The console behind a reverse proxy on loopback (every test request comes through it).
-    let env = TestEnv::start_custom(None, |c| c.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let env = TestEnv::start_custom(None, |c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let base = env.serve().await;
     let _alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
     let http = reqwest::Client::new();
@@ -1076,9 +1076,16 @@ async fn attack_the_alert_relay_name_points_at_an_internal_address() {
     // A name (not a literal address, which start-up refuses) that resolves to loopback, under
     // a policy that allows no internal network.
     let url = SecretString::from(format!("smtp://localhost:{port}?tls=none"));
-    let policy = OutboundPolicy::new(true, &[]).unwrap();
-    let channels = Channels::new(Some(&url), "console@example.com", &["sec@example.com".into()], None, None, &policy)
-        .expect("a name passes at start-up");
+    let policy = OutboundPolicy::new(true, Vec::new());
+    let channels = Channels::new(
+        Some(&url),
+        &"console@example.com".parse().unwrap(),
+        &["sec@example.com".parse().unwrap()],
+        None,
+        None,
+        &policy,
+    )
+    .expect("a name passes at start-up");
     let email = channels.email.as_ref().unwrap();
     let notice = Notice {
         id: "n1".into(),

@@ -101,7 +101,7 @@ async fn every_filter_returns_exactly_the_right_rows_on_a_million_events() {
     let db = TestDb::create(dir.path()).await;
     let mut config = Config::defaults();
     config.outbound_allow_plaintext = true;
-    config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    config.outbound_allow_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     config.database_url = db.url.clone();
     let core = Core::connect(&config, Needs::DB, None).await.unwrap();
     let now = Utc::now().timestamp_millis();

@@ -41,7 +41,7 @@ impl Backups {
     /// keyring, backup key and target.
     async fn replacement(&self, bao: &OpenBao) -> Core {
         let mut config = self.config();
-        config.vault_addr = bao.addr.clone();
+        config.vault_addrs = smtp_vault::core::config::vault_addrs(&bao.addr).unwrap();
         config.vault_token = Some(bao.root_token.clone());
         let core = Core::connect(&config, Needs::ALL, None).await.unwrap();
         core.setup_vault(&Actor::operator(), &RoleSettings::default()).await.unwrap();
@@ -193,7 +193,7 @@ async fn tampered_truncated_and_wrongly_keyed_backups_are_rejected_and_nothing_i
     // The right file with another backup key.
     std::fs::write(&file, &original).unwrap();
     let mut other = b.config();
-    other.vault_addr = replacement_bao.addr.clone();
+    other.vault_addrs = smtp_vault::core::config::vault_addrs(&replacement_bao.addr).unwrap();
     other.vault_token = Some(replacement_bao.root_token.clone());
     other.backup_key_path = b.keys.path().join("other.key");
     smtp_vault::core::generate_backup_key(&other).unwrap();
@@ -348,8 +348,8 @@ async fn the_backup_key_must_live_apart_from_a_local_target() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults();
     config.outbound_allow_plaintext = true;
-    config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
-    config.backup_target = format!("file://{}", dir.path().join("backups").display());
+    config.outbound_allow_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    config.backup_target = smtp_vault::core::backup::BackupLocation::Dir(dir.path().join("backups"));
     config.backup_key_path = dir.path().join("backups/keys/backup.key");
     std::fs::create_dir_all(dir.path().join("backups/keys")).unwrap();
     smtp_vault::core::generate_backup_key(&config).unwrap();
@@ -557,7 +557,7 @@ async fn on_raft_storage_the_raft_snapshot_is_sealed_beside_the_backup() {
     let b = with_backups(None).await;
     let raft = start_raft().await;
     let mut config = b.config();
-    config.vault_addr = raft.addr.clone();
+    config.vault_addrs = smtp_vault::core::config::vault_addrs(&raft.addr).unwrap();
     config.vault_token = Some(raft.root.clone());
     let core = Core::connect(&config, Needs::ALL, None).await.unwrap();
     core.setup_vault(&Actor::operator(), &RoleSettings::default()).await.unwrap();

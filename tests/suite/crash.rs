@@ -21,7 +21,7 @@ fn serve(env: &TestEnv, ca: &std::path::Path, port: u16) -> Child {
     common::console_command(env)
         .arg("serve")
         .env("RUST_LOG", "warn")
-        .env("SMTP_VAULT_BACKUP_TARGET", &env.config.backup_target)
+        .env("SMTP_VAULT_BACKUP_TARGET", env.config.backup_target.to_string())
         .env("SMTP_VAULT_SMTP_CA_FILE", ca)
         .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
         .env("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")

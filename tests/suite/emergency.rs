@@ -221,7 +221,7 @@ async fn a_cli_reset_does_the_same_and_delivers_the_alerts_itself() {
         // The stand-in and the sinks answer over plain http/SMTP on loopback.
         .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
         .env("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
-        .env("VAULT_ADDR", &c.vault_addr)
+        .env("VAULT_ADDR", c.vault_addr_text())
         .env("VAULT_ROLE_ID", &s.env.role_id)
         .env("VAULT_SECRET_ID", s.env.secret_id.expose_secret())
         .env("SMTP_VAULT_KEYRING", &c.keyring_path)

@@ -75,7 +75,7 @@ async fn a_scripted_day_fires_exactly_the_expected_alerts_and_each_reaches_both_
         config.rule_reveal_burst_count = 4;
         config.rule_reveal_burst_tenants = 2;
         config.rule_reveal_burst_minutes = 10;
-        config.rule_reveal_hours = Some("mon-fri 08:00-18:00".into());
+        config.rule_reveal_hours = smtp_vault::core::monitor::reveal_hours(Some("mon-fri 08:00-18:00")).unwrap();
         config.rule_failed_auth_count = 3;
         config.rule_failed_auth_minutes = 15;
         config.rule_backup_max_age_hours = 26;

@@ -135,7 +135,7 @@ async fn run_journey_and_check(capture: &Capture) {
         let out = common::console_command(&env)
             .args(args)
             .env("RUST_LOG", "trace")
-            .env("SMTP_VAULT_BACKUP_TARGET", &env.config.backup_target)
+            .env("SMTP_VAULT_BACKUP_TARGET", env.config.backup_target.to_string())
             .env("SMTP_VAULT_BACKUP_KEY", env.dir.path().join("keys/backup.key"))
             .output()
             .unwrap();

@@ -39,8 +39,8 @@ async fn setup() -> Setup {
     let (dns, provision) = (sink.hook_url("dns"), sink.hook_url("provision"));
     let env = TestEnv::start_custom(None, |c| {
         c.smtp_ca_file = Some(bundle_path.clone());
-        c.dns_hook_url = Some(dns);
-        c.provision_hook_url = Some(provision);
+        c.dns_hook_url = Some(dns.parse().unwrap());
+        c.provision_hook_url = Some(provision.parse().unwrap());
         c.hook_token = Some(SecretString::from("hook-secret".to_owned()));
     })
     .await;

@@ -107,7 +107,7 @@ async fn the_api_over_https_verifies_against_a_pinned_host_name_and_shares_the_s
     assert!(wrong_name.is_err_and(|e| e.is_connect()));
 
     // The console, refusing plaintext as in production, reaches it only pinned to the address.
-    let console = mailu(&mail, OutboundPolicy::new(false, &["127.0.0.0/8".into()]).unwrap());
+    let console = mailu(&mail, OutboundPolicy::new(false, vec!["127.0.0.0/8".parse().unwrap()]));
     let target = MailTarget { api_url: base.clone(), ..mail.target("admin@acme.example") };
     assert!(console.user_exists(&target).await.is_err(), "{HOST} resolves nowhere");
     let pinned = MailTarget { api_address: Some(LOOPBACK), ..target };

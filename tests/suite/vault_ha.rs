@@ -210,12 +210,12 @@ async fn setup(cluster: &RaftCluster, count: usize) -> Setup {
     // given every node.
     let mut config = Config::defaults();
     config.outbound_allow_plaintext = true;
-    config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    config.outbound_allow_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     config.database_url = db.url.clone();
-    config.vault_addr = cluster.addrs();
+    config.vault_addrs = smtp_vault::core::config::vault_addrs(&cluster.addrs()).unwrap();
     config.vault_token = Some(cluster.root.clone());
     config.keyring_path = dir.path().join("keyring.json");
-    config.backup_target = format!("file://{}", dir.path().join("backups").display());
+    config.backup_target = smtp_vault::core::backup::BackupLocation::Dir(dir.path().join("backups"));
     config.backup_key_path = dir.path().join("backup.key");
     config.smtp_ca_file = Some(mail.ca_path());
     config.rotation_retry_ms = 10;

@@ -135,11 +135,9 @@ impl RelyingParty {
     ///
     /// # Errors
     /// [`Error::Config`] for a URL without a host.
-    pub fn new(public_url: &str, ceremony_ttl: Duration) -> Result<Self> {
-        let origin =
-            Url::parse(public_url).map_err(|_| Error::Config(format!("public URL `{public_url}` is not a URL")))?;
+    pub fn new(origin: &Url, ceremony_ttl: Duration) -> Result<Self> {
         let rp_id = origin.host_str().ok_or_else(|| Error::Config("public URL has no host".into()))?.to_owned();
-        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
+        let webauthn = WebauthnBuilder::new(&rp_id, origin)
             .and_then(|b| b.rp_name("smtp-vault").build())
             .map_err(|e| Error::Config(format!("WebAuthn relying party: {e}")))?;
         Ok(Self { webauthn, ttl: ceremony_ttl })

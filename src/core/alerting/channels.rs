@@ -81,16 +81,15 @@ impl Channels {
     /// [`Error::Config`] for a malformed SMTP URL, address or webhook URL.
     pub fn new(
         smtp_url: Option<&SecretString>,
-        from: &str,
-        security_to: &[String],
+        from: &Mailbox,
+        security_to: &[Mailbox],
         slack_url: Option<&SecretString>,
         extra_root_pem: Option<&[u8]>,
         policy: &OutboundPolicy,
     ) -> Result<Self> {
-        let security_recipients =
-            security_to.iter().filter(|a| !a.trim().is_empty()).map(|a| mailbox(a)).collect::<Result<Vec<_>>>()?;
+        let security_recipients = security_to.to_vec();
         let email = match smtp_url {
-            Some(url) => Some(EmailChannel::new(url, mailbox(from)?, extra_root_pem, policy)?),
+            Some(url) => Some(EmailChannel::new(url, from.clone(), extra_root_pem, policy)?),
             None => None,
         };
         let slack = match slack_url {
@@ -290,18 +289,12 @@ mod tests {
 
     #[test]
     fn smtp_urls_are_checked_without_echoing_them() {
-        let lab = OutboundPolicy::new(true, &["127.0.0.0/8".into()]).unwrap_or_default();
-        let ok = |u: &str| Channels::new(Some(&SecretString::from(u.to_owned())), "a@b.example", &[], None, None, &lab);
+        let lab = OutboundPolicy::new(true, vec!["127.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))]);
+        let from = sender();
+        let ok = |u: &str| Channels::new(Some(&SecretString::from(u.to_owned())), &from, &[], None, None, &lab);
         assert!(ok("smtp://127.0.0.1:2525?tls=none").is_ok());
         let strict = |u: &str| {
-            Channels::new(
-                Some(&SecretString::from(u.to_owned())),
-                "a@b.example",
-                &[],
-                None,
-                None,
-                &OutboundPolicy::default(),
-            )
+            Channels::new(Some(&SecretString::from(u.to_owned())), &from, &[], None, None, &OutboundPolicy::default())
         };
         assert!(strict("smtp://mail.example?tls=none").is_err());
         assert!(strict("smtp://127.0.0.1:2525").is_err());
@@ -316,15 +309,18 @@ mod tests {
     }
 
     #[test]
-    fn addresses_and_webhooks_are_validated() {
+    fn webhooks_are_validated() {
         let policy = OutboundPolicy::default();
-        assert!(Channels::new(None, "x", &["ops@example.com".into()], None, None, &policy).is_ok());
-        assert!(Channels::new(None, "x", &["not an address".into()], None, None, &policy).is_err());
-        let hook = |u: &str| Channels::new(None, "x", &[], Some(&SecretString::from(u.to_owned())), None, &policy);
+        let from = sender();
+        let hook = |u: &str| Channels::new(None, &from, &[], Some(&SecretString::from(u.to_owned())), None, &policy);
         assert!(hook("https://hooks.slack.com/services/T/B/X").is_ok());
         assert!(hook("ftp://example.com").is_err());
         assert!(hook("http://hooks.slack.com/services/T/B/X").is_err());
         assert!(hook("https://169.254.169.254/latest/meta-data").is_err());
+    }
+
+    fn sender() -> Mailbox {
+        mailbox("a@b.example").unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

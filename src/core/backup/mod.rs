@@ -37,7 +37,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::Instant;
-pub use target::{BackupTarget, load_backup_key};
+pub use target::{BackupLocation, BackupTarget, load_backup_key};
 
 const MAGIC: &[u8] = b"SVBK1\n";
 /// Daily backups kept.

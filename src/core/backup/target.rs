@@ -22,40 +22,84 @@ impl std::fmt::Debug for BackupTarget {
     }
 }
 
-impl BackupTarget {
-    /// Opens `file://DIR` (created when missing; relative to the working directory) or
-    /// `s3://BUCKET[/PREFIX]` (credentials, region and endpoint from the usual `AWS_*`
-    /// variables; `AWS_ENDPOINT` and `AWS_ALLOW_HTTP=true` for a local S3 server).
+/// Where `SMTP_VAULT_BACKUP_TARGET` points: a local directory or an S3 bucket and prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupLocation {
+    /// `file://DIR` (relative to the working directory unless absolute).
+    Dir(std::path::PathBuf),
+    /// `s3://BUCKET[/PREFIX]`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// Key prefix inside it, without surrounding slashes; may be empty.
+        prefix: String,
+    },
+}
+
+impl BackupLocation {
+    /// Parses `file://DIR` or `s3://BUCKET[/PREFIX]`.
     ///
     /// # Errors
-    /// [`Error::Config`] for another scheme or an S3 setup object_store refuses.
-    pub fn open(url: &str) -> Result<Self> {
-        if let Some(dir) = url.strip_prefix("file://") {
-            let root = std::path::PathBuf::from(dir);
-            std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
-                .map_err(|e| Error::Config(format!("backup target {url}: {e}")))?;
-            let absolute = std::fs::canonicalize(&root).unwrap_or(root);
-            return Ok(Self { store: Arc::new(store), description: url.to_owned(), local_root: Some(absolute) });
+    /// [`Error::Config`] for another scheme or an S3 location without a bucket.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if let Some(dir) = text.strip_prefix("file://") {
+            if dir.is_empty() {
+                return Err(Error::Config("SMTP_VAULT_BACKUP_TARGET: file://DIR needs a directory".into()));
+            }
+            return Ok(Self::Dir(dir.into()));
         }
-        if let Some(rest) = url.strip_prefix("s3://") {
+        if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(Error::Config("SMTP_VAULT_BACKUP_TARGET: s3://BUCKET[/PREFIX] needs a bucket".into()));
             }
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| Error::Config(format!("backup target {url}: {e}")))?;
-            let prefix = prefix.trim_matches('/');
-            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
-            };
-            return Ok(Self { store, description: url.to_owned(), local_root: None });
+            return Ok(Self::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned() });
         }
         Err(Error::Config("SMTP_VAULT_BACKUP_TARGET must start with file:// or s3://".into()))
+    }
+}
+
+impl std::fmt::Display for BackupLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "file://{}", dir.display()),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl BackupTarget {
+    /// Opens a directory (created when missing) or an S3 bucket (credentials, region and
+    /// endpoint from the usual `AWS_*` variables; `AWS_ENDPOINT` and `AWS_ALLOW_HTTP=true` for
+    /// a local S3 server).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an S3 setup object_store refuses; I/O errors creating the directory.
+    pub fn open(location: &BackupLocation) -> Result<Self> {
+        let description = location.to_string();
+        match location {
+            BackupLocation::Dir(root) => {
+                std::fs::create_dir_all(root).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| Error::Config(format!("backup target {description}: {e}")))?;
+                let absolute = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+                Ok(Self { store: Arc::new(store), description, local_root: Some(absolute) })
+            }
+            BackupLocation::S3 { bucket, prefix } => {
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| Error::Config(format!("backup target {description}: {e}")))?;
+                let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+                };
+                Ok(Self { store, description, local_root: None })
+            }
+        }
     }
 
     /// Refuses a backup key stored under a local backup target (ARCHITECTURE §3.2).

@@ -17,6 +17,6 @@ use crate::core::Core;
 pub use rules::RulePass;
 use rules::when;
 use settings::severity_of;
-pub use settings::{AllowedHours, RULES, RuleInfo, RuleSettings};
+pub use settings::{AllowedHours, RULES, RuleInfo, RuleSettings, reveal_hours, rules_off};
 
 impl Core {}

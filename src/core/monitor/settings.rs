@@ -5,7 +5,6 @@ use crate::core::alerting::AlertKind;
 use crate::core::audit::Severity;
 use crate::core::error::{Error, Result};
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
-use std::collections::BTreeSet;
 
 /// A rule that can be switched off, with the severity of what it raises.
 #[derive(Debug, Clone, Copy)]
@@ -139,47 +138,60 @@ pub struct RuleSettings {
     pub failed_auth_window: Duration,
     /// Age of the newest backup that raises `backup_overdue`.
     pub backup_max_age: Duration,
-    /// Rules switched off, by kind.
-    pub off: BTreeSet<String>,
+    /// Rules switched off.
+    pub off: Vec<AlertKind>,
+}
+
+/// Parses `SMTP_VAULT_RULES_OFF`: each name must be a rule's alert kind.
+///
+/// # Errors
+/// [`Error::Config`] naming the unknown rule and listing the known ones.
+pub fn rules_off(names: &[String]) -> Result<Vec<AlertKind>> {
+    let mut off = Vec::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let Some(rule) = RULES.iter().find(|r| r.kind.as_str() == name) else {
+            let known: Vec<&str> = RULES.iter().map(|r| r.kind.as_str()).collect();
+            return Err(Error::Config(format!(
+                "SMTP_VAULT_RULES_OFF: unknown rule {name:?} (known: {})",
+                known.join(", ")
+            )));
+        };
+        off.push(rule.kind);
+    }
+    Ok(off)
+}
+
+/// Parses `SMTP_VAULT_RULE_REVEAL_HOURS`; unset or blank: any time.
+///
+/// # Errors
+/// [`Error::Config`] naming the setting and what is malformed.
+pub fn reveal_hours(text: Option<&str>) -> Result<Option<AllowedHours>> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => {
+            AllowedHours::parse(text).map(Some).map_err(|e| Error::Config(format!("SMTP_VAULT_RULE_REVEAL_HOURS: {e}")))
+        }
+    }
 }
 
 impl RuleSettings {
-    /// From the configuration.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for an unknown rule name or malformed allowed hours.
-    pub fn from_config(config: &crate::core::config::Config) -> Result<Self> {
-        let mut off = BTreeSet::new();
-        for name in config.rules_off.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-            if !RULES.iter().any(|r| r.kind.as_str() == name) {
-                let known: Vec<&str> = RULES.iter().map(|r| r.kind.as_str()).collect();
-                return Err(Error::Config(format!(
-                    "SMTP_VAULT_RULES_OFF: unknown rule {name:?} (known: {})",
-                    known.join(", ")
-                )));
-            }
-            off.insert(name.to_owned());
-        }
-        let reveal_hours = match config.rule_reveal_hours.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => Some(
-                AllowedHours::parse(text).map_err(|e| Error::Config(format!("SMTP_VAULT_RULE_REVEAL_HOURS: {e}")))?,
-            ),
-        };
-        Ok(Self {
+    /// From the (already checked) configuration.
+    #[must_use]
+    pub fn from_config(config: &crate::core::config::Config) -> Self {
+        Self {
             reveal_burst_count: config.rule_reveal_burst_count,
             reveal_burst_tenants: config.rule_reveal_burst_tenants,
             reveal_burst_window: Duration::minutes(i64::from(config.rule_reveal_burst_minutes)),
-            reveal_hours,
+            reveal_hours: config.rule_reveal_hours.clone(),
             failed_auth_count: config.rule_failed_auth_count,
             failed_auth_window: Duration::minutes(i64::from(config.rule_failed_auth_minutes)),
             backup_max_age: Duration::hours(i64::from(config.rule_backup_max_age_hours)),
-            off,
-        })
+            off: config.rules_off.clone(),
+        }
     }
 
     pub(super) fn on(&self, kind: AlertKind) -> bool {
-        !self.off.contains(kind.as_str())
+        !self.off.contains(&kind)
     }
 }
 
@@ -243,23 +255,23 @@ mod tests {
 
     #[test]
     fn settings_refuse_unknown_rules_and_bad_hours_with_the_setting_named() {
+        let off = rules_off(&["login_new_ip".into(), " ".into()]).unwrap_or_else(|e| panic!("{e}"));
         let mut config = crate::core::config::Config::defaults();
-        config.rules_off = vec!["login_new_ip".into(), " ".into()];
-        let settings = RuleSettings::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        config.rules_off = off;
+        let settings = RuleSettings::from_config(&config);
         assert!(!settings.on(AlertKind::LoginNewIp) && settings.on(AlertKind::RevealBurst));
-        config.rules_off = vec!["login_new_ipp".into()];
-        let refused = |config: &crate::core::config::Config| match RuleSettings::from_config(config) {
+        let refused = |result: Result<_>| match result {
             Ok(_) => panic!("accepted"),
             Err(e) => e.to_string(),
         };
-        let err = refused(&config);
+        let err = refused(rules_off(&["login_new_ipp".into()]).map(|_| ()));
         assert!(err.contains("SMTP_VAULT_RULES_OFF") && err.contains("login_new_ipp"), "{err}");
-        config.rules_off.clear();
-        config.rule_reveal_hours = Some("weekdays 9-5".into());
-        let err = refused(&config);
+        // A kind that no rule raises cannot be switched off.
+        assert!(rules_off(&["emergency_reset".into()]).is_err());
+        let err = refused(reveal_hours(Some("weekdays 9-5")).map(|_| ()));
         assert!(err.contains("SMTP_VAULT_RULE_REVEAL_HOURS"), "{err}");
-        config.rule_reveal_hours = Some("Mon-Fri 07:00-19:00".into());
-        let settings = RuleSettings::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(settings.reveal_hours.map(|h| h.to_string()).as_deref(), Some("mon,tue,wed,thu,fri 07:00-19:00"));
+        assert!(reveal_hours(Some("  ")).is_ok_and(|h| h.is_none()));
+        let hours = reveal_hours(Some("Mon-Fri 07:00-19:00")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hours.map(|h| h.to_string()).as_deref(), Some("mon,tue,wed,thu,fri 07:00-19:00"));
     }
 }

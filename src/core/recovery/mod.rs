@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct RecoverySettings {
     /// DNS-update hook.
-    pub dns_hook_url: Option<String>,
+    pub dns_hook_url: Option<url::Url>,
     /// Replacement-server provisioning hook.
-    pub provision_hook_url: Option<String>,
+    pub provision_hook_url: Option<url::Url>,
     /// Bearer token for both hooks.
     pub hook_token: Option<SecretString>,
     /// Binary for the drill's scratch server.
@@ -87,9 +87,13 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Core {
-    async fn call_hook(&self, url: &str, body: serde_json::Value) -> std::result::Result<reqwest::Response, String> {
+    async fn call_hook(
+        &self,
+        url: &url::Url,
+        body: serde_json::Value,
+    ) -> std::result::Result<reqwest::Response, String> {
         let policy = &self.settings.outbound;
-        let url = policy.check_url(url).map_err(|refused| format!("the hook URL {refused}"))?;
+        let url = policy.check_url(url.as_str()).map_err(|refused| format!("the hook URL {refused}"))?;
         let client = policy.http_client(Duration::from_secs(20))?;
         let mut request = client.post(url).json(&body);
         if let Some(token) = &self.settings.recovery.hook_token {

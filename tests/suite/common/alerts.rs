@@ -113,8 +113,8 @@ impl Drop for AlertSink {
 /// Points a console's alert channels at a sink on these ports (running or not).
 pub fn configure_ports(config: &mut Config, smtp_port: u16, http_port: u16) {
     config.alert_smtp_url = Some(SecretString::from(format!("smtp://127.0.0.1:{smtp_port}?tls=none")));
-    config.alert_email_to = vec![SECURITY.into()];
-    config.alert_email_from = "smtp-vault@console.example".into();
+    config.alert_email_to = vec![SECURITY.parse().unwrap()];
+    config.alert_email_from = "smtp-vault@console.example".parse().unwrap();
     config.slack_webhook_url = Some(SecretString::from(format!("http://127.0.0.1:{http_port}/slack")));
 }
 

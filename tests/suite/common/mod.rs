@@ -180,7 +180,10 @@ impl TestDb {
 
 /// The outbound policy of the tests: the stand-ins answer on loopback over plain http.
 pub fn lab_policy() -> smtp_vault::core::outbound::OutboundPolicy {
-    smtp_vault::core::outbound::OutboundPolicy::new(true, &["127.0.0.0/8".into(), "::1/128".into()]).unwrap()
+    smtp_vault::core::outbound::OutboundPolicy::new(
+        true,
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+    )
 }
 
 /// Everything a test needs, torn down on drop.
@@ -215,17 +218,17 @@ impl TestEnv {
         let db = TestDb::create(dir.path()).await;
         let mut config = Config::defaults();
         config.database_url = db.url.clone();
-        config.vault_addr = bao.addr.clone();
+        config.vault_addrs = smtp_vault::core::config::vault_addrs(&bao.addr).unwrap();
         config.vault_token = Some(bao.root_token.clone());
         config.keyring_path = dir.path().join("keyring.json");
-        config.backup_target = format!("file://{}", dir.path().join("backups").display());
+        config.backup_target = smtp_vault::core::backup::BackupLocation::Dir(dir.path().join("backups"));
         config.backup_key_path = dir.path().join("backup.key");
         config.rotation_retry_ms = 10;
         // A refused heartbeat alarms at once unless a test is about the re-check.
         config.heartbeat_recheck_secs = 0;
         // The stand-ins (Mailu, hooks, alert sinks) answer on loopback over plain http.
         config.outbound_allow_plaintext = true;
-        config.outbound_allow_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
+        config.outbound_allow_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
         customize(&mut config);
         smtp_vault::core::generate_keyring(&config).unwrap();
         // vault-setup with the privileged token, as an operator would. On the test's clock: its
