@@ -284,3 +284,76 @@ pub struct AuditEventRow {
     /// Hash of this event.
     pub hash: String,
 }
+
+/// Which domain writes each table (docs/architecture.md, "Who owns the data"). Reads may cross
+/// (the monitor's rules and gauges read the trail, alerts and reveal windows); writes do not,
+/// so a change to who may alter a row is found in one folder.
+pub const TABLE_OWNERS: &[(&str, &[&str])] = &[
+    ("admins", &["admins"]),
+    ("invites", &["admins"]),
+    ("passkeys", &["admins"]),
+    ("step_ups", &["access"]),
+    ("ceremonies", &["access"]),
+    ("service_tokens", &["access"]),
+    ("tenants", &["credentials", "rotation"]),
+    ("reveal_grants", &["credentials"]),
+    ("incidents", &["emergency"]),
+    ("job_leases", &["rotation"]),
+    ("dr_drills", &["recovery"]),
+    ("alerts", &["alerting"]),
+    ("alert_deliveries", &["alerting"]),
+    ("audit_events", &["audit"]),
+    ("audit_head", &["audit"]),
+    ("monitor_cursor", &["monitor"]),
+    ("monitor_episodes", &["monitor"]),
+    ("monitor_seen", &["monitor"]),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::TABLE_OWNERS;
+    use std::path::{Path, PathBuf};
+
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_table_is_written_only_by_the_domain_that_owns_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let migrations = std::fs::read_dir(root.join("migrations/sqlite"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect::<String>()
+            .to_lowercase();
+        let mut files = Vec::new();
+        sources(&root.join("src"), &mut files);
+        assert!(files.len() > 50, "the sources were not found");
+        let mut wrong = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let relative = file.strip_prefix(root.join("src/core")).ok();
+            let domain = relative.and_then(|r| r.components().next()).map(|c| c.as_os_str().to_string_lossy());
+            for (table, owners) in TABLE_OWNERS {
+                assert!(migrations.contains(&format!("create table {table} ")), "{table} is not a table");
+                let writes = ["INSERT INTO", "UPDATE", "DELETE FROM"].iter().any(|verb| {
+                    text.contains(&format!("{verb} {table} ")) || text.contains(&format!("{verb} {table}\n"))
+                });
+                let owned = domain.as_deref().is_some_and(|d| owners.contains(&d));
+                if writes && !owned {
+                    wrong.push(format!("{} writes {table} (owned by {owners:?})", file.display()));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+}

@@ -4,7 +4,7 @@
 //! assertion can be used once, in the session and for the purpose it was asked for.
 
 use crate::core::crypto::random_bytes;
-use crate::core::db::Db;
+use crate::core::db::{Db, WriteTx};
 use crate::core::error::{Error, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -220,6 +220,12 @@ impl RelyingParty {
             expired: now.timestamp_millis() > row.expires_at_ms,
         }))
     }
+}
+
+/// Drops every ceremony an admin has begun (disabled: none may finish).
+pub(crate) async fn drop_ceremonies_of(tx: &mut WriteTx, admin_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM ceremonies WHERE admin_id = $1").bind(admin_id).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The stable text id of a passkey's credential (base64url).

@@ -10,6 +10,7 @@ use crate::core::access::{self, Actor, Clearance, ClientInfo};
 use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience};
 use crate::core::audit::Severity;
+use crate::core::db::WriteTx;
 use crate::core::error::{Error, Result};
 use crate::model::Permission;
 use chrono::{DateTime, Duration, Utc};
@@ -91,6 +92,28 @@ impl Intent {
 pub const STEP_UP_WINDOW: Duration = Duration::minutes(5);
 /// A passkey this young that passes a step-up is reported to security.
 const NEW_PASSKEY_AGE: Duration = Duration::hours(24);
+
+/// Whose step-up windows end: what a session, an admin or a passkey earned ends with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StepUpsOf<'a> {
+    /// The session with this binding hash (logout).
+    Session(&'a str),
+    /// Every session of an admin (role changed, disabled).
+    Admin(&'a str),
+    /// Every window a passkey opened (removed).
+    Passkey(&'a str),
+}
+
+/// Ends the step-up windows of `of`, in the caller's transaction.
+pub(crate) async fn end_step_ups(tx: &mut WriteTx, of: StepUpsOf<'_>) -> Result<()> {
+    let (query, key) = match of {
+        StepUpsOf::Session(hash) => ("DELETE FROM step_ups WHERE binding_hash = $1", hash),
+        StepUpsOf::Admin(admin) => ("DELETE FROM step_ups WHERE admin_id = $1", admin),
+        StepUpsOf::Passkey(passkey) => ("DELETE FROM step_ups WHERE passkey_id = $1", passkey),
+    };
+    sqlx::query(query).bind(key).execute(&mut **tx).await?;
+    Ok(())
+}
 
 impl Core {
     /// Starts a confirmation for sensitive changes; returns the WebAuthn request options (JSON).

@@ -5,6 +5,7 @@ use super::{AdminRow, clean_email, clean_name, hash_text, insert_passkey, new_id
 use crate::core::Core;
 use crate::core::access::passkeys::{Binding, Purpose, SessionBinding};
 use crate::core::access::ratelimit::{self, Decision, RateLimiter};
+use crate::core::access::stepup::{self, StepUpsOf};
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::alerting::AlertKind;
 use crate::core::audit::{self, EventType, NewEvent, Severity};
@@ -322,7 +323,7 @@ impl Core {
         if let Some(session) = &client.session {
             let hash = session.hash();
             self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfSession(&hash), "logged_out", now).await?;
-            sqlx::query("DELETE FROM step_ups WHERE binding_hash = $1").bind(&hash).execute(&mut *tx).await?;
+            stepup::end_step_ups(&mut tx, StepUpsOf::Session(&hash)).await?;
         }
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::LoggedOut, None, json!({})), now).await?;
         tx.commit().await?;

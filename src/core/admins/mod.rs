@@ -9,6 +9,8 @@ mod reauth;
 
 use crate::core::Core;
 use crate::core::access::authorize;
+use crate::core::access::passkeys::drop_ceremonies_of;
+use crate::core::access::stepup::{self, StepUpsOf};
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::credentials::reveal::OpenGrants;
@@ -328,7 +330,7 @@ impl Core {
             return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
         // A changed role starts over: no step-up window carries across it.
-        sqlx::query("DELETE FROM step_ups WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
+        stepup::end_step_ups(&mut tx, StepUpsOf::Admin(admin_id)).await?;
         // A demoted platform admin keeps no reveal window.
         if role != Role::PlatformAdmin {
             self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfAdmin(admin_id), "role_changed", now).await?;
@@ -370,8 +372,8 @@ impl Core {
             return Err(Error::InvalidInput("at least one active platform admin must remain".into()));
         }
         self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfAdmin(admin_id), "admin_disabled", now).await?;
-        sqlx::query("DELETE FROM ceremonies WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM step_ups WHERE admin_id = $1").bind(admin_id).execute(&mut *tx).await?;
+        drop_ceremonies_of(&mut tx, admin_id).await?;
+        stepup::end_step_ups(&mut tx, StepUpsOf::Admin(admin_id)).await?;
         audit::append(
             &mut tx,
             actor,

@@ -3,6 +3,7 @@
 use super::{clean_name, new_id, parse_json};
 use crate::core::Core;
 use crate::core::access::passkeys::{Binding, Purpose, SessionBinding, credential_id_text};
+use crate::core::access::stepup::{self, StepUpsOf};
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
@@ -201,7 +202,7 @@ impl Core {
         }
         sqlx::query("DELETE FROM passkeys WHERE passkey_id = $1").bind(passkey_id).execute(&mut *tx).await?;
         // What the passkey earned ends with it: a lost or stolen key keeps no open window.
-        sqlx::query("DELETE FROM step_ups WHERE passkey_id = $1").bind(passkey_id).execute(&mut *tx).await?;
+        stepup::end_step_ups(&mut tx, StepUpsOf::Passkey(passkey_id)).await?;
         self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfPasskey(passkey_id), "passkey_removed", now)
             .await?;
         let details = json!({"admin_id": admin_id, "passkey_id": passkey_id});

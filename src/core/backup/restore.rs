@@ -9,6 +9,7 @@ use crate::core::access::stepup::Intent;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::credentials::records;
 use crate::core::crypto::{Keyring, SecretField};
 use crate::core::error::{Error, Result};
 use crate::core::vault::{CredentialDocument, PendingDocument, Vault};
@@ -385,12 +386,12 @@ impl Core {
         let mut tx = self.db.begin_write().await?;
         for restored in versions {
             let (url, host, port) = &restored.destination;
-            let recorded: Option<(String, String, i64)> =
-                sqlx::query_as("SELECT mailu_api_url, smtp_host, smtp_port FROM tenants WHERE tenant_id = $1")
-                    .bind(&restored.tenant)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((from, from_host, from_port)) = recorded.filter(|r| (&r.0, &r.1, r.2) != (url, host, *port)) {
+            let destination =
+                records::Destination { mailu_api_url: url.clone(), smtp_host: host.clone(), smtp_port: *port };
+            let recorded = records::destination(&mut tx, &restored.tenant).await?;
+            if let Some(records::Destination { mailu_api_url: from, smtp_host: from_host, smtp_port: from_port }) =
+                recorded.filter(|r| *r != destination)
+            {
                 let tenant = TenantId::parse(&restored.tenant)
                     .map_err(|_| Error::BackupInvalid("a restored tenant id is not valid"))?;
                 let to = if &from == url {
@@ -409,19 +410,8 @@ impl Core {
                 )
                 .await?;
             }
-            sqlx::query(
-                "UPDATE tenants SET version = $1, mailu_api_url = $2, smtp_host = $3, smtp_port = $4, updated_at_ms = $5, \
-                 smtp_tls = $7 WHERE tenant_id = $6",
-            )
-            .bind(i64::try_from(restored.version).unwrap_or(i64::MAX))
-            .bind(url)
-            .bind(host)
-            .bind(port)
-            .bind(now.timestamp_millis())
-            .bind(&restored.tenant)
-            .bind(restored.smtp_tls.as_str())
-            .execute(&mut *tx)
-            .await?;
+            records::record_restored(&mut tx, &restored.tenant, restored.version, &destination, restored.smtp_tls, now)
+                .await?;
         }
         let details = json!({
             "backup_id": report.backup_id, "journal_records": report.journal_records, "tenants": report.tenants,

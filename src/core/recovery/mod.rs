@@ -15,6 +15,7 @@ use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::config::Config;
+use crate::core::credentials::records;
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::mail::{LoginCheck, MailTarget};
@@ -303,33 +304,24 @@ impl Core {
         let now = self.now();
         let duration_ms = millis(clock.elapsed());
         let mut tx = self.db.begin_write().await?;
-        let old: Option<(Option<String>,)> = sqlx::query_as("SELECT server_ip FROM tenants WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let old_address = old.and_then(|(ip,)| ip);
-        let recovered = format!(
-            "UPDATE tenants SET server_ip = $1, mailu_api_url = $2, smtp_port = $3, version = $4, state = {}, \
-             last_error = NULL, updated_at_ms = $5, smtp_tls = $7 WHERE tenant_id = $6",
-            state::sql(Transition::Stored.target())
-        );
-        sqlx::query(&recovered)
-            .bind(&new_address)
-            .bind(&request.mailu_api_url)
-            .bind(i64::from(port))
-            .bind(i64::try_from(version).unwrap_or(i64::MAX))
-            .bind(now.timestamp_millis())
-            .bind(tenant.as_str())
-            .bind(tls.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let recovered = records::Recovered {
+            server_ip: &new_address,
+            mailu_api_url: &request.mailu_api_url,
+            smtp_port: port,
+            smtp_tls: tls,
+            version,
+        };
+        let old_address = records::record_recovered(&mut tx, tenant, &recovered, now).await?;
         let details = json!({
             "old_address": old_address, "new_address": new_address, "mailu_api_url": request.mailu_api_url,
             "created_user": created_user, "version": version, "duration_ms": duration_ms,
         });
         let event =
             NewEvent::info(EventType::CredentialsRecovered, Some(tenant), details).with_severity(Severity::Warning);
-        audit::append(&mut tx, actor, client, event, now).await?;
+        // Whatever state it was in, the credential now stands on the replacement server.
+        if !state::transition(&mut tx, actor, client, tenant, Transition::Stored, event.clone(), now).await? {
+            audit::append(&mut tx, actor, client, event, now).await?;
+        }
         tx.commit().await?;
         let dns_hook = match &self.settings.recovery.dns_hook_url {
             None => "not_configured".to_owned(),
