@@ -26,12 +26,15 @@ async fn states(core: &Core, alert_id: &str) -> Vec<(String, String, i64)> {
 async fn a_refusing_sink_gets_every_alert_exactly_once_even_across_a_restart() {
     let sink = AlertSink::start();
     let clock = ManualClock::new();
-    let env = TestEnv::start_custom(Some(clock.clone()), |c| {
-        sink.configure(c);
-        c.alert_retry_ms = 1000;
-        c.alert_max_attempts = 8;
-    })
-    .await;
+    let env = TestEnv::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            sink.configure(c);
+            c.alert_retry_ms = 1000;
+            c.alert_max_attempts = 8;
+        })
+        .start()
+        .await;
     sink.refuse("slack", 3).await;
     sink.refuse("smtp", 1).await;
     let operator = Actor::operator();
@@ -88,13 +91,16 @@ async fn a_refusing_sink_gets_every_alert_exactly_once_even_across_a_restart() {
 async fn a_delivery_is_dead_lettered_after_the_limit_and_can_be_queued_again() {
     let sink = AlertSink::start();
     let clock = ManualClock::new();
-    let env = TestEnv::start_custom(Some(clock.clone()), |c| {
-        sink.configure(c);
-        c.slack_webhook_url = None;
-        c.alert_retry_ms = 1000;
-        c.alert_max_attempts = 3;
-    })
-    .await;
+    let env = TestEnv::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            sink.configure(c);
+            c.slack_webhook_url = None;
+            c.alert_retry_ms = 1000;
+            c.alert_max_attempts = 3;
+        })
+        .start()
+        .await;
     sink.refuse("smtp", 100).await;
     let alert = env.core.send_test_alert(&Actor::operator(), &ClientInfo::local()).await.unwrap();
     for _ in 0..3 {
@@ -151,7 +157,7 @@ async fn without_channels_a_test_alert_is_refused_and_alerts_say_no_recipient() 
 #[tokio::test]
 async fn an_alert_is_acknowledged_once_by_an_admin_and_stays_listed() {
     let sink = AlertSink::start();
-    let env = TestEnv::start_custom(None, |c| sink.configure(c)).await;
+    let env = TestEnv::builder().alerts(&sink).start().await;
     let alert = env.core.send_test_alert(&Actor::operator(), &ClientInfo::local()).await.unwrap();
     assert!(alert.acknowledged_by.is_none());
     let reviewer = Actor::Admin {
@@ -185,11 +191,14 @@ async fn an_alert_is_acknowledged_once_by_an_admin_and_stays_listed() {
 async fn sinks_that_are_down_for_a_while_get_everything_later_exactly_once() {
     let (smtp_port, http_port) = (unused_port(), unused_port());
     let clock = ManualClock::new();
-    let env = TestEnv::start_custom(Some(clock.clone()), |c| {
-        configure_ports(c, smtp_port, http_port);
-        c.alert_retry_ms = 1000;
-    })
-    .await;
+    let env = TestEnv::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            configure_ports(c, smtp_port, http_port);
+            c.alert_retry_ms = 1000;
+        })
+        .start()
+        .await;
     let operator = Actor::operator();
     let mut alerts = Vec::new();
     for _ in 0..3 {
@@ -228,7 +237,7 @@ async fn sinks_that_are_down_for_a_while_get_everything_later_exactly_once() {
 async fn a_rotation_notice_reaches_the_tenants_contact_and_no_one_else() {
     let sink = AlertSink::start();
     let clock = ManualClock::new();
-    let env = TestEnv::start_custom(Some(clock.clone()), |c| sink.configure(c)).await;
+    let env = TestEnv::builder().clock(clock.clone()).alerts(&sink).start().await;
     let operator = Actor::operator();
     for tenant in ["acme", "globex"] {
         let request =

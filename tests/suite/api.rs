@@ -230,7 +230,7 @@ async fn a_ciphertext_copied_to_another_tenant_fails_to_decrypt_with_a_clear_err
 #[tokio::test]
 async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let clock = common::ManualClock::new();
-    let env = TestEnv::start_with_clock(Some(clock.clone())).await;
+    let env = TestEnv::builder().clock(clock.clone()).start().await;
     let base = env.serve().await;
     let writer = env.token(&ALL_CREDENTIAL_SCOPES).await;
     let reader = env.token(&[Scope::CredentialsRead]).await;

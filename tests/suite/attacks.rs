@@ -99,7 +99,7 @@ async fn provisioned() -> (TestEnv, MailStandIn, SecretString) {
     let ca = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca.path(), &mail.ca_pem).unwrap();
     let (_, ca_path) = ca.keep().unwrap();
-    let env = TestEnv::start_custom(None, |c| c.smtp_ca_file = Some(ca_path.clone())).await;
+    let env = TestEnv::builder().config(|c| c.smtp_ca_file = Some(ca_path.clone())).start().await;
     let mut body = credential_body("unused", API_TOKEN);
     body.as_object_mut().unwrap().remove("password");
     body["smtp_host"] = "localhost".into();
@@ -242,11 +242,13 @@ async fn attack_a_bare_admin_session_repoints_the_tenant_through_its_settings() 
 #[tokio::test]
 async fn attack_internal_and_plaintext_destinations_are_refused_by_the_outbound_policy() {
     // A console on the production policy (no plaintext, no internal networks).
-    let env = TestEnv::start_custom(None, |c| {
-        c.outbound_allow_plaintext = false;
-        c.outbound_allow_networks = Vec::new();
-    })
-    .await;
+    let env = TestEnv::builder()
+        .config(|c| {
+            c.outbound_allow_plaintext = false;
+            c.outbound_allow_networks = Vec::new();
+        })
+        .start()
+        .await;
     let writer = Actor::ServiceToken { token_id: "t".into(), name: "p".into(), scopes: vec![Scope::CredentialsWrite] };
     for url in [
         "http://mail.acme.example/api/v1",
@@ -391,7 +393,7 @@ async fn attack_a_stolen_session_adds_a_passkey_invites_and_changes_roles() {
 #[tokio::test]
 async fn attack_a_passkey_slipped_in_is_reported_when_added_and_at_its_first_step_up() {
     let sink = common::alerts::AlertSink::start();
-    let env = TestEnv::start_custom(None, |c| sink.configure(c)).await;
+    let env = TestEnv::builder().alerts(&sink).start().await;
     let mut admin = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
     // The enrollment passkey's own step-up is routine.
     admin.step_up(&env.core).await;
@@ -470,7 +472,7 @@ async fn session_rows(env: &TestEnv) -> i64 {
 #[tokio::test]
 async fn attack_a_login_flood_through_the_proxy_locks_out_every_admin() {
     // The console behind a reverse proxy on loopback (every test request comes through it).
-    let env = TestEnv::start_custom(None, |c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let env = TestEnv::builder().config(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).start().await;
     let base = env.serve().await;
     let _alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
     let http = reqwest::Client::new();

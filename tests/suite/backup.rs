@@ -26,7 +26,7 @@ struct Backups {
 
 async fn with_backups(clock: Option<smtp_vault::core::clock::SharedClock>) -> Backups {
     let keys = tempfile::tempdir().unwrap();
-    let env = TestEnv::start_with_clock(clock.clone()).await;
+    let env = TestEnv::builder().maybe_clock(clock.clone()).start().await;
     smtp_vault::core::generate_backup_key(&env.config).unwrap();
     let core = Core::connect(&env.config, Needs::ALL, clock).await.unwrap();
     Backups { env, core, keys }

@@ -50,7 +50,7 @@ async fn rotations_survive_the_console_being_killed_at_random_moments() {
     let mail = MailStandIn::start();
     let ca = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca.path(), &mail.ca_pem).unwrap();
-    let env = TestEnv::start_custom(None, |c| c.smtp_ca_file = Some(ca.path().to_owned())).await;
+    let env = TestEnv::builder().config(|c| c.smtp_ca_file = Some(ca.path().to_owned())).start().await;
     for tenant in TENANTS {
         let mut body = common::credential_body("unused", API_TOKEN);
         body.as_object_mut().unwrap().remove("password");

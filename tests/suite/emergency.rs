@@ -30,12 +30,15 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
     let mail = MailStandIn::start();
     let sink = AlertSink::start();
     let ca = mail.ca_path();
-    let env = TestEnv::start_custom(clock, |c| {
-        c.smtp_ca_file = Some(ca);
-        c.alert_retry_ms = 20;
-        sink.configure(c);
-    })
-    .await;
+    let env = TestEnv::builder()
+        .maybe_clock(clock)
+        .config(|c| {
+            c.smtp_ca_file = Some(ca);
+            c.alert_retry_ms = 20;
+            sink.configure(c);
+        })
+        .start()
+        .await;
     let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone()), common::lab_policy()).unwrap();
     let email = "admin@acme.example";
     let password = "Initial-acme-Pass";

@@ -70,17 +70,20 @@ async fn a_scripted_day_fires_exactly_the_expected_alerts_and_each_reaches_both_
     // Wednesday 2026-12-02, 10:00 UTC: inside the allowed hours.
     let clock = ManualClock::at(chrono::Utc.with_ymd_and_hms(2026, 12, 2, 10, 0, 0).unwrap());
     let sink = AlertSink::start();
-    let mut env = TestEnv::start_custom(Some(clock.clone()), |config| {
-        sink.configure(config);
-        config.rule_reveal_burst_count = 4;
-        config.rule_reveal_burst_tenants = 2;
-        config.rule_reveal_burst_minutes = 10;
-        config.rule_reveal_hours = smtp_vault::core::monitor::reveal_hours(Some("mon-fri 08:00-18:00")).unwrap();
-        config.rule_failed_auth_count = 3;
-        config.rule_failed_auth_minutes = 15;
-        config.rule_backup_max_age_hours = 26;
-    })
-    .await;
+    let mut env = TestEnv::builder()
+        .clock(clock.clone())
+        .config(|config| {
+            sink.configure(config);
+            config.rule_reveal_burst_count = 4;
+            config.rule_reveal_burst_tenants = 2;
+            config.rule_reveal_burst_minutes = 10;
+            config.rule_reveal_hours = smtp_vault::core::monitor::reveal_hours(Some("mon-fri 08:00-18:00")).unwrap();
+            config.rule_failed_auth_count = 3;
+            config.rule_failed_auth_minutes = 15;
+            config.rule_backup_max_age_hours = 26;
+        })
+        .start()
+        .await;
     smtp_vault::core::generate_backup_key(&env.config).unwrap();
     let core = Core::connect(&env.config, smtp_vault::core::Needs::ALL, Some(clock.clone())).await.unwrap();
     for id in TENANTS {
@@ -245,10 +248,12 @@ fn sample(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_requests_reveals_and_rotations_and_report_health_behind_a_token() {
-    let env = TestEnv::start_custom(None, |config| {
-        config.metrics_token = Some(secrecy::SecretString::from("scrape-secret-1".to_owned()));
-    })
-    .await;
+    let env = TestEnv::builder()
+        .config(|config| {
+            config.metrics_token = Some(secrecy::SecretString::from("scrape-secret-1".to_owned()));
+        })
+        .start()
+        .await;
     let base = env.serve().await;
     let http = reqwest::Client::new();
     let scrape = |token: Option<&'static str>| {
@@ -303,7 +308,7 @@ async fn metrics_count_requests_reveals_and_rotations_and_report_health_behind_a
 
 #[tokio::test]
 async fn two_consoles_on_one_database_judge_each_event_once() {
-    let env = TestEnv::start_custom(None, |config| config.rule_failed_auth_count = 3).await;
+    let env = TestEnv::builder().config(|config| config.rule_failed_auth_count = 3).start().await;
     let other = Core::connect(&env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
     env.core.evaluate_rules().await.unwrap();
     let session = SessionBinding::generate().unwrap();

@@ -37,13 +37,15 @@ async fn setup() -> Setup {
     let (bundle_file, bundle_path) = bundle.keep().unwrap();
     drop(bundle_file);
     let (dns, provision) = (sink.hook_url("dns"), sink.hook_url("provision"));
-    let env = TestEnv::start_custom(None, |c| {
-        c.smtp_ca_file = Some(bundle_path.clone());
-        c.dns_hook_url = Some(dns.parse().unwrap());
-        c.provision_hook_url = Some(provision.parse().unwrap());
-        c.hook_token = Some(SecretString::from("hook-secret".to_owned()));
-    })
-    .await;
+    let env = TestEnv::builder()
+        .config(|c| {
+            c.smtp_ca_file = Some(bundle_path.clone());
+            c.dns_hook_url = Some(dns.parse().unwrap());
+            c.provision_hook_url = Some(provision.parse().unwrap());
+            c.hook_token = Some(SecretString::from("hook-secret".to_owned()));
+        })
+        .start()
+        .await;
     let pems = [old.ca_pem.clone(), new.ca_pem.clone()].concat();
     let mailu = Mailu::new(Duration::from_secs(5), Some(pems), common::lab_policy()).unwrap();
     mailu
@@ -173,12 +175,14 @@ fn root_settings(env: &TestEnv) -> VaultSettings {
 #[tokio::test]
 async fn a_drill_restores_into_a_scratch_openbao_and_measures_rto_and_rpo() {
     let sink = AlertSink::start();
-    let env = TestEnv::start_custom(None, |c| {
-        c.drill_bao = bao_binary().display().to_string();
-        c.drill_rpo_secs = 0;
-        sink.configure(c);
-    })
-    .await;
+    let env = TestEnv::builder()
+        .config(|c| {
+            c.drill_bao = bao_binary().display().to_string();
+            c.drill_rpo_secs = 0;
+            sink.configure(c);
+        })
+        .start()
+        .await;
     smtp_vault::core::generate_backup_key(&env.config).unwrap();
     let core = Core::connect(&env.config, Needs::ALL, None).await.unwrap();
     for tenant in ["acme", "globex"] {
@@ -215,7 +219,7 @@ async fn a_drill_restores_into_a_scratch_openbao_and_measures_rto_and_rpo() {
     assert_eq!(sink.slack_about("disaster-recovery drill failed").await.len(), 1);
 
     // With no backup at all the drill fails (recorded), it does not pretend.
-    let empty = TestEnv::start_custom(None, |c| c.drill_bao = bao_binary().display().to_string()).await;
+    let empty = TestEnv::builder().config(|c| c.drill_bao = bao_binary().display().to_string()).start().await;
     smtp_vault::core::generate_backup_key(&empty.config).unwrap();
     let bare = Core::connect(&empty.config, Needs::ALL, None).await.unwrap();
     let none = bare.run_dr_drill(&Actor::operator(), None, &mut |_, _| {}).await.unwrap();

@@ -18,7 +18,7 @@ const PASSWORD: &str = "Reveal-Me-Only-With-StepUp-42";
 
 async fn setup() -> (TestEnv, Arc<ManualClock>) {
     let clock = ManualClock::new();
-    let env = TestEnv::start_with_clock(Some(clock.clone())).await;
+    let env = TestEnv::builder().clock(clock.clone()).start().await;
     for tenant in ["acme", "globex"] {
         let request = StoreCredentialRequest::from_json(credential_body(PASSWORD, "tok")).unwrap();
         env.core

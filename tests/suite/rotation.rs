@@ -28,11 +28,14 @@ async fn setup(tenants: &[&str]) -> Setup {
 async fn setup_with(tenants: &[&str], clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
     let mail = MailStandIn::start();
     let ca = mail.ca_path();
-    let env = TestEnv::start_custom(clock, |c| {
-        c.smtp_ca_file = Some(ca);
-        c.rotation_retry_ms = 10;
-    })
-    .await;
+    let env = TestEnv::builder()
+        .maybe_clock(clock)
+        .config(|c| {
+            c.smtp_ca_file = Some(ca);
+            c.rotation_retry_ms = 10;
+        })
+        .start()
+        .await;
     let mailu = Mailu::new(Duration::from_secs(5), Some(mail.ca_pem.clone()), common::lab_policy()).unwrap();
     for tenant in tenants {
         let email = format!("admin@{tenant}.example");

@@ -200,19 +200,59 @@ pub struct TestEnv {
     pub secret_id: SecretString,
 }
 
+/// One change a test makes to the harness's configuration.
+type ConfigChange<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
+
+/// How a test wants its environment: `TestEnv::builder().clock(c).config(|c| …).start()`.
+#[must_use]
+pub struct TestEnvBuilder<'a> {
+    clock: Option<smtp_vault::core::clock::SharedClock>,
+    customize: Vec<ConfigChange<'a>>,
+}
+
+impl<'a> TestEnvBuilder<'a> {
+    /// The core runs on this clock instead of the system's.
+    pub fn clock(mut self, clock: smtp_vault::core::clock::SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The core runs on this clock when one is given.
+    pub fn maybe_clock(mut self, clock: Option<smtp_vault::core::clock::SharedClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Changes the console's configuration after the harness has set it up (in order).
+    pub fn config(mut self, customize: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.customize.push(Box::new(customize));
+        self
+    }
+
+    /// Delivers alerts to `sink` (SMTP and Slack).
+    pub fn alerts(self, sink: &'a alerts::AlertSink) -> Self {
+        self.config(move |c| sink.configure(c))
+    }
+
+    /// A fresh OpenBao, database and keyring; Vault set up as an operator would; the core as the
+    /// console runs it.
+    pub async fn start(self) -> TestEnv {
+        TestEnv::start_from(self).await
+    }
+}
+
 impl TestEnv {
+    /// The defaults: system clock, the harness's configuration.
     pub async fn start() -> Self {
-        Self::start_with_clock(None).await
+        Self::builder().start().await
     }
 
-    pub async fn start_with_clock(clock: Option<smtp_vault::core::clock::SharedClock>) -> Self {
-        Self::start_custom(clock, |_| {}).await
+    pub fn builder<'a>() -> TestEnvBuilder<'a> {
+        TestEnvBuilder { clock: None, customize: Vec::new() }
     }
 
-    pub async fn start_custom(
-        clock: Option<smtp_vault::core::clock::SharedClock>,
-        customize: impl FnOnce(&mut Config),
-    ) -> Self {
+    async fn start_from(builder: TestEnvBuilder<'_>) -> Self {
+        let TestEnvBuilder { clock, customize } = builder;
         let dir = tempfile::tempdir().unwrap();
         let bao = OpenBao::start().await;
         let db = TestDb::create(dir.path()).await;
@@ -229,7 +269,9 @@ impl TestEnv {
         // The stand-ins (Mailu, hooks, alert sinks) answer on loopback over plain http.
         config.outbound_allow_plaintext = true;
         config.outbound_allow_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
-        customize(&mut config);
+        for change in customize {
+            change(&mut config);
+        }
         smtp_vault::core::generate_keyring(&config).unwrap();
         // vault-setup with the privileged token, as an operator would. On the test's clock: its
         // audit event is the console's first, the baseline of the backup-age rule (on the real
