@@ -130,6 +130,7 @@ pub fn App() -> impl IntoView {
                     <a class="brand" href="/">"smtp-vault"</a>
                     <nav aria-label="Main">
                         <A href="/">"Credentials"</A>
+                        <A href="/approvals">"Approvals"</A>
                         <A href="/audit">"Audit"</A>
                         <A href="/incidents">"Incidents"</A>
                         <A href="/alerts">"Alerts"</A>
@@ -145,6 +146,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/login") view=pages::LoginPage />
                         <Route path=path!("/enroll/:token") view=pages::EnrollPage />
                         <Route path=path!("/tenants/:id") view=pages::TenantPage />
+                        <Route path=path!("/approvals") view=pages::ApprovalsPage />
                         <Route path=path!("/audit") view=pages::AuditPage />
                         <Route path=path!("/incidents") view=pages::IncidentsPage />
                         <Route path=path!("/alerts") view=pages::AlertsPage />

@@ -4,8 +4,8 @@
 
 use crate::model::{
     AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
-    InviteView, PasskeyView, RevealedCredentialView, Role, RotationStatusView, RotationView, TenantSettingsView,
-    TenantSummary, UiError,
+    InviteView, PasskeyView, RevealRequestView, RevealStep, RevealedCredentialView, Role, RotationStatusView,
+    RotationView, TenantSettingsView, TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -95,12 +95,35 @@ pub async fn begin_reveal(tenant_id: String, reason: String) -> Result<String, U
     ctx.core.begin_reveal(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &reason).await.map_err(fail)
 }
 
-/// Finishes the step-up and opens the reveal window.
+/// Finishes the step-up: opens the reveal window, or files the request a four-eyes tenant needs.
 #[server(prefix = "/_app", endpoint = "finish_reveal")]
-pub async fn finish_reveal(tenant_id: String, credential: String) -> Result<GrantView, UiError> {
+pub async fn finish_reveal(tenant_id: String, credential: String) -> Result<RevealStep, UiError> {
     let ctx = UiContext::load().await?;
     let binding = ctx.binding().await?;
     ctx.core.finish_reveal(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
+}
+
+/// Reveal requests of four-eyes tenants: the pending ones, or the latest of any status.
+#[server(prefix = "/_app", endpoint = "list_reveal_requests")]
+pub async fn list_reveal_requests(pending_only: bool) -> Result<Vec<RevealRequestView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.list_reveal_requests(&ctx.actor, pending_only).await.map_err(fail)
+}
+
+/// Starts approving or denying another admin's reveal request: the approver's step-up.
+#[server(prefix = "/_app", endpoint = "begin_decide_reveal")]
+pub async fn begin_decide_reveal(request_id: String, approve: bool) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_decide_reveal(&ctx.actor, &binding, &ctx.client, &request_id, approve).await.map_err(fail)
+}
+
+/// Finishes the approver's step-up and records the decision.
+#[server(prefix = "/_app", endpoint = "finish_decide_reveal")]
+pub async fn finish_decide_reveal(request_id: String, credential: String) -> Result<RevealRequestView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_decide_reveal(&ctx.actor, &binding, &ctx.client, &request_id, &credential).await.map_err(fail)
 }
 
 /// The plaintext credential inside an open window (never cached).
@@ -255,6 +278,7 @@ pub async fn update_tenant_settings(
     mailu_api_url: String,
     mailu_api_token: String,
     rotate_after_reveal: bool,
+    reveal_approval: bool,
 ) -> Result<TenantSettingsView, UiError> {
     let ctx = UiContext::load().await?;
     let settings = crate::model::TenantSettingsInput {
@@ -263,6 +287,7 @@ pub async fn update_tenant_settings(
         mailu_api_url,
         mailu_api_token: Some(secrecy::SecretString::from(mailu_api_token)),
         rotate_after_reveal,
+        reveal_approval: Some(reveal_approval),
     };
     ctx.core.update_tenant_settings(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, settings).await.map_err(fail)
 }

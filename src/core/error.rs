@@ -59,6 +59,9 @@ pub enum Error {
     /// Another writer changed the credential first.
     #[error("the credential changed concurrently; retry")]
     Conflict,
+    /// What the request acts on has moved on (decided, lapsed, no longer allowed): says what.
+    #[error("{0}")]
+    Stale(&'static str),
     /// Envelope encryption or decryption failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -138,7 +141,7 @@ impl Error {
             Error::Unauthenticated => ErrorKind::Unauthenticated,
             Error::MissingScope(_) | Error::Forbidden(_) | Error::StepUpRequired => ErrorKind::Forbidden,
             Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Conflict => ErrorKind::Conflict,
+            Error::Conflict | Error::Stale(_) => ErrorKind::Conflict,
             Error::RateLimited => ErrorKind::RateLimited,
             Error::MailServer(_) => ErrorKind::Upstream,
             Error::RotationBusy => ErrorKind::Conflict,

@@ -151,6 +151,72 @@ pub struct GrantView {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Where a four-eyes reveal request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevealRequestStatus {
+    /// Waiting for another platform admin.
+    Pending,
+    /// Approved: the requester's reveal window opened.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Nobody decided within 30 minutes.
+    Expired,
+}
+
+impl RevealRequestStatus {
+    /// The stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The status of a stored name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Denied, Self::Expired].into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// A request to reveal a four-eyes tenant's password: who, what, why, and its decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealRequestView {
+    /// Id.
+    pub request_id: String,
+    /// The tenant whose password it is.
+    pub tenant_id: TenantId,
+    /// Who asks.
+    pub requester_email: String,
+    /// Why they ask.
+    pub reason: String,
+    /// Where it stands.
+    pub status: RevealRequestStatus,
+    /// Asked at.
+    pub created_at: DateTime<Utc>,
+    /// Lapses at, unless decided.
+    pub expires_at: DateTime<Utc>,
+    /// Who approved or denied it.
+    pub decided_by_email: Option<String>,
+    /// When.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// What a finished reveal step-up led to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RevealStep {
+    /// The window is open.
+    Granted(GrantView),
+    /// The tenant needs a second platform admin: the request waits for one.
+    AwaitingApproval(RevealRequestView),
+}
+
 /// The plaintext credential inside an active reveal window. `Debug` is redacted.
 #[derive(Serialize, Deserialize, Clone)]
 pub struct RevealedCredentialView {

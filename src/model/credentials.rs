@@ -551,6 +551,8 @@ pub struct TenantSettingsView {
     pub mailu_api_url: String,
     /// Rotate as soon as a reveal window for this tenant closes.
     pub rotate_after_reveal: bool,
+    /// A reveal needs a second platform admin's approval (four eyes).
+    pub reveal_approval: bool,
 }
 
 /// Changes to a tenant's settings.
@@ -566,6 +568,9 @@ pub struct TenantSettingsInput {
     pub mailu_api_token: Option<SecretString>,
     /// Rotate as soon as a reveal window closes.
     pub rotate_after_reveal: bool,
+    /// A reveal needs a second platform admin's approval (four eyes). Absent: unchanged.
+    #[serde(default)]
+    pub reveal_approval: Option<bool>,
 }
 
 impl fmt::Debug for TenantSettingsInput {

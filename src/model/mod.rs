@@ -13,7 +13,8 @@ mod scope;
 mod tenant;
 
 pub use admin::{
-    AdminView, GrantView, InviteCreatedView, InviteView, PasskeyView, RevealedCredentialView, Role, UiError,
+    AdminView, GrantView, InviteCreatedView, InviteView, PasskeyView, RevealRequestStatus, RevealRequestView,
+    RevealStep, RevealedCredentialView, Role, UiError,
 };
 pub use audit::{
     AuditChart, AuditDayCount, AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field,

@@ -21,6 +21,10 @@ pub enum Permission {
     ReadSecret,
     /// Reveal a password in the console.
     Reveal,
+    /// Approve or deny another admin's request to reveal a four-eyes tenant's password.
+    ApproveReveal,
+    /// Switch a tenant's four-eyes reveals on or off.
+    GuardReveals,
     /// Rotate a credential now.
     Rotate,
     /// Emergency reset: rotate now, close every reveal, alert security, tell the tenant.
@@ -95,12 +99,14 @@ const fn rule(scope: Option<Scope>, roles: &'static [Role], step_up: StepUp, ope
 
 impl Permission {
     /// Every permission, in the order of the table.
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 23] = [
         Permission::ReadCredentials,
         Permission::WriteCredentials,
         Permission::RedirectTenant,
         Permission::ReadSecret,
         Permission::Reveal,
+        Permission::ApproveReveal,
+        Permission::GuardReveals,
         Permission::Rotate,
         Permission::EmergencyReset,
         Permission::RecoverTenant,
@@ -132,6 +138,12 @@ impl Permission {
             // Admins read plaintext only through a reveal window, never by scope.
             Permission::ReadSecret => rule(Some(Scope::CredentialsReadSecret), NO_ROLE, Free, true, true),
             Permission::Reveal => rule(None, PLATFORM, Ceremony, false, false),
+            // A second person, with their own passkey: never a token, the operator or a job
+            // (the core also refuses the requester themselves).
+            Permission::ApproveReveal => rule(None, PLATFORM, Ceremony, false, false),
+            // Whoever could switch the second pair of eyes off could reveal alone: a confirmed
+            // session, and switching off alerts security.
+            Permission::GuardReveals => rule(None, PLATFORM, Window, true, false),
             Permission::Rotate => rule(Some(Scope::CredentialsRotate), PLATFORM, Ceremony, true, true),
             Permission::EmergencyReset => rule(Some(Scope::CredentialsReset), RESPONDERS, Ceremony, true, true),
             Permission::RecoverTenant => rule(Some(Scope::TenantsRecover), RESPONDERS, Ceremony, true, true),
@@ -160,6 +172,10 @@ impl Permission {
             Permission::RedirectTenant => "only platform admins send a tenant's passwords to a new Mailu API URL",
             Permission::ReadSecret => "only tokens with credentials:read-secret read passwords",
             Permission::Reveal => "only platform admins reveal credentials, after a passkey step-up",
+            Permission::ApproveReveal => {
+                "only another platform admin approves a reveal, after their own passkey step-up"
+            }
+            Permission::GuardReveals => "only platform admins switch four-eyes reveals, in a confirmed session",
             Permission::Rotate => "only platform admins rotate from the console, after a passkey step-up",
             Permission::EmergencyReset => "only platform admins and incident responders press the emergency reset",
             Permission::RecoverTenant => "only platform admins and incident responders recover tenants",

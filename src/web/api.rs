@@ -2,8 +2,8 @@
 //! convert. Responses that carry a secret are marked `no-store`.
 
 use crate::model::{
-    CredentialMetadataView, EmergencyResetReceipt, EmergencyResetRequest, ProvisionCredentialRequest, RotationView,
-    StoreCredentialRequest, StoredCredentialView, TenantSummary,
+    CredentialMetadataView, EmergencyResetReceipt, EmergencyResetRequest, ProvisionCredentialRequest,
+    RevealRequestView, RotationView, StoreCredentialRequest, StoredCredentialView, TenantSummary,
 };
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/provision", post(provision_credential))
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
         .route("/tenants/{id}/recover", post(recover_tenant))
+        .route("/reveal-requests", get(list_reveal_requests))
         .route("/audit", get(query_audit))
         .route("/audit/export.csv", get(export_audit_csv))
         .route("/audit/export.jsonl", get(export_audit_jsonl))
@@ -70,6 +71,21 @@ async fn list_tenants(
     ApiActor(actor): ApiActor,
 ) -> Result<Json<Vec<TenantSummary>>, ApiFailure> {
     Ok(Json(state.core.list_tenants(&actor, None).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct RevealRequestQuery {
+    #[serde(default)]
+    pending: bool,
+}
+
+/// Four-eyes reveal requests (audit:read): who asked, for which tenant, why, and who decided.
+async fn list_reveal_requests(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    axum::extract::Query(query): axum::extract::Query<RevealRequestQuery>,
+) -> Result<Json<Vec<RevealRequestView>>, ApiFailure> {
+    Ok(Json(state.core.list_reveal_requests(&actor, query.pending).await?))
 }
 
 async fn rotate_now(

@@ -205,12 +205,15 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     tokio::spawn({
         let core = core.clone();
         async move {
-            // Records reveal windows that closed by time, even when nobody looks.
+            // Records reveal windows and requests that closed by time, even when nobody looks.
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
                 if let Err(e) = core.record_expired_grants().await {
                     tracing::warn!(error = %e, "could not record expired reveal windows");
+                }
+                if let Err(e) = core.record_expired_requests().await {
+                    tracing::warn!(error = %e, "could not record expired reveal requests");
                 }
             }
         }

@@ -1014,6 +1014,7 @@ async fn attack_a_restore_brings_back_an_old_destination_without_a_trace() {
         mailu_api_url: moved.api_url.clone(),
         mailu_api_token: Some(SecretString::from(API_TOKEN)),
         rotate_after_reveal: false,
+        reveal_approval: None,
     };
     core.update_tenant_settings(&admin.actor, &admin.client(), &acme(), settings).await.unwrap();
     let changes_before = events(&env, "mailu_destination_changed").await.len();

@@ -57,6 +57,7 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
         mailu_api_url: mail.api_url.clone(),
         mailu_api_token: None,
         rotate_after_reveal: false,
+        reveal_approval: None,
     };
     env.core.update_tenant_settings(&Actor::operator(), &ClientInfo::local(), &acme, settings).await.unwrap();
     Setup { env, mail, sink, mailu }

@@ -50,7 +50,10 @@ async fn open_window(env: &TestEnv, admin: &mut TestAdmin, tenant_id: &str) -> s
         .await
         .unwrap();
     let assertion = admin.assert(&options);
-    env.core.finish_reveal(&admin.actor, &admin.session, &local, &tenant(tenant_id), &assertion).await.unwrap()
+    match env.core.finish_reveal(&admin.actor, &admin.session, &local, &tenant(tenant_id), &assertion).await.unwrap() {
+        smtp_vault::model::RevealStep::Granted(grant) => grant,
+        other => panic!("no window: {other:?}"),
+    }
 }
 
 #[tokio::test]

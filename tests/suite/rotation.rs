@@ -658,6 +658,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
         mailu_api_url: s.mail.api_url.clone(),
         mailu_api_token: None,
         rotate_after_reveal: true,
+        reveal_approval: None,
     };
     let view = core.update_tenant_settings(&admin.actor, &local, &acme, settings).await.unwrap();
     assert_eq!(
@@ -677,6 +678,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
         mailu_api_url: s.mail.api_url.clone(),
         mailu_api_token: None,
         rotate_after_reveal: false,
+        reveal_approval: None,
     };
     assert!(core.update_tenant_settings(&reviewer.actor, &local, &acme, denied).await.is_err());
 

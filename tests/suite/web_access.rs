@@ -83,6 +83,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
         "/login",
         "/enroll/some-token",
         "/tenants/acme",
+        "/approvals",
         "/audit",
         "/incidents",
         "/alerts",
@@ -102,7 +103,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     }
 
     // API routes for admin sessions (service tokens below).
-    let api: [(Method, &str, [u16; 4]); 11] = [
+    let api: [(Method, &str, [u16; 4]); 12] = [
         (Method::GET, "/api/v1/tenants", [401, 200, 200, 200]),
         (Method::GET, "/api/v1/tenants/acme/smtp-credentials", [401, 200, 200, 200]),
         (Method::PUT, "/api/v1/tenants/acme/smtp-credentials", [401, 403, 403, 403]),
@@ -111,6 +112,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/provision", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/emergency-reset", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/recover", [401, 403, 403, 403]),
+        (Method::GET, "/api/v1/reveal-requests?pending=true", [401, 200, 403, 200]),
         (Method::GET, "/api/v1/audit?limit=5", [401, 200, 403, 200]),
         (Method::GET, "/api/v1/audit/export.csv", [401, 200, 403, 200]),
         (Method::GET, "/api/v1/audit/export.jsonl?tenant=acme", [401, 200, 403, 200]),
@@ -177,16 +179,16 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     let plain = Client::new();
     // (Rotate, provision and reset reach the domain with the right scope: acme exists, so
     // provision answers 400; rotating needs a mail server this test does not run, so 502.)
-    let scopes: [(Scope, [u16; 11]); 8] = [
-        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403]),
-        (Scope::TenantsRecover, [403, 403, 403, 403, 403, 403, 403, 502, 403, 403, 403]),
-        (Scope::AuditRead, [403, 403, 403, 403, 403, 403, 403, 403, 200, 200, 200]),
+    let scopes: [(Scope, [u16; 12]); 8] = [
+        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403, 403]),
+        (Scope::TenantsRecover, [403, 403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403]),
+        (Scope::AuditRead, [403, 403, 403, 403, 403, 403, 403, 403, 200, 200, 200, 200]),
         // Redirecting is an addition to recovering, never a way in by itself.
-        (Scope::TenantsRedirect, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::TenantsRedirect, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
     ];
     for (scope, expected) in scopes {
         let token = env.token(&[scope]).await;

@@ -7,13 +7,15 @@ use crate::app::browser;
 use crate::app::confirm::{with_ceremony, with_step_up};
 use crate::app::server_fns::{
     begin_recovery, begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_recovery, finish_reveal,
-    finish_rotation, list_grants, list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings,
-    update_tenant_settings,
+    finish_rotation, list_grants, list_reveal_requests, list_tenants, reveal_credential, revoke_grant, rotation_status,
+    tenant_settings, update_tenant_settings,
 };
 use crate::app::session::{may, signed_in, use_me};
 use crate::app::status::ReadinessCard;
 use crate::app::when;
-use crate::model::{CredentialState, Permission, RevealedCredentialView};
+use crate::model::{
+    CredentialState, Permission, RevealRequestStatus, RevealRequestView, RevealStep, RevealedCredentialView,
+};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -163,6 +165,16 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
     let refresh = RwSignal::new(0u32);
     let tenant = StoredValue::new(tenant_id);
     let grants = Resource::new(move || refresh.get(), move |_| list_grants(Some(tenant.get_value())));
+    // A four-eyes request waiting for a second admin: the open windows are re-read until the
+    // requester's own appears (approval) or the request's time is up.
+    let awaiting = RwSignal::new(None::<RevealRequestView>);
+    let poll = StoredValue::new(None::<IntervalHandle>);
+    let stop_polling = move || {
+        if let Some(handle) = poll.get_value() {
+            handle.clear();
+        }
+        poll.set_value(None);
+    };
 
     let hide = move || {
         revealed.set(None);
@@ -207,17 +219,34 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
         let why = reason.get_untracked();
         spawn_local(async move {
             let outcome = async {
-                with_ceremony(begin_reveal(tenant.get_value(), why), |a| finish_reveal(tenant.get_value(), a)).await?;
-                reveal_credential(tenant.get_value()).await.map_err(|e| e.message)
+                match with_ceremony(begin_reveal(tenant.get_value(), why), |a| finish_reveal(tenant.get_value(), a))
+                    .await?
+                {
+                    RevealStep::Granted(_) => {
+                        reveal_credential(tenant.get_value()).await.map(Some).map_err(|e| e.message)
+                    }
+                    RevealStep::AwaitingApproval(request) => {
+                        awaiting.set(Some(request));
+                        stop_polling();
+                        let handle = set_interval_with_handle(
+                            move || refresh.update(|n| *n += 1),
+                            std::time::Duration::from_secs(5),
+                        )
+                        .ok();
+                        poll.set_value(handle);
+                        Ok(None)
+                    }
+                }
             }
             .await;
             busy.set(false);
             match outcome {
-                Ok(view) => {
+                Ok(Some(view)) => {
                     reason.set(String::new());
                     show(view);
                     refresh.update(|n| *n += 1);
                 }
+                Ok(None) => reason.set(String::new()),
                 Err(message) => error.set(Some(message)),
             }
         });
@@ -247,6 +276,34 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
         });
     };
     let my_email = move || signed_in(me).map(|a| a.email).unwrap_or_default();
+    // While a request waits: its status, re-read every few seconds.
+    let requests = Resource::new(
+        move || (refresh.get(), awaiting.with(Option::is_some)),
+        |(_, waiting)| async move { if waiting { list_reveal_requests(false).await.ok() } else { None } },
+    );
+    Effect::new(move |_| {
+        let Some(request) = awaiting.get_untracked() else { return };
+        let Some(Some(list)) = requests.get() else { return };
+        let Some(now) = list.into_iter().find(|r| r.request_id == request.request_id) else { return };
+        let decided_by = now.decided_by_email.clone().unwrap_or_default();
+        let outcome = match now.status {
+            RevealRequestStatus::Pending => return,
+            RevealRequestStatus::Approved => {
+                Ok(format!("Approved by {decided_by}: your reveal window is open. Press Show."))
+            }
+            RevealRequestStatus::Denied => Err(format!("Your request was denied by {decided_by}.")),
+            RevealRequestStatus::Expired => Err("Your request lapsed: nobody decided within 30 minutes.".to_owned()),
+        };
+        awaiting.set(None);
+        stop_polling();
+        match outcome {
+            Ok(message) => {
+                notice.set(Some(message));
+                refresh.update(|n| *n += 1);
+            }
+            Err(message) => error.set(Some(message)),
+        }
+    });
 
     view! {
         <div class="reveal">
@@ -274,6 +331,15 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
                         {move || if busy.get() { "Confirm with your passkey…" } else { "Reveal with passkey" }}
                     </button>
                 </form>
+            })}
+            {move || awaiting.get().map(|r| view! {
+                <p class="notice" role="status" data-testid="awaiting-approval">
+                    {format!(
+                        "Request sent: this tenant needs a second platform admin. Another platform admin approves \
+                         it on the Approvals page by {} UTC; your window opens here then.",
+                        when::clock(r.expires_at),
+                    )}
+                </p>
             })}
             {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
             {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
@@ -404,6 +470,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         RwSignal::new(String::new()),
         RwSignal::new(false),
     );
+    let four_eyes = RwSignal::new(false);
     let (days, why) = (RwSignal::new("7".to_owned()), RwSignal::new(String::new()));
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<String>);
@@ -417,6 +484,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
             contact.set(s.contact_email.clone().unwrap_or_default());
             url.set(s.mailu_api_url.clone());
             after.set(s.rotate_after_reveal);
+            four_eyes.set(s.reveal_approval);
             load_error.set(None);
             loaded.set(true);
         }
@@ -427,9 +495,11 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         ev.prevent_default();
         let days_value = period.get_untracked().trim().parse::<u32>().unwrap_or(0);
         let (c, u, t, a) = (contact.get_untracked(), url.get_untracked(), token.get_untracked(), after.get_untracked());
+        let f = four_eyes.get_untracked();
         spawn_local(async move {
-            let save = || update_tenant_settings(tenant.get_value(), days_value, c.clone(), u.clone(), t.clone(), a);
-            // A new Mailu API URL (where the passwords go) asks for the passkey first.
+            let save = || update_tenant_settings(tenant.get_value(), days_value, c.clone(), u.clone(), t.clone(), a, f);
+            // A new Mailu API URL (where the passwords go), or switching four eyes, asks for
+            // the passkey first.
             match with_step_up(save).await {
                 Ok(_) => {
                     token.set(String::new());
@@ -468,6 +538,8 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
                     <label>"Mailu API URL" <input type="url" required bind:value=url /></label>
                     <label>"New Mailu API token (leave empty to keep)" <input type="password" autocomplete="off" bind:value=token /></label>
                     <label class="check"><input type="checkbox" bind:checked=after />" Rotate as soon as a reveal window closes"</label>
+                    <label class="check"><input type="checkbox" data-testid="four-eyes" bind:checked=four_eyes />
+                        " Four eyes: a reveal needs a second platform admin's approval"</label>
                     <button type="submit">"Save settings"</button>
                 </form>
                 <h3>"Defer the next rotation (once)"</h3>

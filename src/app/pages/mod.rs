@@ -3,6 +3,7 @@
 
 pub mod admins;
 pub mod alerts;
+pub mod approvals;
 pub mod audit;
 pub mod backups;
 pub mod credentials;
@@ -13,6 +14,7 @@ use leptos::prelude::*;
 
 pub use admins::AdminsPage;
 pub use alerts::AlertsPage;
+pub use approvals::ApprovalsPage;
 pub use audit::AuditPage;
 pub use backups::BackupsPage;
 pub use credentials::{CredentialsPage, TenantPage};

@@ -25,6 +25,8 @@ pub enum Purpose {
     AddPasskey,
     /// Step-up before revealing a tenant's credential.
     Reveal,
+    /// Step-up of a second platform admin approving or denying a four-eyes reveal.
+    ApproveReveal,
     /// Step-up before rotating a tenant's credential from the UI.
     Rotate,
     /// Step-up before an emergency reset from the UI.
@@ -45,6 +47,7 @@ impl Purpose {
             Purpose::Login => "login",
             Purpose::AddPasskey => "add_passkey",
             Purpose::Reveal => "reveal",
+            Purpose::ApproveReveal => "approve_reveal",
             Purpose::Rotate => "rotate",
             Purpose::EmergencyReset => "emergency_reset",
             Purpose::Restore => "restore",

@@ -28,6 +28,13 @@ pub enum Intent {
         /// Why (3 to 500 characters), recorded with the reveal.
         reason: String,
     },
+    /// Approve (or deny) another admin's request to reveal a four-eyes tenant's password.
+    DecideReveal {
+        /// The request.
+        request_id: String,
+        /// Approve; otherwise deny.
+        approve: bool,
+    },
     /// Rotate a tenant's password now.
     Rotate,
     /// Press the emergency reset.
@@ -65,6 +72,7 @@ impl Intent {
     pub const fn purpose(&self) -> Purpose {
         match self {
             Intent::Reveal { .. } => Purpose::Reveal,
+            Intent::DecideReveal { .. } => Purpose::ApproveReveal,
             Intent::Rotate => Purpose::Rotate,
             Intent::EmergencyReset { .. } => Purpose::EmergencyReset,
             Intent::Recover { .. } => Purpose::Recover,
@@ -79,6 +87,7 @@ impl Intent {
     pub const fn permission(&self) -> Option<Permission> {
         match self {
             Intent::Reveal { .. } => Some(Permission::Reveal),
+            Intent::DecideReveal { .. } => Some(Permission::ApproveReveal),
             Intent::Rotate => Some(Permission::Rotate),
             Intent::EmergencyReset { .. } => Some(Permission::EmergencyReset),
             Intent::Recover { .. } => Some(Permission::RecoverTenant),

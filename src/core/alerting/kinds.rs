@@ -53,6 +53,10 @@ pub enum AlertKind {
     RevealOutsideHours,
     /// `rotation_needs_reconcile`.
     RotationNeedsReconcile,
+    /// `reveal_approval_requested`.
+    RevealApprovalRequested,
+    /// `reveal_approval_switched_off`.
+    RevealApprovalSwitchedOff,
     /// `rotation_notice`.
     RotationNotice,
     /// `tenant_credential_reset`.
@@ -67,7 +71,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 29] = [
+    pub const ALL: [AlertKind; 31] = [
         AlertKind::AuditChainBroken,
         AlertKind::BackupOverdue,
         AlertKind::DnsHookFailed,
@@ -91,6 +95,8 @@ impl AlertKind {
         AlertKind::PasskeyCounterRegressed,
         AlertKind::RevealBurst,
         AlertKind::RevealOutsideHours,
+        AlertKind::RevealApprovalRequested,
+        AlertKind::RevealApprovalSwitchedOff,
         AlertKind::RotationNeedsReconcile,
         AlertKind::RotationNotice,
         AlertKind::TenantCredentialReset,
@@ -126,6 +132,8 @@ impl AlertKind {
             AlertKind::PasskeyCounterRegressed => "passkey_counter_regressed",
             AlertKind::RevealBurst => "reveal_burst",
             AlertKind::RevealOutsideHours => "reveal_outside_hours",
+            AlertKind::RevealApprovalRequested => "reveal_approval_requested",
+            AlertKind::RevealApprovalSwitchedOff => "reveal_approval_switched_off",
             AlertKind::RotationNeedsReconcile => "rotation_needs_reconcile",
             AlertKind::RotationNotice => "rotation_notice",
             AlertKind::TenantCredentialReset => "tenant_credential_reset",

@@ -83,6 +83,14 @@ pub enum EventType {
     RevealRevoked,
     /// A reveal window closed by time.
     RevealExpired,
+    /// A reveal of a four-eyes tenant waits for a second platform admin.
+    RevealRequested,
+    /// A second platform admin approved a reveal request (the requester's window opened).
+    RevealApproved,
+    /// A second platform admin denied a reveal request.
+    RevealDenied,
+    /// A reveal request lapsed undecided.
+    RevealRequestExpired,
     /// A rotation began (pending password stored).
     RotationStarted,
     /// A rotation finished: the new password is current.
@@ -170,6 +178,10 @@ impl EventType {
             EventType::CredentialRevealed => "credential_revealed",
             EventType::RevealRevoked => "reveal_revoked",
             EventType::RevealExpired => "reveal_expired",
+            EventType::RevealRequested => "reveal_requested",
+            EventType::RevealApproved => "reveal_approved",
+            EventType::RevealDenied => "reveal_denied",
+            EventType::RevealRequestExpired => "reveal_request_expired",
             EventType::RotationStarted => "rotation_started",
             EventType::CredentialRotated => "credential_rotated",
             EventType::RotationFailed => "rotation_failed",

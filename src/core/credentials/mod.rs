@@ -4,6 +4,7 @@
 //! Invariant: the DB row and its audit event commit only if the Vault write succeeded, and the
 //! audit event of a secret read commits before the plaintext leaves this module.
 
+pub mod approval;
 pub mod provisioning;
 pub(crate) mod records;
 pub mod reveal;

@@ -13,7 +13,7 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::model::Permission;
-use crate::model::{GrantView, RevealedCredentialView, TenantId};
+use crate::model::{GrantView, RevealStep, RevealedCredentialView, TenantId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -115,10 +115,15 @@ impl Core {
         if known.is_none() {
             return Err(Error::NotFound("credential"));
         }
+        // Four eyes: fail closed before the step-up when nobody could approve.
+        if self.reveal_needs_approval(tenant).await? {
+            self.check_approver_exists(actor, client, tenant).await?;
+        }
         self.begin_step_up(actor, session, Some(tenant), &Intent::Reveal { reason: reason.to_owned() }).await
     }
 
-    /// Finishes the step-up and opens the reveal window.
+    /// Finishes the step-up and opens the reveal window, or, for a tenant whose reveals need a
+    /// second platform admin, files the request that waits for one.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] (audited `reauth_failed` with the cause) for a missing,
@@ -130,7 +135,7 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
         credential_json: &str,
-    ) -> Result<GrantView> {
+    ) -> Result<RevealStep> {
         self.require_revealer(actor, client, tenant).await?;
         let Actor::Admin { admin_id, email, .. } = actor else {
             return Err(Error::Unauthenticated);
@@ -147,6 +152,10 @@ impl Core {
         let Intent::Reveal { reason } = intent else {
             return Err(Error::Unauthenticated);
         };
+        if self.reveal_needs_approval(tenant).await? {
+            let request = self.request_reveal_approval(actor, client, session, tenant, &reason, &passkey_id).await?;
+            return Ok(RevealStep::AwaitingApproval(request));
+        }
         let now = self.now();
         let expires_at = now + self.settings.reveal_window;
         let grant_id = hex::encode(random_bytes::<8>()?.as_ref());
@@ -173,14 +182,14 @@ impl Core {
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::RevealGranted, Some(tenant), details), now)
             .await?;
         tx.commit().await?;
-        Ok(GrantView {
+        Ok(RevealStep::Granted(GrantView {
             grant_id,
             admin_email: email.clone(),
             tenant_id: tenant.clone(),
             reason,
             created_at: now,
             expires_at,
-        })
+        }))
     }
 
     /// The plaintext credential, inside an open reveal window of this admin for this tenant,

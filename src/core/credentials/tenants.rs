@@ -6,13 +6,17 @@
 use crate::core::Core;
 use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
-use crate::core::audit::{self, EventType, NewEvent};
+use crate::core::alerting::{Alert, AlertKind, Audience, raise_in};
+use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::recovery::same_destination;
 use crate::model::{Permission, TenantId, TenantSettingsInput, TenantSettingsView};
 use secrecy::ExposeSecret;
 use serde_json::json;
+
+/// `rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal, reveal_approval`.
+type SettingsRow = (Option<i64>, Option<String>, String, i64, i64);
 
 impl Core {
     /// A tenant's settings.
@@ -21,13 +25,14 @@ impl Core {
     /// [`Error::MissingScope`], [`Error::NotFound`].
     pub async fn tenant_settings(&self, actor: &Actor, tenant: &TenantId) -> Result<TenantSettingsView> {
         authorize(actor, Permission::ReadCredentials)?;
-        let row: Option<(Option<i64>, Option<String>, String, i64)> = sqlx::query_as(
-            "SELECT rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal FROM tenants WHERE tenant_id = $1",
+        let row: Option<SettingsRow> = sqlx::query_as(
+            "SELECT rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal, reveal_approval FROM tenants \
+             WHERE tenant_id = $1",
         )
         .bind(tenant.as_str())
         .fetch_optional(self.db.pool())
         .await?;
-        let (days, contact_email, mailu_api_url, after_reveal) = row.ok_or(Error::NotFound("credential"))?;
+        let (days, contact_email, mailu_api_url, after_reveal, approval) = row.ok_or(Error::NotFound("credential"))?;
         let default_days = u32::try_from(self.settings.rotation_period.num_days()).unwrap_or(90);
         Ok(TenantSettingsView {
             tenant_id: tenant.clone(),
@@ -35,6 +40,7 @@ impl Core {
             contact_email,
             mailu_api_url,
             rotate_after_reveal: after_reveal != 0,
+            reveal_approval: approval != 0,
         })
     }
 
@@ -67,6 +73,13 @@ impl Core {
             .check_url(&url)
             .map_err(|refused| Error::InvalidInput(format!("the Mailu API URL {refused}")))?;
         let new_token = input.mailu_api_token.filter(|t| !t.expose_secret().is_empty());
+        let was_guarded = self.reveal_needs_approval(tenant).await?;
+        let guarded = input.reveal_approval.unwrap_or(was_guarded);
+        // SECURITY: whoever could switch the second pair of eyes off could then reveal alone:
+        // either way the change needs a confirmed session, and switching off alerts security.
+        if guarded != was_guarded {
+            self.authorize_now(actor, client.session.as_ref(), Permission::GuardReveals).await?;
+        }
         let vault = self.vault()?;
         let stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
         let mut document = stored.document.clone();
@@ -94,7 +107,8 @@ impl Core {
         let version = if vault_change { stored.version + 1 } else { stored.version };
         sqlx::query(
             "UPDATE tenants SET rotation_period_days = $1, contact_email = $2, mailu_api_url = $3, rotate_after_reveal = $4, \
-             version = $5, next_rotation_at_ms = COALESCE(rotated_at_ms, stored_at_ms) + $6, updated_at_ms = $7 WHERE tenant_id = $8",
+             version = $5, next_rotation_at_ms = COALESCE(rotated_at_ms, stored_at_ms) + $6, updated_at_ms = $7, \
+             reveal_approval = $9 WHERE tenant_id = $8",
         )
         .bind(i64::from(input.rotation_period_days))
         .bind(&contact)
@@ -104,11 +118,13 @@ impl Core {
         .bind(i64::from(input.rotation_period_days) * 86_400_000)
         .bind(now.timestamp_millis())
         .bind(tenant.as_str())
+        .bind(i64::from(guarded))
         .execute(&mut *tx)
         .await?;
         let details = json!({
             "rotation_period_days": input.rotation_period_days, "contact_email": contact, "mailu_api_url": url,
             "mailu_api_token_changed": new_token.is_some(), "rotate_after_reveal": input.rotate_after_reveal,
+            "reveal_approval": guarded,
         });
         audit::append(
             &mut tx,
@@ -121,11 +137,24 @@ impl Core {
         if redirect {
             self.record_destination_change(&mut tx, actor, client, tenant, (&from_url, &url), "settings", now).await?;
         }
+        if was_guarded && !guarded {
+            let who = actor.audit_identity().1;
+            let alert = Alert {
+                kind: AlertKind::RevealApprovalSwitchedOff,
+                severity: Severity::Critical,
+                tenant: Some(tenant),
+                dedupe_key: format!("reveal_approval_switched_off:{tenant}:{}", now.timestamp_millis()),
+                message: format!("{who} switched off four-eyes reveals for {tenant}: one admin can now reveal alone"),
+                details: json!({"by": who}),
+                audience: Audience::Security,
+            };
+            raise_in(&mut tx, &self.channels, alert, now).await?;
+        }
         if vault_change {
             self.write_credential_journaled(tenant, &document, stored.version).await?;
         }
         tx.commit().await?;
-        if redirect {
+        if redirect || (was_guarded && !guarded) {
             self.wake_outbox();
         }
         self.tenant_settings(actor, tenant).await

@@ -11,7 +11,7 @@ pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4])
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-pub const SERVER_FNS: [Row; 51] = [
+pub const SERVER_FNS: [Row; 54] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -20,6 +20,9 @@ pub const SERVER_FNS: [Row; 51] = [
     ("finish_reveal", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
     ("reveal_credential", &[("tenant_id", "acme")], [401, 403, 403, 403]),
     ("list_grants", &[], [401, 200, 200, 200]),
+    ("list_reveal_requests", &[("pending_only", "true")], [401, 200, 403, 200]),
+    ("begin_decide_reveal", &[("request_id", "nope"), ("approve", "true")], [401, 403, 403, 404]),
+    ("finish_decide_reveal", &[("request_id", "nope"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 404]),
     ("list_alerts", &[], [401, 200, 200, 200]),
     ("rotation_status", &[("tenant_id", "acme")], [401, 200, 200, 200]),
     ("begin_rotation", &[("tenant_id", "acme")], [401, 403, 403, 200]),
@@ -33,6 +36,7 @@ pub const SERVER_FNS: [Row; 51] = [
             ("mailu_api_url", "https://mail.acme.example/api/v1"),
             ("mailu_api_token", ""),
             ("rotate_after_reveal", "false"),
+            ("reveal_approval", "false"),
         ],
         [401, 403, 403, 200],
     ),
