@@ -933,7 +933,14 @@ async fn fill_audit(core: &Core, events: i64) -> Fallible<()> {
         }
         query.execute(pool).await?;
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1").bind(seq).bind(&prev).execute(pool).await?;
+    // The fixture is a chain from before keying (bare SHA-256, as `event_hash` computes): the head
+    // says the keyed part starts after it, as migration 0010 does for an upgraded chain, so
+    // verifying needs no keyring and hashes every event as before.
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, keyed_from = $1 + 1 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev)
+        .execute(pool)
+        .await?;
     // Planner statistics, as autovacuum (PostgreSQL) or `PRAGMA optimize` (SQLite) keep them
     // in production; a freshly bulk-loaded table has none.
     sqlx::query("ANALYZE audit_events").execute(pool).await?;

@@ -4,6 +4,7 @@ import { hydrated } from './helpers';
 
 const areas = [
   { link: 'Credentials', path: '/', heading: 'Credentials' },
+  { link: 'Approvals', path: '/approvals', heading: 'Reveal approvals' },
   { link: 'Audit', path: '/audit', heading: 'Audit' },
   { link: 'Incidents', path: '/incidents', heading: 'Incidents' },
   { link: 'Backups', path: '/backups', heading: 'Backups' },

@@ -123,6 +123,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Four-eyes reveals: the requests, and the tenant setting.
+    Reveals {
+        #[command(subcommand)]
+        command: RevealsCommand,
+    },
     /// Manage service tokens for the JSON API.
     Token {
         #[command(subcommand)]
@@ -232,6 +237,28 @@ pub enum AdminCommand {
         /// The invite's id (from `admin invites` or `admin invite`).
         #[arg(long)]
         invite_id: String,
+    },
+}
+
+/// `reveals …`
+#[derive(Debug, Subcommand)]
+pub enum RevealsCommand {
+    /// List reveal requests of four-eyes tenants (the latest 100, or the pending ones): who
+    /// asked, for which tenant, why, and who decided. Deciding needs a platform admin's passkey,
+    /// in the console's Approvals page.
+    Requests {
+        /// Only the requests still waiting for a second platform admin.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Switch a tenant's four-eyes reveals on or off (off alerts security).
+    FourEyes {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 
@@ -555,6 +582,40 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             let client = crate::core::ClientInfo::local();
             core.revoke_invite(&operator, &client, &invite_id).await?;
             eprintln!("invite {invite_id} revoked");
+        }
+        Command::Reveals { command: RevealsCommand::Requests { pending } } => {
+            let core = connect(&config, Needs::DB).await?;
+            for r in core.list_reveal_requests(&operator, pending).await? {
+                let decided = match (&r.decided_by_email, r.decided_at) {
+                    (Some(who), Some(at)) => format!("by {who} at {}", at.to_rfc3339()),
+                    _ => format!("until {}", r.expires_at.to_rfc3339()),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{decided}\t{}",
+                    r.request_id,
+                    r.tenant_id,
+                    r.requester_email,
+                    r.status.as_str(),
+                    r.created_at.to_rfc3339(),
+                    r.reason.replace(['\t', '\n'], " "),
+                );
+            }
+        }
+        Command::Reveals { command: RevealsCommand::FourEyes { tenant, state } } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let client = crate::core::ClientInfo::local();
+            let current = core.tenant_settings(&operator, &tenant).await?;
+            let input = crate::model::TenantSettingsInput {
+                rotation_period_days: current.rotation_period_days,
+                contact_email: current.contact_email,
+                mailu_api_url: current.mailu_api_url,
+                mailu_api_token: None,
+                rotate_after_reveal: current.rotate_after_reveal,
+                reveal_approval: Some(state == "on"),
+            };
+            let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
+            let said = if now.reveal_approval { "need a second platform admin" } else { "need one platform admin" };
+            eprintln!("{tenant}: reveals {said}");
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
         Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, smtp_tls, provision } => {

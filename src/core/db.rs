@@ -297,6 +297,7 @@ pub const TABLE_OWNERS: &[(&str, &[&str])] = &[
     ("service_tokens", &["access"]),
     ("tenants", &["credentials", "rotation"]),
     ("reveal_grants", &["credentials"]),
+    ("reveal_requests", &["credentials"]),
     ("incidents", &["emergency"]),
     ("job_leases", &["rotation"]),
     ("dr_drills", &["recovery"]),

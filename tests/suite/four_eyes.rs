@@ -254,3 +254,31 @@ async fn attack_switching_four_eyes_off_needs_a_confirmed_session_and_alerts_sec
     .await;
     assert_eq!(changes, 1);
 }
+
+#[tokio::test]
+async fn the_operator_switches_four_eyes_and_lists_requests_from_the_command_line() {
+    let (env, _clock) = setup().await;
+    let mut alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
+    let _bob = TestAdmin::enroll(&env.core, "bob@example.com", Role::PlatformAdmin).await;
+    let on =
+        crate::common::console_command(&env).args(["reveals", "four-eyes", "--tenant", "acme", "on"]).output().unwrap();
+    assert!(on.status.success(), "{}", String::from_utf8_lossy(&on.stderr));
+    assert!(String::from_utf8_lossy(&on.stderr).contains("need a second platform admin"));
+    assert!(env.core.tenant_settings(&alice.actor, &acme()).await.unwrap().reveal_approval);
+    let request = ask_pending(&env, &mut alice).await;
+    let listed = crate::common::console_command(&env).args(["reveals", "requests", "--pending"]).output().unwrap();
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(
+        out.contains(&request.request_id)
+            && out.contains("alice@example.com")
+            && out.contains("pending")
+            && out.contains("ticket OPS-9"),
+        "{out}"
+    );
+    let bad = crate::common::console_command(&env)
+        .args(["reveals", "four-eyes", "--tenant", "acme", "maybe"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap refuses a state that is neither on nor off");
+}

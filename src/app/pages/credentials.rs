@@ -167,6 +167,10 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
     let grants = Resource::new(move || refresh.get(), move |_| list_grants(Some(tenant.get_value())));
     // A four-eyes request waiting for a second admin: the open windows are re-read until the
     // requester's own appears (approval) or the request's time is up.
+    let four_eyes = Resource::new(
+        || (),
+        move |_| async move { tenant_settings(tenant.get_value()).await.map(|s| s.reveal_approval).unwrap_or(false) },
+    );
     let awaiting = RwSignal::new(None::<RevealRequestView>);
     let poll = StoredValue::new(None::<IntervalHandle>);
     let stop_polling = move || {
@@ -323,6 +327,13 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
             }}
             {move || (may(me, Permission::Reveal) && revealed.get().is_none()).then(|| view! {
                 <form class="reveal-form" on:submit=start_reveal>
+                    <Transition fallback=|| ()>
+                        {move || four_eyes.get().filter(|on| *on).map(|_| view! {
+                            <p class="notice" data-testid="four-eyes-notice">
+                                "Four eyes: another platform admin approves each reveal of this tenant."
+                            </p>
+                        })}
+                    </Transition>
                     <label>
                         "Reason for revealing (recorded)"
                         <textarea name="reason" required minlength="3" maxlength="500" bind:value=reason></textarea>
