@@ -653,6 +653,7 @@ async fn bench_rotation(
         webmail_url: format!("https://mail.rot{i}.example/"),
         mailu_api_url: api_url.clone(),
         mailu_api_token: "bench-token-1234".to_owned().into(),
+        password_policy: None,
     };
     for chunk in (0..tenants).collect::<Vec<_>>().chunks(16) {
         let mut set = tokio::task::JoinSet::new();

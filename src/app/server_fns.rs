@@ -279,8 +279,13 @@ pub async fn update_tenant_settings(
     mailu_api_token: String,
     rotate_after_reveal: bool,
     reveal_approval: bool,
+    password_length: u16,
+    password_alphabet: String,
 ) -> Result<TenantSettingsView, UiError> {
     let ctx = UiContext::load().await?;
+    let alphabet = crate::model::PasswordAlphabet::from_name(&password_alphabet).ok_or_else(|| {
+        fail(crate::core::Error::InvalidInput("the password alphabet is alphanumeric or alphanumeric_symbols".into()))
+    })?;
     let settings = crate::model::TenantSettingsInput {
         rotation_period_days,
         contact_email: Some(contact_email),
@@ -288,6 +293,7 @@ pub async fn update_tenant_settings(
         mailu_api_token: Some(secrecy::SecretString::from(mailu_api_token)),
         rotate_after_reveal,
         reveal_approval: Some(reveal_approval),
+        password_policy: Some(crate::model::PasswordPolicy { length: password_length, alphabet }),
     };
     ctx.core.update_tenant_settings(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, settings).await.map_err(fail)
 }

@@ -123,6 +123,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// A tenant's settings from the host.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Four-eyes reveals: the requests, and the tenant setting.
     Reveals {
         #[command(subcommand)]
@@ -237,6 +242,24 @@ pub enum AdminCommand {
         /// The invite's id (from `admin invites` or `admin invite`).
         #[arg(long)]
         invite_id: String,
+    },
+}
+
+/// `tenant …`
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Set how the passwords generated for a tenant look (provisioning, rotation, emergency
+    /// reset); the next rotation uses it.
+    PasswordPolicy {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// Characters (20 to 128).
+        #[arg(long, default_value_t = 32)]
+        length: u16,
+        /// alphanumeric (letters and digits, safe everywhere) or alphanumeric_symbols (also -_.~!*+=).
+        #[arg(long, default_value = "alphanumeric", value_parser = ["alphanumeric", "alphanumeric_symbols"])]
+        alphabet: String,
     },
 }
 
@@ -612,10 +635,30 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
                 mailu_api_token: None,
                 rotate_after_reveal: current.rotate_after_reveal,
                 reveal_approval: Some(state == "on"),
+                password_policy: None,
             };
             let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
             let said = if now.reveal_approval { "need a second platform admin" } else { "need one platform admin" };
             eprintln!("{tenant}: reveals {said}");
+        }
+        Command::Tenant { command: TenantCommand::PasswordPolicy { tenant, length, alphabet } } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let client = crate::core::ClientInfo::local();
+            let alphabet = crate::model::PasswordAlphabet::from_name(&alphabet)
+                .ok_or_else(|| CliError::Usage(format!("unknown alphabet {alphabet}")))?;
+            let current = core.tenant_settings(&operator, &tenant).await?;
+            let input = crate::model::TenantSettingsInput {
+                rotation_period_days: current.rotation_period_days,
+                contact_email: current.contact_email,
+                mailu_api_url: current.mailu_api_url,
+                mailu_api_token: None,
+                rotate_after_reveal: current.rotate_after_reveal,
+                reveal_approval: None,
+                password_policy: Some(crate::model::PasswordPolicy { length, alphabet }),
+            };
+            let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
+            let policy = now.password_policy;
+            eprintln!("{tenant}: generated passwords are {} characters, {}", policy.length, policy.alphabet.as_str());
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
         Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, smtp_tls, provision } => {

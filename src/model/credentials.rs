@@ -246,6 +246,112 @@ fn take_url(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldEr
     if ok { Ok(url) } else { Err(FieldError::new(field, "must be an http:// or https:// URL")) }
 }
 
+/// Which characters a generated password is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordAlphabet {
+    /// Letters and digits (62): safe in every SMTP client, configuration file, URL and shell,
+    /// and in Dovecot's password databases.
+    #[default]
+    Alphanumeric,
+    /// Letters, digits and `-_.~!*+=` (70), for servers whose policy demands a symbol; none
+    /// that needs quoting in a URL, a shell or a Dovecot passdb line.
+    AlphanumericSymbols,
+}
+
+impl PasswordAlphabet {
+    /// The stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Alphanumeric => "alphanumeric",
+            Self::AlphanumericSymbols => "alphanumeric_symbols",
+        }
+    }
+
+    /// The alphabet of a stored name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Alphanumeric, Self::AlphanumericSymbols].into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Its characters.
+    #[must_use]
+    pub const fn characters(self) -> &'static [u8] {
+        match self {
+            Self::Alphanumeric => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            Self::AlphanumericSymbols => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!*+=",
+        }
+    }
+}
+
+/// How a tenant's generated passwords look (provisioning, rotation, emergency reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordPolicy {
+    /// Characters (20 to 128).
+    pub length: u16,
+    /// Drawn from.
+    pub alphabet: PasswordAlphabet,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { length: 32, alphabet: PasswordAlphabet::Alphanumeric }
+    }
+}
+
+impl PasswordPolicy {
+    /// The shortest allowed: 20 letters and digits are 119 bits.
+    pub const MIN_LENGTH: u16 = 20;
+    /// The longest allowed (some clients cut longer passwords).
+    pub const MAX_LENGTH: u16 = 128;
+
+    /// A checked policy.
+    ///
+    /// # Errors
+    /// A message naming the allowed lengths.
+    pub fn new(length: u16, alphabet: PasswordAlphabet) -> Result<Self, String> {
+        if (Self::MIN_LENGTH..=Self::MAX_LENGTH).contains(&length) {
+            Ok(Self { length, alphabet })
+        } else {
+            Err(format!(
+                "a generated password must be {} to {} characters long (got {length})",
+                Self::MIN_LENGTH,
+                Self::MAX_LENGTH
+            ))
+        }
+    }
+}
+
+fn take_policy(obj: &mut Map<String, Value>) -> Result<Option<PasswordPolicy>, FieldError> {
+    let bad = || {
+        FieldError::new(
+            "password_policy",
+            "must be {\"length\": 20..128, \"alphabet\": \"alphanumeric\" | \"alphanumeric_symbols\"}",
+        )
+    };
+    match obj.remove("password_policy") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(mut policy)) => {
+            let length = match policy.remove("length") {
+                None | Some(Value::Null) => PasswordPolicy::default().length,
+                Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(bad)?,
+                Some(_) => return Err(bad()),
+            };
+            let alphabet = match policy.remove("alphabet") {
+                None | Some(Value::Null) => PasswordAlphabet::default(),
+                Some(Value::String(name)) => PasswordAlphabet::from_name(&name).ok_or_else(bad)?,
+                Some(_) => return Err(bad()),
+            };
+            if !policy.is_empty() {
+                return Err(bad());
+            }
+            PasswordPolicy::new(length, alphabet).map(Some).map_err(|m| FieldError::new("password_policy", &m))
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
 /// `POST /tenants/{id}/smtp-credentials/provision`: everything but the password, which the
 /// console generates.
 pub struct ProvisionCredentialRequest {
@@ -263,6 +369,8 @@ pub struct ProvisionCredentialRequest {
     pub mailu_api_url: String,
     /// Mailu admin API token.
     pub mailu_api_token: SecretString,
+    /// How the generated password looks (default: 32 letters and digits); kept for rotations.
+    pub password_policy: Option<PasswordPolicy>,
 }
 
 impl fmt::Debug for ProvisionCredentialRequest {
@@ -271,8 +379,16 @@ impl fmt::Debug for ProvisionCredentialRequest {
     }
 }
 
-const PROVISION_FIELDS: [&str; 7] =
-    ["username", "smtp_host", "smtp_port", "smtp_tls", "webmail_url", "mailu_api_url", "mailu_api_token"];
+const PROVISION_FIELDS: [&str; 8] = [
+    "username",
+    "smtp_host",
+    "smtp_port",
+    "smtp_tls",
+    "webmail_url",
+    "mailu_api_url",
+    "mailu_api_token",
+    "password_policy",
+];
 
 impl ProvisionCredentialRequest {
     /// Validates a parsed JSON body field by field.
@@ -298,6 +414,7 @@ impl ProvisionCredentialRequest {
             webmail_url: take_url(&mut obj, "webmail_url")?,
             mailu_api_url: take_url(&mut obj, "mailu_api_url")?,
             mailu_api_token: SecretString::from(token),
+            password_policy: take_policy(&mut obj)?,
         })
     }
 }
@@ -553,6 +670,8 @@ pub struct TenantSettingsView {
     pub rotate_after_reveal: bool,
     /// A reveal needs a second platform admin's approval (four eyes).
     pub reveal_approval: bool,
+    /// How generated passwords look.
+    pub password_policy: PasswordPolicy,
 }
 
 /// Changes to a tenant's settings.
@@ -571,6 +690,9 @@ pub struct TenantSettingsInput {
     /// A reveal needs a second platform admin's approval (four eyes). Absent: unchanged.
     #[serde(default)]
     pub reveal_approval: Option<bool>,
+    /// How generated passwords look. Absent: unchanged.
+    #[serde(default)]
+    pub password_policy: Option<PasswordPolicy>,
 }
 
 impl fmt::Debug for TenantSettingsInput {

@@ -20,9 +20,9 @@ pub use audit::{
     AuditChart, AuditDayCount, AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field,
 };
 pub use credentials::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, ProvisionCredentialRequest,
-    RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls, StoreCredentialRequest,
-    StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
+    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, PasswordAlphabet, PasswordPolicy,
+    ProvisionCredentialRequest, RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls,
+    StoreCredentialRequest, StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use incidents::{

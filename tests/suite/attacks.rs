@@ -227,6 +227,9 @@ async fn attack_a_bare_admin_session_repoints_the_tenant_through_its_settings() 
         ("mailu_api_url", attacker_url.as_str()),
         ("mailu_api_token", ""),
         ("rotate_after_reveal", "false"),
+        ("reveal_approval", "false"),
+        ("password_length", "32"),
+        ("password_alphabet", "alphanumeric"),
     ];
     let before = events(&env, "tenant_settings_changed").await.len();
     let (status, body) = server_fn(&browser, &base, "update_tenant_settings", &form).await;
@@ -1015,6 +1018,7 @@ async fn attack_a_restore_brings_back_an_old_destination_without_a_trace() {
         mailu_api_token: Some(SecretString::from(API_TOKEN)),
         rotate_after_reveal: false,
         reveal_approval: None,
+        password_policy: None,
     };
     core.update_tenant_settings(&admin.actor, &admin.client(), &acme(), settings).await.unwrap();
     let changes_before = events(&env, "mailu_destination_changed").await.len();

@@ -58,6 +58,7 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
         mailu_api_token: None,
         rotate_after_reveal: false,
         reveal_approval: None,
+        password_policy: None,
     };
     env.core.update_tenant_settings(&Actor::operator(), &ClientInfo::local(), &acme, settings).await.unwrap();
     Setup { env, mail, sink, mailu }

@@ -36,6 +36,7 @@ async fn set_four_eyes(env: &TestEnv, admin: &mut TestAdmin, on: bool) -> Result
         mailu_api_token: None,
         rotate_after_reveal: current.rotate_after_reveal,
         reveal_approval: Some(on),
+        password_policy: None,
     };
     env.core.update_tenant_settings(&admin.actor, &admin.client(), &acme(), input).await.map(|_| ())
 }

@@ -659,6 +659,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
         mailu_api_token: None,
         rotate_after_reveal: true,
         reveal_approval: None,
+        password_policy: None,
     };
     let view = core.update_tenant_settings(&admin.actor, &local, &acme, settings).await.unwrap();
     assert_eq!(
@@ -679,6 +680,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
         mailu_api_token: None,
         rotate_after_reveal: false,
         reveal_approval: None,
+        password_policy: None,
     };
     assert!(core.update_tenant_settings(&reviewer.actor, &local, &acme, denied).await.is_err());
 
@@ -918,5 +920,94 @@ async fn limit_the_console(s: &Setup) {
     };
     for _ in 0..6 {
         let _ = s.mailu.user_exists(&bad_token).await;
+    }
+}
+
+#[tokio::test]
+async fn generated_passwords_follow_each_tenant_s_policy_and_a_weakened_stored_policy_fails_closed() {
+    use smtp_vault::model::{PasswordAlphabet, PasswordPolicy, TenantSettingsInput};
+    let s = setup(&["acme"]).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let operator = Actor::operator();
+    let local = ClientInfo::local();
+    let in_alphabet =
+        |password: &str, alphabet: PasswordAlphabet| password.bytes().all(|b| alphabet.characters().contains(&b));
+    // The default: 32 letters and digits.
+    assert_eq!(s.env.core.tenant_settings(&operator, &acme).await.unwrap().password_policy, PasswordPolicy::default());
+    s.env.core.rotate_credential(&system(), &local, &acme, "test").await.unwrap();
+    let (password, check) = consumer_view(&s, &s.env.core, "acme").await;
+    assert_eq!((password.len(), check), (32, LoginCheck::Accepted));
+    assert!(in_alphabet(&password, PasswordAlphabet::Alphanumeric), "{password}");
+
+    // 48 with symbols, set in the settings: the next rotation follows it (Mailu and Dovecot take it).
+    let settings = |policy: PasswordPolicy| TenantSettingsInput {
+        rotation_period_days: 90,
+        contact_email: None,
+        mailu_api_url: s.mail.api_url.clone(),
+        mailu_api_token: None,
+        rotate_after_reveal: false,
+        reveal_approval: None,
+        password_policy: Some(policy),
+    };
+    let wide = PasswordPolicy { length: 48, alphabet: PasswordAlphabet::AlphanumericSymbols };
+    s.env.core.update_tenant_settings(&operator, &local, &acme, settings(wide)).await.unwrap();
+    s.env.core.rotate_credential(&system(), &local, &acme, "test").await.unwrap();
+    let (password, check) = consumer_view(&s, &s.env.core, "acme").await;
+    assert_eq!((password.len(), check), (48, LoginCheck::Accepted));
+    assert!(in_alphabet(&password, PasswordAlphabet::AlphanumericSymbols), "{password}");
+
+    // Too short is refused, naming the range; nothing changes.
+    let short = PasswordPolicy { length: 19, alphabet: PasswordAlphabet::Alphanumeric };
+    let refused = s.env.core.update_tenant_settings(&operator, &local, &acme, settings(short)).await;
+    assert!(
+        matches!(&refused, Err(smtp_vault::core::Error::InvalidInput(m)) if m.contains("20 to 128")),
+        "{refused:?}"
+    );
+    assert_eq!(s.env.core.tenant_settings(&operator, &acme).await.unwrap().password_policy, wide);
+
+    // Attack: a database writer weakens the stored policy to 4 characters. The rotation refuses
+    // to generate (fails closed) and the working password stays.
+    sqlx::query("UPDATE tenants SET password_length = 4 WHERE tenant_id = 'acme'")
+        .execute(s.env.core.db().pool())
+        .await
+        .unwrap();
+    let weakened = s.env.core.rotate_credential(&system(), &local, &acme, "test").await;
+    assert!(weakened.is_err(), "{weakened:?}");
+    let (after, check) = consumer_view(&s, &s.env.core, "acme").await;
+    assert_eq!((after.as_str(), check), (password.as_str(), LoginCheck::Accepted));
+}
+
+#[tokio::test]
+async fn provisioning_generates_the_password_its_request_s_policy_asks_for() {
+    let s = setup(&[]).await;
+    let body = serde_json::json!({
+        "username": "admin@newco.example", "smtp_host": "localhost", "smtp_port": s.mail.smtp_port,
+        "webmail_url": "https://mail.newco.example/", "mailu_api_url": s.mail.api_url, "mailu_api_token": API_TOKEN,
+        "password_policy": {"length": 64},
+    });
+    let request = smtp_vault::model::ProvisionCredentialRequest::from_json(body.clone()).unwrap();
+    let newco = TenantId::parse("newco").unwrap();
+    s.env.core.provision_credential(&Actor::operator(), &ClientInfo::local(), &newco, request).await.unwrap();
+    let (password, check) = consumer_view(&s, &s.env.core, "newco").await;
+    assert_eq!((password.len(), check), (64, LoginCheck::Accepted));
+    assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()), "{password}");
+    // Kept for its rotations, and on record.
+    let policy = s.env.core.tenant_settings(&Actor::operator(), &newco).await.unwrap().password_policy;
+    assert_eq!(policy.length, 64);
+    let (recorded,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_events WHERE event_type = 'tenant_settings_changed' AND details LIKE '%provisioning%'",
+    )
+    .fetch_one(s.env.core.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1);
+    // A policy the console would not generate is refused field by field.
+    for bad in
+        [serde_json::json!({"length": 8}), serde_json::json!({"alphabet": "emoji"}), serde_json::json!({"size": 30})]
+    {
+        let mut body = body.clone();
+        body["password_policy"] = bad.clone();
+        let error = smtp_vault::model::ProvisionCredentialRequest::from_json(body).err().unwrap();
+        assert_eq!(error.field, "password_policy", "{bad}");
     }
 }

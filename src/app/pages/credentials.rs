@@ -482,6 +482,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         RwSignal::new(false),
     );
     let four_eyes = RwSignal::new(false);
+    let (length, alphabet) = (RwSignal::new(String::new()), RwSignal::new(String::new()));
     let (days, why) = (RwSignal::new("7".to_owned()), RwSignal::new(String::new()));
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<String>);
@@ -496,6 +497,8 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
             url.set(s.mailu_api_url.clone());
             after.set(s.rotate_after_reveal);
             four_eyes.set(s.reveal_approval);
+            length.set(s.password_policy.length.to_string());
+            alphabet.set(s.password_policy.alphabet.as_str().to_owned());
             load_error.set(None);
             loaded.set(true);
         }
@@ -507,8 +510,22 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         let days_value = period.get_untracked().trim().parse::<u32>().unwrap_or(0);
         let (c, u, t, a) = (contact.get_untracked(), url.get_untracked(), token.get_untracked(), after.get_untracked());
         let f = four_eyes.get_untracked();
+        // An unreadable length is sent as 0, which the server refuses naming the allowed range.
+        let (n, abc) = (length.get_untracked().trim().parse::<u16>().unwrap_or(0), alphabet.get_untracked());
         spawn_local(async move {
-            let save = || update_tenant_settings(tenant.get_value(), days_value, c.clone(), u.clone(), t.clone(), a, f);
+            let save = || {
+                update_tenant_settings(
+                    tenant.get_value(),
+                    days_value,
+                    c.clone(),
+                    u.clone(),
+                    t.clone(),
+                    a,
+                    f,
+                    n,
+                    abc.clone(),
+                )
+            };
             // A new Mailu API URL (where the passwords go), or switching four eyes, asks for
             // the passkey first.
             match with_step_up(save).await {
@@ -551,6 +568,14 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
                     <label class="check"><input type="checkbox" bind:checked=after />" Rotate as soon as a reveal window closes"</label>
                     <label class="check"><input type="checkbox" data-testid="four-eyes" bind:checked=four_eyes />
                         " Four eyes: a reveal needs a second platform admin's approval"</label>
+                    <label>"Generated password length (20–128)"
+                        <input type="number" min="20" max="128" data-testid="password-length" bind:value=length /></label>
+                    <label>"Generated password characters"
+                        <select data-testid="password-alphabet" bind:value=alphabet>
+                            <option value="alphanumeric">"letters and digits (safe everywhere)"</option>
+                            <option value="alphanumeric_symbols">"letters, digits and -_.~!*+="</option>
+                        </select>
+                    </label>
                     <button type="submit">"Save settings"</button>
                 </form>
                 <h3>"Defer the next rotation (once)"</h3>

@@ -30,7 +30,8 @@ impl Core {
         if self.vault()?.read_credential(tenant).await?.is_some() {
             return Err(Error::InvalidInput("this tenant already has a credential; rotate it instead".into()));
         }
-        let password = generate_password()?;
+        let policy = request.password_policy.unwrap_or_default();
+        let password = generate_password(&policy)?;
         let store = StoreCredentialRequest {
             username: request.username,
             password: password.clone(),
@@ -42,6 +43,11 @@ impl Core {
             mailu_api_token: request.mailu_api_token,
         };
         let stored = self.store_credential(actor, client, tenant, store).await?;
+        if request.password_policy.is_some() {
+            let mut tx = self.db.begin_write().await?;
+            self.record_password_policy(&mut tx, actor, client, tenant, policy, "provisioning").await?;
+            tx.commit().await?;
+        }
         let document = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?.document;
         let target = self.mail_target(tenant, &document)?;
         let mail = self.mail()?;

@@ -11,14 +11,77 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::recovery::same_destination;
-use crate::model::{Permission, TenantId, TenantSettingsInput, TenantSettingsView};
+use crate::model::{PasswordAlphabet, PasswordPolicy, Permission, TenantId, TenantSettingsInput, TenantSettingsView};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
 /// `rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal, reveal_approval`.
 type SettingsRow = (Option<i64>, Option<String>, String, i64, i64);
 
+/// A stored policy, checked: a row a database writer weakened (a length under the minimum, an
+/// unknown alphabet) fails the generation instead of yielding a weak password.
+fn stored_policy(tenant: &TenantId, length: Option<i64>, alphabet: Option<&str>) -> Result<PasswordPolicy> {
+    let default = PasswordPolicy::default();
+    let broken = |what: String| {
+        Error::Internal(format!(
+            "tenant {tenant}'s stored password policy is invalid ({what}); set it again in its settings"
+        ))
+    };
+    let length = match length {
+        None => default.length,
+        Some(n) => u16::try_from(n).map_err(|_| broken(format!("length {n}")))?,
+    };
+    let alphabet = match alphabet {
+        None => default.alphabet,
+        Some(name) => PasswordAlphabet::from_name(name).ok_or_else(|| broken(format!("alphabet {name:?}")))?,
+    };
+    PasswordPolicy::new(length, alphabet).map_err(broken)
+}
+
 impl Core {
+    /// How `tenant`'s generated passwords look (the default when none was set).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] for a stored policy that is not a valid one; database errors.
+    pub(crate) async fn password_policy(&self, tenant: &TenantId) -> Result<PasswordPolicy> {
+        let row: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT password_length, password_alphabet FROM tenants WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(self.db.pool())
+                .await?;
+        let (length, alphabet) = row.unwrap_or_default();
+        stored_policy(tenant, length, alphabet.as_deref())
+    }
+
+    /// Records the policy a provisioning request asked for, with its audit event, in the
+    /// caller's transaction.
+    pub(crate) async fn record_password_policy(
+        &self,
+        tx: &mut crate::core::db::WriteTx,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        policy: PasswordPolicy,
+        via: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE tenants SET password_length = $1, password_alphabet = $2 WHERE tenant_id = $3")
+            .bind(i64::from(policy.length))
+            .bind(policy.alphabet.as_str())
+            .bind(tenant.as_str())
+            .execute(&mut **tx)
+            .await?;
+        let details = json!({"password_policy": policy, "via": via});
+        audit::append(
+            tx,
+            actor,
+            client,
+            NewEvent::info(EventType::TenantSettingsChanged, Some(tenant), details),
+            self.now(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A tenant's settings.
     ///
     /// # Errors
@@ -41,6 +104,7 @@ impl Core {
             mailu_api_url,
             rotate_after_reveal: after_reveal != 0,
             reveal_approval: approval != 0,
+            password_policy: self.password_policy(tenant).await?,
         })
     }
 
@@ -73,6 +137,10 @@ impl Core {
             .check_url(&url)
             .map_err(|refused| Error::InvalidInput(format!("the Mailu API URL {refused}")))?;
         let new_token = input.mailu_api_token.filter(|t| !t.expose_secret().is_empty());
+        let policy = match input.password_policy {
+            None => self.password_policy(tenant).await?,
+            Some(p) => PasswordPolicy::new(p.length, p.alphabet).map_err(Error::InvalidInput)?,
+        };
         let was_guarded = self.reveal_needs_approval(tenant).await?;
         let guarded = input.reveal_approval.unwrap_or(was_guarded);
         // SECURITY: whoever could switch the second pair of eyes off could then reveal alone:
@@ -108,7 +176,7 @@ impl Core {
         sqlx::query(
             "UPDATE tenants SET rotation_period_days = $1, contact_email = $2, mailu_api_url = $3, rotate_after_reveal = $4, \
              version = $5, next_rotation_at_ms = COALESCE(rotated_at_ms, stored_at_ms) + $6, updated_at_ms = $7, \
-             reveal_approval = $9 WHERE tenant_id = $8",
+             reveal_approval = $9, password_length = $10, password_alphabet = $11 WHERE tenant_id = $8",
         )
         .bind(i64::from(input.rotation_period_days))
         .bind(&contact)
@@ -119,12 +187,14 @@ impl Core {
         .bind(now.timestamp_millis())
         .bind(tenant.as_str())
         .bind(i64::from(guarded))
+        .bind(i64::from(policy.length))
+        .bind(policy.alphabet.as_str())
         .execute(&mut *tx)
         .await?;
         let details = json!({
             "rotation_period_days": input.rotation_period_days, "contact_email": contact, "mailu_api_url": url,
             "mailu_api_token_changed": new_token.is_some(), "rotate_after_reveal": input.rotate_after_reveal,
-            "reveal_approval": guarded,
+            "reveal_approval": guarded, "password_policy": policy,
         });
         audit::append(
             &mut tx,

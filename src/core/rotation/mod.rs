@@ -25,9 +25,7 @@ use crate::core::access::{Actor, ClientInfo};
 use crate::core::access::{authorize, authorize_ceremony};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
-use crate::model::{CredentialState, Permission, TenantId};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crate::model::{CredentialState, PasswordPolicy, Permission, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -117,12 +115,26 @@ impl RotationLocks {
     }
 }
 
-/// A new random password: 32 characters of base64url (192 bits).
+/// A new random password under `policy`: each character drawn uniformly from its alphabet
+/// (rejection sampling over the OS random source: no character is likelier than another).
 ///
 /// # Errors
 /// When the OS random source fails.
-pub fn generate_password() -> Result<SecretString> {
-    Ok(SecretString::from(URL_SAFE_NO_PAD.encode(random_bytes::<24>()?.as_ref())))
+pub fn generate_password(policy: &PasswordPolicy) -> Result<SecretString> {
+    let alphabet = policy.alphabet.characters();
+    let size = alphabet.len();
+    // Bytes at or above the largest multiple of the alphabet's size would favour its start.
+    let limit = 256 - 256 % size;
+    let wanted = usize::from(policy.length);
+    let mut password = String::with_capacity(wanted);
+    while password.len() < wanted {
+        for &byte in random_bytes::<64>()?.iter() {
+            if usize::from(byte) < limit && password.len() < wanted {
+                password.push(char::from(alphabet[usize::from(byte) % size]));
+            }
+        }
+    }
+    Ok(SecretString::from(password))
 }
 
 fn same(a: &SecretString, b: &SecretString) -> bool {
@@ -279,5 +291,39 @@ impl Core {
             RotationResult::Busy => Err(Error::RotationBusy),
             RotationResult::NeedsReconcile { reason } => Err(Error::MailServer(format!("rotation gave up: {reason}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::generate_password;
+    use crate::model::{PasswordAlphabet, PasswordPolicy};
+    use secrecy::ExposeSecret;
+    use std::collections::HashSet;
+
+    #[test]
+    fn generated_passwords_have_the_policy_s_length_and_use_its_whole_alphabet() {
+        for alphabet in [PasswordAlphabet::Alphanumeric, PasswordAlphabet::AlphanumericSymbols] {
+            for length in [PasswordPolicy::MIN_LENGTH, 32, PasswordPolicy::MAX_LENGTH] {
+                let policy = PasswordPolicy::new(length, alphabet).unwrap_or_else(|e| panic!("{e}"));
+                let mut seen = HashSet::new();
+                for _ in 0..100 {
+                    let password = generate_password(&policy).unwrap_or_else(|e| panic!("{e}"));
+                    let bytes = password.expose_secret().as_bytes().to_vec();
+                    assert_eq!(bytes.len(), usize::from(length));
+                    assert!(bytes.iter().all(|b| alphabet.characters().contains(b)));
+                    seen.extend(bytes);
+                }
+                // 2,000 or more draws over at most 70 characters: every one of them shows up.
+                assert_eq!(seen.len(), alphabet.characters().len(), "{alphabet:?} {length}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_policy_outside_20_to_128_characters_is_refused() {
+        assert!(PasswordPolicy::new(19, PasswordAlphabet::Alphanumeric).is_err());
+        assert!(PasswordPolicy::new(129, PasswordAlphabet::Alphanumeric).is_err());
+        assert_eq!(PasswordPolicy::default().length, 32);
     }
 }

@@ -59,7 +59,11 @@ impl Core {
                     let now = self.now();
                     let pending = PendingDocument {
                         rotation_id: hex::encode(random_bytes::<8>()?.as_ref()),
-                        password: keyring.seal(tenant, SecretField::Password, &generate_password()?)?,
+                        password: keyring.seal(
+                            tenant,
+                            SecretField::Password,
+                            &generate_password(&self.password_policy(tenant).await?)?,
+                        )?,
                         phase: PendingPhase::Staged,
                         attempts: 0,
                         trigger: trigger.to_owned(),
@@ -152,7 +156,8 @@ impl Core {
     ) -> Result<bool> {
         pending.attempts += 1;
         if new_password {
-            pending.password = self.keyring()?.seal(tenant, SecretField::Password, &generate_password()?)?;
+            let password = generate_password(&self.password_policy(tenant).await?)?;
+            pending.password = self.keyring()?.seal(tenant, SecretField::Password, &password)?;
             pending.phase = PendingPhase::Staged;
         }
         *version = self.write_pending_journaled(tenant, pending, *version).await?;
