@@ -34,7 +34,14 @@ pub fn ApprovalsPage() -> impl IntoView {
             {move || match me.get() {
                 None => None,
                 Some(Ok(None)) | Some(Err(_)) => Some(view! { <super::credentials::SignInPrompt /> }.into_any()),
-                Some(Ok(Some(_))) => Some(view! { <RequestList /> }.into_any()),
+                // Only roles that may see the requests ask for them (a refused call during server
+                // rendering would turn the whole page into that error).
+                Some(Ok(Some(admin))) if admin.role.may(Permission::ReadAudit) => {
+                    Some(view! { <RequestList /> }.into_any())
+                }
+                Some(Ok(Some(_))) => Some(view! {
+                    <section class="card"><p>"Reveal requests are for platform admins (who decide them) and security reviewers."</p></section>
+                }.into_any()),
             }}
         </Transition>
     }
