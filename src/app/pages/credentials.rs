@@ -286,8 +286,10 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
         |(_, waiting)| async move { if waiting { list_reveal_requests(false).await.ok() } else { None } },
     );
     Effect::new(move |_| {
-        let Some(request) = awaiting.get_untracked() else { return };
-        let Some(Some(list)) = requests.get() else { return };
+        // Both read (tracked) before any early return: an effect re-runs only on what it read.
+        let answer = requests.get();
+        let Some(request) = awaiting.get() else { return };
+        let Some(Some(list)) = answer else { return };
         let Some(now) = list.into_iter().find(|r| r.request_id == request.request_id) else { return };
         let decided_by = now.decided_by_email.clone().unwrap_or_default();
         let outcome = match now.status {
