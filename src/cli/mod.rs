@@ -627,15 +627,9 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Reveals { command: RevealsCommand::FourEyes { tenant, state } } => {
             let core = connect(&config, Needs::ALL).await?;
             let client = crate::core::ClientInfo::local();
-            let current = core.tenant_settings(&operator, &tenant).await?;
             let input = crate::model::TenantSettingsInput {
-                rotation_period_days: current.rotation_period_days,
-                contact_email: current.contact_email,
-                mailu_api_url: current.mailu_api_url,
-                mailu_api_token: None,
-                rotate_after_reveal: current.rotate_after_reveal,
                 reveal_approval: Some(state == "on"),
-                password_policy: None,
+                ..core.tenant_settings(&operator, &tenant).await?.unchanged()
             };
             let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
             let said = if now.reveal_approval { "need a second platform admin" } else { "need one platform admin" };
@@ -646,15 +640,9 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             let client = crate::core::ClientInfo::local();
             let alphabet = crate::model::PasswordAlphabet::from_name(&alphabet)
                 .ok_or_else(|| CliError::Usage(format!("unknown alphabet {alphabet}")))?;
-            let current = core.tenant_settings(&operator, &tenant).await?;
             let input = crate::model::TenantSettingsInput {
-                rotation_period_days: current.rotation_period_days,
-                contact_email: current.contact_email,
-                mailu_api_url: current.mailu_api_url,
-                mailu_api_token: None,
-                rotate_after_reveal: current.rotate_after_reveal,
-                reveal_approval: None,
                 password_policy: Some(crate::model::PasswordPolicy { length, alphabet }),
+                ..core.tenant_settings(&operator, &tenant).await?.unchanged()
             };
             let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
             let policy = now.password_policy;

@@ -695,6 +695,22 @@ pub struct TenantSettingsInput {
     pub password_policy: Option<PasswordPolicy>,
 }
 
+impl TenantSettingsView {
+    /// The input that leaves every setting as it is (the token untouched), to change one field.
+    #[must_use]
+    pub fn unchanged(&self) -> TenantSettingsInput {
+        TenantSettingsInput {
+            rotation_period_days: self.rotation_period_days,
+            contact_email: self.contact_email.clone(),
+            mailu_api_url: self.mailu_api_url.clone(),
+            mailu_api_token: None,
+            rotate_after_reveal: self.rotate_after_reveal,
+            reveal_approval: None,
+            password_policy: None,
+        }
+    }
+}
+
 impl fmt::Debug for TenantSettingsInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantSettingsInput")

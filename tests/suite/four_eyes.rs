@@ -29,15 +29,7 @@ async fn setup() -> (TestEnv, Arc<ManualClock>) {
 /// Switches four eyes for acme as `admin` (in a confirmed session).
 async fn set_four_eyes(env: &TestEnv, admin: &mut TestAdmin, on: bool) -> Result<(), Error> {
     let current = env.core.tenant_settings(&admin.actor, &acme()).await.unwrap();
-    let input = TenantSettingsInput {
-        rotation_period_days: current.rotation_period_days,
-        contact_email: current.contact_email,
-        mailu_api_url: current.mailu_api_url,
-        mailu_api_token: None,
-        rotate_after_reveal: current.rotate_after_reveal,
-        reveal_approval: Some(on),
-        password_policy: None,
-    };
+    let input = TenantSettingsInput { reveal_approval: Some(on), ..current.unchanged() };
     env.core.update_tenant_settings(&admin.actor, &admin.client(), &acme(), input).await.map(|_| ())
 }
 
