@@ -163,6 +163,9 @@ pub enum RevealRequestStatus {
     Denied,
     /// Nobody decided within 30 minutes.
     Expired,
+    /// Ended before a decision: the requester's session, passkey or role ended, or the tenant
+    /// was reset.
+    Withdrawn,
 }
 
 impl RevealRequestStatus {
@@ -174,13 +177,16 @@ impl RevealRequestStatus {
             Self::Approved => "approved",
             Self::Denied => "denied",
             Self::Expired => "expired",
+            Self::Withdrawn => "withdrawn",
         }
     }
 
     /// The status of a stored name.
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Pending, Self::Approved, Self::Denied, Self::Expired].into_iter().find(|s| s.as_str() == name)
+        [Self::Pending, Self::Approved, Self::Denied, Self::Expired, Self::Withdrawn]
+            .into_iter()
+            .find(|s| s.as_str() == name)
     }
 }
 

@@ -148,6 +148,23 @@ async fn denial_and_expiry_are_final_audited_and_the_decision_is_the_one_confirm
     assert_eq!(count(&env, "SELECT COUNT(*) FROM audit_events WHERE event_type = $1", "reveal_denied").await, 1);
     assert_eq!(count(&env, "SELECT COUNT(*) FROM reveal_grants WHERE admin_id <> $1", "").await, 0);
 
+    // The requester signs out: her pending request goes with her session (an approver can no
+    // longer open a window the sign-out closed).
+    let signed_out = ask_pending(&env, &mut alice).await;
+    env.core.logout(&alice.actor, &alice.client()).await.unwrap();
+    assert!(matches!(decide(&env, &mut bob, &signed_out.request_id, true).await, Err(Error::NotFound(_))));
+    let all = env.core.list_reveal_requests(&bob.actor, false).await.unwrap();
+    let status = all.iter().find(|r| r.request_id == signed_out.request_id).map(|r| r.status);
+    assert_eq!(status, Some(RevealRequestStatus::Withdrawn));
+    let withdrawn = count(
+        &env,
+        "SELECT COUNT(*) FROM audit_events WHERE event_type = 'reveal_request_withdrawn' AND details LIKE $1",
+        "%logged_out%",
+    )
+    .await;
+    assert_eq!(withdrawn, 1);
+    alice.session = smtp_vault::core::access::passkeys::SessionBinding::generate().unwrap();
+
     // Nobody decides within 30 minutes: the request lapses, once, and cannot be approved later.
     let late = ask_pending(&env, &mut alice).await;
     clock.advance(chrono::Duration::minutes(31));
@@ -221,6 +238,8 @@ async fn attack_switching_four_eyes_off_needs_a_confirmed_session_and_alerts_sec
     let (env, _clock) = setup().await;
     let mut alice = TestAdmin::enroll(&env.core, "alice@example.com", Role::PlatformAdmin).await;
     let _bob = TestAdmin::enroll(&env.core, "bob@example.com", Role::PlatformAdmin).await;
+    // Before four eyes, Alice alone opens a window.
+    assert!(matches!(ask(&env, &mut alice).await.unwrap(), RevealStep::Granted(_)));
     // A stolen cookie (no step-up in this session) cannot switch it either way.
     let refused = set_four_eyes(&env, &mut alice, true).await;
     assert!(matches!(refused, Err(Error::StepUpRequired)), "{refused:?}");
@@ -235,6 +254,17 @@ async fn attack_switching_four_eyes_off_needs_a_confirmed_session_and_alerts_sec
         .await
     };
     assert_eq!(off_alerts().await, 0, "switching on is not alarming");
+    // Switching on closes the window one person opened.
+    assert!(env.core.reveal_credential(&alice.actor, &alice.client(), &acme()).await.is_err());
+    assert_eq!(
+        count(
+            &env,
+            "SELECT COUNT(*) FROM audit_events WHERE event_type = 'reveal_revoked' AND details LIKE $1",
+            "%four_eyes_on%"
+        )
+        .await,
+        1
+    );
     set_four_eyes(&env, &mut alice, false).await.unwrap();
     assert_eq!(off_alerts().await, 1, "switching off is");
     // Off again: one admin reveals alone, as before.

@@ -17,6 +17,7 @@ fn status_text(status: RevealRequestStatus) -> &'static str {
         RevealRequestStatus::Approved => "approved",
         RevealRequestStatus::Denied => "denied",
         RevealRequestStatus::Expired => "lapsed",
+        RevealRequestStatus::Withdrawn => "withdrawn",
     }
 }
 

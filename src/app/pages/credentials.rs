@@ -299,6 +299,9 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
             }
             RevealRequestStatus::Denied => Err(format!("Your request was denied by {decided_by}.")),
             RevealRequestStatus::Expired => Err("Your request lapsed: nobody decided within 30 minutes.".to_owned()),
+            RevealRequestStatus::Withdrawn => {
+                Err("Your request was withdrawn (session, passkey or role ended, or a reset).".to_owned())
+            }
         };
         awaiting.set(None);
         stop_polling();

@@ -91,6 +91,8 @@ pub enum EventType {
     RevealDenied,
     /// A reveal request lapsed undecided.
     RevealRequestExpired,
+    /// A pending reveal request ended with the requester's session, passkey or role, or a reset.
+    RevealRequestWithdrawn,
     /// A rotation began (pending password stored).
     RotationStarted,
     /// A rotation finished: the new password is current.
@@ -182,6 +184,7 @@ impl EventType {
             EventType::RevealApproved => "reveal_approved",
             EventType::RevealDenied => "reveal_denied",
             EventType::RevealRequestExpired => "reveal_request_expired",
+            EventType::RevealRequestWithdrawn => "reveal_request_withdrawn",
             EventType::RotationStarted => "rotation_started",
             EventType::CredentialRotated => "credential_rotated",
             EventType::RotationFailed => "rotation_failed",

@@ -16,7 +16,7 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::model::{GrantView, Permission, RevealRequestStatus, RevealRequestView, Role, TenantId};
-use chrono::{DateTime, Duration};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 /// How long a request waits for a decision.
@@ -131,9 +131,9 @@ impl Core {
         let page = format!("{}/approvals", self.settings.public_url);
         let until = expires_at.format("%H:%M UTC");
         let message = format!("{email} asks to reveal {tenant}'s password: approve or deny at {page} by {until}");
+        // The reason stays in the console (the Approvals page): notices leave it, by email and chat.
         let details = json!({
-            "request_id": request_id, "requester": email, "reason": reason, "approvals_page": page,
-            "expires_at": expires_at,
+            "request_id": request_id, "requester": email, "approvals_page": page, "expires_at": expires_at,
         });
         for approver in &approvers {
             let alert = Alert {
@@ -374,6 +374,51 @@ impl Core {
             view.decided_by_email = Some(email.clone());
         }
         Ok(view)
+    }
+
+    /// Withdraws the pending requests that `which` names (the requester's session, passkey or
+    /// role ended, or the tenant was reset), one `reveal_request_withdrawn` each, in the caller's
+    /// transaction: an approver can no longer open a window that its cause should have closed.
+    pub(crate) async fn withdraw_open_requests(
+        &self,
+        tx: &mut crate::core::db::WriteTx,
+        actor: &Actor,
+        client: &ClientInfo,
+        which: super::reveal::OpenGrants<'_>,
+        cause: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        use super::reveal::OpenGrants;
+        let (column, value) = match which {
+            OpenGrants::One(_) => return Ok(()),
+            OpenGrants::OfAdmin(admin_id) => ("requester_id", admin_id),
+            OpenGrants::OfTenant(tenant) => ("tenant_id", tenant.as_str()),
+            OpenGrants::OfPasskey(passkey_id) => ("passkey_id", passkey_id),
+            OpenGrants::OfSession(binding_hash) => ("binding_hash", binding_hash),
+        };
+        let open: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT request_id, tenant_id, requester_id FROM reveal_requests WHERE {column} = $1 AND status = $2"
+        ))
+        .bind(value)
+        .bind(RevealRequestStatus::Pending.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        for (request_id, tenant_id, requester_id) in open {
+            sqlx::query(
+                "UPDATE reveal_requests SET status = $1, decided_at_ms = $2 WHERE request_id = $3 AND status = $4",
+            )
+            .bind(RevealRequestStatus::Withdrawn.as_str())
+            .bind(now.timestamp_millis())
+            .bind(&request_id)
+            .bind(RevealRequestStatus::Pending.as_str())
+            .execute(&mut **tx)
+            .await?;
+            let tenant = TenantId::parse(&tenant_id).ok();
+            let details = json!({"request_id": request_id, "owner": requester_id, "cause": cause});
+            let event = NewEvent::info(EventType::RevealRequestWithdrawn, tenant.as_ref(), details);
+            audit::append(tx, actor, client, event, now).await?;
+        }
+        Ok(())
     }
 
     /// Marks each pending request past its time `expired`, once (`reveal_request_expired`).

@@ -352,6 +352,8 @@ impl Core {
             audit::append(tx, actor, client, NewEvent::info(EventType::RevealRevoked, tenant.as_ref(), details), now)
                 .await?;
         }
+        // What ends a window also ends a request that would open one.
+        self.withdraw_open_requests(tx, actor, client, which, cause, now).await?;
         Ok(count)
     }
 

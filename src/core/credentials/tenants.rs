@@ -8,6 +8,7 @@ use crate::core::access::authorize;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::alerting::{Alert, AlertKind, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
+use crate::core::credentials::reveal::OpenGrants;
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::recovery::same_destination;
@@ -173,10 +174,11 @@ impl Core {
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
         let version = if vault_change { stored.version + 1 } else { stored.version };
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE tenants SET rotation_period_days = $1, contact_email = $2, mailu_api_url = $3, rotate_after_reveal = $4, \
              version = $5, next_rotation_at_ms = COALESCE(rotated_at_ms, stored_at_ms) + $6, updated_at_ms = $7, \
-             reveal_approval = $9, password_length = $10, password_alphabet = $11 WHERE tenant_id = $8",
+             reveal_approval = $9, password_length = $10, password_alphabet = $11 WHERE tenant_id = $8 \
+             AND reveal_approval = $12",
         )
         .bind(i64::from(input.rotation_period_days))
         .bind(&contact)
@@ -189,8 +191,14 @@ impl Core {
         .bind(i64::from(guarded))
         .bind(i64::from(policy.length))
         .bind(policy.alphabet.as_str())
+        .bind(i64::from(was_guarded))
         .execute(&mut *tx)
         .await?;
+        // Four eyes as this change saw it, or nothing: a concurrent switch is never overwritten
+        // unseen (which could turn it off without the confirmation and the alert).
+        if updated.rows_affected() != 1 {
+            return Err(Error::Stale("the tenant's four-eyes setting changed meanwhile: reload and save again"));
+        }
         let details = json!({
             "rotation_period_days": input.rotation_period_days, "contact_email": contact, "mailu_api_url": url,
             "mailu_api_token_changed": new_token.is_some(), "rotate_after_reveal": input.rotate_after_reveal,
@@ -206,6 +214,10 @@ impl Core {
         .await?;
         if redirect {
             self.record_destination_change(&mut tx, actor, client, tenant, (&from_url, &url), "settings", now).await?;
+        }
+        if guarded && !was_guarded {
+            // From now on every window needs two people: none opened by one stays.
+            self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfTenant(tenant), "four_eyes_on", now).await?;
         }
         if was_guarded && !guarded {
             let who = actor.audit_identity().1;
