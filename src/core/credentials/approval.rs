@@ -173,14 +173,10 @@ impl Core {
     }
 
     async fn refuse_no_approver(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Error {
-        let details = json!({"reason": "no_approver"});
-        let event = NewEvent::info(EventType::RevealRefused, Some(tenant), details).with_severity(Severity::Warning);
-        match audit::record(&self.db, actor, client, event, self.now()).await {
-            Ok(_) => Error::Forbidden(
-                "this tenant's reveals need a second platform admin's approval, and there is no other platform admin",
-            ),
-            Err(e) => e,
-        }
+        let refusal = Error::Forbidden(
+            "this tenant's reveals need a second platform admin's approval, and there is no other platform admin",
+        );
+        self.refuse(actor, client, tenant, EventType::RevealRefused, "no_approver", refusal).await
     }
 
     /// Checked before a four-eyes reveal's step-up: someone must be able to approve it.

@@ -59,7 +59,7 @@ const GRANT_COLUMNS: &str = "g.grant_id, a.email, g.tenant_id, g.reason, g.creat
 
 impl Core {
     /// Records a refused reveal step and returns the error to answer with.
-    async fn refuse(
+    pub(super) async fn refuse(
         &self,
         actor: &Actor,
         client: &ClientInfo,
