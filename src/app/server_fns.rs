@@ -5,7 +5,7 @@
 use crate::model::{
     AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
     InviteView, PasskeyView, RevealRequestView, RevealStep, RevealedCredentialView, Role, RotationStatusView,
-    RotationView, TenantSettingsView, TenantSummary, UiError,
+    RotationView, SweepView, TenantSettingsView, TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -232,11 +232,11 @@ pub async fn rename_passkey(passkey_id: String, name: String) -> Result<(), UiEr
     ctx.core.rename_passkey(&ctx.actor, &ctx.client, &passkey_id, &name).await.map_err(fail)
 }
 
-/// Removes one of one's passkeys (never the last).
+/// Removes one of one's passkeys (never the last); `lost` also sweeps what one could see.
 #[server(prefix = "/_app", endpoint = "remove_passkey")]
-pub async fn remove_passkey(passkey_id: String) -> Result<(), UiError> {
+pub async fn remove_passkey(passkey_id: String, lost: bool) -> Result<(), UiError> {
     let ctx = UiContext::load().await?;
-    ctx.core.remove_passkey(&ctx.actor, &ctx.client, &passkey_id).await.map_err(fail)
+    ctx.core.remove_passkey(&ctx.actor, &ctx.client, &passkey_id, lost).await.map_err(fail)
 }
 
 /// A tenant's rotation state, heartbeat, notices and history.
@@ -340,6 +340,54 @@ pub async fn finish_emergency_reset(tenant_id: String, credential: String) -> Re
     let binding = ctx.binding().await?;
     let tenant = tenant(&tenant_id)?;
     ctx.core.finish_emergency_reset(&ctx.actor, &binding, &ctx.client, &tenant, &credential).await.map_err(fail)
+}
+
+/// The form's sweep request: `subject_kind` is `admin` (subject an email) or `token` (an id).
+#[cfg(feature = "ssr")]
+fn sweep_request(
+    subject_kind: &str,
+    subject: String,
+    since: &str,
+    incident_id: &str,
+    reason: &str,
+    dry_run: bool,
+) -> Result<crate::model::SweepRequest, UiError> {
+    use crate::model::{SweepRequest, SweepSubject};
+    let subject = if subject_kind == "token" { SweepSubject::Token(subject) } else { SweepSubject::Admin(subject) };
+    let since = SweepRequest::parse_since(since).map_err(|e| fail(crate::core::Error::from(e)))?;
+    SweepRequest::new(subject, since, Some(incident_id), reason, dry_run).map_err(|e| fail(crate::core::Error::from(e)))
+}
+
+/// The tenants an exposure sweep would rotate (platform admins, incident responders; no
+/// step-up: it changes nothing).
+#[server(prefix = "/_app", endpoint = "plan_sweep")]
+pub async fn plan_sweep(subject_kind: String, subject: String, since: String) -> Result<SweepView, UiError> {
+    let ctx = UiContext::load().await?;
+    let request = sweep_request(&subject_kind, subject, &since, "", "", true)?;
+    ctx.core.plan_exposure_sweep(&ctx.actor, &request).await.map_err(fail)
+}
+
+/// Starts an exposure sweep: a step-up challenge bound to the subject, bound and reason.
+#[server(prefix = "/_app", endpoint = "begin_sweep")]
+pub async fn begin_sweep(
+    subject_kind: String,
+    subject: String,
+    since: String,
+    incident_id: String,
+    reason: String,
+) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    let request = sweep_request(&subject_kind, subject, &since, &incident_id, &reason, false)?;
+    ctx.core.begin_exposure_sweep(&ctx.actor, &binding, &request).await.map_err(fail)
+}
+
+/// Finishes the step-up and starts the sweep (its progress shows on the incident).
+#[server(prefix = "/_app", endpoint = "finish_sweep")]
+pub async fn finish_sweep(credential: String) -> Result<SweepView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_exposure_sweep(&ctx.actor, &binding, &ctx.client, &credential).await.map_err(fail)
 }
 
 /// Incidents with their review and history (any signed-in admin).

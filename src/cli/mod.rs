@@ -82,6 +82,30 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Exposure sweep ("rotate what they saw"): rotate every tenant whose current password an
+    /// admin could reveal, or a (revoked) service token read, under one incident; security is
+    /// alerted. --dry-run lists them and changes nothing.
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["admin", "token"])))]
+    Sweep {
+        /// The admin's login email.
+        #[arg(long)]
+        admin: Option<String>,
+        /// The service token's id (revoke it first: a working token would read the new passwords).
+        #[arg(long)]
+        token: Option<String>,
+        /// Count only exposure from this date (2026-12-01) or time (RFC 3339) on.
+        #[arg(long, default_value = "")]
+        since: String,
+        /// List the exposed tenants; rotate nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (recorded, sent to security).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Your incident id (e.g. INC-2041); one is made up when absent.
+        #[arg(long)]
+        incident: Option<String>,
+    },
     /// Encrypted backups of every tenant's secret: run, list, prune, restore.
     Backup {
         #[command(subcommand)]
@@ -706,6 +730,18 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
         Command::EmergencyReset { tenant, incident, reason } => {
             return emergency_reset(&config, &operator, &tenant, &incident, &reason).await;
         }
+        Command::Sweep { admin, token, since, dry_run, reason, incident } => {
+            use crate::model::{SweepRequest, SweepSubject};
+            let subject = match (admin, token) {
+                (Some(email), _) => SweepSubject::Admin(email),
+                (None, Some(id)) => SweepSubject::Token(id),
+                (None, None) => return Err(CliError::Usage("give --admin EMAIL or --token ID".into())),
+            };
+            let since = SweepRequest::parse_since(&since).map_err(Error::from)?;
+            let request =
+                SweepRequest::new(subject, since, incident.as_deref(), &reason, dry_run).map_err(Error::from)?;
+            return sweep(&config, &operator, &request).await;
+        }
         Command::Audit { command: AuditCommand::Export { tenant, event, severity, since, until } } => {
             let core = connect(&config, Needs::DB).await?;
             let query = crate::model::AuditQuery {
@@ -850,6 +886,49 @@ async fn backup_command(config: Config, operator: &Actor, command: BackupCommand
                 return Err(CliError::Incomplete(format!("{} tenant(s) failed to restore", report.failed.len())));
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sweep(config: &Config, operator: &Actor, request: &crate::model::SweepRequest) -> Result<ExitCode, CliError> {
+    let core = connect(config, if request.dry_run { Needs::DB } else { Needs::ALL }).await?;
+    let bar = progress_bar("tenants rotated");
+    let progress: Option<crate::core::SweepProgress> = (!request.dry_run).then(|| {
+        let bar = bar.clone();
+        std::sync::Arc::new(move |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }) as crate::core::SweepProgress
+    });
+    let view = core.exposure_sweep(operator, &crate::core::ClientInfo::local(), request, progress).await?;
+    bar.finish_and_clear();
+    for t in &view.tenants {
+        let extra = match (&t.new_version, &t.error) {
+            (Some(v), _) => format!(" (version {v})"),
+            (None, Some(e)) => format!(" ({e})"),
+            (None, None) => String::new(),
+        };
+        println!("{}\t{}\texposed {}{extra}", t.tenant_id, t.outcome, t.exposed_at.format("%Y-%m-%d %H:%M UTC"));
+    }
+    match (&view.incident, view.dry_run) {
+        (_, true) => {
+            println!("{}: {} tenant(s) would be rotated (dry run: nothing changed)", view.subject, view.tenants.len())
+        }
+        (None, false) => println!("{}: nothing exposed since the last rotations; nothing to do", view.subject),
+        (Some(incident), false) => {
+            println!(
+                "{}: {} rotated, {} failed (incident record {incident}; a second admin acknowledges it)",
+                view.subject, view.rotated, view.failed
+            );
+            eprintln!("delivering alerts…");
+            let flushed = core.flush_alerts(std::time::Duration::from_secs(20)).await?;
+            if flushed.retrying > 0 {
+                eprintln!("{} alert deliveries still failing; `serve` retries them when it runs", flushed.retrying);
+            }
+        }
+    }
+    if view.failed > 0 {
+        return Err(CliError::Incomplete(format!("{} tenant(s) could not be rotated", view.failed)));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -299,6 +299,7 @@ pub const TABLE_OWNERS: &[(&str, &[&str])] = &[
     ("reveal_grants", &["credentials"]),
     ("reveal_requests", &["credentials"]),
     ("incidents", &["emergency"]),
+    ("sweep_tenants", &["emergency"]),
     ("job_leases", &["rotation"]),
     ("dr_drills", &["recovery"]),
     ("alerts", &["alerting"]),

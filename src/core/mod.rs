@@ -23,6 +23,7 @@ pub mod rotation;
 pub mod vault;
 
 pub use access::{Actor, ClientInfo, CreatedToken};
+pub use emergency::sweep::SweepProgress;
 pub use error::{Error, ErrorKind, Result};
 
 use crate::model::{Scope, ServiceTokenSummary};

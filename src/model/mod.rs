@@ -27,7 +27,7 @@ pub use credentials::{
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use incidents::{
     AlertRuleView, AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView,
-    IncidentView, ResetTimings,
+    IncidentView, ResetTimings, SweepRequest, SweepSubject, SweepTenantView, SweepView,
 };
 pub use permission::{Permission, Rule, StepUp};
 pub use recovery::{BackupView, DrillReport, RecoverTenantRequest, RecoveryView, RestoreReport, RestoreStatusView};

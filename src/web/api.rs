@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
         .route("/tenants/{id}/recover", post(recover_tenant))
         .route("/reveal-requests", get(list_reveal_requests))
+        .route("/sweeps", post(exposure_sweep))
         .route("/audit", get(query_audit))
         .route("/audit/export.csv", get(export_audit_csv))
         .route("/audit/export.jsonl", get(export_audit_jsonl))
@@ -117,6 +118,17 @@ async fn emergency_reset(
 ) -> Result<Json<EmergencyResetReceipt>, ApiFailure> {
     let request = EmergencyResetRequest::from_json(body).map_err(crate::core::Error::from)?;
     Ok(Json(state.core.emergency_reset(&actor, &client, &tenant, &request).await?))
+}
+
+/// Exposure sweep (credentials:reset): `dry_run` lists, otherwise rotates and answers when done.
+async fn exposure_sweep(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Client(client): Client,
+    JsonBody(body): JsonBody,
+) -> Result<Json<crate::model::SweepView>, ApiFailure> {
+    let request = crate::model::SweepRequest::from_json(body).map_err(crate::core::Error::from)?;
+    Ok(Json(state.core.exposure_sweep(&actor, &client, &request, None).await?))
 }
 
 async fn recover_tenant(

@@ -646,7 +646,7 @@ async fn attack_removing_the_passkey_that_earned_a_window_closes_it() {
     env.core.finish_reveal(&admin.actor, &admin.session, &admin.client(), &acme(), &assertion).await.unwrap();
     assert!(env.core.reveal_credential(&admin.actor, &admin.client(), &acme()).await.is_ok());
     // The first passkey is lost: removing it closes what it earned (the step-up too).
-    env.core.remove_passkey(&admin.actor, &admin.client(), &first).await.unwrap();
+    env.core.remove_passkey(&admin.actor, &admin.client(), &first, false).await.unwrap();
     assert!(matches!(
         env.core.reveal_credential(&admin.actor, &admin.client(), &acme()).await,
         Err(Error::Forbidden(_))

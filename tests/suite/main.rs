@@ -24,5 +24,6 @@ mod recovery;
 mod reveal;
 mod rotation;
 mod standin;
+mod sweep;
 mod vault_ha;
 mod web_access;

@@ -228,7 +228,7 @@ async fn passkeys_can_be_added_renamed_and_removed_but_never_the_last() {
     let first = env.core.current_admin(&alice.actor).await.unwrap().passkeys[0].passkey_id.clone();
     alice.step_up(&env.core).await;
     let mine = alice.client();
-    assert!(matches!(env.core.remove_passkey(&alice.actor, &mine, &first).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(env.core.remove_passkey(&alice.actor, &mine, &first, false).await, Err(Error::InvalidInput(_))));
 
     let options = env.core.begin_add_passkey(&alice.actor, &alice.session).await.unwrap();
     let mut second_key = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
@@ -238,7 +238,7 @@ async fn passkeys_can_be_added_renamed_and_removed_but_never_the_last() {
     env.core.rename_passkey(&alice.actor, &mine, &added.passkey_id, "yubikey in safe").await.unwrap();
     let me = env.core.current_admin(&alice.actor).await.unwrap();
     assert_eq!(me.passkeys.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["soft key", "yubikey in safe"]);
-    env.core.remove_passkey(&alice.actor, &mine, &first).await.unwrap();
+    env.core.remove_passkey(&alice.actor, &mine, &first, false).await.unwrap();
     // The remaining key still logs in; the removed one does not.
     let session = SessionBinding::generate().unwrap();
     let options = env.core.begin_login(&session, &local, "alice@example.com").await.unwrap();

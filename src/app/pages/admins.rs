@@ -75,12 +75,23 @@ fn MyPasskeys() -> impl IntoView {
                                     with_step_up(|| rename_passkey(id.clone(), n.clone())).await.map_err(|e| e.message)
                                 }));
                             }>"Rename"</button>
-                            <button type="button" class="danger" on:click=move |_| {
+                            <button type="button" class="danger" on:click={
+                                let remove_id = remove_id.clone();
+                                move |_| {
+                                    let id = remove_id.clone();
+                                    run(Box::pin(async move {
+                                        with_step_up(|| remove_passkey(id.clone(), false)).await.map_err(|e| e.message)
+                                    }));
+                                }
+                            }>"Remove"</button>
+                            <button type="button" class="danger" data-testid="remove-lost"
+                                title="Also rotates every password you could see while a thief may have held this key"
+                                on:click=move |_| {
                                 let id = remove_id.clone();
                                 run(Box::pin(async move {
-                                    with_step_up(|| remove_passkey(id.clone())).await.map_err(|e| e.message)
+                                    with_step_up(|| remove_passkey(id.clone(), true)).await.map_err(|e| e.message)
                                 }));
-                            }>"Remove"</button>
+                            }>"Remove as lost"</button>
                             <small>{p.last_used_at.map_or_else(|| "never used".to_owned(), |t| format!("last used {}", when::minutes(t)))}</small>
                         </li>
                     }

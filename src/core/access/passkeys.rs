@@ -35,6 +35,8 @@ pub enum Purpose {
     Restore,
     /// Step-up before recovering a tenant onto a replacement server from the UI.
     Recover,
+    /// Step-up before an exposure sweep from the UI.
+    Sweep,
     /// Step-up that opens a short window for sensitive account and destination changes in
     /// this session (passkeys, invites, roles, Mailu API URLs).
     Confirm,
@@ -52,6 +54,7 @@ impl Purpose {
             Purpose::EmergencyReset => "emergency_reset",
             Purpose::Restore => "restore",
             Purpose::Recover => "recover",
+            Purpose::Sweep => "sweep",
             Purpose::Confirm => "confirm",
         }
     }

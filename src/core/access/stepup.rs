@@ -62,6 +62,11 @@ pub enum Intent {
         /// Overwrite what differs.
         force: bool,
     },
+    /// Rotate every tenant whose current password this subject saw.
+    Sweep {
+        /// Subject, lower bound, incident id and reason, as confirmed.
+        request: crate::model::SweepRequest,
+    },
     /// Open this session's step-up window.
     Confirm,
 }
@@ -77,6 +82,7 @@ impl Intent {
             Intent::EmergencyReset { .. } => Purpose::EmergencyReset,
             Intent::Recover { .. } => Purpose::Recover,
             Intent::Restore { .. } => Purpose::Restore,
+            Intent::Sweep { .. } => Purpose::Sweep,
             Intent::Confirm => Purpose::Confirm,
         }
     }
@@ -92,6 +98,7 @@ impl Intent {
             Intent::EmergencyReset { .. } => Some(Permission::EmergencyReset),
             Intent::Recover { .. } => Some(Permission::RecoverTenant),
             Intent::Restore { .. } => Some(Permission::RestoreBackup),
+            Intent::Sweep { .. } => Some(Permission::EmergencyReset),
             Intent::Confirm => None,
         }
     }

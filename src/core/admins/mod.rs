@@ -15,6 +15,7 @@ use crate::core::access::{Actor, ClientInfo};
 use crate::core::audit::{self, EventType, NewEvent};
 use crate::core::credentials::reveal::OpenGrants;
 use crate::core::crypto::random_bytes;
+use crate::core::emergency::sweep::SweepCause;
 use crate::core::error::{Error, Result};
 use crate::model::Permission;
 use crate::model::{AdminView, InviteCreatedView, InviteView, PasskeyView, Role};
@@ -337,7 +338,16 @@ impl Core {
         }
         let details = json!({"admin_id": admin_id, "from": old, "to": role.as_str()});
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::AdminRoleChanged, None, details), now).await?;
+        // Whoever may no longer reveal should not keep knowing what they revealed.
+        let sweep = if old == Role::PlatformAdmin.as_str() && role != Role::PlatformAdmin {
+            self.open_admin_sweep_in(&mut tx, actor, client, admin_id, SweepCause::Demoted).await?
+        } else {
+            None
+        };
         tx.commit().await?;
+        if let Some(incident) = sweep {
+            self.spawn_sweep(actor, client, &incident);
+        }
         Ok(())
     }
 
@@ -382,7 +392,11 @@ impl Core {
             now,
         )
         .await?;
+        let sweep = self.open_admin_sweep_in(&mut tx, actor, client, admin_id, SweepCause::Disabled).await?;
         tx.commit().await?;
+        if let Some(incident) = sweep {
+            self.spawn_sweep(actor, client, &incident);
+        }
         Ok(())
     }
 }

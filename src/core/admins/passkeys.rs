@@ -9,6 +9,7 @@ use crate::core::alerting::AlertKind;
 use crate::core::alerting::{Alert, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::credentials::reveal::OpenGrants;
+use crate::core::emergency::sweep::SweepCause;
 use crate::core::error::{Error, Result};
 use crate::model::PasskeyView;
 use crate::model::Permission;
@@ -171,11 +172,13 @@ impl Core {
         Ok(())
     }
 
-    /// Removes one of the admin's own passkeys, never the last one.
+    /// Removes one of the admin's own passkeys, never the last one. Removed as `lost` (or
+    /// compromised), it also sweeps: every tenant whose current password the admin could see
+    /// is rotated, since whoever holds the key may have signed in as them.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::InvalidInput`] for the last passkey.
-    pub async fn remove_passkey(&self, actor: &Actor, client: &ClientInfo, passkey_id: &str) -> Result<()> {
+    pub async fn remove_passkey(&self, actor: &Actor, client: &ClientInfo, passkey_id: &str, lost: bool) -> Result<()> {
         let Actor::Admin { admin_id, .. } = actor else {
             return Err(Error::Unauthenticated);
         };
@@ -205,9 +208,17 @@ impl Core {
         stepup::end_step_ups(&mut tx, StepUpsOf::Passkey(passkey_id)).await?;
         self.revoke_open_grants(&mut tx, actor, client, OpenGrants::OfPasskey(passkey_id), "passkey_removed", now)
             .await?;
-        let details = json!({"admin_id": admin_id, "passkey_id": passkey_id});
+        let details = json!({"admin_id": admin_id, "passkey_id": passkey_id, "lost": lost});
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::PasskeyRemoved, None, details), now).await?;
+        let sweep = if lost {
+            self.open_admin_sweep_in(&mut tx, actor, client, admin_id, SweepCause::PasskeyLost).await?
+        } else {
+            None
+        };
         tx.commit().await?;
+        if let Some(incident) = sweep {
+            self.spawn_sweep(actor, client, &incident);
+        }
         Ok(())
     }
 }

@@ -19,6 +19,14 @@ pub enum AlertKind {
     EmergencyResetFailed,
     /// `emergency_reset_interrupted`.
     EmergencyResetInterrupted,
+    /// `exposure_sweep`.
+    ExposureSweep,
+    /// `exposure_sweep_failed`.
+    ExposureSweepFailed,
+    /// `exposure_sweep_interrupted`.
+    ExposureSweepInterrupted,
+    /// `credential_reverted`.
+    CredentialReverted,
     /// `failed_logins`.
     FailedLogins,
     /// `failed_reauths`.
@@ -71,7 +79,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 31] = [
+    pub const ALL: [AlertKind; 35] = [
         AlertKind::AuditChainBroken,
         AlertKind::BackupOverdue,
         AlertKind::DnsHookFailed,
@@ -79,6 +87,10 @@ impl AlertKind {
         AlertKind::EmergencyReset,
         AlertKind::EmergencyResetFailed,
         AlertKind::EmergencyResetInterrupted,
+        AlertKind::ExposureSweep,
+        AlertKind::ExposureSweepFailed,
+        AlertKind::ExposureSweepInterrupted,
+        AlertKind::CredentialReverted,
         AlertKind::FailedLogins,
         AlertKind::FailedReauths,
         AlertKind::HeartbeatDrift,
@@ -116,6 +128,10 @@ impl AlertKind {
             AlertKind::EmergencyReset => "emergency_reset",
             AlertKind::EmergencyResetFailed => "emergency_reset_failed",
             AlertKind::EmergencyResetInterrupted => "emergency_reset_interrupted",
+            AlertKind::ExposureSweep => "exposure_sweep",
+            AlertKind::ExposureSweepFailed => "exposure_sweep_failed",
+            AlertKind::ExposureSweepInterrupted => "exposure_sweep_interrupted",
+            AlertKind::CredentialReverted => "credential_reverted",
             AlertKind::FailedLogins => "failed_logins",
             AlertKind::FailedReauths => "failed_reauths",
             AlertKind::HeartbeatDrift => "heartbeat_drift",

@@ -148,6 +148,14 @@ pub enum EventType {
     RecoveryFailed,
     /// An invite was revoked before it was used.
     InviteRevoked,
+    /// An exposure sweep began: incident opened, the subject's windows closed, security alerted.
+    ExposureSweep,
+    /// An exposure sweep ended; the incident records each tenant's outcome.
+    ExposureSweepFinished,
+    /// A credential was reverted to Vault's previous version through the staged protocol.
+    CredentialReverted,
+    /// A revert was refused (the previous password was exposed, or superseded by a reset).
+    RevertRefused,
 }
 
 impl EventType {
@@ -212,6 +220,10 @@ impl EventType {
             EventType::MailuDestinationChanged => "mailu_destination_changed",
             EventType::RecoveryFailed => "recovery_failed",
             EventType::InviteRevoked => "invite_revoked",
+            EventType::ExposureSweep => "exposure_sweep",
+            EventType::ExposureSweepFinished => "exposure_sweep_finished",
+            EventType::CredentialReverted => "credential_reverted",
+            EventType::RevertRefused => "revert_refused",
         }
     }
 }

@@ -7,6 +7,8 @@
 //! CLI (operator, break-glass) and the UI (platform admins and incident responders, after a
 //! WebAuthn step-up that binds the incident id and reason).
 
+pub mod sweep;
+
 use crate::core::Core;
 use crate::core::access::passkeys::{Purpose, SessionBinding};
 use crate::core::access::stepup::Intent;
@@ -48,10 +50,13 @@ struct IncidentRow {
     acknowledged_at_ms: Option<i64>,
     ack_note: Option<String>,
     overdue_alerted: i64,
+    kind: String,
+    subject: Option<String>,
 }
 
 const INCIDENT_COLUMNS: &str = "incident_id, reference, tenant_id, reason, opened_by, opened_by_admin, opened_at_ms, state, \
-     outcome, new_version, grants_revoked, finished_at_ms, acknowledged_by, acknowledged_at_ms, ack_note, overdue_alerted";
+     outcome, new_version, grants_revoked, finished_at_ms, acknowledged_by, acknowledged_at_ms, ack_note, overdue_alerted, \
+     kind, subject";
 
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -179,7 +184,7 @@ impl Core {
         let mut tx = self.db.begin_write().await?;
         sqlx::query(&format!(
             "INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', 'rotating', NULL, 0, \
-             NULL, NULL, NULL, NULL, 0)"
+             NULL, NULL, NULL, NULL, 0, 'emergency_reset', NULL)"
         ))
         .bind(&incident)
         .bind(&request.incident_id)
@@ -223,7 +228,7 @@ impl Core {
         let contain = clock.elapsed();
         tracing::warn!(incident = %incident, grants_revoked = revoked, "emergency reset: contained, rotating");
 
-        let rotation = self.emergency_rotation(actor, client, tenant).await;
+        let rotation = self.forced_rotation(actor, client, tenant, "emergency").await;
         let rotation_time = clock.elapsed() - contain;
         let finished = self.now();
         let timings = ResetTimings {
@@ -336,14 +341,20 @@ impl Core {
     /// Rotates now, waiting for a rotation already running. A rotation that was in flight is
     /// settled first and then a fresh password is set: its pending password existed before the
     /// compromise was known and may have been handed out.
-    async fn emergency_rotation(&self, actor: &Actor, client: &ClientInfo, tenant: &TenantId) -> Result<u64> {
+    pub(crate) async fn forced_rotation(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        trigger: &str,
+    ) -> Result<u64> {
         let Some(_guard) = self.rotation_locks.lock_within(tenant, ROTATION_WAIT).await else {
             return Err(Error::RotationBusy);
         };
         let had_pending = self.vault()?.read_pending(tenant).await?.is_some();
-        let mut result = self.run_rotation(actor, client, tenant, "emergency").await?;
+        let mut result = self.run_rotation(actor, client, tenant, trigger).await?;
         if had_pending && matches!(result, RotationResult::Rotated { .. }) {
-            result = self.run_rotation(actor, client, tenant, "emergency").await?;
+            result = self.run_rotation(actor, client, tenant, trigger).await?;
         }
         match result {
             RotationResult::Rotated { version } => Ok(version),
@@ -439,16 +450,33 @@ impl Core {
 
     /// One incident as shown, with its history from the audit trail.
     async fn incident_view(&self, actor: &Actor, row: IncidentRow) -> Result<IncidentView> {
-        // Incident ids are random hex, so the pattern matches exactly their own events.
-        let history: Vec<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT occurred_at_ms, event_type, actor_id, severity FROM audit_events WHERE tenant_id = $1 \
-             AND event_type IN ('emergency_reset', 'emergency_reset_finished', 'incident_acknowledged', \
-             'incident_ack_refused', 'incident_overdue') AND details LIKE $2 ORDER BY seq",
-        )
-        .bind(&row.tenant_id)
-        .bind(format!("%\"incident\":\"{}\"%", row.incident_id))
-        .fetch_all(self.db.pool())
-        .await?;
+        // Incident ids are random hex, so the pattern matches exactly their own events. A
+        // sweep's events name no tenant: they are found from the time it opened.
+        let pattern = format!("%\"incident\":\"{}\"%", row.incident_id);
+        let history: Vec<(i64, String, String, String)> = if row.kind == "exposure_sweep" {
+            sqlx::query_as(
+                "SELECT occurred_at_ms, event_type, actor_id, severity FROM audit_events WHERE occurred_at_ms >= $1 \
+                 AND tenant_id IS NULL AND event_type IN ('exposure_sweep', 'exposure_sweep_finished', \
+                 'incident_acknowledged', 'incident_ack_refused', 'incident_overdue', 'emergency_reset_finished') \
+                 AND details LIKE $2 ORDER BY seq",
+            )
+            .bind(row.opened_at_ms)
+            .bind(&pattern)
+            .fetch_all(self.db.pool())
+            .await?
+        } else {
+            sqlx::query_as(
+                "SELECT occurred_at_ms, event_type, actor_id, severity FROM audit_events WHERE tenant_id = $1 \
+                 AND event_type IN ('emergency_reset', 'emergency_reset_finished', 'incident_acknowledged', \
+                 'incident_ack_refused', 'incident_overdue') AND details LIKE $2 ORDER BY seq",
+            )
+            .bind(&row.tenant_id)
+            .bind(&pattern)
+            .fetch_all(self.db.pool())
+            .await?
+        };
+        let sweep =
+            if row.kind == "exposure_sweep" { self.sweep_tenants(&row.incident_id, 500).await? } else { Vec::new() };
         let overdue_before = (self.now() - self.settings.incident_ack_after).timestamp_millis();
         Ok(IncidentView {
             overdue: row.state == "open" && (row.overdue_alerted != 0 || row.opened_at_ms <= overdue_before),
@@ -471,6 +499,9 @@ impl Core {
                 .into_iter()
                 .map(|(ms, event, actor, severity)| IncidentEventView { at: at(ms), event, actor, severity })
                 .collect(),
+            kind: row.kind,
+            subject: row.subject,
+            sweep,
         })
     }
 
@@ -483,14 +514,36 @@ impl Core {
     /// Database errors.
     pub async fn settle_interrupted_resets(&self, after: chrono::Duration) -> Result<usize> {
         let now = self.now();
-        let stuck: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT incident_id, reference, tenant_id FROM incidents WHERE outcome = 'rotating' AND opened_at_ms <= $1",
+        // A sweep is dead when it stopped moving, however long it has run.
+        let stuck: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT incident_id, reference, tenant_id, kind, subject FROM incidents WHERE outcome = 'rotating' \
+             AND COALESCE(progress_at_ms, opened_at_ms) <= $1",
         )
         .bind((now - after).timestamp_millis())
         .fetch_all(self.db.pool())
         .await?;
         let mut settled = 0;
-        for (incident, reference, tenant_id) in stuck {
+        for (incident, reference, tenant_id, kind, subject) in stuck {
+            if kind == "exposure_sweep" {
+                let (left,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM sweep_tenants WHERE incident_id = $1 AND outcome = 'pending'")
+                        .bind(&incident)
+                        .fetch_one(self.db.pool())
+                        .await?;
+                let subject = subject.unwrap_or_default();
+                let flag = IncidentFlag {
+                    claim: "UPDATE incidents SET outcome = 'interrupted', finished_at_ms = $1 WHERE incident_id = $2 AND outcome = 'rotating'",
+                    event: EventType::ExposureSweepFinished,
+                    kind: AlertKind::ExposureSweepInterrupted,
+                    message: format!(
+                        "the exposure sweep of {subject} (incident {reference}) stopped with {left} tenant(s) not rotated; \
+                         run it again (smtp-vault sweep): it rotates exactly those still exposed"
+                    ),
+                    details: json!({"incident": incident, "outcome": "interrupted", "not_rotated": left}),
+                };
+                settled += usize::from(self.flag_incident(&incident, &tenant_id, flag, now).await?);
+                continue;
+            }
             let flag = IncidentFlag {
                 claim: "UPDATE incidents SET outcome = 'interrupted', finished_at_ms = $1 WHERE incident_id = $2 AND outcome = 'rotating'",
                 event: EventType::EmergencyResetFinished,
@@ -512,23 +565,25 @@ impl Core {
     pub async fn alert_unacknowledged_incidents(&self) -> Result<usize> {
         let now = self.now();
         let cutoff = (now - self.settings.incident_ack_after).timestamp_millis();
-        let late: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT incident_id, reference, tenant_id, opened_at_ms FROM incidents \
+        let late: Vec<(String, String, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT incident_id, reference, tenant_id, opened_at_ms, subject FROM incidents \
              WHERE state = 'open' AND overdue_alerted = 0 AND opened_at_ms <= $1",
         )
         .bind(cutoff)
         .fetch_all(self.db.pool())
         .await?;
         let mut raised = 0;
-        for (incident, reference, tenant_id, opened_ms) in late {
+        for (incident, reference, tenant_id, opened_ms, subject) in late {
             let hours = (now - at(opened_ms)).num_hours();
+            let what = subject.map_or_else(
+                || format!("the emergency reset of {tenant_id}"),
+                |subject| format!("the exposure sweep of {subject}"),
+            );
             let flag = IncidentFlag {
                 claim: "UPDATE incidents SET overdue_alerted = 1 WHERE opened_at_ms <= $1 AND incident_id = $2 AND overdue_alerted = 0",
                 event: EventType::IncidentOverdue,
                 kind: AlertKind::IncidentUnacknowledged,
-                message: format!(
-                    "the emergency reset of {tenant_id} (incident {reference}) is unacknowledged after {hours} h"
-                ),
+                message: format!("{what} (incident {reference}) is unacknowledged after {hours} h"),
                 details: json!({"incident": incident, "incident_id": reference, "open_hours": hours}),
             };
             raised += usize::from(self.flag_incident(&incident, &tenant_id, flag, now).await?);

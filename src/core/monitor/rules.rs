@@ -384,8 +384,32 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(AlertKind, Severity, &str, String); 17] = [
+        let at_source: [(AlertKind, Severity, &str, String); 21] = [
             (AlertKind::EmergencyReset, Severity::Critical, "security", "an emergency reset starts".into()),
+            (
+                AlertKind::ExposureSweep,
+                Severity::Critical,
+                "security",
+                "an exposure sweep starts (an admin disabled, demoted or a passkey lost; or on demand)".into(),
+            ),
+            (
+                AlertKind::ExposureSweepFailed,
+                Severity::Critical,
+                "security",
+                "an exposure sweep could not rotate some tenants".into(),
+            ),
+            (
+                AlertKind::ExposureSweepInterrupted,
+                Severity::Critical,
+                "security",
+                "an exposure sweep made no progress for 15 minutes (its process stopped)".into(),
+            ),
+            (
+                AlertKind::CredentialReverted,
+                Severity::Warning,
+                "security",
+                "a credential was reverted to its previous version".into(),
+            ),
             (
                 AlertKind::EmergencyResetFailed,
                 Severity::Critical,

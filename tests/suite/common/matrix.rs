@@ -11,7 +11,7 @@ pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4])
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-pub const SERVER_FNS: [Row; 54] = [
+pub const SERVER_FNS: [Row; 57] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -56,7 +56,7 @@ pub const SERVER_FNS: [Row; 54] = [
     ("begin_add_passkey", &[], [401, 403, 403, 403]),
     ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [401, 403, 403, 403]),
     ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [401, 403, 403, 403]),
-    ("remove_passkey", &[("passkey_id", "nope")], [401, 403, 403, 403]),
+    ("remove_passkey", &[("passkey_id", "nope"), ("lost", "false")], [401, 403, 403, 403]),
     ("begin_confirm", &[], [401, 200, 200, 200]),
     ("finish_confirm", &[("credential", FOREIGN_ASSERTION)], [401, 401, 401, 401]),
     ("begin_enrollment", &[("token", "not-a-token"), ("display_name", "x")], [400, 400, 400, 400]),
@@ -77,6 +77,19 @@ pub const SERVER_FNS: [Row; 54] = [
         [401, 403, 200, 200],
     ),
     ("finish_emergency_reset", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 401, 401]),
+    ("plan_sweep", &[("subject_kind", "admin"), ("subject", "plat@example.com"), ("since", "")], [401, 403, 200, 200]),
+    (
+        "begin_sweep",
+        &[
+            ("subject_kind", "admin"),
+            ("subject", "plat@example.com"),
+            ("since", ""),
+            ("incident_id", "INC-1"),
+            ("reason", "matrix check"),
+        ],
+        [401, 403, 200, 200],
+    ),
+    ("finish_sweep", &[("credential", FOREIGN_ASSERTION)], [401, 403, 401, 401]),
     ("list_backups", &[], [401, 200, 200, 200]),
     ("list_drills", &[], [401, 200, 200, 200]),
     ("restore_status", &[], [401, 200, 200, 200]),
@@ -137,7 +150,7 @@ pub const STEP_UP_FNS: [StepUpRow; 10] = [
     ("begin_add_passkey", &[], [403, 403, 403], [200, 200, 200]),
     ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [403, 403, 403], [400, 400, 400]),
     ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [403, 403, 403], [404, 404, 404]),
-    ("remove_passkey", &[("passkey_id", "nope")], [403, 403, 403], [404, 404, 404]),
+    ("remove_passkey", &[("passkey_id", "nope"), ("lost", "false")], [403, 403, 403], [404, 404, 404]),
     // Same Mailu API URL: no step-up needed (the row in SERVER_FNS). globex, so that acme keeps
     // the URL the API rows below store it with.
     (
