@@ -364,7 +364,7 @@ fn sweep_request(
 pub async fn plan_sweep(subject_kind: String, subject: String, since: String) -> Result<SweepView, UiError> {
     let ctx = UiContext::load().await?;
     let request = sweep_request(&subject_kind, subject, &since, "", "", true)?;
-    ctx.core.plan_exposure_sweep(&ctx.actor, &request).await.map_err(fail)
+    ctx.core.plan_exposure_sweep(&ctx.actor, &ctx.client, &request).await.map_err(fail)
 }
 
 /// Starts an exposure sweep: a step-up challenge bound to the subject, bound and reason.

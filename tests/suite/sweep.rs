@@ -216,6 +216,12 @@ async fn demotion_and_a_passkey_removed_as_lost_sweep_but_a_plain_removal_or_pro
     })
     .await;
     assert_rotated_and_old_refused(&s, "globex", &before).await;
+    // SECURITY: Bob, still an admin, does not review his own sweep.
+    let incidents = s.env.core.list_incidents(&Actor::operator(), 10).await.unwrap();
+    for incident in &incidents {
+        let own = s.env.core.acknowledge_incident(&bob.actor, &bob.client(), &incident.incident, "all fine").await;
+        assert!(matches!(own, Err(Error::Forbidden(_))), "{own:?}");
+    }
     assert_eq!(
         count(&s, "SELECT COUNT(*) FROM sweep_tenants WHERE outcome = 'rotated'").await,
         2,

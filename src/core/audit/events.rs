@@ -152,6 +152,8 @@ pub enum EventType {
     ExposureSweep,
     /// An exposure sweep ended; the incident records each tenant's outcome.
     ExposureSweepFinished,
+    /// Someone listed the tenants a sweep would rotate (a dry run).
+    ExposureSweepListed,
     /// A credential was reverted to Vault's previous version through the staged protocol.
     CredentialReverted,
     /// A revert was refused (the previous password was exposed, or superseded by a reset).
@@ -222,6 +224,7 @@ impl EventType {
             EventType::InviteRevoked => "invite_revoked",
             EventType::ExposureSweep => "exposure_sweep",
             EventType::ExposureSweepFinished => "exposure_sweep_finished",
+            EventType::ExposureSweepListed => "exposure_sweep_listed",
             EventType::CredentialReverted => "credential_reverted",
             EventType::RevertRefused => "revert_refused",
         }

@@ -134,11 +134,13 @@ impl Core {
             let stored_state = state::sql(Transition::Stored.target());
             let upsert = format!(
                 "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
-                 mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms, smtp_tls) \
-                 VALUES ($1, {stored_state}, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8, $10) \
+                 mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms, smtp_tls, \
+                 secret_since_ms) \
+                 VALUES ($1, {stored_state}, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $8, $8, $10, $8) \
                  ON CONFLICT (tenant_id) DO UPDATE SET state = {stored_state}, version = $2, username = $3, \
                  smtp_host = $4, smtp_port = $5, webmail_url = $6, mailu_api_url = $7, stored_at_ms = $8, \
-                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10, heartbeat_refused_at_ms = NULL"
+                 next_rotation_at_ms = $9, updated_at_ms = $8, smtp_tls = $10, heartbeat_refused_at_ms = NULL, \
+                 secret_since_ms = $8"
             );
             sqlx::query(&upsert)
                 .bind(tenant.as_str())

@@ -39,8 +39,9 @@ pub(crate) async fn record_restored(
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query(
+        // A backup may bring back an older password, seen whenever: from now on every exposure counts.
         "UPDATE tenants SET version = $1, mailu_api_url = $2, smtp_host = $3, smtp_port = $4, updated_at_ms = $5, \
-         smtp_tls = $7 WHERE tenant_id = $6",
+         smtp_tls = $7, secret_since_ms = NULL WHERE tenant_id = $6",
     )
     .bind(i64::try_from(version).unwrap_or(i64::MAX))
     .bind(&destination.mailu_api_url)

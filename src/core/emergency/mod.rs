@@ -385,21 +385,23 @@ impl Core {
         }
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
-        let row: Option<(String, Option<String>, String)> =
-            sqlx::query_as("SELECT tenant_id, opened_by_admin, state FROM incidents WHERE incident_id = $1")
-                .bind(incident)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (tenant_id, opener, state) = row.ok_or(Error::NotFound("incident"))?;
+        let row: Option<(String, Option<String>, String, Option<String>)> = sqlx::query_as(
+            "SELECT tenant_id, opened_by_admin, state, subject_admin FROM incidents WHERE incident_id = $1",
+        )
+        .bind(incident)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (tenant_id, opener, state, subject) = row.ok_or(Error::NotFound("incident"))?;
         let tenant = TenantId::parse(&tenant_id).ok();
-        // SECURITY: a second person reviews every reset; the one who pressed it cannot.
-        if opener.as_deref() == Some(me) {
+        // SECURITY: a second person reviews every reset; the one who pressed it cannot, nor
+        // the admin a sweep is about.
+        if opener.as_deref() == Some(me) || subject.as_deref() == Some(me) {
             let event = NewEvent::info(EventType::IncidentAckRefused, tenant.as_ref(), json!({"incident": incident}))
                 .with_severity(Severity::Warning);
             audit::append(&mut tx, actor, client, event, now).await?;
             tx.commit().await?;
             return Err(Error::Forbidden(
-                "the admin who reset cannot acknowledge the reset; another admin must review it",
+                "the admin who reset (or whose exposure was swept) cannot acknowledge it; another admin must review it",
             ));
         }
         if state != "open" {

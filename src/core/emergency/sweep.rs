@@ -81,7 +81,13 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Tenants the subject saw the current password of, with the last moment they could.
+/// A tenant still waiting in a running sweep is rotated by that one, not twice.
+const NOT_BEING_SWEPT: &str = "NOT EXISTS (SELECT 1 FROM sweep_tenants s JOIN incidents i ON i.incident_id = s.incident_id \
+     WHERE s.tenant_id = t.tenant_id AND s.outcome = 'pending' AND i.outcome = 'rotating')";
+
+/// Tenants the subject saw the current password of, with the last moment they could: since the
+/// password first existed (`secret_since_ms`; unknown counts everything), not since its
+/// rotation was recorded, because it is handed out from the moment the mail server has it.
 async fn exposures(
     conn: &mut sqlx::AnyConnection,
     subject: &Subject,
@@ -89,24 +95,32 @@ async fn exposures(
 ) -> Result<Vec<(String, i64)>> {
     let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
     Ok(match subject {
-        // A window counts if it was still open once the current password was stored: whoever
-        // held it could reveal that password, whether they did or not.
+        // A window counts if it was still open once the current password existed: whoever held
+        // it could reveal that password, whether they did or not.
         Subject::Admin { admin_id, .. } => {
             sqlx::query_as(
-                "SELECT g.tenant_id, MAX(g.created_at_ms) FROM reveal_grants g JOIN tenants t ON t.tenant_id = g.tenant_id \
-                 WHERE g.admin_id = $1 AND COALESCE(g.revoked_at_ms, g.expires_at_ms) > t.stored_at_ms \
-                 AND COALESCE(g.revoked_at_ms, g.expires_at_ms) > $2 GROUP BY g.tenant_id ORDER BY g.tenant_id",
+                &format!(
+                    "SELECT g.tenant_id, MAX(g.created_at_ms) FROM reveal_grants g JOIN tenants t ON t.tenant_id = g.tenant_id \
+                     WHERE g.admin_id = $1 AND COALESCE(g.revoked_at_ms, g.expires_at_ms) > COALESCE(t.secret_since_ms, 0) \
+                     AND COALESCE(g.revoked_at_ms, g.expires_at_ms) > $2 AND {NOT_BEING_SWEPT} \
+                     GROUP BY g.tenant_id ORDER BY g.tenant_id"
+                ),
             )
             .bind(admin_id)
             .bind(since)
             .fetch_all(&mut *conn)
             .await?
         }
+        // A token knows what it read, and what it stored itself.
         Subject::Token { actor_id, .. } => {
             sqlx::query_as(
-                "SELECT a.tenant_id, MAX(a.occurred_at_ms) FROM audit_events a JOIN tenants t ON t.tenant_id = a.tenant_id \
-                 WHERE a.event_type = 'credential_secret_read' AND a.actor_kind = 'service_token' AND a.actor_id = $1 \
-                 AND a.occurred_at_ms >= t.stored_at_ms AND a.occurred_at_ms >= $2 GROUP BY a.tenant_id ORDER BY a.tenant_id",
+                &format!(
+                    "SELECT a.tenant_id, MAX(a.occurred_at_ms) FROM audit_events a JOIN tenants t ON t.tenant_id = a.tenant_id \
+                     WHERE a.event_type IN ('credential_secret_read', 'credential_stored') \
+                     AND a.actor_kind = 'service_token' AND a.actor_id = $1 \
+                     AND a.occurred_at_ms >= COALESCE(t.secret_since_ms, 0) AND a.occurred_at_ms >= $2 AND {NOT_BEING_SWEPT} \
+                     GROUP BY a.tenant_id ORDER BY a.tenant_id"
+                ),
             )
             .bind(actor_id)
             .bind(since)
@@ -163,10 +177,10 @@ impl Core {
         authorize(actor, Permission::EmergencyReset)?;
         let subject = self.sweep_subject(&request.subject).await?;
         if request.dry_run {
-            return self.sweep_plan(&subject, request).await;
+            return self.sweep_plan(actor, client, &subject, request).await;
         }
         let Some(incident) = self.open_sweep(actor, client, &subject, request, None).await? else {
-            return self.sweep_plan(&subject, request).await.map(|view| SweepView { dry_run: false, ..view });
+            return Ok(nothing_exposed(&subject, request));
         };
         let (core, actor, client) = (self.clone(), actor.clone(), client.clone());
         tokio::spawn(async move { core.run_sweep(&actor, &client, &incident, progress).await })
@@ -179,16 +193,38 @@ impl Core {
     ///
     /// # Errors
     /// [`Error::Forbidden`] for roles that may not sweep, [`Error::NotFound`].
-    pub async fn plan_exposure_sweep(&self, actor: &Actor, request: &SweepRequest) -> Result<SweepView> {
+    pub async fn plan_exposure_sweep(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        request: &SweepRequest,
+    ) -> Result<SweepView> {
         authorize(actor, Permission::EmergencyReset)
             .or_else(|_| authorize_ceremony(actor, Permission::EmergencyReset))?;
         let subject = self.sweep_subject(&request.subject).await?;
-        self.sweep_plan(&subject, &SweepRequest { dry_run: true, ..request.clone() }).await
+        self.sweep_plan(actor, client, &subject, &SweepRequest { dry_run: true, ..request.clone() }).await
     }
 
-    async fn sweep_plan(&self, subject: &Subject, request: &SweepRequest) -> Result<SweepView> {
-        let mut conn = self.db.pool().acquire().await?;
-        let found = exposures(&mut conn, subject, request.since).await?;
+    /// The dry run. Audited: the list says which passwords someone could see.
+    async fn sweep_plan(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        subject: &Subject,
+        request: &SweepRequest,
+    ) -> Result<SweepView> {
+        let mut tx = self.db.begin_write().await?;
+        let found = exposures(&mut tx, subject, request.since).await?;
+        let details = json!({"subject": subject.label(), "since": request.since, "tenant_count": found.len()});
+        audit::append(
+            &mut tx,
+            actor,
+            client,
+            NewEvent::info(EventType::ExposureSweepListed, None, details),
+            self.now(),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(SweepView {
             incident: None,
             subject: subject.label().to_owned(),
@@ -249,7 +285,7 @@ impl Core {
         };
         let subject = self.sweep_subject(&request.subject).await?;
         let Some(incident) = self.open_sweep(actor, client, &subject, &request, Some(&passkey_id)).await? else {
-            return self.sweep_plan(&subject, &request).await.map(|view| SweepView { dry_run: false, ..view });
+            return Ok(nothing_exposed(&subject, &request));
         };
         self.spawn_sweep(actor, client, &incident);
         self.sweep_view(&incident).await
@@ -334,8 +370,8 @@ impl Core {
         sqlx::query(
             "INSERT INTO incidents (incident_id, reference, tenant_id, reason, opened_by, opened_by_admin, opened_at_ms, \
              state, outcome, new_version, grants_revoked, finished_at_ms, acknowledged_by, acknowledged_at_ms, ack_note, \
-             overdue_alerted, kind, subject, progress_at_ms) \
-             VALUES ($1, $2, '', $3, $4, $5, $6, 'open', 'rotating', NULL, $7, NULL, NULL, NULL, NULL, 0, 'exposure_sweep', $8, $6)",
+             overdue_alerted, kind, subject, progress_at_ms, subject_admin) \
+             VALUES ($1, $2, '', $3, $4, $5, $6, 'open', 'rotating', NULL, $7, NULL, NULL, NULL, NULL, 0, 'exposure_sweep', $8, $6, $9)",
         )
         .bind(&incident)
         .bind(&reference)
@@ -345,6 +381,10 @@ impl Core {
         .bind(now.timestamp_millis())
         .bind(i64::try_from(revoked).unwrap_or(i64::MAX))
         .bind(subject.label())
+        .bind(match subject {
+            Subject::Admin { admin_id, .. } => Some(admin_id.as_str()),
+            Subject::Token { .. } => None,
+        })
         .execute(&mut **tx)
         .await?;
         for (tenant_id, exposed_ms) in &found {
@@ -465,12 +505,16 @@ impl Core {
             view.tenants.iter().filter(|t| t.outcome == "failed").map(|t| t.tenant_id.as_str()).collect();
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
-        sqlx::query("UPDATE incidents SET outcome = $1, finished_at_ms = $2 WHERE incident_id = $3")
-            .bind(if failed.is_empty() { "rotated" } else { "partly_rotated" })
-            .bind(now.timestamp_millis())
-            .bind(incident)
-            .execute(&mut *tx)
-            .await?;
+        // An incident flagged interrupted meanwhile (no progress for long) still gets its outcome.
+        sqlx::query(
+            "UPDATE incidents SET outcome = $1, finished_at_ms = $2 WHERE incident_id = $3 \
+             AND outcome IN ('rotating', 'interrupted')",
+        )
+        .bind(if failed.is_empty() { "rotated" } else { "partly_rotated" })
+        .bind(now.timestamp_millis())
+        .bind(incident)
+        .execute(&mut *tx)
+        .await?;
         let details = json!({
             "incident": incident, "subject": view.subject, "rotated": view.rotated, "failed": failed.len(),
             "failed_tenants": failed.iter().take(LISTED_IN_EVENT).collect::<Vec<_>>(),
@@ -540,6 +584,19 @@ impl Core {
                 error,
             })
             .collect())
+    }
+}
+
+/// The answer of a sweep that found nothing to rotate.
+fn nothing_exposed(subject: &Subject, request: &SweepRequest) -> SweepView {
+    SweepView {
+        incident: None,
+        subject: subject.label().to_owned(),
+        since: request.since,
+        dry_run: false,
+        tenants: Vec::new(),
+        rotated: 0,
+        failed: 0,
     }
 }
 

@@ -152,6 +152,7 @@ impl Core {
                     attempts: 0,
                     trigger: "repair".into(),
                     started_at: self.now().to_rfc3339(),
+                    secret_since: None,
                 };
                 self.record_rotated(actor, client, tenant, &finished, version).await?;
             }

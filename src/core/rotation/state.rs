@@ -259,15 +259,26 @@ impl Core {
                 .fetch_optional(&mut *tx)
                 .await?;
         let period = period.and_then(|(days,)| days).map_or(self.settings.rotation_period, chrono::Duration::days);
+        // The password existed from its rotation's start (it may be handed out once the mail
+        // server has it); a run that only records an earlier promotion does not know when, and
+        // keeps the older bound.
+        let since = match (&pending.secret_since, pending.password.is_empty()) {
+            (Some(t), _) => chrono::DateTime::parse_from_rfc3339(t).ok(),
+            (None, true) => None,
+            (None, false) => chrono::DateTime::parse_from_rfc3339(&pending.started_at).ok(),
+        };
         sqlx::query(
             "UPDATE tenants SET version = $1, rotated_at_ms = $2, stored_at_ms = $2, next_rotation_at_ms = $3, \
              rotation_attempts = 0, last_error = NULL, deferred_until_ms = NULL, notice_for_ms = NULL, \
-             heartbeat_refused_at_ms = NULL WHERE tenant_id = $4",
+             heartbeat_refused_at_ms = NULL, secret_since_ms = CASE WHEN $5 = 1 THEN $6 ELSE secret_since_ms END \
+             WHERE tenant_id = $4",
         )
         .bind(i64::try_from(version).map_err(|_| Error::Internal("version overflow".into()))?)
         .bind(now.timestamp_millis())
         .bind((now + period).timestamp_millis())
         .bind(tenant.as_str())
+        .bind(i64::from(since.is_some()))
+        .bind(since.map_or(0, |t| t.timestamp_millis()))
         .execute(&mut *tx)
         .await?;
         let details = json!({"rotation_id": pending.rotation_id, "version": version, "trigger": pending.trigger, "attempts": pending.attempts});

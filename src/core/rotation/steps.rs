@@ -51,6 +51,7 @@ impl Core {
                         attempts: 0,
                         trigger: trigger.to_owned(),
                         started_at: self.now().to_rfc3339(),
+                        secret_since: None,
                     };
                     self.record_rotated(actor, client, tenant, &finished, current.version).await?;
                     return Ok(RotationResult::Rotated { version: current.version });
@@ -68,6 +69,7 @@ impl Core {
                         attempts: 0,
                         trigger: trigger.to_owned(),
                         started_at: now.to_rfc3339(),
+                        secret_since: None,
                     };
                     let version = match self.write_pending_journaled(tenant, &pending, 0).await {
                         Ok(v) => v,

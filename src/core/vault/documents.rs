@@ -69,6 +69,10 @@ pub struct PendingDocument {
     pub trigger: String,
     /// When it started (RFC 3339).
     pub started_at: String,
+    /// When this password first existed, if not at `started_at` (RFC 3339): a revert brings
+    /// back an older one. Exposure sweeps count from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_since: Option<String>,
 }
 
 impl std::fmt::Debug for PendingDocument {
