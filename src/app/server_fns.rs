@@ -4,8 +4,8 @@
 
 use crate::model::{
     AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
-    InviteView, PasskeyView, RevealRequestView, RevealStep, RevealedCredentialView, Role, RotationStatusView,
-    RotationView, SweepView, TenantSettingsView, TenantSummary, UiError,
+    InviteView, PasskeyView, RevealRequestView, RevealStep, RevealedCredentialView, RevertView, Role,
+    RotationStatusView, RotationView, SweepView, TenantSettingsView, TenantSummary, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -260,6 +260,22 @@ pub async fn finish_rotation(tenant_id: String, credential: String) -> Result<Ro
     let ctx = UiContext::load().await?;
     let binding = ctx.binding().await?;
     ctx.core.finish_rotation(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
+}
+
+/// Starts "Revert to the previous password": a step-up challenge bound to the reason.
+#[server(prefix = "/_app", endpoint = "begin_revert")]
+pub async fn begin_revert(tenant_id: String, reason: String) -> Result<String, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.begin_revert(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &reason).await.map_err(fail)
+}
+
+/// Finishes the step-up and reverts through the staged protocol.
+#[server(prefix = "/_app", endpoint = "finish_revert")]
+pub async fn finish_revert(tenant_id: String, credential: String) -> Result<RevertView, UiError> {
+    let ctx = UiContext::load().await?;
+    let binding = ctx.binding().await?;
+    ctx.core.finish_revert(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
 }
 
 /// A tenant's settings.

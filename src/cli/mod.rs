@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Undo the last rotation: Vault's previous password goes back through the staged protocol
+    /// (pending → Mailu → SMTP login → promoted as a new version). Refused after an emergency
+    /// reset or a sweep (that password was retired as exposed).
+    Revert {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// Why (recorded, sent to security).
+        #[arg(long)]
+        reason: String,
+    },
     /// Exposure sweep ("rotate what they saw"): rotate every tenant whose current password an
     /// admin could reveal, or a (revoked) service token read, under one incident; security is
     /// alerted. --dry-run lists them and changes nothing.
@@ -729,6 +740,22 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::EmergencyReset { tenant, incident, reason } => {
             return emergency_reset(&config, &operator, &tenant, &incident, &reason).await;
+        }
+        Command::Revert { tenant, reason } => {
+            let request = crate::model::RevertRequest::new(&reason).map_err(Error::from)?;
+            let core = connect(&config, Needs::ALL).await?;
+            eprintln!(
+                "reverting {tenant}: staging the previous password, applying it on Mailu, proving an SMTP login…"
+            );
+            let done = core.revert_credential(&operator, &crate::core::ClientInfo::local(), &tenant, &request).await?;
+            println!(
+                "{}: reverted to the password of version {} (now version {})",
+                done.tenant_id, done.reverted_to, done.version
+            );
+            let flushed = core.flush_alerts(std::time::Duration::from_secs(20)).await?;
+            if flushed.retrying > 0 {
+                eprintln!("{} alert deliveries still failing; `serve` retries them when it runs", flushed.retrying);
+            }
         }
         Command::Sweep { admin, token, since, dry_run, reason, incident } => {
             use crate::model::{SweepRequest, SweepSubject};

@@ -430,6 +430,60 @@ pub struct RotationView {
     pub version: u64,
 }
 
+/// `POST …/smtp-credentials/revert` body: why the last rotation is undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertRequest {
+    /// Why (recorded, sent to security).
+    pub reason: String,
+}
+
+impl RevertRequest {
+    /// Validates the reason (trimmed).
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `reason`: 3 to 1000 characters without control characters other
+    /// than line breaks.
+    pub fn new(reason: &str) -> Result<Self, FieldError> {
+        let reason = reason.trim();
+        if !(3..=1000).contains(&reason.chars().count()) || reason.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(FieldError::new("reason", "must be 3 to 1000 characters without control characters"));
+        }
+        Ok(Self { reason: reason.to_owned() })
+    }
+
+    /// Validates a parsed JSON body (`{"reason": "…"}`, nothing else).
+    ///
+    /// # Errors
+    /// The first [`FieldError`].
+    pub fn from_json(body: Value) -> Result<Self, FieldError> {
+        let Value::Object(mut obj) = body else {
+            return Err(FieldError::new("(body)", "must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| k.as_str() != "reason") {
+            let printable = unknown.len() <= 64 && unknown.bytes().all(|b| b.is_ascii_graphic());
+            return Err(FieldError::new(if printable { unknown } else { "(unprintable)" }, "is not a known field"));
+        }
+        match obj.remove("reason") {
+            Some(Value::String(reason)) => Self::new(&reason),
+            None | Some(Value::Null) => Err(FieldError::new("reason", "is required")),
+            Some(_) => Err(FieldError::new("reason", "must be a string")),
+        }
+    }
+}
+
+/// What a revert did: the previous password is current again, as a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// `reverted`.
+    pub result: String,
+    /// The new KV version (holding the previous password).
+    pub version: u64,
+    /// The version whose password it brought back.
+    pub reverted_to: u64,
+}
+
 /// Answer to a successful store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredCredentialView {

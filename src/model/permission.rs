@@ -27,8 +27,11 @@ pub enum Permission {
     GuardReveals,
     /// Rotate a credential now.
     Rotate,
-    /// Emergency reset: rotate now, close every reveal, alert security, tell the tenant.
+    /// Emergency reset: rotate now, close every reveal, alert security, tell the tenant. Also
+    /// the exposure sweep (rotate what an admin or a token saw).
     EmergencyReset,
+    /// Undo the last rotation: Vault's previous password, back through the staged protocol.
+    Revert,
     /// Recover a tenant onto a replacement server.
     RecoverTenant,
     /// Change a tenant's settings; defer its rotation.
@@ -99,7 +102,7 @@ const fn rule(scope: Option<Scope>, roles: &'static [Role], step_up: StepUp, ope
 
 impl Permission {
     /// Every permission, in the order of the table.
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 24] = [
         Permission::ReadCredentials,
         Permission::WriteCredentials,
         Permission::RedirectTenant,
@@ -109,6 +112,7 @@ impl Permission {
         Permission::GuardReveals,
         Permission::Rotate,
         Permission::EmergencyReset,
+        Permission::Revert,
         Permission::RecoverTenant,
         Permission::ConfigureTenants,
         Permission::OverseeAdmins,
@@ -146,6 +150,8 @@ impl Permission {
             Permission::GuardReveals => rule(None, PLATFORM, Window, true, false),
             Permission::Rotate => rule(Some(Scope::CredentialsRotate), PLATFORM, Ceremony, true, true),
             Permission::EmergencyReset => rule(Some(Scope::CredentialsReset), RESPONDERS, Ceremony, true, true),
+            // Brings an older password back into use: as deliberate as a rotation, never a job.
+            Permission::Revert => rule(Some(Scope::CredentialsRevert), PLATFORM, Ceremony, true, false),
             Permission::RecoverTenant => rule(Some(Scope::TenantsRecover), RESPONDERS, Ceremony, true, true),
             Permission::ConfigureTenants => rule(None, PLATFORM, Free, true, false),
             Permission::OverseeAdmins => rule(None, PLATFORM, Free, true, false),
@@ -178,6 +184,7 @@ impl Permission {
             Permission::GuardReveals => "only platform admins switch four-eyes reveals, in a confirmed session",
             Permission::Rotate => "only platform admins rotate from the console, after a passkey step-up",
             Permission::EmergencyReset => "only platform admins and incident responders press the emergency reset",
+            Permission::Revert => "only platform admins revert a credential, after a passkey step-up",
             Permission::RecoverTenant => "only platform admins and incident responders recover tenants",
             Permission::ConfigureTenants => "only platform admins change tenant settings",
             Permission::OverseeAdmins | Permission::ManageAdmins => "only platform admins manage admins",

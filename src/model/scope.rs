@@ -18,9 +18,12 @@ pub enum Scope {
     /// Rotate now.
     #[serde(rename = "credentials:rotate")]
     CredentialsRotate,
-    /// Emergency reset.
+    /// Emergency reset; exposure sweeps.
     #[serde(rename = "credentials:reset")]
     CredentialsReset,
+    /// Revert to the previous password (Vault's previous version, through the staged protocol).
+    #[serde(rename = "credentials:revert")]
+    CredentialsRevert,
     /// VPS-failure recovery onto the tenant's current Mailu API URL.
     #[serde(rename = "tenants:recover")]
     TenantsRecover,
@@ -37,18 +40,19 @@ pub enum Scope {
 /// A scope name that is not one of [`Scope::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope `{0}`; known scopes: credentials:write, credentials:read, credentials:read-secret, credentials:rotate, credentials:reset, tenants:recover, tenants:redirect, audit:read"
+    "unknown scope `{0}`; known scopes: credentials:write, credentials:read, credentials:read-secret, credentials:rotate, credentials:reset, credentials:revert, tenants:recover, tenants:redirect, audit:read"
 )]
 pub struct UnknownScope(pub String);
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 8] = [
+    pub const ALL: [Scope; 9] = [
         Scope::CredentialsWrite,
         Scope::CredentialsRead,
         Scope::CredentialsReadSecret,
         Scope::CredentialsRotate,
         Scope::CredentialsReset,
+        Scope::CredentialsRevert,
         Scope::TenantsRecover,
         Scope::TenantsRedirect,
         Scope::AuditRead,
@@ -63,6 +67,7 @@ impl Scope {
             Scope::CredentialsReadSecret => "credentials:read-secret",
             Scope::CredentialsRotate => "credentials:rotate",
             Scope::CredentialsReset => "credentials:reset",
+            Scope::CredentialsRevert => "credentials:revert",
             Scope::TenantsRecover => "tenants:recover",
             Scope::TenantsRedirect => "tenants:redirect",
             Scope::AuditRead => "audit:read",

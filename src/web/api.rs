@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/rotate", post(rotate_now))
         .route("/tenants/{id}/smtp-credentials/provision", post(provision_credential))
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
+        .route("/tenants/{id}/smtp-credentials/revert", post(revert_credential))
         .route("/tenants/{id}/recover", post(recover_tenant))
         .route("/reveal-requests", get(list_reveal_requests))
         .route("/sweeps", post(exposure_sweep))
@@ -118,6 +119,18 @@ async fn emergency_reset(
 ) -> Result<Json<EmergencyResetReceipt>, ApiFailure> {
     let request = EmergencyResetRequest::from_json(body).map_err(crate::core::Error::from)?;
     Ok(Json(state.core.emergency_reset(&actor, &client, &tenant, &request).await?))
+}
+
+/// Revert to the previous password through the staged protocol (credentials:revert).
+async fn revert_credential(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Client(client): Client,
+    TenantPath(tenant): TenantPath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<crate::model::RevertView>, ApiFailure> {
+    let request = crate::model::RevertRequest::from_json(body).map_err(crate::core::Error::from)?;
+    Ok(Json(state.core.revert_credential(&actor, &client, &tenant, &request).await?))
 }
 
 /// Exposure sweep (credentials:reset): `dry_run` lists, otherwise rotates and answers when done.

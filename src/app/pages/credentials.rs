@@ -6,9 +6,9 @@
 use crate::app::browser;
 use crate::app::confirm::{with_ceremony, with_step_up};
 use crate::app::server_fns::{
-    begin_recovery, begin_reveal, begin_rotation, credential_metadata, defer_rotation, finish_recovery, finish_reveal,
-    finish_rotation, list_grants, list_reveal_requests, list_tenants, reveal_credential, revoke_grant, rotation_status,
-    tenant_settings, update_tenant_settings,
+    begin_recovery, begin_reveal, begin_revert, begin_rotation, credential_metadata, defer_rotation, finish_recovery,
+    finish_reveal, finish_revert, finish_rotation, list_grants, list_reveal_requests, list_tenants, reveal_credential,
+    revoke_grant, rotation_status, tenant_settings, update_tenant_settings,
 };
 use crate::app::session::{may, signed_in, use_me};
 use crate::app::status::ReadinessCard;
@@ -387,8 +387,8 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
     }
 }
 
-/// Rotation: state, heartbeat, queued notices, history, and "Rotate now" (platform admins,
-/// with a passkey step-up).
+/// Rotation: state, heartbeat, queued notices, history, "Rotate now" and "Revert to the
+/// previous password" (platform admins, each with a passkey step-up).
 #[component]
 fn RotationPanel(tenant_id: String) -> impl IntoView {
     let me = use_me();
@@ -408,6 +408,30 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
             busy.set(false);
             match outcome {
                 Ok(done) => notice.set(Some(format!("Rotated: version {}.", done.version))),
+                Err(message) => error.set(Some(message)),
+            }
+            refresh.update(|n| *n += 1);
+        });
+    };
+    let revert_reason = RwSignal::new(String::new());
+    let revert = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        notice.set(None);
+        let reason = revert_reason.get_untracked();
+        spawn_local(async move {
+            let outcome =
+                with_ceremony(begin_revert(tenant.get_value(), reason), |a| finish_revert(tenant.get_value(), a)).await;
+            busy.set(false);
+            match outcome {
+                Ok(done) => {
+                    revert_reason.set(String::new());
+                    notice.set(Some(format!(
+                        "Reverted: version {} holds the password of version {} again.",
+                        done.version, done.reverted_to
+                    )));
+                }
                 Err(message) => error.set(Some(message)),
             }
             refresh.update(|n| *n += 1);
@@ -464,6 +488,15 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
                 <button type="button" data-testid="rotate-now" on:click=rotate disabled=move || busy.get()>
                     {move || if busy.get() { "Confirm with your passkey…" } else { "Rotate now" }}
                 </button>
+            })}
+            {move || may(me, Permission::Revert).then(|| view! {
+                <form class="inline-form" on:submit=revert data-testid="revert-form">
+                    <input required minlength="3" maxlength="1000" aria-label="Why revert (recorded, sent to security)"
+                        placeholder="why the last rotation was bad" bind:value=revert_reason />
+                    <button type="submit" class="secondary" data-testid="revert" disabled=move || busy.get()>
+                        "Revert to the previous password"
+                    </button>
+                </form>
             })}
             {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
             {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}

@@ -37,6 +37,8 @@ pub enum Purpose {
     Recover,
     /// Step-up before an exposure sweep from the UI.
     Sweep,
+    /// Step-up before reverting a tenant's password from the UI.
+    Revert,
     /// Step-up that opens a short window for sensitive account and destination changes in
     /// this session (passkeys, invites, roles, Mailu API URLs).
     Confirm,
@@ -55,6 +57,7 @@ impl Purpose {
             Purpose::Restore => "restore",
             Purpose::Recover => "recover",
             Purpose::Sweep => "sweep",
+            Purpose::Revert => "revert",
             Purpose::Confirm => "confirm",
         }
     }

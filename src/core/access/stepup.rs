@@ -62,6 +62,11 @@ pub enum Intent {
         /// Overwrite what differs.
         force: bool,
     },
+    /// Bring back the tenant's previous password (undo the last rotation).
+    Revert {
+        /// Why (3 to 1000 characters), recorded and sent to security.
+        reason: String,
+    },
     /// Rotate every tenant whose current password this subject saw.
     Sweep {
         /// Subject, lower bound, incident id and reason, as confirmed.
@@ -83,6 +88,7 @@ impl Intent {
             Intent::Recover { .. } => Purpose::Recover,
             Intent::Restore { .. } => Purpose::Restore,
             Intent::Sweep { .. } => Purpose::Sweep,
+            Intent::Revert { .. } => Purpose::Revert,
             Intent::Confirm => Purpose::Confirm,
         }
     }
@@ -99,6 +105,7 @@ impl Intent {
             Intent::Recover { .. } => Some(Permission::RecoverTenant),
             Intent::Restore { .. } => Some(Permission::RestoreBackup),
             Intent::Sweep { .. } => Some(Permission::EmergencyReset),
+            Intent::Revert { .. } => Some(Permission::Revert),
             Intent::Confirm => None,
         }
     }

@@ -15,6 +15,7 @@ pub mod schedule;
 
 mod batch;
 mod plan;
+mod revert;
 pub(crate) mod state;
 mod steps;
 
@@ -75,6 +76,16 @@ pub enum RotationResult {
     },
     /// Another rotation of this tenant is running.
     Busy,
+}
+
+/// The trigger of a revert's rotation (in its pending record and audit events).
+pub(crate) const REVERT_TRIGGER: &str = "revert";
+
+/// The password a rotation sets when it is not a fresh one: a revert's, with when it first
+/// existed (exposure sweeps count from then).
+pub(crate) struct Given {
+    pub(crate) password: SecretString,
+    pub(crate) since: chrono::DateTime<chrono::Utc>,
 }
 
 /// Tenants with a rotation running in this process.
@@ -169,7 +180,19 @@ impl Core {
         tenant: &TenantId,
         trigger: &str,
     ) -> Result<RotationResult> {
-        let result = self.rotation_steps(actor, client, tenant, trigger).await;
+        self.run_rotation_with(actor, client, tenant, trigger, None).await
+    }
+
+    /// A rotation that sets `given` instead of a fresh password (a revert).
+    pub(crate) async fn run_rotation_with(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        trigger: &str,
+        given: Option<&Given>,
+    ) -> Result<RotationResult> {
+        let result = self.rotation_steps(actor, client, tenant, trigger, given).await;
         let outcome = match &result {
             Ok(RotationResult::Rotated { .. }) => "rotated",
             Ok(RotationResult::NeedsReconcile { .. }) => CredentialState::NeedsReconcile.as_str(),
@@ -228,7 +251,7 @@ impl Core {
         let history: Vec<(i64, String, String, String)> = sqlx::query_as(
             "SELECT occurred_at_ms, event_type, actor_id, details FROM audit_events WHERE tenant_id = $1 AND event_type IN \
              ('credential_stored', 'rotation_started', 'credential_rotated', 'rotation_failed', 'rotation_rolled_back', \
-              'rotation_deferred', 'heartbeat_drifted') ORDER BY seq DESC LIMIT 50",
+              'rotation_deferred', 'heartbeat_drifted', 'credential_reverted', 'revert_refused') ORDER BY seq DESC LIMIT 50",
         )
         .bind(tenant.as_str())
         .fetch_all(self.db.pool())

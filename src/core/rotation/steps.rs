@@ -3,7 +3,7 @@
 //! after a crash; what to do after each observation is decided in [`super::plan`].
 
 use super::plan::{self, Next};
-use super::{RotationResult, RotationStep, generate_password, same};
+use super::{Given, RotationResult, RotationStep, generate_password, same};
 use crate::core::Core;
 use crate::core::access::{Actor, ClientInfo};
 use crate::core::crypto::{SecretField, random_bytes};
@@ -26,6 +26,7 @@ impl Core {
         client: &ClientInfo,
         tenant: &TenantId,
         trigger: &str,
+        given: Option<&Given>,
     ) -> Result<RotationResult> {
         let vault = self.vault()?;
         let keyring = self.keyring()?;
@@ -58,18 +59,18 @@ impl Core {
                 }
                 None => {
                     let now = self.now();
+                    let password = match given {
+                        Some(given) => given.password.clone(),
+                        None => generate_password(&self.password_policy(tenant).await?)?,
+                    };
                     let pending = PendingDocument {
                         rotation_id: hex::encode(random_bytes::<8>()?.as_ref()),
-                        password: keyring.seal(
-                            tenant,
-                            SecretField::Password,
-                            &generate_password(&self.password_policy(tenant).await?)?,
-                        )?,
+                        password: keyring.seal(tenant, SecretField::Password, &password)?,
                         phase: PendingPhase::Staged,
                         attempts: 0,
                         trigger: trigger.to_owned(),
                         started_at: now.to_rfc3339(),
-                        secret_since: None,
+                        secret_since: given.map(|g| g.since.to_rfc3339()),
                     };
                     let version = match self.write_pending_journaled(tenant, &pending, 0).await {
                         Ok(v) => v,
@@ -156,6 +157,11 @@ impl Core {
         new_password: bool,
         reason: &str,
     ) -> Result<bool> {
+        // A revert sets one particular password; if the server refuses it, another would not
+        // be a revert. Give up (the current password stays).
+        if new_password && pending.trigger == super::REVERT_TRIGGER {
+            return Ok(false);
+        }
         pending.attempts += 1;
         if new_password {
             let password = generate_password(&self.password_policy(tenant).await?)?;

@@ -112,6 +112,60 @@ impl Vault {
         }
     }
 
+    /// One earlier version of a tenant's document, or `None` when it was deleted, destroyed or
+    /// never written.
+    ///
+    /// # Errors
+    /// Vault errors, [`Error::MalformedSecret`].
+    pub async fn read_credential_version(&self, tenant: &TenantId, version: u64) -> Result<Option<CredentialDocument>> {
+        let path = Self::path(tenant);
+        let mount = self.settings.mount.as_str();
+        let read = self
+            .on_cluster(|node| {
+                let path = path.as_str();
+                async move {
+                    vaultrs::kv2::read_version::<serde_json::Value>(node.client.as_ref(), mount, path, version).await
+                }
+            })
+            .await;
+        match read {
+            Ok(data) => serde_json::from_value(data).map(Some).map_err(|_| Error::MalformedSecret {
+                path: format!("{mount}/{path} version {version}"),
+                problem: "fields missing or of the wrong type",
+            }),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(vault_error("reading an earlier version", e)),
+        }
+    }
+
+    /// When Vault wrote `version` of a tenant's document (`None`: no such version on record).
+    ///
+    /// # Errors
+    /// Vault errors.
+    pub async fn version_written_at(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let path = Self::path(tenant);
+        let mount = self.settings.mount.as_str();
+        let read = self
+            .on_cluster(|node| {
+                let path = path.as_str();
+                async move { vaultrs::kv2::read_metadata(node.client.as_ref(), mount, path).await }
+            })
+            .await;
+        match read {
+            Ok(meta) => Ok(meta
+                .versions
+                .get(&version.to_string())
+                .and_then(|v| chrono::DateTime::parse_from_rfc3339(&v.created_time).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(vault_error("reading credential metadata", e)),
+        }
+    }
+
     /// The current KV version from metadata (0 when the path was never written).
     ///
     /// # Errors

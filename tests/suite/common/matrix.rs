@@ -11,7 +11,7 @@ pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4])
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-pub const SERVER_FNS: [Row; 57] = [
+pub const SERVER_FNS: [Row; 59] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -26,6 +26,9 @@ pub const SERVER_FNS: [Row; 57] = [
     ("list_alerts", &[], [401, 200, 200, 200]),
     ("rotation_status", &[("tenant_id", "acme")], [401, 200, 200, 200]),
     ("begin_rotation", &[("tenant_id", "acme")], [401, 403, 403, 200]),
+    // acme was only stored, never rotated: nothing to revert (409, audited).
+    ("begin_revert", &[("tenant_id", "acme"), ("reason", "matrix check")], [401, 403, 403, 409]),
+    ("finish_revert", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
     ("tenant_settings", &[("tenant_id", "acme")], [401, 200, 200, 200]),
     (
         "update_tenant_settings",
