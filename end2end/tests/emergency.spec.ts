@@ -70,7 +70,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   await page.goto('/incidents');
   await hydrated(page);
   await page.getByLabel('Tenant', { exact: true }).fill('initech');
-  await page.getByLabel('Incident id').fill(incidentId);
+  await page.getByLabel('Incident id', { exact: true }).fill(incidentId);
   await page.getByLabel('Reason (sent to security, never to the tenant)').fill('password pasted into a public ticket');
   await page.getByTestId('reset').click();
   const receipt = page.getByTestId('reset-receipt');
