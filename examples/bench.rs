@@ -654,6 +654,8 @@ async fn bench_rotation(
         mailu_api_url: api_url.clone(),
         mailu_api_token: "bench-token-1234".to_owned().into(),
         password_policy: None,
+        contact_email: None,
+        reveal_notice: None,
     };
     for chunk in (0..tenants).collect::<Vec<_>>().chunks(16) {
         let mut set = tokio::task::JoinSet::new();

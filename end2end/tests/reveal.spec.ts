@@ -72,7 +72,7 @@ test('a security reviewer sees no reveal control and a direct server-function ca
   await expect(page.getByTestId('metadata')).toContainText('admin@acme.example');
   await expect(page.getByTestId('masked')).toBeVisible();
   await expect(page.getByTestId('reveal')).toHaveCount(0);
-  const begin = await callServerFn(page, 'begin_reveal', { tenant_id: 'acme', reason: 'just curious' });
+  const begin = await callServerFn(page, 'begin_reveal', { tenant_id: 'acme', reason: 'just curious', category: 'other' });
   expect(begin.status).toBe(403);
   const reveal = await callServerFn(page, 'reveal_credential', { tenant_id: 'acme' });
   expect(reveal.status).toBe(403);

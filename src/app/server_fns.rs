@@ -89,10 +89,14 @@ pub async fn credential_metadata(tenant_id: String) -> Result<CredentialMetadata
 
 /// Starts a reveal: reason, then a WebAuthn step-up challenge (JSON).
 #[server(prefix = "/_app", endpoint = "begin_reveal")]
-pub async fn begin_reveal(tenant_id: String, reason: String) -> Result<String, UiError> {
+pub async fn begin_reveal(tenant_id: String, reason: String, category: String) -> Result<String, UiError> {
     let ctx = UiContext::load().await?;
     let binding = ctx.binding().await?;
-    ctx.core.begin_reveal(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &reason).await.map_err(fail)
+    let category = crate::model::RevealCategory::from_name(&category);
+    ctx.core
+        .begin_reveal_as(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &reason, category)
+        .await
+        .map_err(fail)
 }
 
 /// Finishes the step-up: opens the reveal window, or files the request a four-eyes tenant needs.
@@ -297,6 +301,7 @@ pub async fn update_tenant_settings(
     reveal_approval: bool,
     password_length: u16,
     password_alphabet: String,
+    reveal_notice: String,
 ) -> Result<TenantSettingsView, UiError> {
     let ctx = UiContext::load().await?;
     let alphabet = crate::model::PasswordAlphabet::from_name(&password_alphabet).ok_or_else(|| {
@@ -310,6 +315,9 @@ pub async fn update_tenant_settings(
         rotate_after_reveal,
         reveal_approval: Some(reveal_approval),
         password_policy: Some(crate::model::PasswordPolicy { length: password_length, alphabet }),
+        reveal_notice: Some(crate::model::RevealNotice::from_name(&reveal_notice).ok_or_else(|| {
+            fail(crate::core::Error::InvalidInput("reveal notices are off, category or reason".into()))
+        })?),
     };
     ctx.core.update_tenant_settings(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, settings).await.map_err(fail)
 }

@@ -296,6 +296,19 @@ pub enum TenantCommand {
         #[arg(long, default_value = "alphanumeric", value_parser = ["alphanumeric", "alphanumeric_symbols"])]
         alphabet: String,
     },
+    /// Tell the tenant's contact when its password is revealed: off, category (when, the role,
+    /// the reason's category) or reason (also the reason as written).
+    RevealNotice {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// off, category or reason.
+        #[arg(value_parser = ["off", "category", "reason"])]
+        notice: String,
+        /// The contact's email (kept when absent).
+        #[arg(long)]
+        contact: Option<String>,
+    },
 }
 
 /// `reveals …`
@@ -682,6 +695,19 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
             let policy = now.password_policy;
             eprintln!("{tenant}: generated passwords are {} characters, {}", policy.length, policy.alphabet.as_str());
+        }
+        Command::Tenant { command: TenantCommand::RevealNotice { tenant, notice, contact } } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let client = crate::core::ClientInfo::local();
+            let current = core.tenant_settings(&operator, &tenant).await?;
+            let input = crate::model::TenantSettingsInput {
+                reveal_notice: crate::model::RevealNotice::from_name(&notice),
+                contact_email: contact.or_else(|| current.contact_email.clone()),
+                ..current.unchanged()
+            };
+            let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
+            let to = now.contact_email.as_deref().unwrap_or("nobody (set a contact: --contact EMAIL)");
+            eprintln!("{tenant}: reveal notices {} to {to}", now.reveal_notice.as_str());
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
         Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, smtp_tls, provision } => {

@@ -371,6 +371,10 @@ pub struct ProvisionCredentialRequest {
     pub mailu_api_token: SecretString,
     /// How the generated password looks (default: 32 letters and digits); kept for rotations.
     pub password_policy: Option<PasswordPolicy>,
+    /// Who gets the tenant's notices (rotations, resets, reveals).
+    pub contact_email: Option<String>,
+    /// Whether that contact is told of reveals (default: off).
+    pub reveal_notice: Option<RevealNotice>,
 }
 
 impl fmt::Debug for ProvisionCredentialRequest {
@@ -379,7 +383,9 @@ impl fmt::Debug for ProvisionCredentialRequest {
     }
 }
 
-const PROVISION_FIELDS: [&str; 8] = [
+const PROVISION_FIELDS: [&str; 10] = [
+    "contact_email",
+    "reveal_notice",
     "username",
     "smtp_host",
     "smtp_port",
@@ -415,6 +421,23 @@ impl ProvisionCredentialRequest {
             mailu_api_url: take_url(&mut obj, "mailu_api_url")?,
             mailu_api_token: SecretString::from(token),
             password_policy: take_policy(&mut obj)?,
+            contact_email: match obj.remove("contact_email") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(e))
+                    if e.trim().contains('@') && e.trim().len() <= 254 && !e.trim().contains(char::is_whitespace) =>
+                {
+                    Some(e.trim().to_lowercase())
+                }
+                Some(_) => return Err(FieldError::new("contact_email", "must be an email address")),
+            },
+            reveal_notice: match obj.remove("reveal_notice") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(n)) => Some(
+                    RevealNotice::from_name(&n)
+                        .ok_or_else(|| FieldError::new("reveal_notice", "must be off, category or reason"))?,
+                ),
+                Some(_) => return Err(FieldError::new("reveal_notice", "must be off, category or reason")),
+            },
         })
     }
 }
@@ -709,6 +732,98 @@ pub struct RotationStatusView {
     pub history: Vec<RotationEventView>,
 }
 
+/// Whether a tenant's contact is told when its password is revealed, and how much.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevealNotice {
+    /// Not told.
+    #[default]
+    Off,
+    /// When, which role, and the reason's category.
+    Category,
+    /// Also the reason as the admin wrote it (it may name internal tickets or people).
+    Reason,
+}
+
+impl RevealNotice {
+    /// Every choice.
+    pub const ALL: [RevealNotice; 3] = [RevealNotice::Off, RevealNotice::Category, RevealNotice::Reason];
+
+    /// Stored and wire name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RevealNotice::Off => "off",
+            RevealNotice::Category => "category",
+            RevealNotice::Reason => "reason",
+        }
+    }
+
+    /// The choice of a stored name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+/// Why a password is revealed, in words a tenant may read (the reason itself is free text).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevealCategory {
+    /// Helping the tenant (a support request).
+    Support,
+    /// Investigating an incident.
+    Incident,
+    /// Moving or rebuilding the tenant's mail server.
+    Migration,
+    /// Checking configuration or compliance.
+    Audit,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+impl RevealCategory {
+    /// Every category.
+    pub const ALL: [RevealCategory; 5] = [
+        RevealCategory::Support,
+        RevealCategory::Incident,
+        RevealCategory::Migration,
+        RevealCategory::Audit,
+        RevealCategory::Other,
+    ];
+
+    /// Stored and wire name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RevealCategory::Support => "support",
+            RevealCategory::Incident => "incident",
+            RevealCategory::Migration => "migration",
+            RevealCategory::Audit => "audit",
+            RevealCategory::Other => "other",
+        }
+    }
+
+    /// What the tenant reads.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            RevealCategory::Support => "support request",
+            RevealCategory::Incident => "incident investigation",
+            RevealCategory::Migration => "server migration or rebuild",
+            RevealCategory::Audit => "configuration or compliance check",
+            RevealCategory::Other => "other",
+        }
+    }
+
+    /// The category of a stored name (unknown names read as `Other`).
+    #[must_use]
+    pub fn from_name(name: &str) -> Self {
+        Self::ALL.into_iter().find(|c| c.as_str() == name).unwrap_or_default()
+    }
+}
+
 /// A tenant's settings as shown (the Mailu token is write-only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSettingsView {
@@ -726,6 +841,8 @@ pub struct TenantSettingsView {
     pub reveal_approval: bool,
     /// How generated passwords look.
     pub password_policy: PasswordPolicy,
+    /// Whether the contact is told of reveals.
+    pub reveal_notice: RevealNotice,
 }
 
 /// Changes to a tenant's settings.
@@ -747,6 +864,9 @@ pub struct TenantSettingsInput {
     /// How generated passwords look. Absent: unchanged.
     #[serde(default)]
     pub password_policy: Option<PasswordPolicy>,
+    /// Whether the contact is told of reveals. Absent: unchanged.
+    #[serde(default)]
+    pub reveal_notice: Option<RevealNotice>,
 }
 
 impl TenantSettingsView {
@@ -761,6 +881,7 @@ impl TenantSettingsView {
             rotate_after_reveal: self.rotate_after_reveal,
             reveal_approval: None,
             password_policy: None,
+            reveal_notice: None,
         }
     }
 }

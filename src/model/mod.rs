@@ -21,9 +21,9 @@ pub use audit::{
 };
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, PasswordAlphabet, PasswordPolicy,
-    ProvisionCredentialRequest, RevertRequest, RevertView, RotationEventView, RotationStatusView, RotationView,
-    ServiceTokenSummary, SmtpTls, StoreCredentialRequest, StoredCredentialView, TenantSettingsInput,
-    TenantSettingsView, TenantSummary,
+    ProvisionCredentialRequest, RevealCategory, RevealNotice, RevertRequest, RevertView, RotationEventView,
+    RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls, StoreCredentialRequest, StoredCredentialView,
+    TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use incidents::{

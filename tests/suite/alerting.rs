@@ -254,6 +254,7 @@ async fn a_rotation_notice_reaches_the_tenants_contact_and_no_one_else() {
         rotate_after_reveal: false,
         reveal_approval: None,
         password_policy: None,
+        reveal_notice: None,
     };
     let acme = smtp_vault::model::TenantId::parse("acme").unwrap();
     env.core.update_tenant_settings(&operator, &ClientInfo::local(), &acme, settings).await.unwrap();

@@ -230,6 +230,7 @@ async fn attack_a_bare_admin_session_repoints_the_tenant_through_its_settings() 
         ("reveal_approval", "false"),
         ("password_length", "32"),
         ("password_alphabet", "alphanumeric"),
+        ("reveal_notice", "off"),
     ];
     let before = events(&env, "tenant_settings_changed").await.len();
     let (status, body) = server_fn(&browser, &base, "update_tenant_settings", &form).await;
@@ -600,8 +601,13 @@ async fn attack_a_second_session_reads_plaintext_in_a_window_earned_elsewhere() 
     let (env, _mail, password) = provisioned().await;
     let base = env.serve().await;
     let (first, mut key) = http_admin(&env, &base, "alice@example.com", Role::PlatformAdmin).await;
-    let (status, options) =
-        server_fn(&first, &base, "begin_reveal", &[("tenant_id", "acme"), ("reason", "ticket OPS-9")]).await;
+    let (status, options) = server_fn(
+        &first,
+        &base,
+        "begin_reveal",
+        &[("tenant_id", "acme"), ("reason", "ticket OPS-9"), ("category", "other")],
+    )
+    .await;
     assert_eq!(status, 200);
     let credential = answer(&mut key, &options);
     assert_eq!(
@@ -1019,6 +1025,7 @@ async fn attack_a_restore_brings_back_an_old_destination_without_a_trace() {
         rotate_after_reveal: false,
         reveal_approval: None,
         password_policy: None,
+        reveal_notice: None,
     };
     core.update_tenant_settings(&admin.actor, &admin.client(), &acme(), settings).await.unwrap();
     let changes_before = events(&env, "mailu_destination_changed").await.len();

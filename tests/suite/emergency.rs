@@ -59,6 +59,7 @@ async fn setup(clock: Option<smtp_vault::core::clock::SharedClock>) -> Setup {
         rotate_after_reveal: false,
         reveal_approval: None,
         password_policy: None,
+        reveal_notice: None,
     };
     env.core.update_tenant_settings(&Actor::operator(), &ClientInfo::local(), &acme, settings).await.unwrap();
     Setup { env, mail, sink, mailu }

@@ -22,6 +22,7 @@ mod monitoring;
 mod no_secret_in_logs;
 mod recovery;
 mod reveal;
+mod reveal_notices;
 mod revert;
 mod rotation;
 mod standin;

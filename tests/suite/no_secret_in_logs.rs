@@ -96,8 +96,13 @@ async fn run_journey_and_check(capture: &Capture) {
     // A platform admin reveals through the UI's server functions (enrollment, step-up, reveal).
     let (browser, mut key) =
         common::passkeys::http_admin(&env, &base, "logs@example.com", smtp_vault::model::Role::PlatformAdmin).await;
-    let (status, options) =
-        server_fn(&browser, &base, "begin_reveal", &[("tenant_id", "acme"), ("reason", "log canary check")]).await;
+    let (status, options) = server_fn(
+        &browser,
+        &base,
+        "begin_reveal",
+        &[("tenant_id", "acme"), ("reason", "log canary check"), ("category", "other")],
+    )
+    .await;
     assert_eq!(status, 200, "{options}");
     let assertion = common::passkeys::answer(&mut key, &options);
     let (status, _) =

@@ -660,6 +660,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
         rotate_after_reveal: true,
         reveal_approval: None,
         password_policy: None,
+        reveal_notice: None,
     };
     let view = core.update_tenant_settings(&admin.actor, &local, &acme, settings).await.unwrap();
     assert_eq!(
@@ -681,6 +682,7 @@ async fn rotate_after_reveal_rotates_once_the_window_closes_and_settings_are_aud
         rotate_after_reveal: false,
         reveal_approval: None,
         password_policy: None,
+        reveal_notice: None,
     };
     assert!(core.update_tenant_settings(&reviewer.actor, &local, &acme, denied).await.is_err());
 
@@ -948,6 +950,7 @@ async fn generated_passwords_follow_each_tenant_s_policy_and_a_weakened_stored_p
         rotate_after_reveal: false,
         reveal_approval: None,
         password_policy: Some(policy),
+        reveal_notice: None,
     };
     let wide = PasswordPolicy { length: 48, alphabet: PasswordAlphabet::AlphanumericSymbols };
     s.env.core.update_tenant_settings(&operator, &local, &acme, settings(wide)).await.unwrap();

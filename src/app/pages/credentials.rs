@@ -156,6 +156,7 @@ fn clock(seconds: i64) -> String {
 fn RevealPanel(tenant_id: String) -> impl IntoView {
     let me = use_me();
     let reason = RwSignal::new(String::new());
+    let category = RwSignal::new("other".to_owned());
     let revealed = RwSignal::new(None::<RevealedCredentialView>);
     let remaining = RwSignal::new(0i64);
     let error = RwSignal::new(None::<String>);
@@ -220,11 +221,13 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
         ev.prevent_default();
         busy.set(true);
         error.set(None);
-        let why = reason.get_untracked();
+        let (why, kind) = (reason.get_untracked(), category.get_untracked());
         spawn_local(async move {
             let outcome = async {
-                match with_ceremony(begin_reveal(tenant.get_value(), why), |a| finish_reveal(tenant.get_value(), a))
-                    .await?
+                match with_ceremony(begin_reveal(tenant.get_value(), why, kind), |a| {
+                    finish_reveal(tenant.get_value(), a)
+                })
+                .await?
                 {
                     RevealStep::Granted(_) => {
                         reveal_credential(tenant.get_value()).await.map(Some).map_err(|e| e.message)
@@ -342,6 +345,16 @@ fn RevealPanel(tenant_id: String) -> impl IntoView {
                     <label>
                         "Reason for revealing (recorded)"
                         <textarea name="reason" required minlength="3" maxlength="500" bind:value=reason></textarea>
+                    </label>
+                    <label>
+                        "Category (a tenant that asked to be told of reveals reads it)"
+                        <select name="category" data-testid="reveal-category" bind:value=category>
+                            <option value="support">"support request"</option>
+                            <option value="incident">"incident investigation"</option>
+                            <option value="migration">"server migration or rebuild"</option>
+                            <option value="audit">"configuration or compliance check"</option>
+                            <option value="other">"other"</option>
+                        </select>
                     </label>
                     <button type="submit" data-testid="reveal" disabled=move || busy.get()>
                         {move || if busy.get() { "Confirm with your passkey…" } else { "Reveal with passkey" }}
@@ -520,6 +533,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         RwSignal::new(false),
     );
     let four_eyes = RwSignal::new(false);
+    let reveal_notice = RwSignal::new("off".to_owned());
     let (length, alphabet) = (RwSignal::new(String::new()), RwSignal::new(String::new()));
     let (days, why) = (RwSignal::new("7".to_owned()), RwSignal::new(String::new()));
     let error = RwSignal::new(None::<String>);
@@ -535,6 +549,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
             url.set(s.mailu_api_url.clone());
             after.set(s.rotate_after_reveal);
             four_eyes.set(s.reveal_approval);
+            reveal_notice.set(s.reveal_notice.as_str().to_owned());
             length.set(s.password_policy.length.to_string());
             alphabet.set(s.password_policy.alphabet.as_str().to_owned());
             load_error.set(None);
@@ -548,6 +563,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
         let days_value = period.get_untracked().trim().parse::<u32>().unwrap_or(0);
         let (c, u, t, a) = (contact.get_untracked(), url.get_untracked(), token.get_untracked(), after.get_untracked());
         let f = four_eyes.get_untracked();
+        let told = reveal_notice.get_untracked();
         // An unreadable length is sent as 0, which the server refuses naming the allowed range.
         let (n, abc) = (length.get_untracked().trim().parse::<u16>().unwrap_or(0), alphabet.get_untracked());
         spawn_local(async move {
@@ -562,6 +578,7 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
                     f,
                     n,
                     abc.clone(),
+                    told.clone(),
                 )
             };
             // A new Mailu API URL (where the passwords go), or switching four eyes, asks for
@@ -606,6 +623,13 @@ fn SettingsPanel(tenant_id: String) -> impl IntoView {
                     <label class="check"><input type="checkbox" bind:checked=after />" Rotate as soon as a reveal window closes"</label>
                     <label class="check"><input type="checkbox" data-testid="four-eyes" bind:checked=four_eyes />
                         " Four eyes: a reveal needs a second platform admin's approval"</label>
+                    <label>"Tell the tenant's contact when its password is revealed"
+                        <select data-testid="reveal-notice" bind:value=reveal_notice>
+                            <option value="off">"no"</option>
+                            <option value="category">"yes: when, the role and the reason's category"</option>
+                            <option value="reason">"yes, with the reason as written"</option>
+                        </select>
+                    </label>
                     <label>"Generated password length (20–128)"
                         <input type="number" min="20" max="128" data-testid="password-length" bind:value=length /></label>
                     <label>"Generated password characters"

@@ -27,6 +27,9 @@ pub enum Intent {
     Reveal {
         /// Why (3 to 500 characters), recorded with the reveal.
         reason: String,
+        /// The reason's category (what a tenant that asked to be told reads).
+        #[serde(default)]
+        category: crate::model::RevealCategory,
     },
     /// Approve (or deny) another admin's request to reveal a four-eyes tenant's password.
     DecideReveal {

@@ -69,6 +69,8 @@ pub enum AlertKind {
     RotationNotice,
     /// `tenant_credential_reset`.
     TenantCredentialReset,
+    /// `tenant_reveal_notice`.
+    TenantRevealNotice,
     /// `test_alert`.
     TestAlert,
     /// `vault_sealed`.
@@ -79,7 +81,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 35] = [
+    pub const ALL: [AlertKind; 36] = [
         AlertKind::AuditChainBroken,
         AlertKind::BackupOverdue,
         AlertKind::DnsHookFailed,
@@ -112,6 +114,7 @@ impl AlertKind {
         AlertKind::RotationNeedsReconcile,
         AlertKind::RotationNotice,
         AlertKind::TenantCredentialReset,
+        AlertKind::TenantRevealNotice,
         AlertKind::TestAlert,
         AlertKind::VaultSealed,
         AlertKind::VaultUnreachable,
@@ -153,6 +156,7 @@ impl AlertKind {
             AlertKind::RotationNeedsReconcile => "rotation_needs_reconcile",
             AlertKind::RotationNotice => "rotation_notice",
             AlertKind::TenantCredentialReset => "tenant_credential_reset",
+            AlertKind::TenantRevealNotice => "tenant_reveal_notice",
             AlertKind::TestAlert => "test_alert",
             AlertKind::VaultSealed => "vault_sealed",
             AlertKind::VaultUnreachable => "vault_unreachable",

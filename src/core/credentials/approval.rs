@@ -15,7 +15,7 @@ use crate::core::alerting::{Alert, AlertKind, Audience, raise_in};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
-use crate::model::{GrantView, Permission, RevealRequestStatus, RevealRequestView, Role, TenantId};
+use crate::model::{GrantView, Permission, RevealCategory, RevealRequestStatus, RevealRequestView, Role, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
@@ -29,6 +29,7 @@ struct RequestRow {
     requester_id: String,
     requester_email: String,
     reason: String,
+    category: String,
     passkey_id: String,
     binding_hash: String,
     status: String,
@@ -55,7 +56,7 @@ impl RequestRow {
 }
 
 const REQUEST_SELECT: &str = "SELECT r.request_id, r.tenant_id, r.requester_id, a.email AS requester_email, r.reason, \
-     r.passkey_id, r.binding_hash, r.status, r.created_at_ms, r.expires_at_ms, d.email AS decided_by_email, \
+     r.category, r.passkey_id, r.binding_hash, r.status, r.created_at_ms, r.expires_at_ms, d.email AS decided_by_email, \
      r.decided_at_ms FROM reveal_requests r JOIN admins a ON a.admin_id = r.requester_id \
      LEFT JOIN admins d ON d.admin_id = r.decided_by";
 
@@ -82,6 +83,7 @@ impl Core {
 
     /// Files the request a four-eyes reveal step-up leads to, tells every possible approver and
     /// security, and audits `reveal_requested`. Refused (audited) when nobody could approve.
+    #[allow(clippy::too_many_arguments, reason = "the requester's whole step-up, as finish_reveal has it")]
     pub(crate) async fn request_reveal_approval(
         &self,
         actor: &Actor,
@@ -89,6 +91,7 @@ impl Core {
         session: &SessionBinding,
         tenant: &TenantId,
         reason: &str,
+        category: RevealCategory,
         passkey_id: &str,
     ) -> Result<RevealRequestView> {
         let Actor::Admin { admin_id, email, .. } = actor else {
@@ -104,7 +107,7 @@ impl Core {
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO reveal_requests (request_id, tenant_id, requester_id, reason, passkey_id, binding_hash, status, \
-             created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             created_at_ms, expires_at_ms, category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&request_id)
         .bind(tenant.as_str())
@@ -115,6 +118,7 @@ impl Core {
         .bind(RevealRequestStatus::Pending.as_str())
         .bind(now.timestamp_millis())
         .bind(expires_at.timestamp_millis())
+        .bind(category.as_str())
         .execute(&mut *tx)
         .await?;
         let reauth = json!({"purpose": Purpose::Reveal.as_str(), "passkey_id": passkey_id});
@@ -320,7 +324,7 @@ impl Core {
             let expires_at = now + self.settings.reveal_window;
             sqlx::query(
                 "INSERT INTO reveal_grants (grant_id, admin_id, tenant_id, reason, passkey_id, created_at_ms, \
-                 expires_at_ms, binding_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 expires_at_ms, binding_hash, category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(grant_id)
             .bind(&row.requester_id)
@@ -330,8 +334,11 @@ impl Core {
             .bind(now.timestamp_millis())
             .bind(expires_at.timestamp_millis())
             .bind(&row.binding_hash)
+            .bind(&row.category)
             .execute(&mut *tx)
             .await?;
+            let category = RevealCategory::from_name(&row.category);
+            self.queue_reveal_notice(&mut tx, &tenant, grant_id, category, &row.reason, now).await?;
             grant = Some(GrantView {
                 grant_id: grant_id.clone(),
                 admin_email: row.requester_email.clone(),

@@ -5,6 +5,7 @@
 //! audit event of a secret read commits before the plaintext leaves this module.
 
 pub mod approval;
+mod notices;
 pub mod provisioning;
 pub(crate) mod records;
 pub mod reveal;

@@ -43,9 +43,15 @@ impl Core {
             mailu_api_token: request.mailu_api_token,
         };
         let stored = self.store_credential(actor, client, tenant, store).await?;
-        if request.password_policy.is_some() {
+        if request.password_policy.is_some() || request.contact_email.is_some() || request.reveal_notice.is_some() {
             let mut tx = self.db.begin_write().await?;
-            self.record_password_policy(&mut tx, actor, client, tenant, policy, "provisioning").await?;
+            if request.password_policy.is_some() {
+                self.record_password_policy(&mut tx, actor, client, tenant, policy, "provisioning").await?;
+            }
+            if request.contact_email.is_some() || request.reveal_notice.is_some() {
+                let notice = request.reveal_notice.unwrap_or_default();
+                self.record_notices(&mut tx, actor, client, tenant, request.contact_email.as_deref(), notice).await?;
+            }
             tx.commit().await?;
         }
         let document = self.vault()?.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?.document;

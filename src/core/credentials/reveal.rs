@@ -13,7 +13,7 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::crypto::random_bytes;
 use crate::core::error::{Error, Result};
 use crate::model::Permission;
-use crate::model::{GrantView, RevealStep, RevealedCredentialView, TenantId};
+use crate::model::{GrantView, RevealCategory, RevealStep, RevealedCredentialView, TenantId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -100,6 +100,23 @@ impl Core {
         tenant: &TenantId,
         reason: &str,
     ) -> Result<String> {
+        self.begin_reveal_as(actor, session, client, tenant, reason, RevealCategory::Other).await
+    }
+
+    /// [`Core::begin_reveal`] with the reason's category (what a tenant that asked to be told
+    /// of reveals reads).
+    ///
+    /// # Errors
+    /// Those of [`Core::begin_reveal`].
+    pub async fn begin_reveal_as(
+        &self,
+        actor: &Actor,
+        session: &SessionBinding,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        reason: &str,
+        category: RevealCategory,
+    ) -> Result<String> {
         self.require_revealer(actor, client, tenant).await?;
         let reason = reason.trim();
         if reason.chars().count() < 3
@@ -119,7 +136,8 @@ impl Core {
         if self.reveal_needs_approval(tenant).await? {
             self.check_approver_exists(actor, client, tenant).await?;
         }
-        self.begin_step_up(actor, session, Some(tenant), &Intent::Reveal { reason: reason.to_owned() }).await
+        let intent = Intent::Reveal { reason: reason.to_owned(), category };
+        self.begin_step_up(actor, session, Some(tenant), &intent).await
     }
 
     /// Finishes the step-up and opens the reveal window, or, for a tenant whose reveals need a
@@ -149,11 +167,12 @@ impl Core {
                         .await);
                 }
             };
-        let Intent::Reveal { reason } = intent else {
+        let Intent::Reveal { reason, category } = intent else {
             return Err(Error::Unauthenticated);
         };
         if self.reveal_needs_approval(tenant).await? {
-            let request = self.request_reveal_approval(actor, client, session, tenant, &reason, &passkey_id).await?;
+            let request =
+                self.request_reveal_approval(actor, client, session, tenant, &reason, category, &passkey_id).await?;
             return Ok(RevealStep::AwaitingApproval(request));
         }
         let now = self.now();
@@ -162,7 +181,7 @@ impl Core {
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO reveal_grants (grant_id, admin_id, tenant_id, reason, passkey_id, created_at_ms, expires_at_ms, \
-             binding_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             binding_hash, category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&grant_id)
         .bind(admin_id)
@@ -172,16 +191,21 @@ impl Core {
         .bind(now.timestamp_millis())
         .bind(expires_at.timestamp_millis())
         .bind(session.hash())
+        .bind(category.as_str())
         .execute(&mut *tx)
         .await?;
+        self.queue_reveal_notice(&mut tx, tenant, &grant_id, category, &reason, now).await?;
         let reauth = json!({"purpose": "reveal", "passkey_id": passkey_id});
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::ReauthSucceeded, Some(tenant), reauth), now)
             .await?;
-        let details =
-            json!({"grant_id": grant_id, "reason": reason, "passkey_id": passkey_id, "expires_at": expires_at});
+        let details = json!({
+            "grant_id": grant_id, "reason": reason, "category": category.as_str(), "passkey_id": passkey_id,
+            "expires_at": expires_at,
+        });
         audit::append(&mut tx, actor, client, NewEvent::info(EventType::RevealGranted, Some(tenant), details), now)
             .await?;
         tx.commit().await?;
+        self.wake_outbox();
         Ok(RevealStep::Granted(GrantView {
             grant_id,
             admin_email: email.clone(),

@@ -12,12 +12,14 @@ use crate::core::credentials::reveal::OpenGrants;
 use crate::core::crypto::SecretField;
 use crate::core::error::{Error, Result};
 use crate::core::recovery::same_destination;
-use crate::model::{PasswordAlphabet, PasswordPolicy, Permission, TenantId, TenantSettingsInput, TenantSettingsView};
+use crate::model::{
+    PasswordAlphabet, PasswordPolicy, Permission, RevealNotice, TenantId, TenantSettingsInput, TenantSettingsView,
+};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
 /// `rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal, reveal_approval`.
-type SettingsRow = (Option<i64>, Option<String>, String, i64, i64);
+type SettingsRow = (Option<i64>, Option<String>, String, i64, i64, String);
 
 /// A stored policy, checked: a row a database writer weakened (a length under the minimum, an
 /// unknown alphabet) fails the generation instead of yielding a weak password.
@@ -52,6 +54,31 @@ impl Core {
                 .await?;
         let (length, alphabet) = row.unwrap_or_default();
         stored_policy(tenant, length, alphabet.as_deref())
+    }
+
+    /// Records the contact and reveal notices a provisioning request asked for, with its audit
+    /// event, in the caller's transaction.
+    pub(crate) async fn record_notices(
+        &self,
+        tx: &mut crate::core::db::WriteTx,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        contact: Option<&str>,
+        notice: RevealNotice,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tenants SET contact_email = COALESCE($1, contact_email), reveal_notice = $2 WHERE tenant_id = $3",
+        )
+        .bind(contact)
+        .bind(notice.as_str())
+        .bind(tenant.as_str())
+        .execute(&mut **tx)
+        .await?;
+        let details = json!({"contact_email": contact, "reveal_notice": notice.as_str(), "via": "provisioning"});
+        let event = NewEvent::info(EventType::TenantSettingsChanged, Some(tenant), details);
+        audit::append(tx, actor, client, event, self.now()).await?;
+        Ok(())
     }
 
     /// Records the policy a provisioning request asked for, with its audit event, in the
@@ -90,13 +117,14 @@ impl Core {
     pub async fn tenant_settings(&self, actor: &Actor, tenant: &TenantId) -> Result<TenantSettingsView> {
         authorize(actor, Permission::ReadCredentials)?;
         let row: Option<SettingsRow> = sqlx::query_as(
-            "SELECT rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal, reveal_approval FROM tenants \
-             WHERE tenant_id = $1",
+            "SELECT rotation_period_days, contact_email, mailu_api_url, rotate_after_reveal, reveal_approval, reveal_notice \
+             FROM tenants WHERE tenant_id = $1",
         )
         .bind(tenant.as_str())
         .fetch_optional(self.db.pool())
         .await?;
-        let (days, contact_email, mailu_api_url, after_reveal, approval) = row.ok_or(Error::NotFound("credential"))?;
+        let (days, contact_email, mailu_api_url, after_reveal, approval, notice) =
+            row.ok_or(Error::NotFound("credential"))?;
         let default_days = u32::try_from(self.settings.rotation_period.num_days()).unwrap_or(90);
         Ok(TenantSettingsView {
             tenant_id: tenant.clone(),
@@ -106,6 +134,7 @@ impl Core {
             rotate_after_reveal: after_reveal != 0,
             reveal_approval: approval != 0,
             password_policy: self.password_policy(tenant).await?,
+            reveal_notice: RevealNotice::from_name(&notice).unwrap_or_default(),
         })
     }
 
@@ -142,6 +171,10 @@ impl Core {
             None => self.password_policy(tenant).await?,
             Some(p) => PasswordPolicy::new(p.length, p.alphabet).map_err(Error::InvalidInput)?,
         };
+        let notice = match input.reveal_notice {
+            Some(notice) => notice,
+            None => self.tenant_settings(actor, tenant).await?.reveal_notice,
+        };
         let was_guarded = self.reveal_needs_approval(tenant).await?;
         let guarded = input.reveal_approval.unwrap_or(was_guarded);
         // SECURITY: whoever could switch the second pair of eyes off could then reveal alone:
@@ -177,8 +210,8 @@ impl Core {
         let updated = sqlx::query(
             "UPDATE tenants SET rotation_period_days = $1, contact_email = $2, mailu_api_url = $3, rotate_after_reveal = $4, \
              version = $5, next_rotation_at_ms = COALESCE(rotated_at_ms, stored_at_ms) + $6, updated_at_ms = $7, \
-             reveal_approval = $9, password_length = $10, password_alphabet = $11 WHERE tenant_id = $8 \
-             AND reveal_approval = $12",
+             reveal_approval = $9, password_length = $10, password_alphabet = $11, reveal_notice = $13 \
+             WHERE tenant_id = $8 AND reveal_approval = $12",
         )
         .bind(i64::from(input.rotation_period_days))
         .bind(&contact)
@@ -192,6 +225,7 @@ impl Core {
         .bind(i64::from(policy.length))
         .bind(policy.alphabet.as_str())
         .bind(i64::from(was_guarded))
+        .bind(notice.as_str())
         .execute(&mut *tx)
         .await?;
         // Four eyes as this change saw it, or nothing: a concurrent switch is never overwritten
@@ -202,7 +236,7 @@ impl Core {
         let details = json!({
             "rotation_period_days": input.rotation_period_days, "contact_email": contact, "mailu_api_url": url,
             "mailu_api_token_changed": new_token.is_some(), "rotate_after_reveal": input.rotate_after_reveal,
-            "reveal_approval": guarded, "password_policy": policy,
+            "reveal_approval": guarded, "password_policy": policy, "reveal_notice": notice.as_str(),
         });
         audit::append(
             &mut tx,

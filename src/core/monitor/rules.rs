@@ -384,7 +384,7 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(AlertKind, Severity, &str, String); 21] = [
+        let at_source: [(AlertKind, Severity, &str, String); 22] = [
             (AlertKind::EmergencyReset, Severity::Critical, "security", "an emergency reset starts".into()),
             (
                 AlertKind::ExposureSweep,
@@ -496,6 +496,12 @@ impl Core {
                 Severity::Info,
                 "tenant",
                 "a rotation is due within 7 days (to the tenant's contact)".into(),
+            ),
+            (
+                AlertKind::TenantRevealNotice,
+                Severity::Info,
+                "tenant",
+                "a reveal window opened for a tenant that asked to be told (to its contact: when, the role, the reason's category; the reason only if asked)".into(),
             ),
         ];
         views.extend(at_source.into_iter().map(|(kind, severity, audience, condition)| crate::model::AlertRuleView {
