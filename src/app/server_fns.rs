@@ -282,6 +282,24 @@ pub async fn finish_revert(tenant_id: String, credential: String) -> Result<Reve
     ctx.core.finish_revert(&ctx.actor, &binding, &ctx.client, &tenant(&tenant_id)?, &credential).await.map_err(fail)
 }
 
+/// A tenant's Mailu global admins as last inventoried.
+#[server(prefix = "/_app", endpoint = "list_mailu_admins")]
+pub async fn list_mailu_admins(tenant_id: String) -> Result<Vec<crate::model::MailuAdminView>, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.mailu_admins(&ctx.actor, &tenant(&tenant_id)?).await.map_err(fail)
+}
+
+/// Vouches for a Mailu global admin account (platform admins, confirmed session).
+#[server(prefix = "/_app", endpoint = "trust_mailu_admin")]
+pub async fn trust_mailu_admin(
+    tenant_id: String,
+    email: String,
+    note: String,
+) -> Result<crate::model::MailuAdminView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.trust_mailu_admin(&ctx.actor, &ctx.client, &tenant(&tenant_id)?, &email, &note).await.map_err(fail)
+}
+
 /// A tenant's settings.
 #[server(prefix = "/_app", endpoint = "tenant_settings")]
 pub async fn tenant_settings(tenant_id: String) -> Result<TenantSettingsView, UiError> {

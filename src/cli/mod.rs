@@ -93,6 +93,11 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Rogue Mailu admins: the accounts with global admin rights on each tenant's Mailu.
+    MailuAdmins {
+        #[command(subcommand)]
+        command: MailuAdminsCommand,
+    },
     /// Exposure sweep ("rotate what they saw"): rotate every tenant whose current password an
     /// admin could reveal, or a (revoked) service token read, under one incident; security is
     /// alerted. --dry-run lists them and changes nothing.
@@ -308,6 +313,36 @@ pub enum TenantCommand {
         /// The contact's email (kept when absent).
         #[arg(long)]
         contact: Option<String>,
+    },
+}
+
+/// `mailu-admins …`
+#[derive(Debug, Subcommand)]
+pub enum MailuAdminsCommand {
+    /// Ask each tenant's Mailu (or one's) now, as the daily cycle does; unknown accounts are
+    /// alerted once (mailu_unknown_admin).
+    Check {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<crate::model::TenantId>,
+    },
+    /// A tenant's global admins as last inventoried.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+    },
+    /// Vouch for an account the inventory found unknown (audited; its alert stops).
+    Trust {
+        /// The tenant.
+        #[arg(long)]
+        tenant: crate::model::TenantId,
+        /// The account's login.
+        #[arg(long)]
+        email: String,
+        /// Why it is legitimate.
+        #[arg(long)]
+        note: String,
     },
 }
 
@@ -708,6 +743,39 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
             let to = now.contact_email.as_deref().unwrap_or("nobody (set a contact: --contact EMAIL)");
             eprintln!("{tenant}: reveal notices {} to {to}", now.reveal_notice.as_str());
+        }
+        Command::MailuAdmins { command } => {
+            let core = connect(&config, Needs::ALL).await?;
+            let client = crate::core::ClientInfo::local();
+            let print = |a: &crate::model::MailuAdminView| {
+                let gone = a.gone_at.map(|t| format!("\tgone since {}", t.to_rfc3339())).unwrap_or_default();
+                let note = a.note.as_deref().map(|n| format!("\t{n}")).unwrap_or_default();
+                println!("{}\t{}\t{}{gone}{note}", a.email, a.status, if a.enabled { "enabled" } else { "disabled" });
+            };
+            match command {
+                MailuAdminsCommand::Check { tenant } => {
+                    let found = core.check_mailu_admins(&operator, tenant.as_ref()).await?;
+                    for unknown in &found.unknown {
+                        println!("UNKNOWN global admin: {unknown}");
+                    }
+                    for (t, e) in &found.failed {
+                        eprintln!("{t}: could not ask its Mailu: {e}");
+                    }
+                    eprintln!("{} tenant(s) checked, {} unknown admin(s) found", found.checked, found.unknown.len());
+                    core.flush_alerts(std::time::Duration::from_secs(20)).await?;
+                    if !found.failed.is_empty() {
+                        return Err(CliError::Incomplete(format!("{} tenant(s) not checked", found.failed.len())));
+                    }
+                }
+                MailuAdminsCommand::List { tenant } => {
+                    for admin in core.mailu_admins(&operator, &tenant).await? {
+                        print(&admin);
+                    }
+                }
+                MailuAdminsCommand::Trust { tenant, email, note } => {
+                    print(&core.trust_mailu_admin(&operator, &client, &tenant, &email, &note).await?);
+                }
+            }
         }
         Command::Backup { command } => return backup_command(config, &operator, command).await,
         Command::Recover { tenant, new_vps_ip, mailu_api_url, mailu_api_token, smtp_port, smtp_tls, provision } => {

@@ -309,6 +309,7 @@ pub const TABLE_OWNERS: &[(&str, &[&str])] = &[
     ("monitor_cursor", &["monitor"]),
     ("monitor_episodes", &["monitor"]),
     ("monitor_seen", &["monitor"]),
+    ("mailu_admins", &["monitor"]),
 ];
 
 #[cfg(test)]

@@ -824,6 +824,31 @@ impl RevealCategory {
     }
 }
 
+/// An account with global admin rights on a tenant's Mailu, as the daily inventory found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailuAdminView {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The account's login.
+    pub email: String,
+    /// `console` (the tenant's own admin login), `known` (vouched for) or `unknown`.
+    pub status: String,
+    /// Whether it may log in.
+    pub enabled: bool,
+    /// First listed.
+    pub first_seen: DateTime<Utc>,
+    /// Last listed.
+    pub last_seen: DateTime<Utc>,
+    /// No longer listed since.
+    pub gone_at: Option<DateTime<Utc>>,
+    /// Who vouched for it.
+    pub marked_by: Option<String>,
+    /// When.
+    pub marked_at: Option<DateTime<Utc>>,
+    /// Why.
+    pub note: Option<String>,
+}
+
 /// A tenant's settings as shown (the Mailu token is write-only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSettingsView {

@@ -20,10 +20,10 @@ pub use audit::{
     AuditChart, AuditDayCount, AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field,
 };
 pub use credentials::{
-    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, PasswordAlphabet, PasswordPolicy,
-    ProvisionCredentialRequest, RevealCategory, RevealNotice, RevertRequest, RevertView, RotationEventView,
-    RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls, StoreCredentialRequest, StoredCredentialView,
-    TenantSettingsInput, TenantSettingsView, TenantSummary,
+    CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, MailuAdminView, PasswordAlphabet,
+    PasswordPolicy, ProvisionCredentialRequest, RevealCategory, RevealNotice, RevertRequest, RevertView,
+    RotationEventView, RotationStatusView, RotationView, ServiceTokenSummary, SmtpTls, StoreCredentialRequest,
+    StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use incidents::{

@@ -36,6 +36,8 @@ pub enum Permission {
     RecoverTenant,
     /// Change a tenant's settings; defer its rotation.
     ConfigureTenants,
+    /// Vouch for an account with global admin rights on a tenant's Mailu (its alert stops).
+    TrustMailuAdmins,
     /// See every admin, invite and open reveal window, and close anyone's reveal window.
     OverseeAdmins,
     /// Invite, re-role and disable admins; revoke invites.
@@ -102,7 +104,7 @@ const fn rule(scope: Option<Scope>, roles: &'static [Role], step_up: StepUp, ope
 
 impl Permission {
     /// Every permission, in the order of the table.
-    pub const ALL: [Permission; 24] = [
+    pub const ALL: [Permission; 25] = [
         Permission::ReadCredentials,
         Permission::WriteCredentials,
         Permission::RedirectTenant,
@@ -115,6 +117,7 @@ impl Permission {
         Permission::Revert,
         Permission::RecoverTenant,
         Permission::ConfigureTenants,
+        Permission::TrustMailuAdmins,
         Permission::OverseeAdmins,
         Permission::ManageAdmins,
         Permission::ManageOwnPasskeys,
@@ -154,6 +157,9 @@ impl Permission {
             Permission::Revert => rule(Some(Scope::CredentialsRevert), PLATFORM, Ceremony, true, false),
             Permission::RecoverTenant => rule(Some(Scope::TenantsRecover), RESPONDERS, Ceremony, true, true),
             Permission::ConfigureTenants => rule(None, PLATFORM, Free, true, false),
+            // Vouching for an account silences the alert about a possible backdoor: a confirmed
+            // session, as for the other decisions about who may act on a tenant.
+            Permission::TrustMailuAdmins => rule(None, PLATFORM, Window, true, false),
             Permission::OverseeAdmins => rule(None, PLATFORM, Free, true, false),
             Permission::ManageAdmins => rule(None, PLATFORM, Window, true, false),
             Permission::ManageOwnPasskeys => rule(None, ALL_ROLES, Window, false, false),
@@ -187,6 +193,9 @@ impl Permission {
             Permission::Revert => "only platform admins revert a credential, after a passkey step-up",
             Permission::RecoverTenant => "only platform admins and incident responders recover tenants",
             Permission::ConfigureTenants => "only platform admins change tenant settings",
+            Permission::TrustMailuAdmins => {
+                "only platform admins vouch for a Mailu admin account, in a confirmed session"
+            }
             Permission::OverseeAdmins | Permission::ManageAdmins => "only platform admins manage admins",
             Permission::ManageOwnPasskeys => "only a signed-in admin manages their passkeys",
             Permission::ManageTokens => "service tokens are managed at the console host (smtp-vault token)",

@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/smtp-credentials/emergency-reset", post(emergency_reset))
         .route("/tenants/{id}/smtp-credentials/revert", post(revert_credential))
         .route("/tenants/{id}/recover", post(recover_tenant))
+        .route("/tenants/{id}/mailu-admins", get(mailu_admins))
         .route("/reveal-requests", get(list_reveal_requests))
         .route("/sweeps", post(exposure_sweep))
         .route("/audit", get(query_audit))
@@ -119,6 +120,15 @@ async fn emergency_reset(
 ) -> Result<Json<EmergencyResetReceipt>, ApiFailure> {
     let request = EmergencyResetRequest::from_json(body).map_err(crate::core::Error::from)?;
     Ok(Json(state.core.emergency_reset(&actor, &client, &tenant, &request).await?))
+}
+
+/// The tenant's Mailu global admins as last inventoried (credentials:read).
+async fn mailu_admins(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    TenantPath(tenant): TenantPath,
+) -> Result<Json<Vec<crate::model::MailuAdminView>>, ApiFailure> {
+    Ok(Json(state.core.mailu_admins(&actor, &tenant).await?))
 }
 
 /// Revert to the previous password through the staged protocol (credentials:revert).

@@ -18,6 +18,7 @@ mod emergency;
 mod four_eyes;
 mod hostile_input;
 mod mail;
+mod mailu_admins;
 mod monitoring;
 mod no_secret_in_logs;
 mod recovery;

@@ -103,7 +103,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     }
 
     // API routes for admin sessions (service tokens below).
-    let api: [(Method, &str, [u16; 4]); 14] = [
+    let api: [(Method, &str, [u16; 4]); 15] = [
         (Method::GET, "/api/v1/tenants", [401, 200, 200, 200]),
         (Method::GET, "/api/v1/tenants/acme/smtp-credentials", [401, 200, 200, 200]),
         (Method::PUT, "/api/v1/tenants/acme/smtp-credentials", [401, 403, 403, 403]),
@@ -118,6 +118,7 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
         (Method::GET, "/api/v1/audit/export.jsonl?tenant=acme", [401, 200, 403, 200]),
         (Method::POST, "/api/v1/sweeps", [401, 403, 403, 403]),
         (Method::POST, "/api/v1/tenants/acme/smtp-credentials/revert", [401, 403, 403, 403]),
+        (Method::GET, "/api/v1/tenants/acme/mailu-admins", [401, 200, 200, 200]),
     ];
     for (i, (who, client)) in EVERYONE.iter().zip(&clients).enumerate() {
         for (method, path, expected) in &api {
@@ -185,18 +186,18 @@ async fn authorization_matrix_covers_every_server_function_api_route_and_page() 
     let plain = Client::new();
     // (Rotate, provision and reset reach the domain with the right scope: acme exists, so
     // provision answers 400; rotating needs a mail server this test does not run, so 502.)
-    let scopes: [(Scope, [u16; 14]); 9] = [
-        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403, 403, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
-        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 200, 403]),
+    let scopes: [(Scope, [u16; 15]); 9] = [
+        (Scope::CredentialsRead, [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200]),
+        (Scope::CredentialsWrite, [403, 403, 200, 403, 403, 400, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsReadSecret, [403, 403, 403, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsRotate, [403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::CredentialsReset, [403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 200, 403, 403]),
         // acme was only stored: a revert reaches the domain, which has nothing to revert (409).
-        (Scope::CredentialsRevert, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 409]),
-        (Scope::TenantsRecover, [403, 403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 403]),
-        (Scope::AuditRead, [403, 403, 403, 403, 403, 403, 403, 403, 200, 200, 200, 200, 403, 403]),
+        (Scope::CredentialsRevert, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 409, 403]),
+        (Scope::TenantsRecover, [403, 403, 403, 403, 403, 403, 403, 502, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::AuditRead, [403, 403, 403, 403, 403, 403, 403, 403, 200, 200, 200, 200, 403, 403, 403]),
         // Redirecting is an addition to recovering, never a way in by itself.
-        (Scope::TenantsRedirect, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Scope::TenantsRedirect, [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403]),
     ];
     for (scope, expected) in scopes {
         let token = env.token(&[scope]).await;

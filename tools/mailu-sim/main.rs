@@ -30,6 +30,8 @@ struct Sim {
     token: String,
     domains: BTreeSet<String>,
     users: BTreeMap<String, (String, String)>,
+    /// Users with `global_admin` (Mailu's flag: every domain, every setting, every user).
+    global_admins: BTreeSet<String>,
     fault: Fault,
     password_sets: u64,
     /// Mailu's `API` setting: false makes the front send `/api` to the web UI.
@@ -341,6 +343,9 @@ async fn create_user(State(sim): State<Shared>, headers: HeaderMap, Json(body): 
         return refused;
     }
     s.users.insert(email.clone(), (salt, h));
+    if body["global_admin"].as_bool() == Some(true) {
+        s.global_admins.insert(email.clone());
+    }
     s.password_sets += 1;
     Json(json!({"code": 200, "message": format!("User {email} has been created")})).into_response()
 }
@@ -381,6 +386,30 @@ async fn read_user(State(sim): State<Shared>, headers: HeaderMap, Path(email): P
     }
 }
 
+/// `GET /api/v1/user`: every user of this Mailu, as `marshal_with(user_fields_get, as_list=True,
+/// skip_none=True)` in Mailu's `api/v1/user.py` answers it: each with its email, its password
+/// hash and its flags (`global_admin` false included; only null fields are left out).
+async fn list_users(State(sim): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&sim, &headers).await {
+        return r;
+    }
+    let Ok(s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let users: Vec<Value> = s
+        .users
+        .iter()
+        .map(|(email, (salt, h))| {
+            json!({
+                "email": email, "password": format!("$sim${salt}${h}"), "quota_bytes": 1_000_000_000,
+                "global_admin": s.global_admins.contains(email), "enabled": true, "change_pw_next_login": false,
+                "enable_imap": true, "enable_pop": true, "allow_spoofing": false, "forward_enabled": false,
+                "forward_destination": [], "forward_keep": true, "reply_enabled": false, "displayed_name": "",
+                "spam_enabled": true, "spam_mark_as_read": true, "spam_threshold": 80,
+            })
+        })
+        .collect();
+    Json(users).into_response()
+}
+
 async fn update_user(
     State(sim): State<Shared>,
     headers: HeaderMap,
@@ -398,6 +427,14 @@ async fn update_user(
         }
         (s.fault.mode == "ignore_password" && s.fault.remaining > 0, s.cost.clone())
     };
+    if let Some(admin) = body["global_admin"].as_bool() {
+        let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+        if admin {
+            s.global_admins.insert(email.clone());
+        } else {
+            s.global_admins.remove(&email);
+        }
+    }
     if let Some(password) = body["raw_password"].as_str() {
         let hashed = if ignore { None } else { Some(stored_hash(cost, password).await) };
         let Ok(mut s) = sim.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
@@ -658,7 +695,7 @@ async fn main() -> std::io::Result<()> {
     tokio::spawn(relay_sink(relay));
     let app = Router::new()
         .route("/api/v1/domain", post(create_domain))
-        .route("/api/v1/user", post(create_user))
+        .route("/api/v1/user", post(create_user).get(list_users))
         .route("/api/v1/user/{email}", get(read_user).patch(update_user))
         .route("/internal/auth/email", get(auth_email))
         .route("/_sim/fault", post(set_fault))

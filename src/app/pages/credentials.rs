@@ -7,8 +7,8 @@ use crate::app::browser;
 use crate::app::confirm::{with_ceremony, with_step_up};
 use crate::app::server_fns::{
     begin_recovery, begin_reveal, begin_revert, begin_rotation, credential_metadata, defer_rotation, finish_recovery,
-    finish_reveal, finish_revert, finish_rotation, list_grants, list_reveal_requests, list_tenants, reveal_credential,
-    revoke_grant, rotation_status, tenant_settings, update_tenant_settings,
+    finish_reveal, finish_revert, finish_rotation, list_grants, list_mailu_admins, list_reveal_requests, list_tenants,
+    reveal_credential, revoke_grant, rotation_status, tenant_settings, trust_mailu_admin, update_tenant_settings,
 };
 use crate::app::session::{may, signed_in, use_me};
 use crate::app::status::ReadinessCard;
@@ -137,6 +137,7 @@ pub fn TenantPage() -> impl IntoView {
                         <RevealPanel tenant_id=m.tenant_id.to_string() />
                     </section>
                     <RotationPanel tenant_id=m.tenant_id.to_string() />
+                    <MailuAdminsPanel tenant_id=m.tenant_id.to_string() />
                     <SettingsPanel tenant_id=m.tenant_id.to_string() />
                     <RecoveryPanel tenant_id=m.tenant_id.to_string() />
                 }.into_any()),
@@ -513,6 +514,67 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
             })}
             {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
             {move || notice.get().map(|m| view! { <p class="notice" role="status">{m}</p> })}
+        </section>
+    }
+}
+
+/// The tenant's Mailu global admins as the daily inventory found them; an unknown one can be
+/// vouched for with a note (platform admins, confirmed session).
+#[component]
+fn MailuAdminsPanel(tenant_id: String) -> impl IntoView {
+    let me = use_me();
+    let refresh = RwSignal::new(0u32);
+    let tenant = StoredValue::new(tenant_id);
+    let admins = Resource::new(move || refresh.get(), move |_| list_mailu_admins(tenant.get_value()));
+    let error = RwSignal::new(None::<String>);
+    view! {
+        <section class="card" aria-labelledby="mailu-admins-title">
+            <h2 id="mailu-admins-title">"Mailu global admins"</h2>
+            <p class="purpose">"Checked daily on the tenant's Mailu. An account the console did not create raises mailu_unknown_admin: rotating does not remove it."</p>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || admins.get().map(|answer| match answer {
+                    Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p>"Not inventoried yet (the daily cycle does it)."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <ul class="mailu-admins" data-testid="mailu-admins">
+                            {list.into_iter().map(|a| {
+                                let note = RwSignal::new(String::new());
+                                let email = StoredValue::new(a.email.clone());
+                                let trust = move |ev: leptos::ev::SubmitEvent| {
+                                    ev.prevent_default();
+                                    let text = note.get_untracked();
+                                    spawn_local(async move {
+                                        let outcome = with_step_up(|| trust_mailu_admin(tenant.get_value(), email.get_value(), text.clone())).await;
+                                        match outcome {
+                                            Ok(_) => refresh.update(|n| *n += 1),
+                                            Err(e) => error.set(Some(e.message)),
+                                        }
+                                    });
+                                };
+                                let unknown = a.status == "unknown" && a.gone_at.is_none();
+                                view! {
+                                    <li data-testid="mailu-admin" data-status=a.status.clone()>
+                                        <strong>{a.email.clone()}</strong>
+                                        " "<span class=format!("state state-mailu-{}", a.status)>{match a.status.as_str() {
+                                            "console" => "the console's account".to_owned(),
+                                            "known" => format!("known ({})", a.note.clone().unwrap_or_default()),
+                                            _ => "UNKNOWN".to_owned(),
+                                        }}</span>
+                                        {a.gone_at.map(|t| view! { " "<small>{format!("gone since {}", date(Some(t)))}</small> })}
+                                        {(unknown && may(me, Permission::TrustMailuAdmins)).then(|| view! {
+                                            <form class="inline-form" on:submit=trust>
+                                                <input required minlength="3" maxlength="500" aria-label="Why this account is legitimate" placeholder="why it is legitimate" bind:value=note />
+                                                <button type="submit" class="secondary" data-testid="trust-admin">"Mark as known"</button>
+                                            </form>
+                                        })}
+                                    </li>
+                                }
+                            }).collect_view()}
+                        </ul>
+                    }.into_any(),
+                })}
+            </Transition>
+            {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
         </section>
     }
 }

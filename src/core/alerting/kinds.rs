@@ -49,6 +49,8 @@ pub enum AlertKind {
     MailuDestinationMismatch,
     /// `mailu_rate_limited`.
     MailuRateLimited,
+    /// `mailu_unknown_admin`.
+    MailuUnknownAdmin,
     /// `new_passkey_step_up`.
     NewPasskeyStepUp,
     /// `passkey_added`.
@@ -81,7 +83,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 36] = [
+    pub const ALL: [AlertKind; 37] = [
         AlertKind::AuditChainBroken,
         AlertKind::BackupOverdue,
         AlertKind::DnsHookFailed,
@@ -104,6 +106,7 @@ impl AlertKind {
         AlertKind::MailuDestinationChanged,
         AlertKind::MailuDestinationMismatch,
         AlertKind::MailuRateLimited,
+        AlertKind::MailuUnknownAdmin,
         AlertKind::NewPasskeyStepUp,
         AlertKind::PasskeyAdded,
         AlertKind::PasskeyCounterRegressed,
@@ -146,6 +149,7 @@ impl AlertKind {
             AlertKind::MailuDestinationChanged => "mailu_destination_changed",
             AlertKind::MailuDestinationMismatch => "mailu_destination_mismatch",
             AlertKind::MailuRateLimited => "mailu_rate_limited",
+            AlertKind::MailuUnknownAdmin => "mailu_unknown_admin",
             AlertKind::NewPasskeyStepUp => "new_passkey_step_up",
             AlertKind::PasskeyAdded => "passkey_added",
             AlertKind::PasskeyCounterRegressed => "passkey_counter_regressed",

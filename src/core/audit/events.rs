@@ -158,6 +158,10 @@ pub enum EventType {
     CredentialReverted,
     /// A revert was refused (the previous password was exposed, or superseded by a reset).
     RevertRefused,
+    /// A tenant's Mailu lists a global admin the console did not create and nobody vouched for.
+    MailuUnknownAdminFound,
+    /// A platform admin vouched for a Mailu global admin account.
+    MailuAdminMarkedKnown,
 }
 
 impl EventType {
@@ -227,6 +231,8 @@ impl EventType {
             EventType::ExposureSweepListed => "exposure_sweep_listed",
             EventType::CredentialReverted => "credential_reverted",
             EventType::RevertRefused => "revert_refused",
+            EventType::MailuUnknownAdminFound => "mailu_unknown_admin_found",
+            EventType::MailuAdminMarkedKnown => "mailu_admin_marked_known",
         }
     }
 }

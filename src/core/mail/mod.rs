@@ -121,6 +121,57 @@ pub trait MailServer: Send + Sync {
     async fn user_exists(&self, target: &MailTarget) -> Result<bool, MailError>;
     /// Logs in over SMTP with the password.
     async fn check_login(&self, target: &MailTarget, password: &SecretString) -> LoginCheck;
+    /// The accounts with global admin rights on the tenant's Mailu (`GET /user` lists every
+    /// user of that Mailu with its `global_admin` flag).
+    async fn global_admins(&self, target: &MailTarget) -> Result<Vec<MailuAccount>, MailError>;
+}
+
+/// An account on a tenant's Mailu, as the admin inventory keeps it: never its password hash,
+/// which Mailu's list includes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MailuAccount {
+    /// Its login.
+    pub email: String,
+    /// Whether it may log in (`enabled`; Mailu's default is true).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+const fn enabled_by_default() -> bool {
+    true
+}
+
+/// The most a user list may weigh: far above any real Mailu, small enough that a hostile
+/// server cannot make the console hold much.
+const MAX_USER_LIST_BYTES: usize = 8 * 1024 * 1024;
+
+/// The global admins in a Mailu `GET /user` answer. Pure, so it can be fuzzed: a mail server
+/// is not trusted to answer well.
+///
+/// # Errors
+/// [`MailError::Malformed`] for anything but a JSON list of objects with an `email` string.
+pub fn parse_global_admins(body: &[u8]) -> Result<Vec<MailuAccount>, MailError> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        email: String,
+        #[serde(default)]
+        global_admin: bool,
+        #[serde(default = "enabled_by_default")]
+        enabled: bool,
+    }
+    if body.len() > MAX_USER_LIST_BYTES {
+        return Err(MailError::Malformed);
+    }
+    let listed: Vec<Listed> = serde_json::from_slice(body).map_err(|_| MailError::Malformed)?;
+    let mut admins: Vec<MailuAccount> = listed
+        .into_iter()
+        .filter(|u| u.global_admin)
+        .map(|u| MailuAccount { email: u.email.trim().to_lowercase(), enabled: u.enabled })
+        .filter(|a| a.email.len() <= 320 && a.email.contains('@') && !a.email.chars().any(char::is_control))
+        .collect();
+    admins.sort_by(|a, b| a.email.cmp(&b.email));
+    admins.dedup_by(|a, b| a.email == b.email);
+    Ok(admins)
 }
 
 /// What a Mailu API answer means: its body on success (Mailu answers a JSON object to every
@@ -295,6 +346,24 @@ impl MailServer for Mailu {
                 _ => Err(error),
             },
             Err(e) => Err(e),
+        }
+    }
+
+    async fn global_admins(&self, target: &MailTarget) -> Result<Vec<MailuAccount>, MailError> {
+        let url = self.url(target, &["user"])?;
+        let response =
+            self.http_for(target, &url)?.get(url).bearer_auth(target.api_token.expose_secret()).send().await.map_err(
+                |e| MailError::Unreachable(if e.is_timeout() { "timeout".into() } else { "connection failed".into() }),
+            )?;
+        let status = response.status().as_u16();
+        if response.content_length().is_some_and(|n| n > MAX_USER_LIST_BYTES as u64) {
+            return Err(MailError::Malformed);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        match status {
+            200..=299 => parse_global_admins(&body),
+            // Errors come as Mailu's JSON object; classify them as every other call does.
+            other => classify_response(other, &body).and(Err(MailError::Malformed)),
         }
     }
 

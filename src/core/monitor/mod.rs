@@ -10,6 +10,7 @@
 //! not repeated here.
 
 mod checks;
+pub mod mailu_admins;
 mod rules;
 mod settings;
 

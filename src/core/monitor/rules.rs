@@ -384,7 +384,13 @@ impl Core {
                 enabled: r.on(kind),
             })
             .collect();
-        let at_source: [(AlertKind, Severity, &str, String); 22] = [
+        let at_source: [(AlertKind, Severity, &str, String); 23] = [
+            (
+                AlertKind::MailuUnknownAdmin,
+                Severity::Critical,
+                "security",
+                "the daily inventory finds a global admin on a tenant's Mailu that the console did not create and nobody vouched for".into(),
+            ),
             (AlertKind::EmergencyReset, Severity::Critical, "security", "an emergency reset starts".into()),
             (
                 AlertKind::ExposureSweep,

@@ -34,6 +34,8 @@ pub struct CycleReport {
     pub noticed: Vec<TenantId>,
     /// Tenants whose stored credential no longer logs in.
     pub drifted: Vec<TenantId>,
+    /// Mailu global admins found unknown today (`tenant: email`), each alerted.
+    pub unknown_admins: Vec<String>,
     /// What failed along the way (a tenant's repair or heartbeat, or a whole stage), each with
     /// its error; the rest of the cycle ran regardless.
     pub errors: Vec<String>,
@@ -167,10 +169,21 @@ impl Core {
             }
             Err(e) => report.errors.push(format!("heartbeat: {e}")),
         }
+        // A tenant's Mailu that cannot be asked is not an error of the cycle: the heartbeat
+        // already speaks for its reachability; it is listed with the cycle's event.
+        let mut inventory_failed = Vec::new();
+        match self.check_mailu_admins(&SYSTEM, None).await {
+            Ok(inventory) => {
+                report.unknown_admins = inventory.unknown;
+                inventory_failed = inventory.failed.into_iter().map(|(t, e)| format!("{t}: {e}")).collect();
+            }
+            Err(e) => report.errors.push(format!("Mailu admin inventory: {e}")),
+        }
         let details = json!({
             "cycle": key, "holder": holder, "repaired": report.repaired.len(), "rotated": report.rotated.len(),
             "failed": report.failed.len(), "noticed": report.noticed.len(), "drifted": report.drifted.len(),
-            "heartbeat_failed": heartbeat_failed, "errors": report.errors,
+            "heartbeat_failed": heartbeat_failed, "unknown_admins": report.unknown_admins,
+            "admin_inventory_failed": inventory_failed, "errors": report.errors,
         });
         let severity = if report.errors.is_empty() { Severity::Info } else { Severity::Warning };
         let event = NewEvent::info(EventType::JobRan, None, details).with_severity(severity);

@@ -11,7 +11,7 @@ pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4])
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-pub const SERVER_FNS: [Row; 59] = [
+pub const SERVER_FNS: [Row; 61] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
     ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
@@ -34,6 +34,12 @@ pub const SERVER_FNS: [Row; 59] = [
     ("begin_revert", &[("tenant_id", "acme"), ("reason", "matrix check")], [401, 403, 403, 409]),
     ("finish_revert", &[("tenant_id", "acme"), ("credential", FOREIGN_ASSERTION)], [401, 403, 403, 401]),
     ("tenant_settings", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    ("list_mailu_admins", &[("tenant_id", "acme")], [401, 200, 200, 200]),
+    (
+        "trust_mailu_admin",
+        &[("tenant_id", "acme"), ("email", "backdoor@acme.example"), ("note", "matrix check")],
+        [401, 403, 403, 403],
+    ),
     (
         "update_tenant_settings",
         &[
@@ -145,7 +151,7 @@ pub type StepUpRow = (&'static str, &'static [(&'static str, &'static str)], [u1
 /// The step-up dimension: each sensitive server function with sample arguments and the status
 /// for (reviewer, responder, platform admin) before the session's step-up and after it. Without
 /// a step-up every role is refused; after it, the role and the domain decide.
-pub const STEP_UP_FNS: [StepUpRow; 10] = [
+pub const STEP_UP_FNS: [StepUpRow; 11] = [
     (
         "create_invite",
         &[("email", "stepped@example.com"), ("role", "security_reviewer")],
@@ -159,6 +165,12 @@ pub const STEP_UP_FNS: [StepUpRow; 10] = [
     ("finish_add_passkey", &[("credential", "{}"), ("name", "x")], [403, 403, 403], [400, 400, 400]),
     ("rename_passkey", &[("passkey_id", "nope"), ("name", "x")], [403, 403, 403], [404, 404, 404]),
     ("remove_passkey", &[("passkey_id", "nope"), ("lost", "false")], [403, 403, 403], [404, 404, 404]),
+    (
+        "trust_mailu_admin",
+        &[("tenant_id", "acme"), ("email", "backdoor@acme.example"), ("note", "matrix check")],
+        [403, 403, 403],
+        [403, 403, 404],
+    ),
     // Same Mailu API URL: no step-up needed (the row in SERVER_FNS). globex, so that acme keeps
     // the URL the API rows below store it with.
     (
