@@ -4,27 +4,15 @@
 // reveal window is open, one critical audit event, one email and one Slack message at the
 // sinks, a tenant notification, an open incident the same admin cannot acknowledge; a second
 // admin acknowledges it.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { test, expect, type Page } from '@playwright/test';
-import { addAuthenticator, callServerFn, enroll, hydrated, invite } from './helpers';
+import { addAuthenticator, callServerFn, enroll, hydrated, initechLogin, invite } from './helpers';
 
 const BIN = process.env.SMTP_VAULT_BIN ?? '../target/debug/smtp-vault';
 const SINK = process.env.SMTP_VAULT_SINK_URL ?? '';
 const TOKEN = process.env.SMTP_VAULT_E2E_TOKEN ?? '';
-const SMTP_PORT = process.env.SMTP_VAULT_E2E_SMTP_PORT ?? '';
-const CA = process.env.SMTP_VAULT_E2E_CA ?? '';
 const CONTACT = 'it@initech.example';
 
-/** A real SMTP AUTH login (STARTTLS) with curl: true when the server accepts the password. */
-function smtpLogin(password: string): boolean {
-  const run = spawnSync('curl', [
-    '--silent', '--max-time', '10', '--url', `smtp://localhost:${SMTP_PORT}`, '--ssl-reqd', '--cacert', CA,
-    '--user', `admin@initech.example:${password}`, '--request', 'NOOP',
-  ]);
-  // 67 = login denied; anything else but 0 is a broken test setup, not a refusal.
-  expect([0, 67]).toContain(run.status);
-  return run.status === 0;
-}
 
 async function currentPassword(page: Page): Promise<string> {
   const response = await page.request.get('/api/v1/tenants/initech/smtp-credentials/secret', {
@@ -59,7 +47,7 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   await expect(page.getByText('Settings saved.')).toBeVisible();
 
   const old = await currentPassword(page);
-  expect(smtpLogin(old)).toBe(true);
+  expect(initechLogin(old)).toBe(true);
 
   // An open reveal window, which the reset must close.
   await page.getByLabel('Reason for revealing (recorded)').fill(`${incidentId}: checking before the reset`);
@@ -81,8 +69,8 @@ test('an emergency reset from the Incidents page, then a second admin acknowledg
   // A new password that logs in; the old one is refused.
   const fresh = await currentPassword(page);
   expect(fresh).not.toBe(old);
-  expect(smtpLogin(fresh)).toBe(true);
-  expect(smtpLogin(old)).toBe(false);
+  expect(initechLogin(fresh)).toBe(true);
+  expect(initechLogin(old)).toBe(false);
 
   // No open reveal window for the tenant.
   expect((await callServerFn(page, 'reveal_credential', { tenant_id: 'initech' })).status).toBe(403);

@@ -1,5 +1,5 @@
 // Shared steps: invites through the real CLI, a CDP virtual authenticator per page, enrollment.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { expect, type Page } from '@playwright/test';
 
 /** A one-time enrollment link from `smtp-vault admin invite` (same env as the console). */
@@ -65,4 +65,17 @@ export async function callServerFn(page: Page, name: string, form: Record<string
     });
     return { status: response.status, text: await response.text() };
   }, [name, form] as const);
+}
+
+/** A real SMTP AUTH login (STARTTLS) to initech's admin account on the mail stand-in, with
+ * curl: true when the server accepts the password. */
+export function initechLogin(password: string): boolean {
+  const run = spawnSync('curl', [
+    '--silent', '--max-time', '10', '--url', `smtp://localhost:${process.env.SMTP_VAULT_E2E_SMTP_PORT ?? ''}`,
+    '--ssl-reqd', '--cacert', process.env.SMTP_VAULT_E2E_CA ?? '',
+    '--user', `admin@initech.example:${password}`, '--request', 'NOOP',
+  ]);
+  // 67 = login denied; anything else but 0 is a broken test setup, not a refusal.
+  expect([0, 67]).toContain(run.status);
+  return run.status === 0;
 }

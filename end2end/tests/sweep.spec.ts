@@ -3,24 +3,12 @@
 // (changes nothing), then sweeps with her passkey: the incident shows the progress until
 // initech is rotated; the password Bob saw is refused over SMTP and the new one logs in; Bob's
 // window is closed; security got the alert.
-import { spawnSync } from 'node:child_process';
 import { test, expect, type Page } from '@playwright/test';
-import { addAuthenticator, callServerFn, enroll, hydrated, invite } from './helpers';
+import { addAuthenticator, callServerFn, enroll, hydrated, initechLogin, invite } from './helpers';
 
 const SINK = process.env.SMTP_VAULT_SINK_URL ?? '';
 const TOKEN = process.env.SMTP_VAULT_E2E_TOKEN ?? '';
-const SMTP_PORT = process.env.SMTP_VAULT_E2E_SMTP_PORT ?? '';
-const CA = process.env.SMTP_VAULT_E2E_CA ?? '';
 
-/** A real SMTP AUTH login (STARTTLS) with curl: true when the server accepts the password. */
-function smtpLogin(password: string): boolean {
-  const run = spawnSync('curl', [
-    '--silent', '--max-time', '10', '--url', `smtp://localhost:${SMTP_PORT}`, '--ssl-reqd', '--cacert', CA,
-    '--user', `admin@initech.example:${password}`, '--request', 'NOOP',
-  ]);
-  expect([0, 67]).toContain(run.status);
-  return run.status === 0;
-}
 
 async function currentPassword(page: Page): Promise<string> {
   const response = await page.request.get('/api/v1/tenants/initech/smtp-credentials/secret', {
@@ -51,7 +39,7 @@ test('an exposure sweep lists what an admin saw, then rotates it under one incid
   await bob.getByTestId('reveal').click();
   const seen = await currentPassword(bob);
   await expect(bob.getByTestId('password')).toHaveText(seen);
-  expect(smtpLogin(seen)).toBe(true);
+  expect(initechLogin(seen)).toBe(true);
 
   // Alice lists what Bob could see: initech, and nothing changes.
   await alice.goto('/incidents');
@@ -79,8 +67,8 @@ test('an exposure sweep lists what an admin saw, then rotates it under one incid
   // What Bob saw no longer logs in; the new password does; his window is closed.
   const fresh = await currentPassword(alice);
   expect(fresh).not.toBe(seen);
-  expect(smtpLogin(fresh)).toBe(true);
-  expect(smtpLogin(seen)).toBe(false);
+  expect(initechLogin(fresh)).toBe(true);
+  expect(initechLogin(seen)).toBe(false);
   expect((await callServerFn(bob, 'reveal_credential', { tenant_id: 'initech' })).status).toBe(403);
 
   // Security heard of it, without any password.
