@@ -26,7 +26,19 @@ test('a platform admin enrolls, signs in, reveals, copies, watches the window cl
   await page.getByLabel('Email').fill(email);
   await page.getByRole('button', { name: 'Sign in with passkey' }).click();
   await expect(page.getByTestId('account')).toContainText(email);
+  // The overview is the landing page; each figure opens the list behind it.
+  await expect(page.getByRole('heading', { level: 1, name: 'Overview' })).toBeVisible();
+  await expect(page.getByTestId('overview-states')).toContainText('Active');
+  await page.screenshot({ path: 'screenshots/overview.png', fullPage: true });
+  await page.getByTestId('overview-states').getByRole('link', { name: /^\d+\s*Active$/ }).click();
+  await expect(page).toHaveURL(/\/tenants\?state=active$/);
   await expect(page.getByTestId('tenant-list')).toContainText('acme');
+  await expect(page.getByTestId('state-filters').getByRole('link', { name: /^Active \(\d+\)$/ })).toHaveAttribute('aria-current', 'true');
+  // A search narrows the page, keeping the state filter, with the total that match.
+  await page.getByLabel('Search tenants').fill('acm');
+  await page.getByRole('button', { name: 'Show' }).click();
+  await expect(page).toHaveURL(/state=active&q=acm/);
+  await expect(page.getByTestId('tenant-total')).toHaveText('1 shown of 1 matching');
   await page.screenshot({ path: 'screenshots/tenant-list.png', fullPage: true });
 
   // The tenant page never carries the password before a reveal.
@@ -81,7 +93,7 @@ test('a security reviewer sees no reveal control and a direct server-function ca
   const anonymous = await browser.newContext();
   const stranger = await anonymous.newPage();
   await stranger.goto('/');
-  expect((await callServerFn(stranger, 'list_tenants', { search: '' })).status).toBe(401);
+  expect((await callServerFn(stranger, 'list_tenants', { state: '', due_days: '', search: '', cursor: '' })).status).toBe(401);
   await anonymous.close();
   await context.close();
 });

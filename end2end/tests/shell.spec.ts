@@ -3,7 +3,8 @@ import { test, expect } from '@playwright/test';
 import { hydrated } from './helpers';
 
 const areas = [
-  { link: 'Credentials', path: '/', heading: 'Credentials' },
+  { link: 'Overview', path: '/', heading: 'Overview' },
+  { link: 'Credentials', path: '/tenants', heading: 'Credentials' },
   { link: 'Approvals', path: '/approvals', heading: 'Reveal approvals' },
   { link: 'Audit', path: '/audit', heading: 'Audit' },
   { link: 'Incidents', path: '/incidents', heading: 'Incidents' },
@@ -15,7 +16,7 @@ test('the shell renders on the server before any script runs', async ({ browser 
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
   await page.goto('/');
-  await expect(page.getByRole('heading', { level: 1, name: 'Credentials' })).toBeVisible();
+  await expect(page.getByRole('heading', { level: 1, name: 'Overview' })).toBeVisible();
   await expect(page.getByTestId('hydration')).toHaveText('server-rendered');
   await context.close();
 });

@@ -129,7 +129,8 @@ pub fn App() -> impl IntoView {
                 <header class="topbar">
                     <a class="brand" href="/">"smtp-vault"</a>
                     <nav aria-label="Main">
-                        <A href="/">"Credentials"</A>
+                        <A href="/" exact=true>"Overview"</A>
+                        <A href="/tenants">"Credentials"</A>
                         <A href="/approvals">"Approvals"</A>
                         <A href="/audit">"Audit"</A>
                         <A href="/incidents">"Incidents"</A>
@@ -142,7 +143,8 @@ pub fn App() -> impl IntoView {
                 </header>
                 <main>
                     <Routes fallback=|| view! { <pages::NotFound /> }>
-                        <Route path=path!("/") view=pages::CredentialsPage />
+                        <Route path=path!("/") view=pages::OverviewPage />
+                        <Route path=path!("/tenants") view=pages::CredentialsPage />
                         <Route path=path!("/login") view=pages::LoginPage />
                         <Route path=path!("/enroll/:token") view=pages::EnrollPage />
                         <Route path=path!("/tenants/:id") view=pages::TenantPage />

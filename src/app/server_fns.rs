@@ -4,8 +4,8 @@
 
 use crate::model::{
     AdminView, AlertView, CredentialMetadataView, EmergencyResetReceipt, GrantView, IncidentView, InviteCreatedView,
-    InviteView, PasskeyView, RevealRequestView, RevealStep, RevealedCredentialView, RevertView, Role,
-    RotationStatusView, RotationView, SweepView, TenantSettingsView, TenantSummary, UiError,
+    InviteView, OverviewView, PasskeyView, RevealRequestView, RevealStep, RevealedCredentialView, RevertView, Role,
+    RotationStatusView, RotationView, SweepView, TenantCounts, TenantPage, TenantSettingsView, UiError,
 };
 #[cfg(feature = "ssr")]
 use crate::web::ui::{UiContext, fail, no_store, tenant};
@@ -73,11 +73,51 @@ pub async fn finish_enrollment(token: String, credential: String, passkey_name: 
     ctx.core.current_admin(&actor).await.map_err(fail)
 }
 
-/// Tenants whose id contains `search`.
+/// A page of tenants: `state` (a [`crate::model::TenantFilter`] name, or empty for all), next
+/// rotation due within `due_days` days (or empty), `search` in the tenant id, from `cursor`.
 #[server(prefix = "/_app", endpoint = "list_tenants")]
-pub async fn list_tenants(search: String) -> Result<Vec<TenantSummary>, UiError> {
+pub async fn list_tenants(
+    state: String,
+    due_days: String,
+    search: String,
+    cursor: String,
+) -> Result<TenantPage, UiError> {
     let ctx = UiContext::load().await?;
-    ctx.core.list_tenants(&ctx.actor, Some(&search)).await.map_err(fail)
+    let invalid = |what: String| fail(crate::core::Error::InvalidInput(what));
+    let state = match state.trim() {
+        "" => None,
+        name => Some(
+            crate::model::TenantFilter::from_name(name).ok_or_else(|| invalid(format!("unknown state {name:?}")))?,
+        ),
+    };
+    let due_before = match due_days.trim() {
+        "" => None,
+        days => {
+            let days = days
+                .parse::<i64>()
+                .ok()
+                .filter(|d| (0..=3650).contains(d))
+                .ok_or_else(|| invalid("due within is a number of days".into()))?;
+            Some(ctx.core.now() + chrono::Duration::days(days))
+        }
+    };
+    let query =
+        crate::model::TenantQuery { state, due_before, search: Some(search), cursor: Some(cursor), limit: None };
+    ctx.core.tenant_page(&ctx.actor, &query).await.map_err(fail)
+}
+
+/// Tenants per state (the Credentials page's filter counts).
+#[server(prefix = "/_app", endpoint = "fleet_counts")]
+pub async fn fleet_counts() -> Result<TenantCounts, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.tenant_counts(&ctx.actor).await.map_err(fail)
+}
+
+/// The overview an admin lands on.
+#[server(prefix = "/_app", endpoint = "overview")]
+pub async fn overview() -> Result<OverviewView, UiError> {
+    let ctx = UiContext::load().await?;
+    ctx.core.overview(&ctx.actor).await.map_err(fail)
 }
 
 /// A tenant's credential metadata.

@@ -163,7 +163,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// A tenant's settings from the host.
+    /// Tenants: the paged list, and a tenant's settings from the host (also `tenants`).
+    #[command(visible_alias = "tenants")]
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
@@ -288,6 +289,28 @@ pub enum AdminCommand {
 /// `tenant …`
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
+    /// List tenants (tab-separated: id, state, version, next rotation), a page at a time or
+    /// --all; the total that match goes to stderr.
+    List {
+        /// One state: active, rotating, needs_reconcile, drifted or rate_limited.
+        #[arg(long, value_parser = ["active", "rotating", "needs_reconcile", "drifted", "rate_limited"])]
+        state: Option<String>,
+        /// Next rotation due within this many days.
+        #[arg(long)]
+        due_within: Option<u32>,
+        /// Text in the tenant id.
+        #[arg(long)]
+        search: Option<String>,
+        /// Tenants per page (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue from a cursor an earlier page printed.
+        #[arg(long, conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Every page, one after the other.
+        #[arg(long)]
+        all: bool,
+    },
     /// Set how the passwords generated for a tenant look (provisioning, rotation, emergency
     /// reset); the next rotation uses it.
     PasswordPolicy {
@@ -717,6 +740,34 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             let now = core.update_tenant_settings(&operator, &client, &tenant, input).await?;
             let said = if now.reveal_approval { "need a second platform admin" } else { "need one platform admin" };
             eprintln!("{tenant}: reveals {said}");
+        }
+        Command::Tenant { command: TenantCommand::List { state, due_within, search, limit, cursor, all } } => {
+            let core = connect(&config, Needs::DB).await?;
+            let mut query = crate::model::TenantQuery {
+                state: state.as_deref().and_then(crate::model::TenantFilter::from_name),
+                due_before: due_within.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d))),
+                search,
+                cursor,
+                limit: Some(limit),
+            };
+            loop {
+                let page = core.tenant_page(&operator, &query).await?;
+                for t in &page.tenants {
+                    let next = t.next_rotation_at.map_or_else(|| "-".to_owned(), |n| n.to_rfc3339());
+                    println!("{}\t{}\t{}\t{next}", t.tenant_id, t.state.as_str(), t.version);
+                }
+                match page.next_cursor {
+                    Some(next) if all => query.cursor = Some(next),
+                    Some(next) => {
+                        eprintln!("{} tenant(s) match; more with --cursor {next}", page.total);
+                        break;
+                    }
+                    None => {
+                        eprintln!("{} tenant(s) match", page.total);
+                        break;
+                    }
+                }
+            }
         }
         Command::Tenant { command: TenantCommand::PasswordPolicy { tenant, length, alphabet } } => {
             let core = connect(&config, Needs::ALL).await?;

@@ -310,6 +310,7 @@ pub const TABLE_OWNERS: &[(&str, &[&str])] = &[
     ("monitor_episodes", &["monitor"]),
     ("monitor_seen", &["monitor"]),
     ("mailu_admins", &["monitor"]),
+    ("fleet_cursors", &["fleet"]),
 ];
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod db;
 pub mod emergency;
 pub mod error;
+pub mod fleet;
 pub mod mail;
 pub mod monitor;
 pub mod outbound;

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod credentials;
 mod error;
+mod fleet;
 mod incidents;
 mod permission;
 mod recovery;
@@ -26,6 +27,7 @@ pub use credentials::{
     StoredCredentialView, TenantSettingsInput, TenantSettingsView, TenantSummary,
 };
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
+pub use fleet::{DrillSummary, OverviewView, StalestHeartbeat, TenantCounts, TenantFilter, TenantPage, TenantQuery};
 pub use incidents::{
     AlertRuleView, AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView,
     IncidentView, ResetTimings, SweepRequest, SweepSubject, SweepTenantView, SweepView,

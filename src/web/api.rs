@@ -3,7 +3,7 @@
 
 use crate::model::{
     CredentialMetadataView, EmergencyResetReceipt, EmergencyResetRequest, ProvisionCredentialRequest,
-    RevealRequestView, RotationView, StoreCredentialRequest, StoredCredentialView, TenantSummary,
+    RevealRequestView, RotationView, StoreCredentialRequest, StoredCredentialView,
 };
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
@@ -69,11 +69,15 @@ async fn read_credential_secret(
     Ok(response)
 }
 
+/// A page of tenants (credentials:read): `state`, `due_before`, `q`, `cursor`, `limit`.
 async fn list_tenants(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-) -> Result<Json<Vec<TenantSummary>>, ApiFailure> {
-    Ok(Json(state.core.list_tenants(&actor, None).await?))
+    query: Result<axum::extract::Query<crate::model::TenantQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::model::TenantPage>, ApiFailure> {
+    let axum::extract::Query(query) =
+        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
+    Ok(Json(state.core.tenant_page(&actor, &query).await?))
 }
 
 #[derive(serde::Deserialize)]

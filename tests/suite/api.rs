@@ -79,8 +79,17 @@ async fn stored_credentials_are_envelopes_in_vault_and_plaintext_only_through_th
         let (s, _, b) = call(Method::GET, &format!("{base}/api/v1/tenants"), Some(&token), None).await;
         (s, b)
     };
-    assert_eq!(list_body[0]["tenant_id"], "acme");
-    assert_eq!(list_body[0]["version"], 2);
+    assert_eq!(list_body["tenants"][0]["tenant_id"], "acme");
+    assert_eq!(list_body["tenants"][0]["version"], 2);
+    assert_eq!((list_body["total"].as_u64(), list_body["next_cursor"].as_str()), (Some(1), None));
+    // Filters and paging in the query string; a typo or a bad value is a 400, not everything.
+    let (status, _, drifted) =
+        call(Method::GET, &format!("{base}/api/v1/tenants?state=drifted&limit=10"), Some(&token), None).await;
+    assert_eq!((status, drifted["total"].as_u64()), (200, Some(0)));
+    for bad in ["?state=gone", "?limit=0", "?limit=501", "?cursor=acme", "?stat=active", "?due_before=tomorrow"] {
+        let (status, _, body) = call(Method::GET, &format!("{base}/api/v1/tenants{bad}"), Some(&token), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 
     // Every change and the read are in the chain, in order, and the chain verifies.
     let events: Vec<(String, Option<String>)> = sqlx::query_as(

@@ -15,6 +15,7 @@ mod audit_scale;
 mod backup;
 mod crash;
 mod emergency;
+mod fleet;
 mod four_eyes;
 mod hostile_input;
 mod mail;

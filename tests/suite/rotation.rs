@@ -1014,3 +1014,97 @@ async fn provisioning_generates_the_password_its_request_s_policy_asks_for() {
         assert_eq!(error.field, "password_policy", "{bad}");
     }
 }
+
+/// Issue 18, point 3: start-up repair finds interrupted rotations by the database's states —
+/// a start is recorded before its pending record is written, so a crash at every step is found
+/// without reading every tenant's pending record — and a start with nothing staged behind it
+/// is rolled back, not recorded as a rotation. A pending record the database never heard of
+/// (written before that order, or by hand) is left to the incremental reconciliation, which
+/// reports and settles it.
+#[tokio::test]
+async fn repair_finds_a_crash_at_every_step_from_the_database_and_the_reconciliation_finds_the_rest() {
+    let tenants: [&'static str; 7] = ["r0", "r1", "r2", "r3", "r4", "r5", "quiet"];
+    let s = setup(&tenants).await;
+    for (tenant, step) in tenants.into_iter().zip(RotationStep::ALL) {
+        let id = TenantId::parse(tenant).unwrap();
+        let crashed =
+            s.env.core.clone().with_fault_injector(Arc::new(move |t: &TenantId, at: RotationStep| {
+                at == step && t.as_str() == tenant
+            }));
+        assert!(
+            crashed.rotate_credential(&system(), &ClientInfo::local(), &id, "scheduled").await.is_err(),
+            "{step:?}"
+        );
+        let meta = s.env.core.credential_metadata(&Actor::operator(), &id).await.unwrap();
+        assert_eq!(meta.state.as_str(), "rotating", "{step:?}: the start is in the database");
+    }
+    let restarted = Core::connect(&s.env.config, smtp_vault::core::Needs::ALL, None).await.unwrap();
+    let found = restarted.tenants_with_pending_rotation().await.unwrap();
+    assert_eq!(found.iter().map(TenantId::as_str).collect::<Vec<_>>(), &tenants[..6]);
+    assert_eq!(restarted.repair_interrupted_rotations().await.unwrap(), 6);
+    for tenant in tenants {
+        let id = TenantId::parse(tenant).unwrap();
+        let meta = restarted.credential_metadata(&Actor::operator(), &id).await.unwrap();
+        assert_eq!(meta.state.as_str(), "active", "{tenant}");
+        assert!(!pending_exists(&s, tenant).await, "{tenant}");
+        let (_, check) = consumer_view(&s, &restarted, tenant).await;
+        assert_eq!(check, LoginCheck::Accepted, "{tenant}");
+    }
+    // The crash before anything was staged (r0) is a roll-back, not a rotation.
+    let events: Vec<(String,)> = sqlx::query_as(
+        "SELECT event_type FROM audit_events WHERE tenant_id = 'r0' AND event_type LIKE 'rotation%' ORDER BY seq",
+    )
+    .fetch_all(restarted.db().pool())
+    .await
+    .unwrap();
+    let events: Vec<&str> = events.iter().map(|(e,)| e.as_str()).collect();
+    assert_eq!(events, ["rotation_started", "rotation_rolled_back"]);
+    let meta = restarted.credential_metadata(&Actor::operator(), &TenantId::parse("r0").unwrap()).await.unwrap();
+    assert_eq!(meta.version, 1);
+
+    // A pending record the database does not know of: start-up repair does not list Vault…
+    let quiet = TenantId::parse("quiet").unwrap();
+    let (_, current) = s.env.vault_root(reqwest::Method::GET, "smtp/data/quiet/admin", None).await;
+    let pending = serde_json::json!({
+        "rotation_id": "by-hand", "password": current["data"]["data"]["password"], "phase": "staged",
+        "attempts": 0, "trigger": "manual", "started_at": "2026-12-01T00:00:00Z",
+    });
+    let (status, body) = s
+        .env
+        .vault_root(
+            reqwest::Method::POST,
+            "smtp/data/quiet/pending",
+            Some(serde_json::json!({"data": pending, "options": {"cas": 0}})),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{body}");
+    assert_eq!(restarted.repair_interrupted_rotations().await.unwrap(), 0);
+    assert!(pending_exists(&s, "quiet").await);
+    // …the reconciliation's slice does, reports it and settles it; a version Vault holds that
+    // the database never recorded is reported too.
+    let (_, r1) = s.env.vault_root(reqwest::Method::GET, "smtp/data/r1/admin", None).await;
+    let v = r1["data"]["metadata"]["version"].as_u64().unwrap();
+    let (status, _) = s
+        .env
+        .vault_root(
+            reqwest::Method::POST,
+            "smtp/data/r1/admin",
+            Some(serde_json::json!({"data": r1["data"]["data"], "options": {"cas": v}})),
+        )
+        .await;
+    assert!((200..300).contains(&status));
+    let slice = restarted.reconcile_slice(&system()).await.unwrap();
+    assert_eq!(slice.checked, tenants.len());
+    assert!(slice.pass_finished);
+    assert_eq!(slice.differences, ["quiet: unrecorded_pending", "r1: version_not_recorded"]);
+    assert!(!pending_exists(&s, "quiet").await, "the stray pending record was settled");
+    let (_, check) = consumer_view(&s, &restarted, "quiet").await;
+    assert_eq!(check, LoginCheck::Accepted);
+    let (reported,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE event_type = 'reconcile_difference'")
+            .fetch_one(restarted.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(reported, 2);
+    let _ = quiet;
+}

@@ -233,7 +233,13 @@ async fn sessions_survive_a_restart_and_end_when_the_admin_is_disabled() {
 
     // A second console process on the same database (a restart) knows the session.
     let restarted = env.serve().await;
-    let (status, body) = server_fn(&browser, &restarted, "list_tenants", &[("search", "")]).await;
+    let (status, body) = server_fn(
+        &browser,
+        &restarted,
+        "list_tenants",
+        &[("state", ""), ("due_days", ""), ("search", ""), ("cursor", "")],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("acme"));
 
@@ -243,7 +249,13 @@ async fn sessions_survive_a_restart_and_end_when_the_admin_is_disabled() {
         .await
         .unwrap();
     env.core.disable_admin(&Actor::operator(), &ClientInfo::local(), &admins[0].0).await.unwrap();
-    let (status, _) = server_fn(&browser, &restarted, "list_tenants", &[("search", "")]).await;
+    let (status, _) = server_fn(
+        &browser,
+        &restarted,
+        "list_tenants",
+        &[("state", ""), ("due_days", ""), ("search", ""), ("cursor", "")],
+    )
+    .await;
     assert_eq!(status, 401);
     let (_, body) = server_fn(&browser, &base, "current_admin", &[]).await;
     assert_eq!(body.trim(), "null");

@@ -23,7 +23,7 @@ struct Filter {
 }
 
 /// Percent-encodes a query-string value (the browser build has no URL crate).
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

@@ -5,21 +5,23 @@
 
 use crate::app::browser;
 use crate::app::confirm::{with_ceremony, with_step_up};
+use crate::app::pages::audit::encode;
 use crate::app::server_fns::{
     begin_recovery, begin_reveal, begin_revert, begin_rotation, credential_metadata, defer_rotation, finish_recovery,
-    finish_reveal, finish_revert, finish_rotation, list_grants, list_mailu_admins, list_reveal_requests, list_tenants,
-    reveal_credential, revoke_grant, rotation_status, tenant_settings, trust_mailu_admin, update_tenant_settings,
+    finish_reveal, finish_revert, finish_rotation, fleet_counts, list_grants, list_mailu_admins, list_reveal_requests,
+    list_tenants, reveal_credential, revoke_grant, rotation_status, tenant_settings, trust_mailu_admin,
+    update_tenant_settings,
 };
 use crate::app::session::{may, signed_in, use_me};
-use crate::app::status::ReadinessCard;
 use crate::app::when;
 use crate::model::{
     CredentialState, Permission, RevealRequestStatus, RevealRequestView, RevealStep, RevealedCredentialView,
+    TenantFilter,
 };
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 use secrecy::ExposeSecret;
 
 fn date(t: Option<DateTime<Utc>>) -> String {
@@ -44,22 +46,67 @@ pub fn SignInPrompt() -> impl IntoView {
     }
 }
 
-/// `/`: the tenant list.
+/// The list's filters as they stand in the address (`/tenants?state=…&due=…&q=…&cursor=…`), so
+/// a link from the overview or a bookmark opens the same slice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ListFilters {
+    state: String,
+    due: String,
+    q: String,
+    cursor: String,
+}
+
+impl ListFilters {
+    /// The address of this slice at `cursor` (empty: its first page).
+    fn href(&self, cursor: &str) -> String {
+        let mut params = Vec::new();
+        for (key, value) in [("state", &self.state), ("due", &self.due), ("q", &self.q)] {
+            if !value.trim().is_empty() {
+                params.push(format!("{key}={}", encode(value.trim())));
+            }
+        }
+        if !cursor.is_empty() {
+            params.push(format!("cursor={}", encode(cursor)));
+        }
+        if params.is_empty() { "/tenants".to_owned() } else { format!("/tenants?{}", params.join("&")) }
+    }
+
+    /// The same slice narrowed to `state` (empty: every state), from its first page.
+    fn with_state(&self, state: &str) -> String {
+        ListFilters { state: state.to_owned(), cursor: String::new(), ..self.clone() }.href("")
+    }
+}
+
+/// `/tenants`: the tenant list, a page at a time, with counts per state as filters.
 #[component]
 pub fn CredentialsPage() -> impl IntoView {
     let me = use_me();
-    let search = RwSignal::new(String::new());
+    let query = use_query_map();
+    let filters = Memo::new(move |_| {
+        let q = query.get();
+        let get = |key: &str| q.get(key).unwrap_or_default();
+        ListFilters { state: get("state"), due: get("due"), q: get("q"), cursor: get("cursor") }
+    });
     // Only asked for once someone is signed in: anonymous visitors get the sign-in prompt. The
     // session is awaited inside the fetcher (not read in the source), so the server never
     // renders with one answer and streams another: no hydration mismatch.
-    let tenants = Resource::new(
-        move || search.get(),
-        move |query| async move { if matches!(me.await, Ok(Some(_))) { list_tenants(query).await } else { Ok(Vec::new()) } },
+    let page = Resource::new(
+        move || filters.get(),
+        move |f| async move {
+            if matches!(me.await, Ok(Some(_))) {
+                list_tenants(f.state, f.due, f.q, f.cursor).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    );
+    let counts = Resource::new(
+        || (),
+        move |()| async move { if matches!(me.await, Ok(Some(_))) { fleet_counts().await.map(Some) } else { Ok(None) } },
     );
     view! {
         <h1>"Credentials"</h1>
         <p class="purpose">"Tenants' Mailu admin SMTP credentials, encrypted in Vault."</p>
-        <ReadinessCard />
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || match me.get() {
                 None => None,
@@ -67,33 +114,82 @@ pub fn CredentialsPage() -> impl IntoView {
                 Some(Ok(Some(_))) => Some(
                     view! {
                         <section class="card">
-                            <label class="search">
-                                "Search tenants"
-                                <input type="search" placeholder="tenant id" bind:value=search />
-                            </label>
+                            <nav class="filters" aria-label="States" data-testid="state-filters">
+                                {move || {
+                                    let f = filters.get();
+                                    let all = counts.get().and_then(|c| c.ok().flatten());
+                                    let chip = |name: &str, label: &str, n: Option<u64>| {
+                                        let current = f.state == name;
+                                        let text = n.map_or_else(|| label.to_owned(), |n| format!("{label} ({n})"));
+                                        view! {
+                                            <a class=if current { "chip chip-current" } else { "chip" }
+                                               aria-current=current.then_some("true")
+                                               href=f.with_state(name)>{text}</a>
+                                        }
+                                    };
+                                    let mut chips = vec![chip("", "All", all.as_ref().map(|c| c.total))];
+                                    for filter in TenantFilter::ALL {
+                                        chips.push(chip(filter.as_str(), filter.label(), all.as_ref().map(|c| c.of(filter))));
+                                    }
+                                    chips.collect_view()
+                                }}
+                            </nav>
+                            <form class="search" method="get" action="/tenants">
+                                <input type="hidden" name="state" value=move || filters.get().state />
+                                <label>
+                                    "Search tenants"
+                                    <input type="search" name="q" placeholder="tenant id" value=move || filters.get().q />
+                                </label>
+                                <label>
+                                    "Next rotation"
+                                    <select name="due">
+                                        {move || {
+                                            let due = filters.get().due;
+                                            [("", "any time"), ("1", "within a day"), ("7", "within 7 days"), ("30", "within 30 days")]
+                                                .into_iter()
+                                                .map(|(value, label)| view! { <option value=value selected=due == value>{label}</option> })
+                                                .collect_view()
+                                        }}
+                                    </select>
+                                </label>
+                                <button type="submit">"Show"</button>
+                            </form>
                             <Transition fallback=|| view! { <p>"Loading…"</p> }>
-                                {move || tenants.get().map(|answer| match answer {
+                                {move || page.get().map(|answer| match answer {
                                     Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
-                                    Ok(list) if list.is_empty() => view! { <p>"No tenants match."</p> }.into_any(),
-                                    Ok(list) => view! {
-                                        <table class="table" data-testid="tenant-list">
-                                            <thead><tr>
-                                                <th>"Tenant"</th><th>"State"</th><th>"Version"</th>
-                                                <th>"Last rotation"</th><th>"Next rotation"</th>
-                                            </tr></thead>
-                                            <tbody>
-                                                {list.into_iter().map(|t| view! {
-                                                    <tr>
-                                                        <td><a href=format!("/tenants/{}", t.tenant_id)>{t.tenant_id.to_string()}</a></td>
-                                                        <td><StateBadge state=t.state /></td>
-                                                        <td>{t.version}</td>
-                                                        <td>{date(t.rotated_at)}</td>
-                                                        <td>{date(t.next_rotation_at)}</td>
-                                                    </tr>
-                                                }).collect_view()}
-                                            </tbody>
-                                        </table>
-                                    }.into_any(),
+                                    Ok(None) => ().into_any(),
+                                    Ok(Some(page)) if page.tenants.is_empty() => view! { <p>"No tenants match."</p> }.into_any(),
+                                    Ok(Some(page)) => {
+                                        let f = filters.get();
+                                        let shown = page.tenants.len();
+                                        view! {
+                                            <p class="muted" data-testid="tenant-total">
+                                                {format!("{shown} shown of {} matching", page.total)}
+                                            </p>
+                                            <table class="table" data-testid="tenant-list">
+                                                <thead><tr>
+                                                    <th>"Tenant"</th><th>"State"</th><th>"Version"</th>
+                                                    <th>"Last rotation"</th><th>"Next rotation"</th>
+                                                </tr></thead>
+                                                <tbody>
+                                                    {page.tenants.into_iter().map(|t| view! {
+                                                        <tr>
+                                                            <td><a href=format!("/tenants/{}", t.tenant_id)>{t.tenant_id.to_string()}</a></td>
+                                                            <td><StateBadge state=t.state /></td>
+                                                            <td>{t.version}</td>
+                                                            <td>{date(t.rotated_at)}</td>
+                                                            <td>{date(t.next_rotation_at)}</td>
+                                                        </tr>
+                                                    }).collect_view()}
+                                                </tbody>
+                                            </table>
+                                            <nav class="pager" aria-label="Pages">
+                                                {page.prev_cursor.map(|c| view! { <a href=f.href(&c) rel="prev">"← Previous"</a> })}
+                                                {(!f.cursor.is_empty()).then(|| view! { <a href=f.href("")>"First page"</a> })}
+                                                {page.next_cursor.map(|c| view! { <a href=f.href(&c) rel="next">"Next →"</a> })}
+                                            </nav>
+                                        }.into_any()
+                                    }
                                 })}
                             </Transition>
                         </section>
@@ -115,7 +211,7 @@ pub fn TenantPage() -> impl IntoView {
         if matches!(me.await, Ok(Some(_))) { credential_metadata(id).await.map(Some) } else { Ok(None) }
     });
     view! {
-        <p><a href="/">"← All tenants"</a></p>
+        <p><a href="/tenants">"← All tenants"</a></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || match (me.get(), metadata.get()) {
                 (Some(Ok(None)) | Some(Err(_)), _) => Some(view! { <SignInPrompt /> }.into_any()),

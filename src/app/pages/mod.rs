@@ -9,6 +9,7 @@ pub mod backups;
 pub mod credentials;
 pub mod incidents;
 pub mod login;
+pub mod overview;
 
 use leptos::prelude::*;
 
@@ -20,6 +21,7 @@ pub use backups::BackupsPage;
 pub use credentials::{CredentialsPage, TenantPage};
 pub use incidents::IncidentsPage;
 pub use login::{EnrollPage, LoginPage};
+pub use overview::OverviewPage;
 
 /// A page heading with a one-line purpose.
 #[component]

@@ -162,6 +162,8 @@ pub enum EventType {
     MailuUnknownAdminFound,
     /// A platform admin vouched for a Mailu global admin account.
     MailuAdminMarkedKnown,
+    /// The incremental reconciliation found Vault and the database disagreeing about a tenant.
+    ReconcileDifference,
 }
 
 impl EventType {
@@ -233,6 +235,7 @@ impl EventType {
             EventType::RevertRefused => "revert_refused",
             EventType::MailuUnknownAdminFound => "mailu_unknown_admin_found",
             EventType::MailuAdminMarkedKnown => "mailu_admin_marked_known",
+            EventType::ReconcileDifference => "reconcile_difference",
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::credentials::records;
 use crate::core::crypto::{Keyring, SecretField};
 use crate::core::error::{Error, Result};
+use crate::core::rotation::state::{Transition, transition};
 use crate::core::vault::{CredentialDocument, PendingDocument, Vault};
 use crate::model::Permission;
 use crate::model::TenantId;
@@ -28,6 +29,8 @@ pub(crate) struct Restored {
     version: u64,
     destination: (String, String, i64),
     smtp_tls: crate::model::SmtpTls,
+    /// The backup held a rotation in flight: its pending record is back in Vault.
+    pending: bool,
 }
 
 pub(super) enum TenantOutcome {
@@ -339,23 +342,23 @@ impl Core {
                 let tenant = record.tenant_id.to_string();
                 let d = &record.document;
                 let destination = (d.mailu_api_url.clone(), d.smtp_host.clone(), i64::from(d.smtp_port));
-                let destination = (destination, d.tls());
+                let destination = (destination, d.tls(), record.pending.is_some());
                 (tenant, destination, restore_tenant(vault, keyring, record, options).await)
             })
             .buffer_unordered(VAULT_CONCURRENCY);
         let mut versions = Vec::new();
         let mut done = 0;
-        while let Some((tenant, (destination, smtp_tls), outcome)) = outcomes.next().await {
+        while let Some((tenant, (destination, smtp_tls, pending), outcome)) = outcomes.next().await {
             match outcome {
                 Ok(TenantOutcome::Written(version)) => {
                     report.written += 1;
                     report.verified += usize::from(!options.dry_run);
-                    versions.push(Restored { tenant, version, destination, smtp_tls });
+                    versions.push(Restored { tenant, version, destination, smtp_tls, pending });
                 }
                 Ok(TenantOutcome::Unchanged(version)) => {
                     report.unchanged += 1;
                     report.verified += 1;
-                    versions.push(Restored { tenant, version, destination, smtp_tls });
+                    versions.push(Restored { tenant, version, destination, smtp_tls, pending });
                 }
                 Ok(TenantOutcome::Skipped(why)) => report.skipped.push((tenant, why)),
                 Err(e) => report.failed.push((tenant, e.to_string())),
@@ -412,6 +415,16 @@ impl Core {
             }
             records::record_restored(&mut tx, &restored.tenant, restored.version, &destination, restored.smtp_tls, now)
                 .await?;
+            if restored.pending {
+                // Vault holds a pending record only for a tenant the database marks rotating:
+                // start-up repair and the daily cycle find interrupted rotations by that state.
+                let tenant = TenantId::parse(&restored.tenant)
+                    .map_err(|_| Error::BackupInvalid("a restored tenant id is not valid"))?;
+                let details = json!({"resumed": true, "via": "restore"});
+                let event = NewEvent::info(EventType::RotationStarted, Some(&tenant), details);
+                transition(&mut tx, actor, &ClientInfo::local(), &tenant, Transition::RotationResumed, event, now)
+                    .await?;
+            }
         }
         let details = json!({
             "backup_id": report.backup_id, "journal_records": report.journal_records, "tenants": report.tenants,

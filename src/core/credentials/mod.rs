@@ -25,7 +25,7 @@ use crate::core::error::{Error, Result};
 use crate::core::vault::CredentialDocument;
 use crate::model::{
     CredentialMetadataView, CredentialSecretView, CredentialState, Permission, SmtpTls, StoreCredentialRequest,
-    StoredCredentialView, TenantId, TenantSummary,
+    StoredCredentialView, TenantId,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -203,33 +203,6 @@ impl Core {
                 .fetch_optional(self.db.pool())
                 .await?;
         metadata_view(row.ok_or(Error::NotFound("credential"))?)
-    }
-
-    /// Every tenant with a stored credential, by id.
-    ///
-    /// # Errors
-    /// [`Error::MissingScope`], database errors.
-    pub async fn list_tenants(&self, actor: &Actor, search: Option<&str>) -> Result<Vec<TenantSummary>> {
-        authorize(actor, Permission::ReadCredentials)?;
-        // Tenant ids are [a-z0-9-]: anything else cannot match, and LIKE wildcards are dropped.
-        let needle: String =
-            search.unwrap_or("").to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        let rows: Vec<TenantRow> =
-            sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id LIKE $1 ORDER BY tenant_id"))
-                .bind(format!("%{needle}%"))
-                .fetch_all(self.db.pool())
-                .await?;
-        rows.into_iter()
-            .map(|row| {
-                metadata_view(row).map(|m| TenantSummary {
-                    tenant_id: m.tenant_id,
-                    state: m.state,
-                    version: m.version,
-                    rotated_at: m.rotated_at,
-                    next_rotation_at: m.next_rotation_at,
-                })
-            })
-            .collect()
     }
 
     /// The plaintext credential for a machine consumer. The read is audited (committed) before

@@ -141,10 +141,26 @@ impl Core {
                 .bind(tenant.as_str())
                 .fetch_optional(self.db.pool())
                 .await?;
-            if let Some((state, recorded)) = row
-                && (CredentialState::from_name(&state) == Some(CredentialState::Rotating)
-                    || u64::try_from(recorded).ok() != Some(version))
-            {
+            let rotating =
+                row.as_ref().is_some_and(|(s, _)| CredentialState::from_name(s) == Some(CredentialState::Rotating));
+            let moved = row.as_ref().is_some_and(|(_, recorded)| u64::try_from(*recorded).ok() != Some(version));
+            if rotating && !moved {
+                // The start was recorded but no password was staged (a crash, or Vault lost, in
+                // between; or a roll-back that stopped before its bookkeeping): nothing reached
+                // the mail server, so the rotation is dropped and the next one starts afresh.
+                let unstaged = PendingDocument {
+                    rotation_id: "not-staged".into(),
+                    password: String::new(),
+                    phase: PendingPhase::Staged,
+                    attempts: 0,
+                    trigger: "repair".into(),
+                    started_at: self.now().to_rfc3339(),
+                    secret_since: None,
+                };
+                self.roll_back(actor, client, tenant, &unstaged, "not_staged").await?;
+                return Ok(RotationResult::Rotated { version });
+            }
+            if rotating || moved {
                 let finished = PendingDocument {
                     rotation_id: "recorded-after-restart".into(),
                     password: String::new(),
@@ -199,25 +215,29 @@ impl Core {
         Ok(repaired)
     }
 
-    /// Tenants with an interrupted rotation (pending record in Vault or `rotating` in the DB).
+    /// Tenants with an interrupted rotation, from the database's states: `rotating` (a start is
+    /// recorded before its pending record is written, so every pending record has one), and
+    /// the `needs_reconcile` ones whose pending record is still in Vault. Vault is asked only
+    /// about the latter: the work grows with what is unsettled, not with the tenants.
     ///
     /// # Errors
     /// Vault and database errors.
     pub async fn tenants_with_pending_rotation(&self) -> Result<Vec<TenantId>> {
-        // A rotation that finished in Vault just before the process died leaves no pending
-        // record, only `rotating` in the database: both sides are looked at.
-        let rotating: Vec<(String,)> = sqlx::query_as(&format!(
-            "SELECT tenant_id FROM tenants WHERE {}",
-            state::states_sql(&[CredentialState::Rotating])
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT tenant_id, state FROM tenants WHERE {} ORDER BY tenant_id",
+            state::states_sql(&[CredentialState::Rotating, CredentialState::NeedsReconcile])
         ))
         .fetch_all(self.db.pool())
         .await?;
-        let mut found: std::collections::BTreeSet<String> = rotating.into_iter().map(|(t,)| t).collect();
-        for tenant in self.vault()?.list_tenants().await? {
-            if self.vault()?.read_pending(&tenant).await?.is_some() {
-                found.insert(tenant.to_string());
+        let mut found = Vec::new();
+        for (tenant, state) in rows {
+            let Ok(tenant) = TenantId::parse(&tenant) else { continue };
+            if CredentialState::from_name(&state) == Some(CredentialState::Rotating)
+                || self.vault()?.read_pending(&tenant).await?.is_some()
+            {
+                found.push(tenant);
             }
         }
-        Ok(found.iter().filter_map(|t| TenantId::parse(t).ok()).collect())
+        Ok(found)
     }
 }

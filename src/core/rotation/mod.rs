@@ -35,6 +35,8 @@ use subtle::ConstantTimeEq;
 /// A point in the rotation where a crash can be injected (tests of the invariants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationStep {
+    /// The database says `rotating`; Vault has no pending record yet.
+    StartRecorded,
     /// The pending password is in Vault; the mail server is untouched.
     PendingStaged,
     /// The mail server took the new password; Vault still says "staged".
@@ -49,7 +51,8 @@ pub enum RotationStep {
 
 impl RotationStep {
     /// Every step, in order.
-    pub const ALL: [RotationStep; 5] = [
+    pub const ALL: [RotationStep; 6] = [
+        RotationStep::StartRecorded,
         RotationStep::PendingStaged,
         RotationStep::MailApplied,
         RotationStep::PhaseApplied,

@@ -36,6 +36,8 @@ pub struct CycleReport {
     pub drifted: Vec<TenantId>,
     /// Mailu global admins found unknown today (`tenant: email`), each alerted.
     pub unknown_admins: Vec<String>,
+    /// What today's slice of the Vault-against-database reconciliation found (`tenant: what`).
+    pub differences: Vec<String>,
     /// What failed along the way (a tenant's repair or heartbeat, or a whole stage), each with
     /// its error; the rest of the cycle ran regardless.
     pub errors: Vec<String>,
@@ -145,6 +147,10 @@ impl Core {
             }
             Err(e) => report.errors.push(format!("looking for interrupted rotations: {e}")),
         }
+        match self.reconcile_slice(&SYSTEM).await {
+            Ok(slice) => report.differences = slice.differences,
+            Err(e) => report.errors.push(format!("reconciling Vault with the database: {e}")),
+        }
         match self.rotate_due(&SYSTEM, concurrency).await {
             Ok(outcomes) => {
                 for (tenant, outcome) in outcomes {
@@ -183,9 +189,10 @@ impl Core {
             "cycle": key, "holder": holder, "repaired": report.repaired.len(), "rotated": report.rotated.len(),
             "failed": report.failed.len(), "noticed": report.noticed.len(), "drifted": report.drifted.len(),
             "heartbeat_failed": heartbeat_failed, "unknown_admins": report.unknown_admins,
-            "admin_inventory_failed": inventory_failed, "errors": report.errors,
+            "admin_inventory_failed": inventory_failed, "differences": report.differences, "errors": report.errors,
         });
-        let severity = if report.errors.is_empty() { Severity::Info } else { Severity::Warning };
+        let severity =
+            if report.errors.is_empty() && report.differences.is_empty() { Severity::Info } else { Severity::Warning };
         let event = NewEvent::info(EventType::JobRan, None, details).with_severity(severity);
         audit::record(&self.db, &SYSTEM, &client, event, self.now()).await?;
         if let Some(first) = report.errors.first() {

@@ -72,12 +72,18 @@ impl Core {
                         started_at: now.to_rfc3339(),
                         secret_since: given.map(|g| g.since.to_rfc3339()),
                     };
+                    // The database says `rotating` before Vault holds the pending record, so a
+                    // crash at any point leaves a state that start-up repair finds without
+                    // reading every tenant's pending record (a start with no record behind it is
+                    // rolled back there).
+                    self.record_rotation_started(actor, client, tenant, &pending).await?;
+                    self.checkpoint(tenant, RotationStep::StartRecorded)?;
                     let version = match self.write_pending_journaled(tenant, &pending, 0).await {
                         Ok(v) => v,
+                        // Another run staged one meanwhile: it owns the `rotating` state too.
                         Err(Error::Conflict) => return Ok(RotationResult::Busy),
                         Err(e) => return Err(e),
                     };
-                    self.record_rotation_started(actor, client, tenant, &pending).await?;
                     self.checkpoint(tenant, RotationStep::PendingStaged)?;
                     fresh = true;
                     (pending, version)

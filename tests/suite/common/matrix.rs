@@ -11,10 +11,12 @@ pub type Row = (&'static str, &'static [(&'static str, &'static str)], [u16; 4])
 
 /// Every server function, in call order (begin before finish; logout last). Statuses other
 /// than 401/403 are the domain's answer to the sample arguments (e.g. 404 for an unknown id).
-pub const SERVER_FNS: [Row; 61] = [
+pub const SERVER_FNS: [Row; 63] = [
     ("readiness", &[], [200, 200, 200, 200]),
     ("current_admin", &[], [200, 200, 200, 200]),
-    ("list_tenants", &[("search", "")], [401, 200, 200, 200]),
+    ("list_tenants", &[("state", "drifted"), ("due_days", "7"), ("search", ""), ("cursor", "")], [401, 200, 200, 200]),
+    ("fleet_counts", &[], [401, 200, 200, 200]),
+    ("overview", &[], [401, 200, 200, 200]),
     ("credential_metadata", &[("tenant_id", "acme")], [401, 200, 200, 200]),
     (
         "begin_reveal",
