@@ -1106,5 +1106,11 @@ async fn repair_finds_a_crash_at_every_step_from_the_database_and_the_reconcilia
             .await
             .unwrap();
     assert_eq!(reported, 2);
+    // The overview counts from the same rows: a heartbeat that logs in is its "last successful".
+    assert_eq!(restarted.overview(&Actor::operator()).await.unwrap().never_heartbeat, 7);
+    assert!(restarted.heartbeat().await.unwrap().is_empty());
+    let overview = restarted.overview(&Actor::operator()).await.unwrap();
+    assert_eq!((overview.never_heartbeat, overview.counts.active), (0, 7));
+    assert!(overview.stalest_heartbeat.is_some());
     let _ = quiet;
 }

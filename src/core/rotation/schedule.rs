@@ -316,6 +316,7 @@ impl Core {
         // the tenant's last word any more (one write with the heartbeat's own).
         let beat = format!(
             "UPDATE tenants SET heartbeat_at_ms = $1, heartbeat_ok = $2, \
+             heartbeat_ok_at_ms = CASE WHEN $2 = 1 THEN $1 ELSE heartbeat_ok_at_ms END, \
              state = CASE WHEN $3 = '' OR NOT {} THEN state ELSE $3 END, \
              heartbeat_refused_at_ms = CASE WHEN $2 = 1 THEN NULL ELSE heartbeat_refused_at_ms END, \
              last_error = CASE WHEN $2 = 1 AND (last_error IN ($5, $6) OR last_error LIKE $7) THEN NULL \
