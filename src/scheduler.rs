@@ -24,7 +24,7 @@ pub async fn start(core: Core, config: &Config) -> Result<JobScheduler, JobSched
                     rotated = report.rotated.len(),
                     failed = report.failed.len(),
                     noticed = report.noticed.len(),
-                    drifted = report.drifted.len(),
+                    differences = report.differences.len(),
                     "daily cycle finished"
                 ),
                 Ok(_) => tracing::info!("daily cycle already ran elsewhere"),

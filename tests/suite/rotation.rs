@@ -462,7 +462,7 @@ async fn the_daily_cycle_rotates_exactly_the_due_tenants_notices_once_and_respec
     assert!(first.ran);
     assert_eq!(names(&first.rotated), ["due"]);
     assert_eq!(names(&first.noticed), ["frozen", "soon"], "due within 7 days (frozen on its new date)");
-    assert!(first.drifted.is_empty() && first.failed.is_empty());
+    assert!(first.failed.is_empty() && first.differences.is_empty(), "{first:?}");
     // The same cycle never runs twice, on this console or another one on the same database.
     assert!(!core.run_daily_cycle("console-a", 2).await.unwrap().ran);
     let other = Core::connect(&s.env.config, smtp_vault::core::Needs::ALL, Some(clock.clone())).await.unwrap();
@@ -773,7 +773,7 @@ async fn a_rotation_that_finished_in_vault_before_the_process_died_is_recorded_a
 }
 
 /// Issue 15, point 5: one tenant's Vault or crypto failure does not stop the heartbeat for the
-/// others, nor the daily cycle's record; a failed cycle says so.
+/// others (the full pass and the spread one), and is reported.
 #[tokio::test]
 async fn one_broken_tenant_does_not_stop_the_heartbeat_or_the_cycle_record() {
     let s = setup(&["acme", "globex"]).await;
@@ -798,14 +798,11 @@ async fn one_broken_tenant_does_not_stop_the_heartbeat_or_the_cycle_record() {
         .await
         .unwrap();
     assert_eq!(globex_beat, Some(1), "globex was still checked");
-    // The daily cycle records what it did and reports the failure.
-    let outcome = s.env.core.run_daily_cycle("test", 2).await;
-    assert!(outcome.is_err(), "a cycle with a failed tenant fails (the scheduler raises job_failed)");
-    let (ran,): (String,) = sqlx::query_as("SELECT details FROM audit_events WHERE event_type = 'job_ran'")
-        .fetch_one(s.env.core.db().pool())
-        .await
-        .unwrap();
-    assert!(ran.contains("\"heartbeat_failed\":1"), "{ran}");
+    // The spread heartbeat too: both are due now; acme's failure is reported, globex is checked.
+    sqlx::query("UPDATE tenants SET heartbeat_due_at_ms = 0").execute(s.env.core.db().pool()).await.unwrap();
+    let beat = s.env.core.heartbeat_due().await.unwrap();
+    assert_eq!(beat.failed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["acme"]);
+    assert_eq!(beat.checked.iter().map(TenantId::as_str).collect::<Vec<_>>(), ["globex"]);
 }
 
 /// Issue 15, point 2: a Mailu whose API is off (its default) is not "down": the rotation stops
@@ -1113,4 +1110,45 @@ async fn repair_finds_a_crash_at_every_step_from_the_database_and_the_reconcilia
     assert_eq!((overview.never_heartbeat, overview.counts.active), (0, 7));
     assert!(overview.stalest_heartbeat.is_some());
     let _ = quiet;
+}
+
+/// Issue 18, point 4: the heartbeat is spread over the day. Each tenant is logged in with once
+/// a day, at its own stable time: none at the moment its time is first given (no burst after
+/// an upgrade), every one within the next 24 hours, exactly once, and again the day after.
+#[tokio::test]
+async fn the_spread_heartbeat_logs_in_to_every_tenant_once_a_day_at_its_own_time() {
+    let tenants: [&str; 8] = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7"];
+    let start = chrono::DateTime::parse_from_rfc3339("2026-12-07T00:00:30Z").unwrap().with_timezone(&chrono::Utc);
+    let clock = common::ManualClock::at(start);
+    let s = setup_with(&tenants, Some(clock.clone())).await;
+    let first = s.env.core.heartbeat_due().await.unwrap();
+    assert!(first.checked.is_empty() && first.failed.is_empty(), "{first:?}");
+    for day in 0..2 {
+        let mut seen: Vec<(String, i64)> = Vec::new();
+        // Every 15 minutes for a day, as the monitor would every minute.
+        for _ in 0..96 {
+            clock.advance(chrono::Duration::minutes(15));
+            let beat = s.env.core.heartbeat_due().await.unwrap();
+            assert!(beat.failed.is_empty() && beat.drifted.is_empty(), "{beat:?}");
+            let at = clock.now_ms();
+            seen.extend(beat.checked.iter().map(|t| (t.to_string(), at)));
+        }
+        let mut names: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, tenants, "day {day}: each tenant exactly once");
+        for (tenant, at) in &seen {
+            // Checked in the first pass after its time of day.
+            let slot = smtp_vault::core::rotation::schedule::heartbeat_slot(&TenantId::parse(tenant).unwrap());
+            let into_day = at.rem_euclid(86_400_000);
+            let waited = (into_day - slot).rem_euclid(86_400_000);
+            assert!(waited < 15 * 60_000, "day {day}: {tenant} at {into_day} ms, its time {slot} ms");
+        }
+        let (ok,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM tenants WHERE heartbeat_ok_at_ms >= $1 AND heartbeat_ok = 1")
+                .bind(clock.now_ms() - 86_400_000)
+                .fetch_one(s.env.core.db().pool())
+                .await
+                .unwrap();
+        assert_eq!(ok, 8, "day {day}");
+    }
 }

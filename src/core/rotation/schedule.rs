@@ -1,5 +1,6 @@
-//! Scheduled work as core operations: the daily cycle (repair interrupted rotations, rotate
-//! what is due, queue 7-day notices once, heartbeat every stored credential) and rotation
+//! Scheduled work as core operations: the daily cycle (repair interrupted rotations, a slice
+//! of the reconciliation, rotate what is due, queue 7-day notices once, the Mailu admin
+//! inventory), the heartbeat spread over the day (each tenant at its own time) and rotation
 //! deferral. Single-flight across console instances: a cycle runs only for the instance that
 //! claims its key in the database (insert-once row), so two consoles on one PostgreSQL run it
 //! once. Every run is audited.
@@ -17,6 +18,7 @@ use crate::core::rotation::state::{self, Transition};
 use crate::model::TenantId;
 use crate::model::{CredentialState, Permission};
 use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
 use serde_json::json;
 
 /// What one daily cycle did.
@@ -32,8 +34,6 @@ pub struct CycleReport {
     pub failed: Vec<TenantId>,
     /// Tenants noticed (due within 7 days).
     pub noticed: Vec<TenantId>,
-    /// Tenants whose stored credential no longer logs in.
-    pub drifted: Vec<TenantId>,
     /// Mailu global admins found unknown today (`tenant: email`), each alerted.
     pub unknown_admins: Vec<String>,
     /// What today's slice of the Vault-against-database reconciliation found (`tenant: what`).
@@ -46,11 +46,56 @@ pub struct CycleReport {
 /// What a heartbeat pass found.
 #[derive(Debug, Default)]
 pub struct Heartbeat {
+    /// Tenants logged in with (whatever the answer).
+    pub checked: Vec<TenantId>,
     /// Tenants whose stored credential no longer logs in.
     pub drifted: Vec<TenantId>,
     /// Tenants that could not be checked (Vault, crypto or database errors), with the error;
     /// the others were checked regardless.
     pub failed: Vec<(TenantId, String)>,
+}
+
+impl Heartbeat {
+    fn note(&mut self, tenant: TenantId, outcome: Result<bool>) {
+        match outcome {
+            Ok(drifted) => {
+                if drifted {
+                    self.drifted.push(tenant.clone());
+                }
+                self.checked.push(tenant);
+            }
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "heartbeat could not check the tenant");
+                self.failed.push((tenant, e.to_string()));
+            }
+        }
+    }
+}
+
+/// Logins the spread heartbeat runs at once against one SMTP host.
+pub const HEARTBEAT_PER_SERVER: usize = 2;
+/// SMTP hosts the spread heartbeat talks to at once.
+const HEARTBEAT_SERVERS_AT_ONCE: usize = 8;
+const DAY_MS: i64 = 86_400_000;
+
+/// A tenant's heartbeat time, in milliseconds into the UTC day: stable for the tenant and even
+/// over the day (the first 8 bytes of SHA-256 over its id).
+#[must_use]
+pub fn heartbeat_slot(tenant: &TenantId) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(tenant.as_str().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::try_from(u64::from_be_bytes(first) % 86_400_000).unwrap_or(0)
+}
+
+/// The tenant's first heartbeat time after `after`.
+#[must_use]
+pub fn next_heartbeat(tenant: &TenantId, after: DateTime<Utc>) -> DateTime<Utc> {
+    let at = after.timestamp_millis();
+    let today = at - at.rem_euclid(DAY_MS) + heartbeat_slot(tenant);
+    let next = if today > at { today } else { today + DAY_MS };
+    DateTime::from_timestamp_millis(next).unwrap_or(after)
 }
 
 const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
@@ -166,15 +211,6 @@ impl Core {
             Ok(noticed) => report.noticed = noticed,
             Err(e) => report.errors.push(format!("queueing rotation notices: {e}")),
         }
-        let mut heartbeat_failed = 0;
-        match self.heartbeat_all().await {
-            Ok(beat) => {
-                report.drifted = beat.drifted;
-                heartbeat_failed = beat.failed.len();
-                report.errors.extend(beat.failed.into_iter().map(|(t, e)| format!("heartbeat of {t}: {e}")));
-            }
-            Err(e) => report.errors.push(format!("heartbeat: {e}")),
-        }
         // A tenant's Mailu that cannot be asked is not an error of the cycle: the heartbeat
         // already speaks for its reachability; it is listed with the cycle's event.
         let mut inventory_failed = Vec::new();
@@ -187,8 +223,7 @@ impl Core {
         }
         let details = json!({
             "cycle": key, "holder": holder, "repaired": report.repaired.len(), "rotated": report.rotated.len(),
-            "failed": report.failed.len(), "noticed": report.noticed.len(), "drifted": report.drifted.len(),
-            "heartbeat_failed": heartbeat_failed, "unknown_admins": report.unknown_admins,
+            "failed": report.failed.len(), "noticed": report.noticed.len(), "unknown_admins": report.unknown_admins,
             "admin_inventory_failed": inventory_failed, "differences": report.differences, "errors": report.errors,
         });
         let severity =
@@ -277,14 +312,82 @@ impl Core {
         let mut beat = Heartbeat::default();
         for (tenant_id,) in rows {
             let Ok(tenant) = TenantId::parse(&tenant_id) else { continue };
-            match self.heartbeat_one(&tenant).await {
-                Ok(true) => beat.drifted.push(tenant),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(tenant = %tenant, error = %e, "heartbeat could not check the tenant");
-                    beat.failed.push((tenant, e.to_string()));
-                }
+            let outcome = self.heartbeat_one(&tenant).await;
+            beat.note(tenant, outcome);
+        }
+        Ok(beat)
+    }
+
+    /// The heartbeat spread over the day: every tenant is logged in with once a day at its own
+    /// time ([`heartbeat_slot`]), so no mail server sees the whole fleet's logins at once, and
+    /// at most [`HEARTBEAT_PER_SERVER`] at a time on one SMTP host. The monitor calls it every
+    /// minute; each call takes the tenants whose time has come (at most 500), claiming each with
+    /// a conditional update (so two consoles on one database log in once) that also sets its
+    /// next time. A tenant without a time yet gets its next one and waits for it (a new tenant,
+    /// or every tenant once after the upgrade: no burst then either).
+    ///
+    /// # Errors
+    /// Database errors listing or claiming the tenants; a tenant's own error is in the result.
+    pub async fn heartbeat_due(&self) -> Result<Heartbeat> {
+        let now = self.now();
+        let unslotted: Vec<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM tenants WHERE heartbeat_due_at_ms IS NULL LIMIT 10000")
+                .fetch_all(self.db.pool())
+                .await?;
+        if !unslotted.is_empty() {
+            let mut tx = self.db.begin_write().await?;
+            for (tenant,) in &unslotted {
+                let Ok(tenant) = TenantId::parse(tenant) else { continue };
+                sqlx::query(
+                    "UPDATE tenants SET heartbeat_due_at_ms = $1 WHERE tenant_id = $2 AND heartbeat_due_at_ms IS NULL",
+                )
+                .bind(next_heartbeat(&tenant, now).timestamp_millis())
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
             }
+            tx.commit().await?;
+        }
+        let due: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+            "SELECT tenant_id, smtp_host, heartbeat_due_at_ms FROM tenants WHERE heartbeat_due_at_ms <= $1 AND {} \
+             ORDER BY heartbeat_due_at_ms LIMIT 500",
+            HEARTBEAT.sources_sql()
+        ))
+        .bind(now.timestamp_millis())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut by_server: std::collections::BTreeMap<String, Vec<TenantId>> = std::collections::BTreeMap::new();
+        for (tenant, host, was) in due {
+            let Ok(tenant) = TenantId::parse(&tenant) else { continue };
+            let claimed = sqlx::query(
+                "UPDATE tenants SET heartbeat_due_at_ms = $1 WHERE tenant_id = $2 AND heartbeat_due_at_ms = $3",
+            )
+            .bind(next_heartbeat(&tenant, now).timestamp_millis())
+            .bind(tenant.as_str())
+            .bind(was)
+            .execute(self.db.pool())
+            .await?;
+            if claimed.rows_affected() == 1 {
+                by_server.entry(host.to_lowercase()).or_default().push(tenant);
+            }
+        }
+        let outcomes: Vec<Vec<(TenantId, Result<bool>)>> = futures_util::stream::iter(by_server.into_values())
+            .map(|tenants| async move {
+                futures_util::stream::iter(tenants)
+                    .map(|tenant| async move {
+                        let outcome = self.heartbeat_one(&tenant).await;
+                        (tenant, outcome)
+                    })
+                    .buffer_unordered(HEARTBEAT_PER_SERVER)
+                    .collect()
+                    .await
+            })
+            .buffer_unordered(HEARTBEAT_SERVERS_AT_ONCE)
+            .collect()
+            .await;
+        let mut beat = Heartbeat::default();
+        for (tenant, outcome) in outcomes.into_iter().flatten() {
+            beat.note(tenant, outcome);
         }
         Ok(beat)
     }
@@ -513,5 +616,27 @@ impl Core {
         .await?;
         tx.commit().await?;
         Ok(until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_times_are_stable_even_over_the_day_and_always_within_the_next_24_hours() {
+        let mut per_hour = [0u32; 24];
+        let after = DateTime::from_timestamp_millis(1_796_000_123_456).unwrap_or_default();
+        for i in 0..24_000 {
+            let Ok(tenant) = TenantId::parse(&format!("tenant-{i}")) else { continue };
+            let slot = heartbeat_slot(&tenant);
+            assert_eq!(slot, heartbeat_slot(&tenant));
+            per_hour[usize::try_from(slot / 3_600_000).unwrap_or(0)] += 1;
+            let next = next_heartbeat(&tenant, after);
+            assert!(next > after && next - after <= Duration::days(1), "{tenant}");
+            assert_eq!(next.timestamp_millis().rem_euclid(DAY_MS), slot);
+        }
+        // 1,000 an hour on average; a burst would put thousands in one hour.
+        assert!(per_hour.iter().all(|n| (850..1150).contains(n)), "{per_hour:?}");
     }
 }
