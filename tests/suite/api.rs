@@ -123,6 +123,29 @@ async fn a_store_follows_vault_when_it_moved_on_without_the_database() {
         let (status, answer) = env.vault_root(Method::POST, &format!("smtp/data/{tenant}/admin"), Some(copy)).await;
         assert_eq!(status, 200, "{answer}");
     }
+    // A secret read meanwhile: its event (committed while Vault answered) names the version
+    // the database recorded; Vault answered another, so a correction naming the version handed
+    // out is on the trail before the answer.
+    for (tenant, first, then) in [("acme", Some(1), 2)] {
+        let (status, _, secret) =
+            call(Method::GET, &format!("{base}/api/v1/tenants/{tenant}/smtp-credentials/secret"), Some(&token), None)
+                .await;
+        assert_eq!((status, secret["version"].as_u64()), (200, Some(then)), "{tenant}: {secret}");
+        let reads: Vec<(String,)> = sqlx::query_as(
+            "SELECT details FROM audit_events WHERE event_type = 'credential_secret_read' AND tenant_id = $1 ORDER BY seq",
+        )
+        .bind(tenant)
+        .fetch_all(env.core.db().pool())
+        .await
+        .unwrap();
+        let reads: Vec<serde_json::Value> = reads.iter().map(|(d,)| serde_json::from_str(d).unwrap()).collect();
+        let mut want = Vec::new();
+        if let Some(first) = first {
+            want.push(json!({"version": first, "field": "password"}));
+        }
+        want.push(json!({"version": then, "field": "password", "corrects_version": first}));
+        assert_eq!(reads, want, "{tenant}");
+    }
 
     for (tenant, want) in [("acme", 3u64), ("globex", 2)] {
         let (status, _, body) = store(tenant, "Next-Pass-2").await;
@@ -233,7 +256,25 @@ async fn a_ciphertext_copied_to_another_tenant_fails_to_decrypt_with_a_clear_err
     .fetch_one(env.core.db().pool())
     .await
     .unwrap();
-    assert_eq!(reads, 0, "nothing was revealed, so no read is recorded");
+    // Each read was recorded while Vault answered, and voided once the check failed: nothing
+    // was handed out, and the trail says so next to the critical event.
+    let voided: Vec<(String,)> = sqlx::query_as(
+        "SELECT details FROM audit_events WHERE event_type = 'credential_secret_read_voided' AND tenant_id = 'globex' ORDER BY seq",
+    )
+    .fetch_all(env.core.db().pool())
+    .await
+    .unwrap();
+    assert_eq!((reads, voided.len()), (2, 2), "every early read is voided");
+    for (details,) in voided {
+        let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+        assert_eq!(details["error"], "credential_integrity_error", "{details}");
+        let (read,): (String,) = sqlx::query_as("SELECT event_type FROM audit_events WHERE seq = $1")
+            .bind(details["voids_seq"].as_i64().unwrap())
+            .fetch_one(env.core.db().pool())
+            .await
+            .unwrap();
+        assert_eq!(read, "credential_secret_read");
+    }
 }
 
 #[tokio::test]

@@ -164,6 +164,8 @@ pub enum EventType {
     MailuAdminMarkedKnown,
     /// The incremental reconciliation found Vault and the database disagreeing about a tenant.
     ReconcileDifference,
+    /// A secret read recorded while Vault answered was not answered (an error came after).
+    CredentialSecretReadVoided,
 }
 
 impl EventType {
@@ -236,6 +238,7 @@ impl EventType {
             EventType::MailuUnknownAdminFound => "mailu_unknown_admin_found",
             EventType::MailuAdminMarkedKnown => "mailu_admin_marked_known",
             EventType::ReconcileDifference => "reconcile_difference",
+            EventType::CredentialSecretReadVoided => "credential_secret_read_voided",
         }
     }
 }

@@ -114,10 +114,10 @@ impl Core {
         }
         let vault = self.vault()?;
         let Some((pending, _)) = vault.read_pending(tenant).await? else {
-            // The tenant is marked `rotating` only after its pending record exists, and the
-            // record is dropped only after its password was promoted: with none left, the
-            // rotation finished during this call and `stored` may predate the promotion, while
-            // the mail server already takes the new password.
+            // The record is dropped only after its password was promoted: with none left, the
+            // rotation either finished during this call (`stored` may predate the promotion,
+            // while the mail server already takes the new password) or has not staged one yet
+            // (`rotating` is recorded first; the server has not been touched).
             if let Some(fresh) = vault.read_credential(tenant).await?
                 && fresh.version > stored.version
             {

@@ -33,6 +33,14 @@ use serde_json::json;
 const TENANT_COLUMNS: &str = "tenant_id, state, version, username, smtp_host, smtp_port, smtp_tls, webmail_url, \
      mailu_api_url, stored_at_ms, rotated_at_ms, next_rotation_at_ms";
 
+/// A secret read's event, committed while Vault answered: the state and version the database
+/// recorded, and the event's place in the chain.
+struct EarlyRead {
+    state: CredentialState,
+    version: u64,
+    seq: i64,
+}
+
 fn ms(t: Option<i64>) -> Option<DateTime<Utc>> {
     t.and_then(DateTime::from_timestamp_millis)
 }
@@ -83,18 +91,6 @@ impl Core {
             .outbound
             .check_url(&request.mailu_api_url)
             .map_err(|refused| crate::model::FieldError::new("mailu_api_url", refused.to_string()))?;
-        // SECURITY: storing over an existing tenant with another Mailu API URL re-points where
-        // every later password goes: the rule of a recovery onto a new URL applies.
-        let recorded: Option<(String,)> = sqlx::query_as("SELECT mailu_api_url FROM tenants WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(self.db.pool())
-            .await?;
-        let redirected_from = recorded
-            .map(|(url,)| url)
-            .filter(|url| !crate::core::recovery::same_destination(url, &request.mailu_api_url));
-        if redirected_from.is_some() {
-            authorize(actor, Permission::RedirectTenant)?;
-        }
         let keyring = self.keyring()?;
         let document = CredentialDocument {
             password: keyring.seal(tenant, SecretField::Password, &request.password)?,
@@ -114,14 +110,24 @@ impl Core {
         let mut trust_db = true;
         loop {
             let mut tx = self.db.begin_write().await?;
+            let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+            let recorded: Option<(i64, String)> =
+                sqlx::query_as(&format!("SELECT version, mailu_api_url FROM tenants WHERE tenant_id = $1{lock}"))
+                    .bind(tenant.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            // SECURITY: storing over an existing tenant with another Mailu API URL re-points
+            // where every later password goes: the rule of a recovery onto a new URL applies.
+            // Read in the same locked read as the version (one round trip less than apart).
+            let redirected_from = recorded
+                .as_ref()
+                .map(|(_, url)| url.clone())
+                .filter(|url| !crate::core::recovery::same_destination(url, &document.mailu_api_url));
+            if redirected_from.is_some() {
+                authorize(actor, Permission::RedirectTenant)?;
+            }
             let previous = if trust_db {
-                let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
-                let recorded: Option<(i64,)> =
-                    sqlx::query_as(&format!("SELECT version FROM tenants WHERE tenant_id = $1{lock}"))
-                        .bind(tenant.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                recorded.map_or(0, |(v,)| u64::try_from(v).unwrap_or_default())
+                recorded.map_or(0, |(v, _)| u64::try_from(v).unwrap_or_default())
             } else {
                 current_version(self, tenant).await?
             };
@@ -208,6 +214,13 @@ impl Core {
     /// The plaintext credential for a machine consumer. The read is audited (committed) before
     /// the plaintext is returned; if the audit write fails, nothing is returned.
     ///
+    /// The audit append does not wait for Vault: it runs while Vault answers, naming the version
+    /// the database recorded (the one Vault answers unless a write is under way). When Vault
+    /// answers another version, a second event naming it (and the one it corrects) is committed
+    /// before the answer; when the database has no row, the read is recorded after Vault
+    /// answers, as before. An event may thus stand for a read Vault then failed to serve: the
+    /// trail over-counts a read, never under-counts one.
+    ///
     /// # Errors
     /// [`Error::MissingScope`], [`Error::NotFound`], [`Error::Crypto`] when the stored ciphertext
     /// fails its integrity check (also audited, critical), Vault and database errors.
@@ -220,11 +233,51 @@ impl Core {
     ) -> Result<CredentialSecretView> {
         let now = self.now();
         authorize(actor, Permission::ReadSecret)?;
-        let (mut stored, state) = self.read_to_hand_out(tenant).await?;
-        let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state, now).await?;
-        let details = json!({"version": stored.version, "field": SecretField::Password.as_str()});
-        let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
-        audit::record(&self.db, actor, client, event, now).await?;
+        let vault = self.vault()?;
+        let (stored, audited) = futures_util::future::join(
+            vault.read_credential(tenant),
+            self.audit_secret_read(actor, client, tenant, now),
+        )
+        .await;
+        let audited = audited?;
+        let answer = async {
+            let mut stored = stored?.ok_or(Error::NotFound("credential"))?;
+            // Vault answered before a rotation promoted its password and the database after it
+            // recorded the result: read again (see `read_to_hand_out`).
+            if let Some(early) = &audited
+                && early.version > stored.version
+            {
+                stored = vault.read_credential(tenant).await?.ok_or(Error::NotFound("credential"))?;
+            }
+            let state = audited.as_ref().map(|early| early.state);
+            let password = self.password_to_hand_out(actor, client, tenant, &mut stored, state, now).await?;
+            let recorded = audited.as_ref().map(|early| early.version);
+            if recorded != Some(stored.version) {
+                // SECURITY: the version handed out is on the trail before the answer leaves.
+                let details = json!({
+                    "version": stored.version, "field": SecretField::Password.as_str(), "corrects_version": recorded,
+                });
+                let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
+                audit::record(&self.db, actor, client, event, now).await?;
+            }
+            Ok::<_, Error>((stored, password))
+        }
+        .await;
+        let (stored, password) = match (answer, audited) {
+            (Ok(answer), _) => answer,
+            (Err(error), Some(early)) => {
+                // The read recorded while Vault answered was not answered after all: said so
+                // (best effort: the error goes back either way, and a read too many on the
+                // trail is the safe side).
+                let details = json!({"voids_seq": early.seq, "version": early.version, "error": error.code().as_str()});
+                let event = NewEvent::info(EventType::CredentialSecretReadVoided, Some(tenant), details);
+                if let Err(e) = audit::record(&self.db, actor, client, event, self.now()).await {
+                    tracing::error!(tenant = %tenant, error = %e, "could not record that a secret read was not answered");
+                }
+                return Err(error);
+            }
+            (Err(error), None) => return Err(error),
+        };
         let smtp_tls = stored.document.tls();
         Ok(CredentialSecretView {
             tenant_id: tenant.clone(),
@@ -235,6 +288,31 @@ impl Core {
             smtp_tls,
             version: stored.version,
         })
+    }
+
+    /// Commits the `credential_secret_read` event of the version the database recorded, and
+    /// returns what it recorded; `None` (nothing recorded) without a row.
+    async fn audit_secret_read(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EarlyRead>> {
+        let mut tx = self.db.begin_write().await?;
+        let row: Option<(String, i64)> = sqlx::query_as("SELECT state, version FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((state, version)) = row else { return Ok(None) };
+        // A state this build does not know is read as one that may have a pending password.
+        let state = CredentialState::from_name(&state).unwrap_or(CredentialState::NeedsReconcile);
+        let version = u64::try_from(version).unwrap_or_default();
+        let details = json!({"version": version, "field": SecretField::Password.as_str()});
+        let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
+        let seq = audit::append(&mut tx, actor, client, event, now).await?;
+        tx.commit().await?;
+        Ok(Some(EarlyRead { state, version, seq }))
     }
 
     /// Names the cause of a failed decryption as precisely as possible, records it (critical)
