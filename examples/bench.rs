@@ -134,6 +134,9 @@ struct Args {
     /// Where the JSON and Markdown results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Run the scale rows instead, with this many tenants (issue 18: 100000).
+    #[arg(long)]
+    scale: Option<usize>,
 }
 
 /// One line of the result table.
@@ -1190,6 +1193,337 @@ async fn run_load(report: &mut Report, console: &Console, sessions: usize, secs:
     Ok(())
 }
 
+/// Requests OpenBao's file audit device has logged so far (one `request` line per call).
+fn vault_requests(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("vault-audit.log"))
+        .map(|log| log.lines().filter(|l| l.contains("\"type\":\"request\"")).count())
+        .unwrap_or(0)
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Times `n` calls of `call` (after 5 warm-up calls).
+async fn timed<F, Fut>(n: usize, mut call: F) -> Fallible<Latency>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Fallible<()>>,
+{
+    for _ in 0..5 {
+        call().await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        call().await?;
+        samples.push(started.elapsed());
+    }
+    Ok(latency(&mut samples))
+}
+
+/// The list page and the overview on one database holding `n` tenants, in-process.
+async fn scale_queries(report: &mut Report, label: &str, core: &Core, n: usize) -> Fallible<()> {
+    use smtp_vault::model::{TenantFilter, TenantQuery};
+    let middle = format!("n.sc-{:06}", n / 2);
+    let cases = [
+        ("first page", TenantQuery::default()),
+        ("middle page", TenantQuery { cursor: Some(middle), ..TenantQuery::default() }),
+        ("filtered (drifted)", TenantQuery { state: Some(TenantFilter::Drifted), ..TenantQuery::default() }),
+        ("search (\"-0421\")", TenantQuery { search: Some("-0421".into()), ..TenantQuery::default() }),
+    ];
+    for (what, query) in cases {
+        let page = core.tenant_page(&Actor::operator(), &query).await?;
+        let body = serde_json::to_vec(&page)?.len();
+        let l = timed(200, || {
+            let query = query.clone();
+            async move { core.tenant_page(&Actor::operator(), &query).await.map(|_| ()).map_err(Into::into) }
+        })
+        .await?;
+        report.add(
+            format!("Tenant list page, {n} tenants, {label}: {what} (in-process, 200 calls)"),
+            format!(
+                "p50 {:.2} ms, p95 {:.2} ms; {} of {} shown, body {:.1} KB",
+                l.p50,
+                l.p95,
+                page.tenants.len(),
+                page.total,
+                body as f64 / 1024.0
+            ),
+            "p95 ≤ 50 ms, body ≤ 100 KB",
+            Some(l.p95 <= 50.0 && body <= 100 * 1024),
+        );
+    }
+    let l = timed(200, || async { core.overview(&Actor::operator()).await.map(|_| ()).map_err(Into::into) }).await?;
+    report.add(
+        format!("Overview, {n} tenants, {label} (in-process, 200 calls)"),
+        format!("p50 {:.2} ms, p95 {:.2} ms", l.p50, l.p95),
+        "p95 ≤ 100 ms",
+        Some(l.p95 <= 100.0),
+    );
+    Ok(())
+}
+
+/// Issue 18's rows at `n` tenants: store rate, list pages (SQLite over HTTP and in-process,
+/// PostgreSQL in-process on a copy of the rows), the overview, start-up with the Vault calls
+/// it makes, the daily cycle (the due share rotated on the realistic stand-in, the
+/// reconciliation's slice) and a heartbeat pass, backup + verified restore, RSS.
+async fn run_scale(
+    report: &mut Report,
+    console: &Console,
+    mail: &MailStandIn,
+    work: &Path,
+    http: &reqwest::Client,
+    (addr, root): (&str, &str),
+    n: usize,
+    pg_url: Option<&str>,
+) -> Fallible<()> {
+    let core = &console.core;
+    // Store rate: every tenant through the core (32 at once), beside bare KV writes of the same
+    // document size on a 2,000-write sample at the same concurrency.
+    let started = Instant::now();
+    let mut done = 0;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let core = core.clone();
+            set.spawn(async move {
+                let request = StoreCredentialRequest::from_json(credential_body(i)).unwrap();
+                let tenant = TenantId::parse(&format!("sc-{i:06}")).unwrap();
+                core.store_credential(&Actor::operator(), &ClientInfo::local(), &tenant, request).await
+            });
+        }
+        while let Some(stored) = set.join_next().await {
+            stored??;
+        }
+        done += chunk.len();
+        if done % 10_000 < 32 {
+            eprintln!("stored {done} of {n}");
+        }
+    }
+    let store_rate = n as f64 / started.elapsed().as_secs_f64();
+    let sample = 2000;
+    let started = Instant::now();
+    for chunk in (0..sample).collect::<Vec<_>>().chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (http, url, root) = (http.clone(), format!("{addr}/v1/smtp/data/bare-{i}/admin"), root.to_owned());
+            set.spawn(async move {
+                let body = json!({"data": credential_body(i), "options": {"cas": 0}});
+                expect_ok(http.post(url).header("X-Vault-Token", root).json(&body).send().await?).await
+            });
+        }
+        while let Some(written) = set.join_next().await {
+            written??;
+        }
+    }
+    let bare_rate = sample as f64 / started.elapsed().as_secs_f64();
+    report.add(
+        format!("Store {n} tenants (32 at once) vs bare KV write ({sample}, 32 at once)"),
+        format!("{store_rate:.0}/s vs bare {bare_rate:.0}/s ({:.2}×)", store_rate / bare_rate),
+        "",
+        None,
+    );
+    // 1% drifted, for the filtered rows.
+    sqlx::query("UPDATE tenants SET state = 'drifted' WHERE tenant_id LIKE 'sc-%' AND tenant_id LIKE '%00'")
+        .execute(core.db().pool())
+        .await?;
+    // The list over HTTP, as a provisioning backend asks it.
+    let middle = format!("n.sc-{:06}", n / 2);
+    for (what, query) in [
+        ("first page", String::new()),
+        ("middle page", format!("?cursor={middle}")),
+        ("filtered (drifted)", "?state=drifted".to_owned()),
+    ] {
+        let url = format!("{}/api/v1/tenants{query}", console.base);
+        let body = http.get(&url).bearer_auth(&console.token).send().await?.bytes().await?.len();
+        let l = timed(200, || {
+            let (http, url, token) = (http.clone(), url.clone(), console.token.clone());
+            async move { expect_ok(http.get(url).bearer_auth(token).send().await?).await }
+        })
+        .await?;
+        report.add(
+            format!("GET /api/v1/tenants, {n} tenants, SQLite: {what} (200 requests)"),
+            format!("p50 {:.2} ms, p95 {:.2} ms, body {:.1} KB", l.p50, l.p95, body as f64 / 1024.0),
+            "p95 ≤ 50 ms, body ≤ 100 KB",
+            Some(l.p95 <= 50.0 && body <= 100 * 1024),
+        );
+    }
+    scale_queries(report, "SQLite", core, n).await?;
+    if let Some(pg) = pg_url {
+        let name = format!("scale_{}", std::process::id());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(pg).await?;
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await?;
+        let base = pg.rsplit_once('/').map_or(pg, |(b, _)| b);
+        let mut config = console.config.clone();
+        config.database_url = format!("{base}/{name}");
+        let pg_core = Core::connect(&config, Needs::DB, None).await?;
+        // The same rows, copied (PostgreSQL has no Vault of its own here: only the queries are timed).
+        let rows: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT tenant_id, state, version, next_rotation_at_ms, heartbeat_ok_at_ms FROM tenants WHERE tenant_id LIKE 'sc-%'",
+        )
+        .fetch_all(core.db().pool())
+        .await?;
+        for chunk in rows.chunks(1000) {
+            let mut tx = pg_core.db().pool().begin().await?;
+            for (id, state, version, next, beat) in chunk {
+                sqlx::query(
+                    "INSERT INTO tenants (tenant_id, state, version, username, smtp_host, smtp_port, webmail_url, \
+                     mailu_api_url, stored_at_ms, next_rotation_at_ms, created_at_ms, updated_at_ms, heartbeat_ok_at_ms) \
+                     VALUES ($1, $2, $3, 'admin@example.com', 'mail.example.com', 587, 'https://mail.example.com', \
+                     'https://mail.example.com/api', 0, $4, 0, 0, $5)",
+                )
+                .bind(id)
+                .bind(state)
+                .bind(version)
+                .bind(next)
+                .bind(beat)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        sqlx::query("ANALYZE tenants").execute(pg_core.db().pool()).await?;
+        scale_queries(report, "PostgreSQL", &pg_core, n).await?;
+    } else {
+        report.add("Scale rows on PostgreSQL", "skipped: no --pg-url", "", None);
+    }
+    // Start-up: connect (AppRole login) to ready, then the repair of interrupted rotations.
+    let before = vault_requests(work);
+    let started = Instant::now();
+    let restarted = Core::connect(&console.config, Needs::ALL, None).await?;
+    let ready = started.elapsed().as_secs_f64() * 1000.0;
+    let repaired = restarted.repair_interrupted_rotations().await?;
+    let repair_done = started.elapsed().as_secs_f64() * 1000.0;
+    let calls = vault_requests(work) - before;
+    report.add(
+        format!("Start-up with {n} tenants, nothing interrupted"),
+        format!("ready in {ready:.0} ms, repair done at {repair_done:.0} ms ({repaired} repaired); {calls} Vault calls in all"),
+        "Vault calls O(1), not O(tenants)",
+        Some(calls < 20),
+    );
+    // The daily cycle: the due share (1/90 of the tenants, at the default 90-day period) lives
+    // on the realistic stand-in and is rotated; the reconciliation compares its seventh.
+    let due = (n / 90).max(1);
+    let api_url = mail.env["API_URL"].clone();
+    let smtp_port: u16 = mail.env["SMTPS_PORT"].parse()?;
+    for chunk in (0..due).collect::<Vec<_>>().chunks(16) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let core = core.clone();
+            let request = ProvisionCredentialRequest {
+                username: format!("admin@due{i}.example"),
+                smtp_host: "localhost".into(),
+                smtp_port,
+                smtp_tls: smtp_vault::model::SmtpTls::Implicit,
+                webmail_url: format!("https://mail.due{i}.example/"),
+                mailu_api_url: api_url.clone(),
+                mailu_api_token: "bench-token-1234".to_owned().into(),
+                password_policy: None,
+                contact_email: None,
+                reveal_notice: None,
+            };
+            set.spawn(async move {
+                let tenant = TenantId::parse(&format!("due-{i:05}")).unwrap();
+                core.provision_credential(&Actor::operator(), &ClientInfo::local(), &tenant, request).await
+            });
+        }
+        while let Some(provisioned) = set.join_next().await {
+            provisioned??;
+        }
+    }
+    sqlx::query("UPDATE tenants SET next_rotation_at_ms = 0 WHERE tenant_id LIKE 'due-%'")
+        .execute(core.db().pool())
+        .await?;
+    let before = vault_requests(work);
+    let started = Instant::now();
+    let cycle = core.run_daily_cycle("bench", 8).await;
+    let cycle_s = started.elapsed().as_secs_f64();
+    let calls = vault_requests(work) - before;
+    let (rotated, failed, differences) = match &cycle {
+        Ok(c) => (c.rotated.len(), c.failed.len(), c.differences.len()),
+        Err(e) => {
+            eprintln!("daily cycle: {e}");
+            (0, 0, 0)
+        }
+    };
+    report.add(
+        format!("Daily cycle, {} tenants, {due} due on the realistic stand-in (8 at once)", n + due),
+        format!("{cycle_s:.1} s: {rotated} rotated, {failed} failed, reconciliation slice of a seventh ({differences} differences); {calls} Vault calls"),
+        "",
+        None,
+    );
+    // A heartbeat pass: the due tenants' times are made now (a minute's share at 100,000 is 70).
+    sqlx::query("UPDATE tenants SET heartbeat_due_at_ms = 0 WHERE tenant_id LIKE 'due-%'")
+        .execute(core.db().pool())
+        .await?;
+    let started = Instant::now();
+    let beat = core.heartbeat_due().await?;
+    report.add(
+        format!(
+            "Heartbeat pass of {} tenants on one Mailu (2 logins at once per server)",
+            beat.checked.len() + beat.failed.len()
+        ),
+        format!(
+            "{:.1} s; {} drifted, {} could not be checked; a day's share per minute at {n} tenants: {}",
+            started.elapsed().as_secs_f64(),
+            beat.drifted.len(),
+            beat.failed.len(),
+            n.div_ceil(1440)
+        ),
+        "",
+        None,
+    );
+    // Backup + verified restore into an empty raft OpenBao, then RSS.
+    let started = Instant::now();
+    let backup = core.run_backup(&Actor::operator(), &mut |_, _| {}).await?;
+    let backup_s = started.elapsed().as_secs_f64();
+    let (_raft, raft_addr, raft_root) = start_raft_bao(&work.join("scale-raft"), http).await?;
+    let mut config = console.config.clone();
+    config.vault_addrs = smtp_vault::core::config::vault_addrs(&raft_addr)?;
+    config.vault_token = Some(raft_root.into());
+    config.vault_role_id = None;
+    config.vault_secret_id = None;
+    let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await?;
+    let setup = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await?;
+    config.vault_token = None;
+    config.vault_role_id = Some(setup.role_id);
+    config.vault_secret_id = Some(setup.secret_id);
+    config.database_url = format!("sqlite://{}/scale-restore.db", work.display());
+    let replacement = Core::connect(&config, Needs::ALL, None).await?;
+    let started = Instant::now();
+    let options = smtp_vault::core::backup::RestoreOptions::default();
+    let restored =
+        replacement.restore_backup(&Actor::operator(), &backup.manifest.id, &options, &mut |_, _| {}).await?;
+    let restore_s = started.elapsed().as_secs_f64();
+    report.add(
+        format!("Backup + verified restore into an empty raft OpenBao ({} tenants)", backup.manifest.tenants),
+        format!(
+            "backup {backup_s:.1} s, restore {restore_s:.1} s ({} verified, {} failed): {:.1} s",
+            restored.verified,
+            restored.failed.len(),
+            backup_s + restore_s
+        ),
+        "≤ 5 min",
+        Some(backup_s + restore_s <= 300.0 && restored.failed.is_empty()),
+    );
+    let mb = rss_mb();
+    report.add(
+        format!("RSS after storing, listing and backing up {n} tenants (the whole benchmark process: console, client, harness)"),
+        format!("{mb:.0} MB"),
+        "≤ 150 MB",
+        Some(mb <= 150.0),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Fallible<()> {
     let args = Args::parse();
@@ -1206,7 +1540,10 @@ async fn main() -> Fallible<()> {
     let console_dir = work.path().join("console");
     std::fs::create_dir_all(&console_dir)?;
     let console = start_console(&console_dir, &addr, &root, Some(PathBuf::from(&mail.env["CA_FILE"]))).await?;
-    if args.load {
+    if let Some(n) = args.scale {
+        let bao = (addr.as_str(), root.as_str());
+        run_scale(&mut report, &console, &mail, work.path(), &http, bao, n, args.pg_url.as_deref()).await?;
+    } else if args.load {
         run_load(&mut report, &console, args.load_sessions, args.load_secs).await?;
     } else {
         let bare_rate = if wants("kv") {
@@ -1242,7 +1579,13 @@ async fn main() -> Fallible<()> {
     }
     std::fs::create_dir_all(&args.out)?;
     let machine = machine();
-    let name = if args.load { "load" } else { "bench" };
+    let name = if args.scale.is_some() {
+        "scale"
+    } else if args.load {
+        "load"
+    } else {
+        "bench"
+    };
     std::fs::write(
         args.out.join(format!("{name}.json")),
         serde_json::to_vec_pretty(&json!({"machine": machine, "rows": report.0}))?,

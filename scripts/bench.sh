@@ -6,6 +6,7 @@
 #   scripts/bench.sh                 # every row (about 10 minutes after the build)
 #   scripts/bench.sh --load          # 200 signed-in admins revealing for 60 s
 #   scripts/bench.sh --only kv,audit # some rows (kv, rotation, reset, backup, audit, memory)
+#   scripts/bench.sh --scale 100000  # issue 18: store, list pages, overview, start-up, daily cycle, backup at N tenants
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"

@@ -60,8 +60,9 @@ async fn an_unknown_global_admin_on_a_tenant_s_mailu_is_alerted_once_and_vouched
         serde_json::json!({"email": "backdoor@acme.example", "raw_password": "x-Rogue-1", "global_admin": true});
     mailu_api(&mail, reqwest::Method::POST, "/user", rogue).await;
 
-    // The daily cycle takes the inventory.
-    let report = env.core.run_daily_cycle("test", 2).await.unwrap();
+    // The heartbeat takes the inventory in the tenant's daily turn (made now).
+    sqlx::query("UPDATE tenants SET heartbeat_due_at_ms = 0").execute(env.core.db().pool()).await.unwrap();
+    let report = env.core.heartbeat_due().await.unwrap();
     assert_eq!(report.unknown_admins, ["acme: backdoor@acme.example"]);
     let alerts = "SELECT COUNT(*) FROM alerts WHERE kind = 'mailu_unknown_admin' AND severity = 'critical'";
     assert_eq!(count(&env, alerts).await, 1);

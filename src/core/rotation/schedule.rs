@@ -1,6 +1,6 @@
 //! Scheduled work as core operations: the daily cycle (repair interrupted rotations, a slice
-//! of the reconciliation, rotate what is due, queue 7-day notices once, the Mailu admin
-//! inventory), the heartbeat spread over the day (each tenant at its own time) and rotation
+//! of the reconciliation, rotate what is due, queue 7-day notices once), the heartbeat spread
+//! over the day (each tenant at its own time: a login and the Mailu admin inventory) and rotation
 //! deferral. Single-flight across console instances: a cycle runs only for the instance that
 //! claims its key in the database (insert-once row), so two consoles on one PostgreSQL run it
 //! once. Every run is audited.
@@ -34,8 +34,6 @@ pub struct CycleReport {
     pub failed: Vec<TenantId>,
     /// Tenants noticed (due within 7 days).
     pub noticed: Vec<TenantId>,
-    /// Mailu global admins found unknown today (`tenant: email`), each alerted.
-    pub unknown_admins: Vec<String>,
     /// What today's slice of the Vault-against-database reconciliation found (`tenant: what`).
     pub differences: Vec<String>,
     /// What failed along the way (a tenant's repair or heartbeat, or a whole stage), each with
@@ -53,6 +51,8 @@ pub struct Heartbeat {
     /// Tenants that could not be checked (Vault, crypto or database errors), with the error;
     /// the others were checked regardless.
     pub failed: Vec<(TenantId, String)>,
+    /// Mailu global admins the spread pass found unknown (`tenant: email`), each alerted.
+    pub unknown_admins: Vec<String>,
 }
 
 impl Heartbeat {
@@ -99,6 +99,7 @@ pub fn next_heartbeat(tenant: &TenantId, after: DateTime<Utc>) -> DateTime<Utc> 
 }
 
 const SYSTEM: Actor = Actor::System { job: "daily-cycle" };
+const SYSTEM_HEARTBEAT: Actor = Actor::System { job: "heartbeat" };
 /// The tenants a heartbeat checks and may move (its two transitions leave from the same states).
 const HEARTBEAT: Transition = Transition::HeartbeatAccepted;
 
@@ -211,20 +212,10 @@ impl Core {
             Ok(noticed) => report.noticed = noticed,
             Err(e) => report.errors.push(format!("queueing rotation notices: {e}")),
         }
-        // A tenant's Mailu that cannot be asked is not an error of the cycle: the heartbeat
-        // already speaks for its reachability; it is listed with the cycle's event.
-        let mut inventory_failed = Vec::new();
-        match self.check_mailu_admins(&SYSTEM, None).await {
-            Ok(inventory) => {
-                report.unknown_admins = inventory.unknown;
-                inventory_failed = inventory.failed.into_iter().map(|(t, e)| format!("{t}: {e}")).collect();
-            }
-            Err(e) => report.errors.push(format!("Mailu admin inventory: {e}")),
-        }
         let details = json!({
             "cycle": key, "holder": holder, "repaired": report.repaired.len(), "rotated": report.rotated.len(),
-            "failed": report.failed.len(), "noticed": report.noticed.len(), "unknown_admins": report.unknown_admins,
-            "admin_inventory_failed": inventory_failed, "differences": report.differences, "errors": report.errors,
+            "failed": report.failed.len(), "noticed": report.noticed.len(),
+            "differences": report.differences, "errors": report.errors,
         });
         let severity =
             if report.errors.is_empty() && report.differences.is_empty() { Severity::Info } else { Severity::Warning };
@@ -371,23 +362,37 @@ impl Core {
                 by_server.entry(host.to_lowercase()).or_default().push(tenant);
             }
         }
-        let outcomes: Vec<Vec<(TenantId, Result<bool>)>> = futures_util::stream::iter(by_server.into_values())
-            .map(|tenants| async move {
-                futures_util::stream::iter(tenants)
-                    .map(|tenant| async move {
-                        let outcome = self.heartbeat_one(&tenant).await;
-                        (tenant, outcome)
-                    })
-                    .buffer_unordered(HEARTBEAT_PER_SERVER)
-                    .collect()
-                    .await
-            })
-            .buffer_unordered(HEARTBEAT_SERVERS_AT_ONCE)
-            .collect()
-            .await;
+        let outcomes: Vec<Vec<(TenantId, (Result<bool>, Vec<String>))>> = futures_util::stream::iter(
+            by_server.into_values(),
+        )
+        .map(|tenants| async move {
+            futures_util::stream::iter(tenants)
+                .map(|tenant| async move {
+                    let outcome = self.heartbeat_one(&tenant).await;
+                    // The tenant's Mailu global admins, in the same turn: one more call to
+                    // the same server, once a day, instead of the whole fleet's at 02:00. A
+                    // Mailu that cannot be asked is no failure of the heartbeat (the login
+                    // already speaks for its reachability); it is logged.
+                    let inventory = match self.check_mailu_admins(&SYSTEM_HEARTBEAT, Some(&tenant)).await {
+                        Ok(found) => found.unknown,
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant, error = %e, "could not take the Mailu admin inventory");
+                            Vec::new()
+                        }
+                    };
+                    (tenant, (outcome, inventory))
+                })
+                .buffer_unordered(HEARTBEAT_PER_SERVER)
+                .collect()
+                .await
+        })
+        .buffer_unordered(HEARTBEAT_SERVERS_AT_ONCE)
+        .collect()
+        .await;
         let mut beat = Heartbeat::default();
-        for (tenant, outcome) in outcomes.into_iter().flatten() {
+        for (tenant, (outcome, unknown)) in outcomes.into_iter().flatten() {
             beat.note(tenant, outcome);
+            beat.unknown_admins.extend(unknown);
         }
         Ok(beat)
     }
