@@ -1193,6 +1193,9 @@ async fn run_load(report: &mut Report, console: &Console, sessions: usize, secs:
     Ok(())
 }
 
+/// `tenant_id, state, version, next_rotation_at_ms, heartbeat_ok_at_ms`, copied to PostgreSQL.
+type ScaleRow = (String, String, i64, Option<i64>, Option<i64>);
+
 /// Requests OpenBao's file audit device has logged so far (one `request` line per call).
 fn vault_requests(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("vault-audit.log"))
@@ -1275,6 +1278,7 @@ async fn scale_queries(report: &mut Report, label: &str, core: &Core, n: usize) 
 /// PostgreSQL in-process on a copy of the rows), the overview, start-up with the Vault calls
 /// it makes, the daily cycle (the due share rotated on the realistic stand-in, the
 /// reconciliation's slice) and a heartbeat pass, backup + verified restore, RSS.
+#[expect(clippy::too_many_arguments, reason = "the harness's pieces, each used")]
 async fn run_scale(
     report: &mut Report,
     console: &Console,
@@ -1366,7 +1370,7 @@ async fn run_scale(
         config.database_url = format!("{base}/{name}");
         let pg_core = Core::connect(&config, Needs::DB, None).await?;
         // The same rows, copied (PostgreSQL has no Vault of its own here: only the queries are timed).
-        let rows: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<ScaleRow> = sqlx::query_as(
             "SELECT tenant_id, state, version, next_rotation_at_ms, heartbeat_ok_at_ms FROM tenants WHERE tenant_id LIKE 'sc-%'",
         )
         .fetch_all(core.db().pool())

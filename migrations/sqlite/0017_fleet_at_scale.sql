@@ -9,7 +9,8 @@ CREATE INDEX tenants_state ON tenants (state, tenant_id);
 CREATE INDEX tenants_next_rotation ON tenants (next_rotation_at_ms);
 CREATE INDEX tenants_heartbeat_ok ON tenants (heartbeat_ok_at_ms);
 CREATE INDEX tenants_heartbeat_due ON tenants (heartbeat_due_at_ms);
-CREATE INDEX tenants_last_error ON tenants (last_error);
+CREATE INDEX tenants_rate_limited ON tenants (tenant_id)
+    WHERE last_error = 'Mailu rate-limits the console''s address: add it to AUTH_RATELIMIT_EXEMPTION in mailu.env';
 CREATE INDEX alerts_unacknowledged ON alerts (created_at_ms) WHERE acknowledged_at_ms IS NULL;
 CREATE INDEX incidents_open ON incidents (opened_at_ms) WHERE state = 'open';
 -- One row per incremental walk over the tenants: the last tenant id it reached ('' to start).
@@ -18,3 +19,8 @@ CREATE TABLE fleet_cursors (
     position       TEXT   NOT NULL,
     updated_at_ms  BIGINT NOT NULL
 );
+-- A console before this one wrote a rotation's pending record before recording its start, so a
+-- crash could leave one only Vault knows of: the first start-up after the upgrade looks through
+-- Vault once (a fresh install has nothing to look for).
+INSERT INTO fleet_cursors (name, position, updated_at_ms)
+    SELECT 'legacy_pending_scan', '', 0 WHERE EXISTS (SELECT 1 FROM tenants);

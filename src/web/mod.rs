@@ -220,6 +220,21 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     });
     tokio::spawn({
         let core = core.clone();
+        // The heartbeat spread over the day: each minute, the tenants whose time has come (a
+        // task of its own, so slow logins never hold up the monitor's rules).
+        async move {
+            if core.mail().is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                core.run_heartbeat_pass().await;
+            }
+        }
+    });
+    tokio::spawn({
+        let core = core.clone();
         async move {
             match core.repair_interrupted_rotations().await {
                 Ok(0) => {}

@@ -803,6 +803,15 @@ async fn one_broken_tenant_does_not_stop_the_heartbeat_or_the_cycle_record() {
     let beat = s.env.core.heartbeat_due().await.unwrap();
     assert_eq!(beat.failed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["acme"]);
     assert_eq!(beat.checked.iter().map(TenantId::as_str).collect::<Vec<_>>(), ["globex"]);
+    // acme is tried again in an hour, globex tomorrow.
+    let due: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tenant_id, heartbeat_due_at_ms FROM tenants ORDER BY tenant_id")
+            .fetch_all(s.env.core.db().pool())
+            .await
+            .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((now + 3_500_000..=now + 3_600_000).contains(&due[0].1), "{due:?}");
+    assert!(due[1].1 > now, "{due:?}");
 }
 
 /// Issue 15, point 2: a Mailu whose API is off (its default) is not "down": the rotation stops
@@ -1151,4 +1160,72 @@ async fn the_spread_heartbeat_logs_in_to_every_tenant_once_a_day_at_its_own_time
                 .unwrap();
         assert_eq!(ok, 8, "day {day}");
     }
+}
+
+/// Issue 18, point 3 (review): what leaves a pending record the database does not mark is
+/// handled without the full scan — the first start after the upgrade looks through Vault once;
+/// a store over a tenant mid-rotation drops the pending record it replaces; the reconciliation
+/// reports a tenant it cannot read and carries on with the others.
+#[tokio::test]
+async fn leftovers_from_before_the_upgrade_a_store_mid_rotation_and_a_broken_record_are_settled() {
+    let tenants: [&'static str; 3] = ["up", "mid", "bad"];
+    let s = setup(&tenants).await;
+    let pending_of = |password: &serde_json::Value| {
+        serde_json::json!({"data": {
+            "rotation_id": "old-console", "password": password, "phase": "staged",
+            "attempts": 0, "trigger": "scheduled", "started_at": "2026-12-01T00:00:00Z",
+        }, "options": {"cas": 0}})
+    };
+    // `up`: an older console staged a pending record and died before recording its start.
+    let (_, up) = s.env.vault_root(reqwest::Method::GET, "smtp/data/up/admin", None).await;
+    let body = pending_of(&up["data"]["data"]["password"]);
+    let (status, _) = s.env.vault_root(reqwest::Method::POST, "smtp/data/up/pending", Some(body)).await;
+    assert!((200..300).contains(&status));
+    assert_eq!(s.env.core.repair_interrupted_rotations().await.unwrap(), 0, "no scan on a fresh install");
+    // The upgrade's migration asks for one scan where tenants existed before it.
+    sqlx::query("INSERT INTO fleet_cursors (name, position, updated_at_ms) VALUES ('legacy_pending_scan', '', 0)")
+        .execute(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(s.env.core.repair_interrupted_rotations().await.unwrap(), 1);
+    assert!(!pending_exists(&s, "up").await);
+    let (asked,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM fleet_cursors WHERE name = 'legacy_pending_scan'")
+        .fetch_one(s.env.core.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(asked, 0, "once");
+
+    // `mid`: a rotation stopped after staging; then the provisioning backend stores over it.
+    let mid = TenantId::parse("mid").unwrap();
+    let crashed = s.env.core.clone().with_fault_injector(Arc::new(|t: &TenantId, at: RotationStep| {
+        at == RotationStep::PendingStaged && t.as_str() == "mid"
+    }));
+    assert!(crashed.rotate_credential(&system(), &ClientInfo::local(), &mid, "scheduled").await.is_err());
+    assert!(pending_exists(&s, "mid").await);
+    let mut body = credential_body("Initial-mid-Pass", API_TOKEN);
+    body["username"] = "admin@mid.example".into();
+    body["smtp_host"] = "localhost".into();
+    body["smtp_port"] = s.mail.smtp_port.into();
+    body["mailu_api_url"] = s.mail.api_url.clone().into();
+    let request = StoreCredentialRequest::from_json(body).unwrap();
+    s.env.core.store_credential(&Actor::operator(), &ClientInfo::local(), &mid, request).await.unwrap();
+    assert!(!pending_exists(&s, "mid").await, "the store dropped the pending record it replaced");
+    let meta = s.env.core.credential_metadata(&Actor::operator(), &mid).await.unwrap();
+    assert_eq!(meta.state.as_str(), "active");
+    let (_, check) = consumer_view(&s, &s.env.core, "mid").await;
+    assert_eq!(check, LoginCheck::Accepted);
+
+    // `bad`: a pending record that is not one; the slice reports it and compares the rest.
+    let (status, _) = s
+        .env
+        .vault_root(
+            reqwest::Method::POST,
+            "smtp/data/bad/pending",
+            Some(serde_json::json!({"data": {"nonsense": true}, "options": {"cas": 0}})),
+        )
+        .await;
+    assert!((200..300).contains(&status));
+    let slice = s.env.core.reconcile_slice(&system()).await.unwrap();
+    assert_eq!(slice.checked, 3);
+    assert_eq!(slice.differences, ["bad: check_failed"]);
 }

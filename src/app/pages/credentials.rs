@@ -158,7 +158,13 @@ pub fn CredentialsPage() -> impl IntoView {
                                 {move || page.get().map(|answer| match answer {
                                     Err(e) => view! { <p class="error">{e.message}</p> }.into_any(),
                                     Ok(None) => ().into_any(),
-                                    Ok(Some(page)) if page.tenants.is_empty() => view! { <p>"No tenants match."</p> }.into_any(),
+                                    Ok(Some(page)) if page.tenants.is_empty() => {
+                                        let f = filters.get();
+                                        view! {
+                                            <p>"No tenants match."</p>
+                                            {(!f.cursor.is_empty()).then(|| view! { <a href=f.href("")>"First page"</a> })}
+                                        }.into_any()
+                                    }
                                     Ok(Some(page)) => {
                                         let f = filters.get();
                                         let shown = page.tenants.len();

@@ -342,8 +342,19 @@ impl Core {
                 let tenant = record.tenant_id.to_string();
                 let d = &record.document;
                 let destination = (d.mailu_api_url.clone(), d.smtp_host.clone(), i64::from(d.smtp_port));
-                let destination = (destination, d.tls(), record.pending.is_some());
-                (tenant, destination, restore_tenant(vault, keyring, record, options).await)
+                let had_pending = record.pending.is_some();
+                let id = record.tenant_id.clone();
+                let tls = d.tls();
+                let outcome = restore_tenant(vault, keyring, record, options).await;
+                // Marked `rotating` only where Vault now holds the backup's pending record
+                // (written now, or by an earlier run of this restore that died before its
+                // bookkeeping): not for a dry run, a skipped tenant or one left unchanged
+                // without one.
+                let pending = had_pending
+                    && !options.dry_run
+                    && matches!(outcome, Ok(TenantOutcome::Written(_) | TenantOutcome::Unchanged(_)))
+                    && matches!(vault.read_pending(&id).await, Ok(Some(_)));
+                (tenant, (destination, tls, pending), outcome)
             })
             .buffer_unordered(VAULT_CONCURRENCY);
         let mut versions = Vec::new();

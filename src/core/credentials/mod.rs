@@ -111,23 +111,29 @@ impl Core {
         loop {
             let mut tx = self.db.begin_write().await?;
             let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
-            let recorded: Option<(i64, String)> =
-                sqlx::query_as(&format!("SELECT version, mailu_api_url FROM tenants WHERE tenant_id = $1{lock}"))
-                    .bind(tenant.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let recorded: Option<(i64, String, String)> = sqlx::query_as(&format!(
+                "SELECT version, mailu_api_url, state FROM tenants WHERE tenant_id = $1{lock}"
+            ))
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
             // SECURITY: storing over an existing tenant with another Mailu API URL re-points
             // where every later password goes: the rule of a recovery onto a new URL applies.
             // Read in the same locked read as the version (one round trip less than apart).
             let redirected_from = recorded
                 .as_ref()
-                .map(|(_, url)| url.clone())
+                .map(|(_, url, _)| url.clone())
                 .filter(|url| !crate::core::recovery::same_destination(url, &document.mailu_api_url));
+            // A store settles the tenant (`active`): a rotation's pending record left behind
+            // would be one the database no longer knows of, so it goes once the store is in.
+            let unsettled = recorded.as_ref().is_some_and(|(_, _, state)| {
+                CredentialState::from_name(state).is_none_or(crate::core::rotation::state::may_have_pending)
+            });
             if redirected_from.is_some() {
                 authorize(actor, Permission::RedirectTenant)?;
             }
             let previous = if trust_db {
-                recorded.map_or(0, |(v, _)| u64::try_from(v).unwrap_or_default())
+                recorded.map_or(0, |(v, _, _)| u64::try_from(v).unwrap_or_default())
             } else {
                 current_version(self, tenant).await?
             };
@@ -193,6 +199,10 @@ impl Core {
                 tracing::error!(tenant = %tenant, version, "vault holds a new version that the database could not record; the next reconcile will pick it up");
                 return Err(e.into());
             }
+            if unsettled && let Err(e) = self.vault()?.delete_pending(tenant).await {
+                // The reconciliation finds it (`unrecorded_pending`) and settles it.
+                tracing::warn!(tenant = %tenant, error = %e, "could not drop the pending record a store replaced");
+            }
             return Ok(StoredCredentialView { tenant_id: tenant.clone(), version, stored_at: now });
         }
     }
@@ -234,11 +244,9 @@ impl Core {
         let now = self.now();
         authorize(actor, Permission::ReadSecret)?;
         let vault = self.vault()?;
-        let (stored, audited) = futures_util::future::join(
-            vault.read_credential(tenant),
-            self.audit_secret_read(actor, client, tenant, now),
-        )
-        .await;
+        let (stored, audited) =
+            futures_util::future::join(vault.read_credential(tenant), self.audit_secret_read(actor, client, tenant))
+                .await;
         let audited = audited?;
         let answer = async {
             let mut stored = stored?.ok_or(Error::NotFound("credential"))?;
@@ -258,7 +266,7 @@ impl Core {
                     "version": stored.version, "field": SecretField::Password.as_str(), "corrects_version": recorded,
                 });
                 let event = NewEvent::info(EventType::CredentialSecretRead, Some(tenant), details);
-                audit::record(&self.db, actor, client, event, now).await?;
+                audit::record(&self.db, actor, client, event, self.now()).await?;
             }
             Ok::<_, Error>((stored, password))
         }
@@ -297,9 +305,11 @@ impl Core {
         actor: &Actor,
         client: &ClientInfo,
         tenant: &TenantId,
-        now: DateTime<Utc>,
     ) -> Result<Option<EarlyRead>> {
         let mut tx = self.db.begin_write().await?;
+        // Stamped once the write lock is held: a rotation that started before it cannot be
+        // later than the read on the trail (sweeps compare the two).
+        let now = self.now();
         let row: Option<(String, i64)> = sqlx::query_as("SELECT state, version FROM tenants WHERE tenant_id = $1")
             .bind(tenant.as_str())
             .fetch_optional(&mut *tx)

@@ -41,26 +41,22 @@ fn parse_cursor(cursor: &str) -> Result<(Direction, String)> {
     Ok((direction, id.to_owned()))
 }
 
-/// The filters as SQL conditions with their text parameters, numbered from `first`.
+/// The filters as SQL conditions with their parameters, numbered from `first`.
 fn conditions(query: &TenantQuery, first: usize) -> (String, Vec<SqlParam>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
-    let mut next = |param: SqlParam, clause: &dyn Fn(usize) -> String| {
-        clauses.push(clause(first + params.len()));
-        params.push(param);
-    };
     match query.state {
         None => {}
-        Some(TenantFilter::RateLimited) => {
-            next(SqlParam::Text(crate::core::mail::RATE_LIMITED.to_owned()), &|n| format!("last_error = ${n}"));
-        }
+        Some(TenantFilter::RateLimited) => clauses.push(rate_limited_sql()),
         Some(filter) => {
             let state = CredentialState::from_name(filter.as_str()).unwrap_or(CredentialState::Active);
-            next(SqlParam::Text(state.as_str().to_owned()), &|n| format!("state = ${n}"));
+            clauses.push(format!("state = ${}", first + params.len()));
+            params.push(SqlParam::Text(state.as_str().to_owned()));
         }
     }
     if let Some(before) = query.due_before {
-        next(SqlParam::Int(before.timestamp_millis()), &|n| format!("next_rotation_at_ms < ${n}"));
+        clauses.push(format!("next_rotation_at_ms < ${}", first + params.len()));
+        params.push(SqlParam::Int(before.timestamp_millis()));
     }
     // Tenant ids are [a-z0-9-]: anything else cannot match, and LIKE wildcards are dropped.
     let needle: String = query
@@ -72,10 +68,17 @@ fn conditions(query: &TenantQuery, first: usize) -> (String, Vec<SqlParam>) {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
     if !needle.is_empty() {
-        next(SqlParam::Text(format!("%{needle}%")), &|n| format!("tenant_id LIKE ${n}"));
+        clauses.push(format!("tenant_id LIKE ${}", first + params.len()));
+        params.push(SqlParam::Text(format!("%{needle}%")));
     }
     let sql = if clauses.is_empty() { "1 = 1".to_owned() } else { clauses.join(" AND ") };
     (sql, params)
+}
+
+/// The rate-limited tenants' condition, as a literal: the partial index `tenants_rate_limited`
+/// (migration 0017) is used only for a query that states its very predicate.
+fn rate_limited_sql() -> String {
+    format!("last_error = '{}'", crate::core::mail::RATE_LIMITED.replace('\'', "''"))
 }
 
 /// A bound value of a built query.
@@ -178,9 +181,8 @@ impl Core {
         let pool = self.db.pool();
         let states =
             sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM tenants GROUP BY state").fetch_all(pool);
-        let limited = sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM tenants WHERE last_error = $1")
-            .bind(crate::core::mail::RATE_LIMITED)
-            .fetch_one(pool);
+        let limited_sql = format!("SELECT COUNT(*) FROM tenants WHERE {}", rate_limited_sql());
+        let limited = sqlx::query_as::<_, (i64,)>(&limited_sql).fetch_one(pool);
         let (states, (limited,)) = futures_util::try_join!(states, limited)?;
         let mut counts = TenantCounts { rate_limited: count(limited), ..TenantCounts::default() };
         for (state, n) in states {
@@ -211,8 +213,8 @@ impl Core {
         let due = sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM tenants WHERE next_rotation_at_ms < $1")
             .bind(due_before.timestamp_millis())
             .fetch_one(pool);
-        // The index gives the oldest at its start; tenants never checked sort first in
-        // PostgreSQL and last in SQLite, so they are counted apart.
+        // The index gives the oldest at its start; tenants never checked (NULL) sort first in
+        // SQLite and last in PostgreSQL, so they are left out here and counted apart.
         let stalest = sqlx::query_as::<_, (String, i64)>(
             "SELECT tenant_id, heartbeat_ok_at_ms FROM tenants WHERE heartbeat_ok_at_ms IS NOT NULL \
              ORDER BY heartbeat_ok_at_ms LIMIT 1",

@@ -9,13 +9,15 @@ use crate::core::access::{Actor, ClientInfo, authorize};
 use crate::core::audit::{self, EventType, NewEvent, Severity};
 use crate::core::error::Result;
 use crate::core::rotation::state::may_have_pending;
-use crate::model::{CredentialState, Permission, TenantId};
+use crate::model::{Permission, TenantId};
 use serde_json::json;
 
 /// A full pass over the tenants takes this many daily slices.
 pub const PASS_DAYS: i64 = 7;
 /// The cursor's row in `fleet_cursors`.
 const CURSOR: &str = "reconcile";
+/// The row that asks for the one scan after the upgrade (migration 0017).
+const LEGACY_SCAN: &str = "legacy_pending_scan";
 
 /// What one slice found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,30 +65,15 @@ impl Core {
         };
         let client = ClientInfo::local();
         let mut differences: Vec<(TenantId, &'static str, serde_json::Value)> = Vec::new();
-        for (id, state, recorded) in &rows {
+        for (id, _, _) in &rows {
             let Ok(tenant) = TenantId::parse(id) else { continue };
-            let state = CredentialState::from_name(state);
-            let version = vault.metadata_version(&tenant).await?;
-            if version == 0 {
-                differences.push((tenant, "missing_in_vault", json!({"recorded_version": recorded})));
-                continue;
-            }
-            let unsettled = state.is_some_and(may_have_pending);
-            if !unsettled && u64::try_from(*recorded).ok() != Some(version) {
-                differences.push((
-                    tenant.clone(),
-                    "version_not_recorded",
-                    json!({"recorded_version": recorded, "vault_version": version}),
-                ));
-            }
-            if !unsettled && vault.read_pending(&tenant).await?.is_some() {
-                // A rotation the database never heard of (written by a console before the
-                // start was recorded first, or by hand): settled like an interrupted one.
-                let outcome = match self.repair_rotation(actor, &client, &tenant).await {
-                    Ok(outcome) => format!("{outcome:?}"),
-                    Err(e) => format!("repair failed: {e}"),
-                };
-                differences.push((tenant, "unrecorded_pending", json!({"repair": outcome})));
+            match self.reconcile_one(actor, &client, &tenant).await {
+                Ok(Some((what, details))) => differences.push((tenant, what, details)),
+                Ok(None) => {}
+                // Vault is away: the slice stops and is compared again next time.
+                Err(e) if e.is_vault_outage() => return Err(e),
+                // One tenant's trouble (a malformed record, say) is a finding, not a stop.
+                Err(e) => differences.push((tenant, "check_failed", json!({"error": e.to_string()}))),
             }
         }
         if report.pass_finished {
@@ -122,5 +109,65 @@ impl Core {
         .await?;
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// Compares one tenant. Vault is read first and the database's row after it, so a rotation
+    /// or store that moved the row meanwhile is seen as such and not reported.
+    async fn reconcile_one(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+    ) -> Result<Option<(&'static str, serde_json::Value)>> {
+        let vault = self.vault()?;
+        let version = vault.metadata_version(tenant).await?;
+        let pending = vault.read_pending(tenant).await?.is_some();
+        let Some((state, recorded)) = self.rotation_record(tenant).await? else { return Ok(None) };
+        if version == 0 {
+            return Ok(Some(("missing_in_vault", json!({"recorded_version": recorded}))));
+        }
+        if may_have_pending(state) {
+            // A rotation owns the tenant: repair and the rotation itself settle it.
+            return Ok(None);
+        }
+        if pending {
+            // A rotation the database never heard of (written by a console before the start
+            // was recorded first, or by hand): settled like an interrupted one.
+            let outcome = match self.repair_rotation(actor, client, tenant).await {
+                Ok(outcome) => format!("{outcome:?}"),
+                Err(e) => format!("repair failed: {e}"),
+            };
+            return Ok(Some(("unrecorded_pending", json!({"repair": outcome}))));
+        }
+        if recorded != version {
+            return Ok(Some(("version_not_recorded", json!({"recorded_version": recorded, "vault_version": version}))));
+        }
+        Ok(None)
+    }
+
+    /// Once after the upgrade that made rotations record their start first: the tenants whose
+    /// pending record only Vault knows of (an older console's crash between the two), found by
+    /// listing Vault. Nothing to do on a fresh install or after the first run.
+    ///
+    /// # Errors
+    /// Vault and database errors (the scan is tried again at the next start).
+    pub(crate) async fn legacy_pending_scan(&self) -> Result<Vec<TenantId>> {
+        let due: Option<(String,)> = sqlx::query_as("SELECT name FROM fleet_cursors WHERE name = $1")
+            .bind(LEGACY_SCAN)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let vault = self.vault()?;
+        let mut found = Vec::new();
+        for tenant in vault.list_tenants().await? {
+            let unsettled = self.rotation_record(&tenant).await?.is_some_and(|(state, _)| may_have_pending(state));
+            if !unsettled && vault.read_pending(&tenant).await?.is_some() {
+                found.push(tenant);
+            }
+        }
+        sqlx::query("DELETE FROM fleet_cursors WHERE name = $1").bind(LEGACY_SCAN).execute(self.db.pool()).await?;
+        Ok(found)
     }
 }

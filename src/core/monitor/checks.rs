@@ -28,7 +28,6 @@ impl Core {
         }
         if self.mail().is_ok() {
             self.recheck_refused_heartbeats().await?;
-            self.heartbeat_due().await?;
         }
         if raised > 0 {
             self.wake_outbox();

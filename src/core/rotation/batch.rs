@@ -157,7 +157,15 @@ impl Core {
                     started_at: self.now().to_rfc3339(),
                     secret_since: None,
                 };
-                self.roll_back(actor, client, tenant, &unstaged, "not_staged").await?;
+                // No pending record is deleted here: another process (an HA peer, the CLI) may
+                // be between recording its start and staging its password. Its staging is
+                // followed by marking the tenant `rotating` again before the mail server is
+                // touched, and a record staged meanwhile is seen by the second look below.
+                self.roll_back_unstaged(actor, client, tenant, &unstaged).await?;
+                if let Some((staged, _)) = vault.read_pending(tenant).await? {
+                    self.record_resumed_start(actor, client, tenant, &staged).await?;
+                    return Ok(RotationResult::Busy);
+                }
                 return Ok(RotationResult::Rotated { version });
             }
             if rotating || moved {
@@ -205,7 +213,9 @@ impl Core {
     pub async fn repair_interrupted_rotations(&self) -> Result<usize> {
         let actor = Actor::System { job: "startup-repair" };
         let mut repaired = 0;
-        for tenant in self.tenants_with_pending_rotation().await? {
+        let mut tenants = self.tenants_with_pending_rotation().await?;
+        tenants.extend(self.legacy_pending_scan().await?);
+        for tenant in tenants {
             match self.repair_rotation(&actor, &ClientInfo::local(), &tenant).await {
                 Ok(RotationResult::Rotated { .. }) => repaired += 1,
                 Ok(other) => tracing::warn!(tenant = %tenant, outcome = ?other, "interrupted rotation not settled"),

@@ -72,6 +72,9 @@ impl Heartbeat {
     }
 }
 
+/// One tenant's heartbeat turn: whether its password drifted, and the unknown Mailu admins.
+type Turn = (Result<bool>, Vec<String>);
+
 /// Logins the spread heartbeat runs at once against one SMTP host.
 pub const HEARTBEAT_PER_SERVER: usize = 2;
 /// SMTP hosts the spread heartbeat talks to at once.
@@ -362,11 +365,9 @@ impl Core {
                 by_server.entry(host.to_lowercase()).or_default().push(tenant);
             }
         }
-        let outcomes: Vec<Vec<(TenantId, (Result<bool>, Vec<String>))>> = futures_util::stream::iter(
-            by_server.into_values(),
-        )
-        .map(|tenants| async move {
-            futures_util::stream::iter(tenants)
+        let outcomes: Vec<Vec<(TenantId, Turn)>> = futures_util::stream::iter(by_server.into_values())
+            .map(|tenants| async move {
+                futures_util::stream::iter(tenants)
                 .map(|tenant| async move {
                     let outcome = self.heartbeat_one(&tenant).await;
                     // The tenant's Mailu global admins, in the same turn: one more call to
@@ -385,16 +386,45 @@ impl Core {
                 .buffer_unordered(HEARTBEAT_PER_SERVER)
                 .collect()
                 .await
-        })
-        .buffer_unordered(HEARTBEAT_SERVERS_AT_ONCE)
-        .collect()
-        .await;
+            })
+            .buffer_unordered(HEARTBEAT_SERVERS_AT_ONCE)
+            .collect()
+            .await;
         let mut beat = Heartbeat::default();
         for (tenant, (outcome, unknown)) in outcomes.into_iter().flatten() {
             beat.note(tenant, outcome);
             beat.unknown_admins.extend(unknown);
         }
+        // A tenant that could not be checked (Vault away, a broken record) is tried again in an
+        // hour rather than tomorrow.
+        let retry = (now + Duration::hours(1)).timestamp_millis();
+        for (tenant, _) in &beat.failed {
+            sqlx::query("UPDATE tenants SET heartbeat_due_at_ms = $1 WHERE tenant_id = $2")
+                .bind(retry)
+                .bind(tenant.as_str())
+                .execute(self.db.pool())
+                .await?;
+        }
+        metrics::counter!("smtp_vault_heartbeat_logins_total").increment(beat.checked.len() as u64);
+        metrics::counter!("smtp_vault_heartbeat_failures_total").increment(beat.failed.len() as u64);
         Ok(beat)
+    }
+
+    /// The spread heartbeat's minute: one pass of [`Core::heartbeat_due`]; tenants it could not
+    /// check raise `job_failed` (once a day), as the daily cycle's heartbeat did.
+    pub async fn run_heartbeat_pass(&self) {
+        match self.heartbeat_due().await {
+            Ok(beat) if !beat.failed.is_empty() => {
+                let (tenant, first) = &beat.failed[0];
+                let error = Error::Internal(format!(
+                    "{} tenant(s) could not be checked (retried in an hour); the first, {tenant}: {first}",
+                    beat.failed.len()
+                ));
+                self.report_job_failure("heartbeat", &error).await;
+            }
+            Ok(_) => {}
+            Err(e) => self.report_job_failure("heartbeat", &e).await,
+        }
     }
 
     /// Checks one tenant; true when its stored credential no longer logs in.

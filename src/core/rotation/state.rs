@@ -154,6 +154,29 @@ impl Core {
         Ok(())
     }
 
+    /// Drops a recorded start with no pending record behind it (nothing reached the mail
+    /// server): the tenant active again, `rotation_rolled_back` with outcome `not_staged`. Vault
+    /// is not touched.
+    pub(super) async fn roll_back_unstaged(
+        &self,
+        actor: &Actor,
+        client: &ClientInfo,
+        tenant: &TenantId,
+        pending: &PendingDocument,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("UPDATE tenants SET rotation_attempts = 0 WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let details = json!({"rotation_id": pending.rotation_id, "outcome": "not_staged"});
+        let event = NewEvent::info(EventType::RotationRolledBack, Some(tenant), details);
+        transition(&mut tx, actor, client, tenant, Transition::RolledBack, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn give_up(
         &self,
         actor: &Actor,

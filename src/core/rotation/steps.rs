@@ -84,6 +84,10 @@ impl Core {
                         Err(Error::Conflict) => return Ok(RotationResult::Busy),
                         Err(e) => return Err(e),
                     };
+                    // A repair elsewhere that judged the start abandoned may have set the
+                    // tenant back to `active` meanwhile: marked again before the mail server is
+                    // touched (readers look for a pending password only where the state says so).
+                    self.record_resumed_start(actor, client, tenant, &pending).await?;
                     self.checkpoint(tenant, RotationStep::PendingStaged)?;
                     fresh = true;
                     (pending, version)
