@@ -1545,6 +1545,8 @@ async fn main() -> Fallible<()> {
     std::fs::create_dir_all(&console_dir)?;
     let console = start_console(&console_dir, &addr, &root, Some(PathBuf::from(&mail.env["CA_FILE"]))).await?;
     if let Some(n) = args.scale {
+        // The KV rows first (the read and store ratios issue 18 sets), on the empty console.
+        bench_kv(&mut report, &clock, &console, (&addr, &root), &http, args.ops).await?;
         let bao = (addr.as_str(), root.as_str());
         run_scale(&mut report, &console, &mail, work.path(), &http, bao, n, args.pg_url.as_deref()).await?;
     } else if args.load {
