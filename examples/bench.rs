@@ -573,12 +573,12 @@ async fn bench_kv(
         "Console read profile: spans inside the request (p50)",
         format!(
             "client-side {:.2} ms = client + hyper {:.2} + server request {request:.2} ms; request = token check \
-             {token:.2} + core call {core_call:.2} + edge rest {:.2}; core call = Vault read {vault:.2} + rotation state \
-             and decryption {state:.2} + audit append (committed) {audit:.2} + rest {:.2}",
+             {token:.2} + core call {core_call:.2} + edge rest {:.2}; core call = Vault read {vault:.2} (the audit \
+             append, committed, {audit:.2}, runs alongside it) + rotation state and decryption {state:.2} + rest {:.2}",
             client_p50,
             client_p50 - request,
             request - token - core_call,
-            core_call - vault - state - audit,
+            core_call - vault.max(audit) - state,
         ),
         "",
         None,
