@@ -161,7 +161,7 @@ impl Core {
                 // be between recording its start and staging its password. Its staging is
                 // followed by marking the tenant `rotating` again before the mail server is
                 // touched, and a record staged meanwhile is seen by the second look below.
-                self.roll_back_unstaged(actor, client, tenant, &unstaged).await?;
+                self.record_rolled_back(actor, client, tenant, &unstaged, "not_staged").await?;
                 if let Some((staged, _)) = vault.read_pending(tenant).await? {
                     self.record_resumed_start(actor, client, tenant, &staged).await?;
                     return Ok(RotationResult::Busy);

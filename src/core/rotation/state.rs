@@ -141,28 +141,18 @@ impl Core {
         outcome: &str,
     ) -> Result<()> {
         self.vault()?.delete_pending(tenant).await?;
-        let now = self.now();
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query("UPDATE tenants SET rotation_attempts = 0 WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let details = json!({"rotation_id": pending.rotation_id, "outcome": outcome});
-        let event = NewEvent::info(EventType::RotationRolledBack, Some(tenant), details);
-        transition(&mut tx, actor, client, tenant, Transition::RolledBack, event, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_rolled_back(actor, client, tenant, pending, outcome).await
     }
 
-    /// Drops a recorded start with no pending record behind it (nothing reached the mail
-    /// server): the tenant active again, `rotation_rolled_back` with outcome `not_staged`. Vault
-    /// is not touched.
-    pub(super) async fn roll_back_unstaged(
+    /// The bookkeeping of a roll-back, alone: for a recorded start with no pending record behind
+    /// it (`not_staged`), Vault is not touched.
+    pub(super) async fn record_rolled_back(
         &self,
         actor: &Actor,
         client: &ClientInfo,
         tenant: &TenantId,
         pending: &PendingDocument,
+        outcome: &str,
     ) -> Result<()> {
         let now = self.now();
         let mut tx = self.db.begin_write().await?;
@@ -170,7 +160,7 @@ impl Core {
             .bind(tenant.as_str())
             .execute(&mut *tx)
             .await?;
-        let details = json!({"rotation_id": pending.rotation_id, "outcome": "not_staged"});
+        let details = json!({"rotation_id": pending.rotation_id, "outcome": outcome});
         let event = NewEvent::info(EventType::RotationRolledBack, Some(tenant), details);
         transition(&mut tx, actor, client, tenant, Transition::RolledBack, event, now).await?;
         tx.commit().await?;
