@@ -1318,7 +1318,8 @@ async fn run_scale(
     for chunk in (0..sample).collect::<Vec<_>>().chunks(32) {
         let mut set = tokio::task::JoinSet::new();
         for &i in chunk {
-            let (http, url, root) = (http.clone(), format!("{addr}/v1/smtp/data/bare-{i}/admin"), root.to_owned());
+            let (http, url, root) =
+                (http.clone(), format!("{addr}/v1/secret/data/scale-bare-{i}/admin"), root.to_owned());
             set.spawn(async move {
                 let body = json!({"data": credential_body(i), "options": {"cas": 0}});
                 expect_ok(http.post(url).header("X-Vault-Token", root).json(&body).send().await?).await
