@@ -277,6 +277,16 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_limited_filter_states_the_partial_index_s_very_predicate() {
+        for migration in [
+            include_str!("../../../migrations/sqlite/0017_fleet_at_scale.sql"),
+            include_str!("../../../migrations/postgres/0017_fleet_at_scale.sql"),
+        ] {
+            assert!(migration.contains(&format!("WHERE {};", rate_limited_sql())), "the index would go unused");
+        }
+    }
+
+    #[test]
     fn filters_bind_every_value_and_drop_like_wildcards() {
         let query = TenantQuery {
             state: Some(TenantFilter::Drifted),
