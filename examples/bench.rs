@@ -761,6 +761,37 @@ async fn bench_rotation(
     Ok(())
 }
 
+/// Restores `backup_id` into a new, empty raft OpenBao (set up as `vault-setup` would), with a
+/// console on `database` (the bench console's own when `None`); returns the raft server (kept
+/// alive by the caller), the report and the restore's seconds.
+async fn restore_into_raft(
+    console: &Console,
+    dir: &Path,
+    database: Option<String>,
+    http: &reqwest::Client,
+    backup_id: &str,
+) -> Fallible<(Proc, smtp_vault::model::RestoreReport, f64)> {
+    let (raft, raft_addr, raft_root) = start_raft_bao(dir, http).await?;
+    let mut config = console.config.clone();
+    config.vault_addrs = smtp_vault::core::config::vault_addrs(&raft_addr)?;
+    config.vault_token = Some(raft_root.into());
+    config.vault_role_id = None;
+    config.vault_secret_id = None;
+    let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await?;
+    let setup = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await?;
+    config.vault_token = None;
+    config.vault_role_id = Some(setup.role_id);
+    config.vault_secret_id = Some(setup.secret_id);
+    if let Some(database) = database {
+        config.database_url = database;
+    }
+    let replacement = Core::connect(&config, Needs::ALL, None).await?;
+    let started = Instant::now();
+    let options = smtp_vault::core::backup::RestoreOptions::default();
+    let restored = replacement.restore_backup(&Actor::operator(), backup_id, &options, &mut |_, _| {}).await?;
+    Ok((raft, restored, started.elapsed().as_secs_f64()))
+}
+
 async fn bench_backup(
     report: &mut Report,
     console: &Console,
@@ -791,23 +822,8 @@ async fn bench_backup(
     let started = Instant::now();
     let backup = core.run_backup(&Actor::operator(), &mut |_, _| {}).await?;
     let backup_s = started.elapsed().as_secs_f64();
-    let (_raft, raft_addr, raft_root) = start_raft_bao(&dir.join("raft-target"), http).await?;
-    let mut config = console.config.clone();
-    config.vault_addrs = smtp_vault::core::config::vault_addrs(&raft_addr)?;
-    config.vault_token = Some(raft_root.into());
-    config.vault_role_id = None;
-    config.vault_secret_id = None;
-    let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await?;
-    let setup = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await?;
-    config.vault_token = None;
-    config.vault_role_id = Some(setup.role_id);
-    config.vault_secret_id = Some(setup.secret_id);
-    let replacement = Core::connect(&config, Needs::ALL, None).await?;
-    let started = Instant::now();
-    let options = smtp_vault::core::backup::RestoreOptions::default();
-    let restored =
-        replacement.restore_backup(&Actor::operator(), &backup.manifest.id, &options, &mut |_, _| {}).await?;
-    let restore_s = started.elapsed().as_secs_f64();
+    let (_raft, restored, restore_s) =
+        restore_into_raft(console, &dir.join("raft-target"), None, http, &backup.manifest.id).await?;
     let total = backup_s + restore_s;
     report.add(
         format!("Backup + verified restore into an empty raft OpenBao ({} tenants)", backup.manifest.tenants),
@@ -1490,24 +1506,9 @@ async fn run_scale(
     let started = Instant::now();
     let backup = core.run_backup(&Actor::operator(), &mut |_, _| {}).await?;
     let backup_s = started.elapsed().as_secs_f64();
-    let (_raft, raft_addr, raft_root) = start_raft_bao(&work.join("scale-raft"), http).await?;
-    let mut config = console.config.clone();
-    config.vault_addrs = smtp_vault::core::config::vault_addrs(&raft_addr)?;
-    config.vault_token = Some(raft_root.into());
-    config.vault_role_id = None;
-    config.vault_secret_id = None;
-    let admin = Core::connect(&config, Needs { vault: true, keyring: false }, None).await?;
-    let setup = admin.setup_vault(&Actor::operator(), &RoleSettings::default()).await?;
-    config.vault_token = None;
-    config.vault_role_id = Some(setup.role_id);
-    config.vault_secret_id = Some(setup.secret_id);
-    config.database_url = format!("sqlite://{}/scale-restore.db", work.display());
-    let replacement = Core::connect(&config, Needs::ALL, None).await?;
-    let started = Instant::now();
-    let options = smtp_vault::core::backup::RestoreOptions::default();
-    let restored =
-        replacement.restore_backup(&Actor::operator(), &backup.manifest.id, &options, &mut |_, _| {}).await?;
-    let restore_s = started.elapsed().as_secs_f64();
+    let database = format!("sqlite://{}/scale-restore.db", work.display());
+    let (_raft, restored, restore_s) =
+        restore_into_raft(console, &work.join("scale-raft"), Some(database), http, &backup.manifest.id).await?;
     report.add(
         format!("Backup + verified restore into an empty raft OpenBao ({} tenants)", backup.manifest.tenants),
         format!(
