@@ -61,6 +61,59 @@ pub(super) struct Export {
     pub(super) tenants: Vec<TenantRecord>,
 }
 
+/// Writes an [`Export`] one record at a time, straight into gzip and the digest, so a backup of
+/// 100,000 tenants never holds their records or the uncompressed JSON at once (only the
+/// compressed bytes). The bytes are exactly `serde_json::to_vec(&Export { .. })`'s.
+pub(super) struct ExportWriter {
+    gzip: flate2::write::GzEncoder<Vec<u8>>,
+    digest: Sha256,
+    /// One record's JSON, reused; it holds envelopes only, but is wiped all the same.
+    scratch: zeroize::Zeroizing<Vec<u8>>,
+    pub(super) tenants: usize,
+    pub(super) pending: usize,
+}
+
+impl ExportWriter {
+    pub(super) fn new() -> Result<Self> {
+        let mut writer = Self {
+            gzip: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+            digest: Sha256::new(),
+            scratch: zeroize::Zeroizing::new(Vec::with_capacity(4096)),
+            tenants: 0,
+            pending: 0,
+        };
+        writer.put(b"{\"tenants\":[")?;
+        Ok(writer)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.digest.update(bytes);
+        self.gzip.write_all(bytes).map_err(|e| Error::io("compressing", e))
+    }
+
+    pub(super) fn push(&mut self, record: &TenantRecord) -> Result<()> {
+        if self.tenants > 0 {
+            self.put(b",")?;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, record).map_err(|e| Error::Internal(e.to_string()))?;
+        let written = self.put(&scratch);
+        self.scratch = scratch;
+        written?;
+        self.tenants += 1;
+        self.pending += usize::from(record.pending.is_some());
+        Ok(())
+    }
+
+    /// The compressed export and the hex SHA-256 of the uncompressed one.
+    pub(super) fn finish(mut self) -> Result<(Vec<u8>, String)> {
+        self.put(b"]}")?;
+        let compressed = self.gzip.finish().map_err(|e| Error::io("compressing", e))?;
+        Ok((compressed, hex::encode(self.digest.finalize())))
+    }
+}
+
 /// One journal entry: a credential or pending record as written.
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct JournalHeader {
@@ -108,12 +161,6 @@ pub(super) fn unframe(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
     let len = usize::try_from(u32::from_be_bytes(len)).map_err(|_| Error::BackupInvalid("header too long"))?;
     let header = rest.get(4..4 + len).ok_or(Error::BackupInvalid("file is truncated"))?;
     Ok((header, &rest[4 + len..]))
-}
-
-pub(super) fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).map_err(|e| Error::io("compressing", e))?;
-    encoder.finish().map_err(|e| Error::io("compressing", e))
 }
 
 pub(super) fn gunzip(bytes: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
@@ -210,6 +257,33 @@ mod tests {
             // Each monthly backup is the last one of its month (or the last before the daily window).
             let next = **d + chrono::Duration::days(1);
             assert!(next.month() != d.month() || daily.contains(&next) || next > last, "{d}");
+        }
+    }
+
+    #[test]
+    fn the_streamed_export_is_byte_for_byte_the_whole_one() {
+        let record = |i: usize, pending: bool| -> TenantRecord {
+            serde_json::from_value(json!({
+                "tenant_id": format!("t-{i}"), "version": i,
+                "document": {"username": "admin@example.com", "password": "v1.x", "smtp_host": "mail.example.com",
+                    "smtp_port": 465, "webmail_url": "https://mail.example.com/", "mailu_api_url": "https://mail.example.com/api",
+                    "mailu_api_token": "v1.y"},
+                "pending": pending.then(|| json!({"rotation_id": "r", "password": "v1.z", "phase": "staged", "attempts": 0,
+                    "trigger": "manual", "started_at": "2026-12-07T00:00:00Z"})),
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        for records in [vec![], vec![record(1, false)], vec![record(1, true), record(2, false), record(3, true)]] {
+            let mut writer = ExportWriter::new().unwrap_or_else(|e| panic!("{e}"));
+            for r in &records {
+                writer.push(r).unwrap_or_else(|e| panic!("{e}"));
+            }
+            let (tenants, pending) = (writer.tenants, writer.pending);
+            let (compressed, sha) = writer.finish().unwrap_or_else(|e| panic!("{e}"));
+            let whole = serde_json::to_vec(&Export { tenants: records.clone() }).unwrap_or_default();
+            assert_eq!(gunzip(&compressed).map(|p| p.to_vec()).ok(), Some(whole.clone()));
+            assert_eq!(sha, hex::encode(Sha256::digest(&whole)));
+            assert_eq!((tenants, pending), (records.len(), records.iter().filter(|r| r.pending.is_some()).count()));
         }
     }
 

@@ -30,11 +30,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use format::{BackupManifest, TenantRecord, open_backup, retained};
-use format::{Export, JOURNAL_FORMAT, JournalHeader, binding, frame, gzip, journal_aad, unframe};
+use format::{ExportWriter, JOURNAL_FORMAT, JournalHeader, binding, frame, journal_aad, unframe};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::Instant;
 pub use target::{BackupLocation, BackupTarget, load_backup_key};
@@ -120,17 +119,19 @@ impl Core {
         let target = self.backup_target()?;
         let vault = self.vault()?;
         let created_at = self.now();
-        let tenants = vault.list_tenants().await?;
+        // Sorted, and read in order (`buffered`), so the export is written as it arrives.
+        let mut tenants = vault.list_tenants().await?;
+        tenants.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let total = tenants.len();
         progress(0, total);
         let mut done = 0;
-        let mut records = Vec::with_capacity(total);
+        let mut export = ExportWriter::new()?;
         let mut reads = futures_util::stream::iter(tenants)
             .map(|tenant| async move { export_tenant(vault, tenant).await })
-            .buffer_unordered(VAULT_CONCURRENCY);
+            .buffered(VAULT_CONCURRENCY);
         while let Some(record) = reads.next().await {
             if let Some(record) = record? {
-                records.push(record);
+                export.push(&record)?;
             }
             done += 1;
             if done % 100 == 0 || done == total {
@@ -138,14 +139,9 @@ impl Core {
             }
         }
         drop(reads);
-        records.sort_by(|a, b| a.tenant_id.as_str().cmp(b.tenant_id.as_str()));
         let export_ms = ms(clock);
-        let pending = records.iter().filter(|r| r.pending.is_some()).count();
-        let count = records.len();
-        let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(&Export { tenants: records }).map_err(|e| Error::Internal(e.to_string()))?,
-        );
-        let compressed = gzip(&plain)?;
+        let (pending, count) = (export.pending, export.tenants);
+        let (compressed, sha256) = export.finish()?;
         let id = created_at.format("%Y-%m-%d").to_string();
         let mut manifest = BackupManifest {
             format: 1,
@@ -155,7 +151,7 @@ impl Core {
             nonce: String::new(),
             tenants: count,
             pending,
-            sha256: hex::encode(Sha256::digest(plain.as_slice())),
+            sha256,
             size: 0,
             console_version: env!("CARGO_PKG_VERSION").to_owned(),
             mount: vault.mount().to_owned(),
@@ -163,6 +159,7 @@ impl Core {
         // The associated data is the manifest without what sealing produces (key id, nonce)
         // and the file size, so every fact a restore relies on is authenticated.
         let sealed = key.seal_blob(PURPOSE_BACKUP, &binding(&manifest)?, &compressed)?;
+        drop(compressed);
         manifest.key_id = sealed.key_id;
         manifest.nonce = STANDARD.encode(&sealed.nonce);
         let header = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
