@@ -68,6 +68,14 @@ if [ "$what" = test ]; then
     log "cargo install s3s-fs 0.14.1 into $TOOLS (about 13 minutes, once)"
     cargo install s3s-fs --version =0.14.1 --locked --features binary --root "$TOOLS" --quiet
   fi
+  # The OpenAPI peers (tests/suite/openapi.rs): the validator and the fuzzer, pinned, in a venv
+  # of their own so their dependencies never meet OpenBao's.
+  if ! "$TOOLS/api-venv/bin/python" -c "import importlib.metadata as m; \
+      assert (m.version('schemathesis'), m.version('openapi-spec-validator')) == ('4.32.5', '0.9.0')" 2>/dev/null; then
+    log "pip install schemathesis 4.32.5 and openapi-spec-validator 0.9.0 into $TOOLS/api-venv"
+    python3 -m venv "$TOOLS/api-venv"
+    "$TOOLS/api-venv/bin/pip" install --quiet "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
+  fi
   # Playwright (no browser download: Debian's Chromium is used).
   if [ ! -d "$here/end2end/node_modules/@playwright/test" ]; then
     log "npm ci in end2end/"

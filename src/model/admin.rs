@@ -152,6 +152,7 @@ pub struct GrantView {
 }
 
 /// Where a four-eyes reveal request stands.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevealRequestStatus {
@@ -191,6 +192,7 @@ impl RevealRequestStatus {
 }
 
 /// A request to reveal a four-eyes tenant's password: who, what, why, and its decision.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevealRequestView {
     /// Id.

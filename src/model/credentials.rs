@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 /// Where a tenant's credential stands in its life cycle.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
@@ -44,6 +45,7 @@ impl CredentialState {
 /// How the console speaks TLS to a tenant's SMTP submission port: stored with the credential,
 /// never guessed at connection time (Mailu 2024.06 ships 465 with implicit TLS and 587 closed;
 /// a server may put either mode on any port).
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SmtpTls {
@@ -107,22 +109,31 @@ impl FieldError {
 }
 
 /// `PUT /tenants/{id}/smtp-credentials`: a credential handed over during Mailu setup.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StoreCredentialRequest {
     /// SMTP login, usually the admin's mail address.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 320))]
     pub username: String,
     /// The admin password, plaintext until the core encrypts it.
+    #[cfg_attr(feature = "ssr", schema(value_type = String, write_only, min_length = 1, max_length = 1024))]
     pub password: SecretString,
     /// SMTP submission host.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^[A-Za-z0-9.:-]+$", min_length = 1, max_length = 253))]
     pub smtp_host: String,
     /// SMTP submission port.
+    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
     pub smtp_port: u16,
     /// TLS mode on that port.
+    #[cfg_attr(feature = "ssr", schema(required = false))]
     pub smtp_tls: SmtpTls,
     /// Webmail address shown to admins.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^https?://[^\s/?#]+\S*$", min_length = 8, max_length = 2048))]
     pub webmail_url: String,
     /// Base URL of the Mailu admin API.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^https?://[^\s/?#]+\S*$", min_length = 8, max_length = 2048))]
     pub mailu_api_url: String,
     /// Bearer token for the Mailu admin API.
+    #[cfg_attr(feature = "ssr", schema(value_type = String, write_only, min_length = 1, max_length = 1024))]
     pub mailu_api_token: SecretString,
 }
 
@@ -247,6 +258,7 @@ fn take_url(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldEr
 }
 
 /// Which characters a generated password is drawn from.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PasswordAlphabet {
@@ -286,6 +298,7 @@ impl PasswordAlphabet {
 }
 
 /// How a tenant's generated passwords look (provisioning, rotation, emergency reset).
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordPolicy {
     /// Characters (20 to 128).
@@ -354,20 +367,28 @@ fn take_policy(obj: &mut Map<String, Value>) -> Result<Option<PasswordPolicy>, F
 
 /// `POST /tenants/{id}/smtp-credentials/provision`: everything but the password, which the
 /// console generates.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ProvisionCredentialRequest {
     /// SMTP login (the Mailu admin user's email).
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 320))]
     pub username: String,
     /// SMTP submission host.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^[A-Za-z0-9.:-]+$", min_length = 1, max_length = 253))]
     pub smtp_host: String,
     /// SMTP submission port.
+    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
     pub smtp_port: u16,
     /// TLS mode on that port.
+    #[cfg_attr(feature = "ssr", schema(required = false))]
     pub smtp_tls: SmtpTls,
     /// Webmail address.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^https?://[^\s/?#]+\S*$", min_length = 8, max_length = 2048))]
     pub webmail_url: String,
     /// Mailu admin API base URL.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^https?://[^\s/?#]+\S*$", min_length = 8, max_length = 2048))]
     pub mailu_api_url: String,
     /// Mailu admin API token.
+    #[cfg_attr(feature = "ssr", schema(value_type = String, write_only, min_length = 1, max_length = 1024))]
     pub mailu_api_token: SecretString,
     /// How the generated password looks (default: 32 letters and digits); kept for rotations.
     pub password_policy: Option<PasswordPolicy>,
@@ -443,6 +464,7 @@ impl ProvisionCredentialRequest {
 }
 
 /// What a rotation request did.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotationView {
     /// The tenant.
@@ -454,9 +476,11 @@ pub struct RotationView {
 }
 
 /// `POST …/smtp-credentials/revert` body: why the last rotation is undone.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevertRequest {
     /// Why (recorded, sent to security).
+    #[cfg_attr(feature = "ssr", schema(min_length = 3, max_length = 1000))]
     pub reason: String,
 }
 
@@ -495,6 +519,7 @@ impl RevertRequest {
 }
 
 /// What a revert did: the previous password is current again, as a new version.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevertView {
     /// The tenant.
@@ -508,6 +533,7 @@ pub struct RevertView {
 }
 
 /// Answer to a successful store.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredCredentialView {
     /// The tenant.
@@ -519,6 +545,7 @@ pub struct StoredCredentialView {
 }
 
 /// Credential metadata: everything but the secrets.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialMetadataView {
     /// The tenant.
@@ -548,6 +575,7 @@ pub struct CredentialMetadataView {
 }
 
 /// A row of `GET /tenants`.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSummary {
     /// The tenant.
@@ -564,6 +592,7 @@ pub struct TenantSummary {
 
 /// The plaintext credential for a machine consumer. Its `Debug` is redacted; only `Serialize`
 /// (the response body itself) exposes the password.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize)]
 pub struct CredentialSecretView {
     /// The tenant.
@@ -572,6 +601,7 @@ pub struct CredentialSecretView {
     pub username: String,
     /// The plaintext password.
     #[serde(serialize_with = "expose")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String))]
     pub password: SecretString,
     /// SMTP host.
     pub smtp_host: String,
@@ -733,6 +763,7 @@ pub struct RotationStatusView {
 }
 
 /// Whether a tenant's contact is told when its password is revealed, and how much.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevealNotice {
@@ -825,6 +856,7 @@ impl RevealCategory {
 }
 
 /// An account with global admin rights on a tenant's Mailu, as the daily inventory found it.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailuAdminView {
     /// The tenant.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stable code clients branch on. The core maps its errors to one (`core::Error::code`); the
 /// edges add their own request-shape ones.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -134,6 +135,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// The `error` object of an API error body.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Stable code clients branch on.
@@ -143,6 +145,7 @@ pub struct ApiError {
 }
 
 /// The whole error body.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
     /// The error.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A slice of the fleet a list can be narrowed to: a life-cycle state, or the tenants whose
 /// Mailu rate-limits the console (their logins prove nothing until it is exempted).
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantFilter {
@@ -64,6 +65,7 @@ impl TenantFilter {
 }
 
 /// Which tenants, and which page of them; every field optional. Filters combine with AND.
+#[cfg_attr(feature = "ssr", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantQuery {
@@ -81,6 +83,7 @@ pub struct TenantQuery {
 }
 
 /// A page of tenants, ordered by tenant id.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantPage {
     /// The tenants on this page.

@@ -7,11 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `POST …/emergency-reset` body: the caller's incident id and why.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmergencyResetRequest {
     /// The incident in the caller's tracker, e.g. `INC-2041`.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:/#-]+$"))]
     pub incident_id: String,
     /// Why the credential is considered compromised.
+    #[cfg_attr(feature = "ssr", schema(min_length = 3, max_length = 1000))]
     pub reason: String,
 }
 
@@ -67,6 +70,7 @@ impl EmergencyResetRequest {
 }
 
 /// How long each part of a reset took, in milliseconds.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetTimings {
     /// Grants revoked, incident opened, security alert queued (one transaction).
@@ -78,6 +82,7 @@ pub struct ResetTimings {
 }
 
 /// What an emergency reset did.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmergencyResetReceipt {
     /// The console's incident record.
@@ -103,6 +108,7 @@ pub struct EmergencyResetReceipt {
 }
 
 /// One alert's delivery on one channel.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryView {
     /// `email` or `slack`.
@@ -242,6 +248,30 @@ impl SweepSubject {
     }
 }
 
+/// The body of `POST /api/v1/sweeps` as sent: exactly one of `admin_email` and `token_id`
+/// ([`SweepRequest::from_json`] reads it; this type only describes it in the OpenAPI document).
+#[cfg(feature = "ssr")]
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "a schema: never built, only described")]
+pub struct SweepBody {
+    /// The admin whose reveal windows count (their login email); or `token_id`.
+    #[schema(max_length = 254)]
+    admin_email: Option<String>,
+    /// The service token whose reads count; or `admin_email`.
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    token_id: Option<String>,
+    /// Only exposure at or after this (a date or an RFC 3339 time).
+    since: Option<String>,
+    /// The caller's incident id.
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9._:/#-]*$")]
+    incident_id: Option<String>,
+    /// Why (default: names the subject).
+    #[schema(max_length = 1000)]
+    reason: Option<String>,
+    /// List only, rotate nothing (default false).
+    dry_run: Option<bool>,
+}
+
 /// An exposure sweep as asked for: whose exposure, from when, why, and whether only to list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepRequest {
@@ -361,6 +391,7 @@ impl SweepRequest {
 
 /// One tenant of a sweep: when the subject last saw its current password, and what the sweep
 /// did about it.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepTenantView {
     /// The tenant.
@@ -376,6 +407,7 @@ pub struct SweepTenantView {
 }
 
 /// What a sweep found (a dry run) or did.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepView {
     /// The console's incident record (none for a dry run or when nothing was exposed).

@@ -28,6 +28,8 @@ pub use credentials::{
 };
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use fleet::{DrillSummary, OverviewView, StalestHeartbeat, TenantCounts, TenantFilter, TenantPage, TenantQuery};
+#[cfg(feature = "ssr")]
+pub use incidents::SweepBody;
 pub use incidents::{
     AlertRuleView, AlertView, DeliveryView, EmergencyResetReceipt, EmergencyResetRequest, IncidentEventView,
     IncidentView, ResetTimings, SweepRequest, SweepSubject, SweepTenantView, SweepView,

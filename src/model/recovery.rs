@@ -7,15 +7,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /tenants/{id}/recover`: where the tenant's mail server lives now.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone)]
 pub struct RecoverTenantRequest {
     /// The replacement server's address.
+    #[cfg_attr(feature = "ssr", schema(value_type = String, examples("203.0.113.7")))]
     pub new_vps_ip: std::net::IpAddr,
     /// Its Mailu admin API base URL.
+    #[cfg_attr(feature = "ssr", schema(pattern = r"^https?://[^\s/?#]+\S*$", min_length = 8, max_length = 2048))]
     pub mailu_api_url: String,
     /// Its Mailu API token, when it differs from the stored one.
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, write_only, min_length = 1, max_length = 4096))]
     pub mailu_api_token: Option<SecretString>,
     /// Its SMTP submission port, when it differs from the stored one.
+    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
     pub smtp_port: Option<u16>,
     /// Its SMTP TLS mode, when it differs from the stored one.
     pub smtp_tls: Option<SmtpTls>,
@@ -109,6 +114,7 @@ impl RecoverTenantRequest {
 }
 
 /// What a recovery did.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveryView {
     /// The tenant.

@@ -62,6 +62,23 @@ impl<'de> Deserialize<'de> for TenantId {
     }
 }
 
+#[cfg(feature = "ssr")]
+impl utoipa::PartialSchema for TenantId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(Self::MAX_LEN))
+            .pattern(Some("^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"))
+            .description(Some("A tenant id: a DNS label in lower case."))
+            .examples(["acme"])
+            .into()
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl utoipa::ToSchema for TenantId {}
+
 impl std::str::FromStr for TenantId {
     type Err = InvalidTenantId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

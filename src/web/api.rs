@@ -2,8 +2,9 @@
 //! convert. Responses that carry a secret are marked `no-store`.
 
 use crate::model::{
-    CredentialMetadataView, EmergencyResetReceipt, EmergencyResetRequest, ProvisionCredentialRequest,
-    RevealRequestView, RotationView, StoreCredentialRequest, StoredCredentialView,
+    ApiErrorBody, CredentialMetadataView, CredentialSecretView, EmergencyResetReceipt, EmergencyResetRequest,
+    ProvisionCredentialRequest, RevealRequestView, RotationView, StoreCredentialRequest, StoredCredentialView,
+    TenantId,
 };
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 /// The `/api/v1` routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(crate::web::openapi::serve))
         .route("/tenants", get(list_tenants))
         .route("/tenants/{id}/smtp-credentials", get(credential_metadata).put(store_credential))
         .route("/tenants/{id}/smtp-credentials/secret", get(read_credential_secret))
@@ -36,6 +38,23 @@ pub fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(|| async { ApiFailure::method_not_allowed() })
 }
 
+#[utoipa::path(
+    put, path = "/tenants/{id}/smtp-credentials", tag = "credentials",
+    summary = "Store a tenant's admin SMTP credential (credentials:write)",
+    params(("id" = TenantId, Path, description = "The tenant id")), request_body = StoreCredentialRequest,
+    responses(
+        (status = 200, description = "Stored (encrypted, in Vault); audited", body = StoredCredentialView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
+        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn store_credential(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -47,6 +66,20 @@ async fn store_credential(
     Ok(Json(state.core.store_credential(&actor, &client, &tenant, request).await?))
 }
 
+#[utoipa::path(
+    get, path = "/tenants/{id}/smtp-credentials", tag = "credentials",
+    summary = "A credential's metadata, never its password (credentials:read)",
+    params(("id" = TenantId, Path, description = "The tenant id")),
+    responses(
+        (status = 200, description = "The metadata", body = CredentialMetadataView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn credential_metadata(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -55,6 +88,22 @@ async fn credential_metadata(
     Ok(Json(state.core.credential_metadata(&actor, &tenant).await?))
 }
 
+#[utoipa::path(
+    get, path = "/tenants/{id}/smtp-credentials/secret", tag = "credentials",
+    summary = "Read the password (credentials:read-secret); audited before it is answered",
+    params(("id" = TenantId, Path, description = "The tenant id")),
+    responses(
+        (status = 200, description = "The credential with its password; `Cache-Control: no-store`", body = CredentialSecretView,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn read_credential_secret(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -70,6 +119,19 @@ async fn read_credential_secret(
 }
 
 /// A page of tenants (credentials:read): `state`, `due_before`, `q`, `cursor`, `limit`.
+#[utoipa::path(
+    get, path = "/tenants", tag = "tenants",
+    summary = "A page of tenants, by tenant id (credentials:read)",
+    params(crate::model::TenantQuery),
+    responses(
+        (status = 200, description = "The page", body = crate::model::TenantPage),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn list_tenants(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -87,14 +149,46 @@ struct RevealRequestQuery {
 }
 
 /// Four-eyes reveal requests (audit:read): who asked, for which tenant, why, and who decided.
+#[utoipa::path(
+    get, path = "/reveal-requests", tag = "audit",
+    summary = "Four-eyes reveal requests (audit:read)",
+    params(("pending" = Option<bool>, Query, description = "Only those awaiting a decision")),
+    responses(
+        (status = 200, description = "The requests, newest first", body = Vec<RevealRequestView>),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn list_reveal_requests(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    axum::extract::Query(query): axum::extract::Query<RevealRequestQuery>,
+    query: Result<axum::extract::Query<RevealRequestQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<RevealRequestView>>, ApiFailure> {
+    // The error contract, not axum's plain-text rejection (schemathesis found this).
+    let axum::extract::Query(query) =
+        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     Ok(Json(state.core.list_reveal_requests(&actor, query.pending).await?))
 }
 
+#[utoipa::path(
+    post, path = "/tenants/{id}/smtp-credentials/rotate", tag = "credentials",
+    summary = "Rotate the password now (credentials:rotate)",
+    params(("id" = TenantId, Path, description = "The tenant id")),
+    responses(
+        (status = 200, description = "Rotated", body = RotationView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn rotate_now(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -104,6 +198,24 @@ async fn rotate_now(
     Ok(Json(state.core.rotate_now(&actor, &client, &tenant).await?))
 }
 
+#[utoipa::path(
+    post, path = "/tenants/{id}/smtp-credentials/provision", tag = "credentials",
+    summary = "Create the Mailu admin with a generated password and store it (credentials:write)",
+    params(("id" = TenantId, Path, description = "The tenant id")), request_body = ProvisionCredentialRequest,
+    responses(
+        (status = 200, description = "Provisioned", body = StoredCredentialView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
+        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn provision_credential(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -115,6 +227,25 @@ async fn provision_credential(
     Ok(Json(state.core.provision_credential(&actor, &client, &tenant, request).await?))
 }
 
+#[utoipa::path(
+    post, path = "/tenants/{id}/smtp-credentials/emergency-reset", tag = "incidents",
+    summary = "Emergency reset: rotate now, revoke reveals, alert security (credentials:reset)",
+    params(("id" = TenantId, Path, description = "The tenant id")), request_body = EmergencyResetRequest,
+    responses(
+        (status = 200, description = "Reset", body = EmergencyResetReceipt),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
+        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn emergency_reset(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -127,6 +258,20 @@ async fn emergency_reset(
 }
 
 /// The tenant's Mailu global admins as last inventoried (credentials:read).
+#[utoipa::path(
+    get, path = "/tenants/{id}/mailu-admins", tag = "tenants",
+    summary = "The tenant's Mailu global admins as last inventoried (credentials:read)",
+    params(("id" = TenantId, Path, description = "The tenant id")),
+    responses(
+        (status = 200, description = "The admins", body = Vec<crate::model::MailuAdminView>),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn mailu_admins(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -136,6 +281,25 @@ async fn mailu_admins(
 }
 
 /// Revert to the previous password through the staged protocol (credentials:revert).
+#[utoipa::path(
+    post, path = "/tenants/{id}/smtp-credentials/revert", tag = "credentials",
+    summary = "Revert to the previous password through the staged protocol (credentials:revert)",
+    params(("id" = TenantId, Path, description = "The tenant id")), request_body = crate::model::RevertRequest,
+    responses(
+        (status = 200, description = "Reverted", body = crate::model::RevertView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
+        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn revert_credential(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -148,6 +312,24 @@ async fn revert_credential(
 }
 
 /// Exposure sweep (credentials:reset): `dry_run` lists, otherwise rotates and answers when done.
+#[utoipa::path(
+    post, path = "/sweeps", tag = "incidents",
+    summary = "Exposure sweep: rotate every tenant a subject was exposed to (credentials:reset)",
+    request_body = crate::model::SweepBody,
+    responses(
+        (status = 200, description = "What was found (dry run) or done", body = crate::model::SweepView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such admin or service token (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
+        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn exposure_sweep(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -158,6 +340,25 @@ async fn exposure_sweep(
     Ok(Json(state.core.exposure_sweep(&actor, &client, &request, None).await?))
 }
 
+#[utoipa::path(
+    post, path = "/tenants/{id}/recover", tag = "recovery",
+    summary = "Move a tenant onto a replacement mail server (tenants:recover)",
+    params(("id" = TenantId, Path, description = "The tenant id")), request_body = crate::model::RecoverTenantRequest,
+    responses(
+        (status = 200, description = "Recovered", body = crate::model::RecoveryView),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
+        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn recover_tenant(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -169,6 +370,19 @@ async fn recover_tenant(
     Ok(Json(state.core.recover_tenant(&actor, &client, &tenant, &request).await?))
 }
 
+#[utoipa::path(
+    get, path = "/audit", tag = "audit",
+    summary = "A page of audit events, newest first (audit:read)",
+    params(crate::model::AuditQuery),
+    responses(
+        (status = 200, description = "The page", body = crate::model::AuditPage),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn query_audit(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -182,6 +396,19 @@ async fn query_audit(
 type AuditQueryParams =
     Result<axum::extract::Query<crate::model::AuditQuery>, axum::extract::rejection::QueryRejection>;
 
+#[utoipa::path(
+    get, path = "/audit/export.csv", tag = "audit",
+    summary = "Every matching event as CSV, streamed (audit:read)",
+    params(crate::model::AuditQuery),
+    responses(
+        (status = 200, description = "CSV with a header row", body = String, content_type = "text/csv"),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn export_audit_csv(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -190,6 +417,19 @@ async fn export_audit_csv(
     export_audit(state, actor, query, true).await
 }
 
+#[utoipa::path(
+    get, path = "/audit/export.jsonl", tag = "audit",
+    summary = "Every matching event as JSON lines, streamed (audit:read)",
+    params(crate::model::AuditQuery),
+    responses(
+        (status = 200, description = "One event per line", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
+        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
+        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
+        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+    )
+)]
 async fn export_audit_jsonl(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,

@@ -22,6 +22,7 @@ mod mail;
 mod mailu_admins;
 mod monitoring;
 mod no_secret_in_logs;
+mod openapi;
 mod recovery;
 mod reveal;
 mod reveal_notices;
