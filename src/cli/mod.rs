@@ -420,8 +420,18 @@ pub enum TokenCommand {
 /// `audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; names the first broken event.
-    Verify,
+    /// Recompute the hash chain; names the first broken event. With `--export`, checks an
+    /// exported copy instead (a SIEM's syslog file, a CSV or JSON lines export, saved webhook
+    /// payloads), offline: only the keyring is needed.
+    Verify {
+        /// The exported copy to check.
+        #[arg(long, value_name = "FILE")]
+        export: Option<std::path::PathBuf>,
+        /// The first event sealed with the keyring's MAC (`audit verify` prints it; 1 for a
+        /// console installed with a keyed chain). Earlier events carry a plain SHA-256.
+        #[arg(long, default_value_t = 1, requires = "export", value_name = "SEQ")]
+        keyed_from: i64,
+    },
     /// Write events as JSON Lines on standard output, oldest first.
     Export {
         /// Only this tenant.
@@ -942,7 +952,11 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             streaming.await.map_err(|e| Error::Internal(format!("audit export: {e}")))??;
             eprintln!("{count} events");
         }
-        Command::Audit { command: AuditCommand::Verify } => {
+        Command::Audit { command: AuditCommand::Verify { export: Some(file), keyed_from } } => {
+            let check = crate::core::audit::verify_export_file(&file, &config.keyring_path, keyed_from)?;
+            return Ok(print_export_check(&check));
+        }
+        Command::Audit { command: AuditCommand::Verify { export: None, .. } } => {
             let core = connect(&config, Needs::DB).await?;
             let report = core.verify_audit_chain().await?;
             return Ok(print_chain_report(&report));
@@ -1189,6 +1203,31 @@ async fn token_command(config: &Config, operator: &Actor, command: TokenCommand)
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_export_check(check: &crate::core::audit::ExportCheck) -> ExitCode {
+    let Some((first, last)) = check.range else {
+        println!("the export holds no audit event ({} other lines)", check.skipped_lines);
+        return ExitCode::from(2);
+    };
+    let extras = format!("{} repeated deliveries ignored, {} other lines", check.duplicates, check.skipped_lines);
+    match &check.first_broken {
+        None => {
+            println!(
+                "export intact: events {first}–{last} ({} events), every MAC and link verifies; head {} ({extras})",
+                check.events, check.head_hash
+            );
+            if first > 1 {
+                println!("it starts at event {first}: events before it are not in this copy");
+            }
+            println!("compare the head with `smtp-vault audit verify` on the console to see whether it is complete");
+            ExitCode::SUCCESS
+        }
+        Some(broken) => {
+            println!("export BROKEN at event {}: {} ({extras})", broken.seq, broken.reason);
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn print_chain_report(report: &ChainReport) -> ExitCode {

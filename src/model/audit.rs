@@ -57,6 +57,8 @@ pub struct AuditEventView {
     pub details: serde_json::Value,
     /// This event's hash.
     pub hash: String,
+    /// The previous event's hash (the link an exported copy is checked by).
+    pub prev_hash: String,
 }
 
 /// A page of events, newest first.
@@ -112,16 +114,23 @@ pub struct ChainStateView {
 
 /// The CSV export's header line.
 pub const CSV_HEADER: &str =
-    "seq,occurred_at,event,severity,actor_kind,actor,tenant_id,client_ip,request_id,details,hash\r\n";
+    "seq,occurred_at,event,severity,actor_kind,actor,tenant_id,client_ip,request_id,details,hash,prev_hash\r\n";
 
 /// One CSV field: quoted when needed, and a leading `= + - @` (or tab) neutralised so a
-/// spreadsheet never runs a value as a formula.
+/// spreadsheet never runs a value as a formula. A leading `'` is doubled, so
+/// [`csv_field_value`] gives back exactly the value (an exported trail is re-verified from it).
 #[must_use]
 pub fn csv_field(value: &str) -> String {
     // SECURITY: details and actor names come from callers; opening the export must not run them.
     let value =
-        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) { format!("'{value}") } else { value.to_owned() };
     if value.contains([',', '"', '\n', '\r']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
+}
+
+/// The value a [`csv_field`] was made from, once the CSV reader has unquoted it.
+#[must_use]
+pub fn csv_field_value(field: &str) -> &str {
+    field.strip_prefix('\'').unwrap_or(field)
 }
 
 impl AuditEventView {
@@ -140,6 +149,7 @@ impl AuditEventView {
             self.request_id.clone().unwrap_or_default(),
             self.details.to_string(),
             self.hash.clone(),
+            self.prev_hash.clone(),
         ];
         let mut line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
         line.push_str("\r\n");
@@ -158,6 +168,12 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("@cmd"), "'@cmd");
+        assert_eq!(csv_field("'quoted"), "''quoted");
+        for value in ["plain", "=1+1", "'quoted", "''", "-x", ""] {
+            let field = csv_field(value);
+            let unquoted = field.strip_prefix('"').and_then(|f| f.strip_suffix('"')).unwrap_or(&field);
+            assert_eq!(super::csv_field_value(unquoted), value);
+        }
         assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
     }
 }

@@ -19,6 +19,7 @@ pub use admin::{
 };
 pub use audit::{
     AuditChart, AuditDayCount, AuditEventView, AuditPage, AuditQuery, CSV_HEADER, ChainStateView, csv_field,
+    csv_field_value,
 };
 pub use credentials::{
     CredentialMetadataView, CredentialSecretView, CredentialState, FieldError, MailuAdminView, PasswordAlphabet,

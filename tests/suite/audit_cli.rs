@@ -198,3 +198,94 @@ async fn a_chain_from_before_keying_upgrades_and_stays_pinned_by_the_first_keyed
     let (code, out, _) = cli(&env, &["audit", "verify"]);
     assert_eq!(code, 2, "{out}");
 }
+
+#[tokio::test]
+async fn an_exported_trail_is_verified_offline_and_every_alteration_gap_and_relink_is_named() {
+    use smtp_vault::core::audit::verify_export;
+    let env = TestEnv::start().await;
+    for (i, tenant) in ["acme", "globex", "initech", "umbrella"].iter().enumerate() {
+        store(&env, tenant, &format!("Password-{i}-xyz")).await;
+    }
+    let base = env.serve().await;
+    let token = env.token(&[Scope::AuditRead]).await;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let (http, token, base) = (http.clone(), token.clone(), base.clone());
+        async move { http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().text().await.unwrap() }
+    };
+    let (jsonl, csv) = (get("/api/v1/audit/export.jsonl").await, get("/api/v1/audit/export.csv").await);
+    let (keyed_from,): (i64,) =
+        sqlx::query_as("SELECT keyed_from FROM audit_head WHERE id = 1").fetch_one(env.core.db().pool()).await.unwrap();
+    let (events,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_events").fetch_one(env.core.db().pool()).await.unwrap();
+
+    // Both exports verify from the command line, with only the keyring.
+    for (name, text) in [("trail.jsonl", &jsonl), ("trail.csv", &csv)] {
+        let file = env.dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let (code, out, err) = cli(
+            &env,
+            &["audit", "verify", "--export", file.to_str().unwrap(), "--keyed-from", &keyed_from.to_string()],
+        );
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains(&format!("export intact: events 1–{events} ({events} events)")), "{name}: {out}");
+    }
+
+    let key = smtp_vault::core::audit::ChainKey::from_keyring(
+        &smtp_vault::core::crypto::Keyring::load(&env.config.keyring_path).unwrap(),
+    );
+    let check = |text: &str| verify_export(std::io::Cursor::new(text.to_owned()), &key, keyed_from).unwrap();
+    let lines: Vec<&str> = jsonl.lines().collect();
+    let broken = |text: &str| check(text).first_broken.map(|b| (b.seq, b.reason.split(':').next().unwrap().to_owned()));
+
+    // A syslog file: each event behind the receiver's own prefix, among other messages; shuffled,
+    // one delivered twice (at-least-once): still intact.
+    let mut syslog: Vec<String> =
+        lines.iter().map(|l| format!("2026-12-07T10:00:00+00:00 console smtp-vault[42]: {l}")).collect();
+    syslog.reverse();
+    syslog.push(syslog[1].clone());
+    syslog.push("2026-12-07T10:00:01+00:00 console sshd[7]: session opened".into());
+    let intact = check(&syslog.join("\n"));
+    assert_eq!(
+        (intact.first_broken, intact.events, intact.duplicates, intact.skipped_lines),
+        (None, events as u64, 1, 1)
+    );
+
+    // One event's details edited.
+    let altered: Vec<String> = lines
+        .iter()
+        .map(|l| if l.contains("\"seq\":3,") { l.replace("\"version\":1", "\"version\":7") } else { (*l).to_owned() })
+        .collect();
+    assert_eq!(broken(&altered.join("\n")), Some((3, "altered".into())));
+    // One event left out.
+    let gap: Vec<&str> = lines.iter().copied().filter(|l| !l.contains("\"seq\":2,")).collect();
+    assert_eq!(broken(&gap.join("\n")), Some((2, "missing".into())));
+    // An event whose link is pointed elsewhere.
+    let relinked: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["seq"] == 4 {
+                v["prev_hash"] = "0".repeat(64).into();
+            }
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(broken(&relinked.join("\n")), Some((4, "relinked".into())));
+    // Two different events with one number.
+    let twice = format!("{jsonl}\n{}", altered.iter().find(|l| l.contains("\"seq\":3,")).unwrap());
+    assert_eq!(broken(&twice).map(|b| b.0), Some(3));
+    // The CSV, one cell edited.
+    let edited = csv.replacen("credential_stored", "credential_revealed", 1);
+    assert!(check(&edited).first_broken.is_some(), "an edited CSV must not verify");
+    // Another keyring cannot vouch for the trail.
+    let other = env.dir.path().join("other-keyring.json");
+    let mut config = env.config.clone();
+    config.keyring_path = other.clone();
+    smtp_vault::core::generate_keyring(&config).unwrap();
+    let wrong = smtp_vault::core::audit::verify_export_file(&env.dir.path().join("trail.jsonl"), &other, keyed_from)
+        .unwrap()
+        .first_broken
+        .map(|b| b.seq);
+    assert_eq!(wrong, Some(keyed_from.max(1)));
+}

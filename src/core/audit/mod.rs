@@ -10,8 +10,10 @@
 mod anchor;
 mod chain;
 mod events;
+mod export;
 mod query;
 
 pub use anchor::Anchor;
 pub use chain::{BrokenLink, ChainKey, ChainReport, append, event_hash, record, verify};
 pub use events::{EventType, GENESIS_HASH, NewEvent, Severity};
+pub use export::{ExportCheck, verify_export, verify_export_file};

@@ -266,6 +266,7 @@ impl AuditEventRow {
             client_ip: self.client_ip,
             request_id: self.request_id,
             hash: self.hash,
+            prev_hash: self.prev_hash,
         }
     }
 }
