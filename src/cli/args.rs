@@ -101,6 +101,23 @@ pub struct ConfigArgs {
     #[arg(long, env = "SMTP_VAULT_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = secret, global = true)]
     pub slack_webhook_url: Option<SecretString>,
 
+    /// SIEM export over syslog (RFC 5424, octet-counted TCP): `tls://host:port`, or
+    /// `tcp://host:port` where plaintext is allowed (SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT).
+    #[arg(long, env = "SMTP_VAULT_SIEM_SYSLOG_URL", global = true)]
+    pub siem_syslog_url: Option<String>,
+
+    /// Extra PEM roots for the syslog receiver's certificate.
+    #[arg(long, env = "SMTP_VAULT_SIEM_SYSLOG_CA_FILE", global = true)]
+    pub siem_syslog_ca_file: Option<std::path::PathBuf>,
+
+    /// SIEM export over signed webhooks (Standard Webhooks): where each audit event is POSTed.
+    #[arg(long, env = "SMTP_VAULT_SIEM_WEBHOOK_URL", hide_env_values = true, value_parser = secret, global = true, requires = "siem_webhook_secret")]
+    pub siem_webhook_url: Option<SecretString>,
+
+    /// The webhook signing secret, `whsec_` followed by base64 (at least 24 bytes).
+    #[arg(long, env = "SMTP_VAULT_SIEM_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret, global = true)]
+    pub siem_webhook_secret: Option<SecretString>,
+
     /// When the daily backup runs (cron with seconds, UTC).
     #[arg(long, env = "SMTP_VAULT_BACKUP_CRON", default_value = "0 0 2 * * *", global = true)]
     pub backup_cron: String,
@@ -293,6 +310,10 @@ impl ConfigArgs {
             alert_retry_ms: self.alert_retry_ms,
             incident_ack_hours: self.incident_ack_hours,
             slack_webhook_url: self.slack_webhook_url.clone(),
+            siem_syslog_url: self.siem_syslog_url.clone().filter(|u| !u.trim().is_empty()),
+            siem_syslog_ca_file: self.siem_syslog_ca_file.clone(),
+            siem_webhook_url: self.siem_webhook_url.clone(),
+            siem_webhook_secret: self.siem_webhook_secret.clone(),
             backup_cron: CronSchedule::parse("SMTP_VAULT_BACKUP_CRON", &self.backup_cron)?,
             dns_hook_url: optional_url("SMTP_VAULT_DNS_HOOK_URL", &self.dns_hook_url)?,
             provision_hook_url: optional_url("SMTP_VAULT_PROVISION_HOOK_URL", &self.provision_hook_url)?,

@@ -184,6 +184,21 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The SIEM export (SMTP_VAULT_SIEM_SYSLOG_URL, SMTP_VAULT_SIEM_WEBHOOK_URL).
+    Siem {
+        #[command(subcommand)]
+        command: SiemCommand,
+    },
+}
+
+/// `siem …`
+#[derive(Debug, Subcommand)]
+pub enum SiemCommand {
+    /// Where each configured sink stands: the last event handed over, how far behind the
+    /// trail's head, webhook deliveries waiting and dead.
+    Status,
+    /// Queue the dead-lettered webhook deliveries again (after the receiver is fixed).
+    Redrive,
 }
 
 /// `keys …`
@@ -659,6 +674,25 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
             );
         }
         Command::Token { command } => return token_command(&config, &operator, command).await,
+        Command::Siem { command } => {
+            let core = connect(&config, Needs::DB).await?;
+            match command {
+                SiemCommand::Status => {
+                    let sinks = core.siem_status().await?;
+                    if sinks.is_empty() {
+                        println!("no SIEM sink configured (SMTP_VAULT_SIEM_SYSLOG_URL, SMTP_VAULT_SIEM_WEBHOOK_URL)");
+                    }
+                    for (sink, cursor, behind, pending, dead) in sinks {
+                        println!(
+                            "{sink}: handed over up to event {cursor}, {behind} behind; {pending} waiting, {dead} dead"
+                        );
+                    }
+                }
+                SiemCommand::Redrive => {
+                    println!("{} dead deliveries queued again", core.redrive_siem_dead_letters().await?)
+                }
+            }
+        }
         Command::Rotate { tenant: Some(tenant), .. } => {
             let core = connect(&config, Needs::ALL).await?;
             let done = core.rotate_now(&operator, &crate::core::ClientInfo::local(), &tenant).await?;

@@ -55,6 +55,15 @@ pub struct Config {
     pub incident_ack_hours: u32,
     /// Slack incoming-webhook URL (a secret: whoever holds it can post).
     pub slack_webhook_url: Option<SecretString>,
+    /// SIEM syslog receiver: `tcp://host:port` (plaintext: needs the outbound policy's
+    /// plaintext switch) or `tls://host:port`.
+    pub siem_syslog_url: Option<String>,
+    /// Extra PEM roots the syslog receiver's certificate may chain to.
+    pub siem_syslog_ca_file: Option<std::path::PathBuf>,
+    /// SIEM webhook URL (a secret: it may carry a token).
+    pub siem_webhook_url: Option<SecretString>,
+    /// The webhook's signing secret, `whsec_` + base64 (Standard Webhooks).
+    pub siem_webhook_secret: Option<SecretString>,
     /// When the daily backup runs.
     pub backup_cron: CronSchedule,
     /// Called after a recovery so DNS can follow the replacement server.
@@ -146,6 +155,10 @@ impl Config {
             alert_smtp_url: None,
             alert_email_to: Vec::new(),
             slack_webhook_url: None,
+            siem_syslog_url: None,
+            siem_syslog_ca_file: None,
+            siem_webhook_url: None,
+            siem_webhook_secret: None,
             alert_email_from: parsed(mailbox("SMTP_VAULT_ALERT_EMAIL_FROM", "smtp-vault@localhost")),
             alert_max_attempts: 8,
             alert_retry_ms: 5000,

@@ -311,6 +311,8 @@ pub const TABLE_OWNERS: &[(&str, &[&str])] = &[
     ("monitor_seen", &["monitor"]),
     ("mailu_admins", &["monitor"]),
     ("fleet_cursors", &["fleet"]),
+    ("siem_cursors", &["siem"]),
+    ("siem_deliveries", &["siem"]),
 ];
 
 #[cfg(test)]

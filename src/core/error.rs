@@ -115,6 +115,9 @@ pub enum Error {
     /// The backup target failed (message names the object and the target, no secrets).
     #[error("backup store: {0}")]
     Backup(String),
+    /// A SIEM receiver (syslog, webhook) failed or could not be reached (no secrets).
+    #[error("SIEM export: {0}")]
+    Siem(String),
     /// A backup or journal file is not usable: damaged, truncated, altered or sealed with
     /// another key.
     #[error("backup rejected: {0}")]
@@ -149,7 +152,7 @@ impl Error {
             Error::Crypto(_) | Error::MalformedSecret { .. } | Error::BackupInvalid(_) | Error::DestinationMismatch => {
                 ErrorKind::Integrity
             }
-            Error::Backup(_) => ErrorKind::Unavailable,
+            Error::Backup(_) | Error::Siem(_) => ErrorKind::Unavailable,
             Error::Vault(_)
             | Error::VaultSealed
             | Error::VaultUnreachable(_)

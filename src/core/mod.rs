@@ -21,6 +21,7 @@ pub mod monitor;
 pub mod outbound;
 pub mod recovery;
 pub mod rotation;
+pub mod siem;
 pub mod vault;
 
 pub use access::{Actor, ClientInfo, CreatedToken};
@@ -111,6 +112,9 @@ pub struct Core {
     restore_status: Arc<std::sync::Mutex<Option<crate::model::RestoreStatusView>>>,
     probes: Arc<SharedProbes>,
     outbox_wake: Arc<tokio::sync::Notify>,
+    siem: Arc<siem::Sinks>,
+    /// This process among the consoles on one database (who holds the syslog stream).
+    instance_id: String,
     clock: SharedClock,
     settings: CoreSettings,
 }
@@ -239,6 +243,7 @@ impl Core {
         } else {
             None
         };
+        let siem = siem::Sinks::from_config(config, &outbound)?;
         let rp = RelyingParty::new(&config.public_url, chrono::Duration::minutes(2))?;
         let reveal_secs =
             i64::try_from(config.reveal_window_secs).map_err(|_| Error::Config("reveal window too long".into()))?;
@@ -259,6 +264,8 @@ impl Core {
             restore_status: Arc::default(),
             probes: Arc::default(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            siem: Arc::new(siem),
+            instance_id: hex::encode(crypto::random_bytes::<8>()?.as_ref()),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             settings: CoreSettings {
                 rotation_period: chrono::Duration::days(i64::from(config.rotation_period_days)),

@@ -252,6 +252,11 @@ pub async fn serve(core: Core, config: &Config) -> std::io::Result<()> {
     });
     tokio::spawn({
         let core = core.clone();
+        // Every audit event to the SIEM sinks, when configured (syslog stream, webhook outbox).
+        async move { core.run_siem_export(Duration::from_secs(1)).await }
+    });
+    tokio::spawn({
+        let core = core.clone();
         // Suspicious-activity rules as events arrive; Vault, backup and chain checks.
         async move { core.run_monitor(Duration::from_secs(1)).await }
     });

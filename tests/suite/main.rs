@@ -28,6 +28,7 @@ mod reveal;
 mod reveal_notices;
 mod revert;
 mod rotation;
+mod siem;
 mod standin;
 mod sweep;
 mod vault_ha;

@@ -22,6 +22,8 @@ struct Sink {
     refuse_slack: u64,
     refused_smtp: u64,
     refused_slack: u64,
+    refuse_hook: u64,
+    refused_hook: u64,
     hooks: Vec<Value>,
     provision_answer: Option<Value>,
 }
@@ -135,9 +137,17 @@ async fn hook(
     body: String,
 ) -> Response {
     let Ok(mut s) = sink.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let payload: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    s.hooks.push(json!({"name": name, "authorization": auth, "body": payload}));
+    if s.refuse_hook > 0 {
+        s.refuse_hook -= 1;
+        s.refused_hook += 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "refused by fault injection").into_response();
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let auth = text("authorization");
+    // The Standard Webhooks headers and the body as received, so a test can check signatures.
+    let webhook = json!({"id": text("webhook-id"), "timestamp": text("webhook-timestamp"), "signature": text("webhook-signature")});
+    let payload: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+    s.hooks.push(json!({"name": name, "authorization": auth, "body": payload, "raw": body, "webhook": webhook}));
     if name == "provision" {
         return match &s.provision_answer {
             Some(answer) => Json(answer.clone()).into_response(),
@@ -157,7 +167,7 @@ async fn messages(State(sink): State<Shared>) -> Response {
     let Ok(s) = sink.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     Json(json!({
         "emails": s.emails, "slack": s.slack, "hooks": s.hooks,
-        "refused": {"smtp": s.refused_smtp, "slack": s.refused_slack},
+        "refused": {"smtp": s.refused_smtp, "slack": s.refused_slack, "hook": s.refused_hook},
     }))
     .into_response()
 }
@@ -168,7 +178,8 @@ async fn fault(State(sink): State<Shared>, Json(body): Json<Value>) -> Response 
     match body["channel"].as_str() {
         Some("smtp") => s.refuse_smtp = count,
         Some("slack") => s.refuse_slack = count,
-        _ => return (StatusCode::BAD_REQUEST, "channel must be smtp or slack").into_response(),
+        Some("hook") => s.refuse_hook = count,
+        _ => return (StatusCode::BAD_REQUEST, "channel must be smtp, slack or hook").into_response(),
     }
     "ok".into_response()
 }

@@ -78,7 +78,7 @@ pub struct Alert<'a> {
 /// console that died mid-send leaves it to another after this.
 const LEASE_MS: i64 = 120_000;
 /// The longest wait between two attempts.
-const MAX_BACKOFF_MS: i64 = 3_600_000;
+pub(crate) const MAX_BACKOFF_MS: i64 = 3_600_000;
 
 /// Writes the alert and its deliveries in the caller's transaction; returns the new alert's
 /// id, or `None` when an alert with the same dedupe key exists.

@@ -17,3 +17,4 @@ pub use anchor::Anchor;
 pub use chain::{BrokenLink, ChainKey, ChainReport, append, event_hash, record, verify};
 pub use events::{EventType, GENESIS_HASH, NewEvent, Severity};
 pub use export::{ExportCheck, verify_export, verify_export_file};
+pub use query::events_between;
