@@ -38,6 +38,11 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Every setting: a commented TOML example, or the reference docs/configuration.md holds.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Configure Vault: KV v2 mount, policies, AppRole and the console's role (needs a privileged
     /// VAULT_TOKEN). Prints the role id and a new secret id.
     VaultSetup {
@@ -189,6 +194,15 @@ pub enum Command {
         #[command(subcommand)]
         command: SiemCommand,
     },
+}
+
+/// `config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a TOML config file with every setting at its default, commented out.
+    Example,
+    /// Print the configuration reference (Markdown; docs/configuration.md is this).
+    Reference,
 }
 
 /// `siem …`
@@ -619,9 +633,19 @@ async fn connect(config: &Config, needs: Needs) -> Result<Core, Error> {
 }
 
 async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
+    // Before the settings are checked: a broken setting must not hide the reference.
+    if let Some(Command::Config { command }) = &cli.command {
+        match command {
+            ConfigCommand::Example => print!("{}", config_file::example_toml()),
+            ConfigCommand::Reference => print!("{}", config_file::reference_markdown()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = cli.config.load()?;
     let operator = Actor::operator();
     match cli.command.unwrap_or(Command::Serve) {
+        // Answered above, before the settings were loaded.
+        Command::Config { .. } => {}
         Command::Serve => {
             let core = connect(&config, Needs::ALL).await?;
             crate::web::serve(core, &config).await?;

@@ -52,11 +52,27 @@ fn describe() {
     metrics::describe_gauge!("smtp_vault_backup_age_seconds", "Age of the newest backup (-1: none yet)");
     metrics::describe_gauge!("smtp_vault_outbox_depth", "Alert deliveries by state (pending, dead)");
     metrics::describe_gauge!("smtp_vault_alerts_unacknowledged", "Alerts nobody has acknowledged");
+    metrics::describe_gauge!("smtp_vault_alerts_open", "Unacknowledged alerts by kind");
+    metrics::describe_gauge!("smtp_vault_siem_lag_events", "Audit events not yet handed to a SIEM sink");
+    metrics::describe_gauge!("smtp_vault_siem_dead_letters", "SIEM webhook deliveries that gave up");
     metrics::describe_gauge!("smtp_vault_vault_up", "1 when Vault is active or standby");
     metrics::describe_gauge!("smtp_vault_vault_health", "1 for Vault's current health state");
     metrics::describe_gauge!("smtp_vault_database_up", "1 when the database answers");
     metrics::describe_gauge!("smtp_vault_credentials", "Stored credentials by state");
     metrics::describe_gauge!("smtp_vault_reveal_windows_open", "Reveal windows open now");
+    metrics::describe_counter!(
+        "smtp_vault_readiness_probes_total",
+        "Readiness probes actually run (not served from the last)"
+    );
+    metrics::describe_counter!("smtp_vault_heartbeat_logins_total", "Heartbeat SMTP logins that got an answer");
+    metrics::describe_counter!(
+        "smtp_vault_heartbeat_failures_total",
+        "Heartbeat checks that could not tell (retried in an hour)"
+    );
+    metrics::describe_counter!(
+        "smtp_vault_rate_limiter_saturated_total",
+        "Login attempts the rate limiter could not track (its table was full)"
+    );
 }
 
 /// Counts and times each request under its route pattern.

@@ -14,6 +14,7 @@ mod audit_cli;
 mod audit_scale;
 mod backup;
 mod crash;
+mod deploy;
 mod emergency;
 mod fleet;
 mod four_eyes;

@@ -208,6 +208,19 @@ impl Core {
         let (open_alerts,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE acknowledged_at_ms IS NULL").fetch_one(pool).await?;
         metrics::gauge!("smtp_vault_alerts_unacknowledged").set(open_alerts as f64);
+        // Per kind too, so a rule can page on one (the audit chain broken, say).
+        let kinds: Vec<(String, i64)> =
+            sqlx::query_as("SELECT kind, COUNT(*) FROM alerts WHERE acknowledged_at_ms IS NULL GROUP BY kind")
+                .fetch_all(pool)
+                .await?;
+        for kind in crate::core::alerting::AlertKind::ALL {
+            let n = kinds.iter().find(|(k, _)| k == kind.as_str()).map_or(0, |(_, n)| *n);
+            metrics::gauge!("smtp_vault_alerts_open", "kind" => kind.as_str()).set(n as f64);
+        }
+        for (sink, _, behind, _, dead) in self.siem_status().await? {
+            metrics::gauge!("smtp_vault_siem_lag_events", "sink" => sink.clone()).set(behind as f64);
+            metrics::gauge!("smtp_vault_siem_dead_letters", "sink" => sink).set(dead as f64);
+        }
         let states: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM tenants GROUP BY state").fetch_all(pool).await?;
         for (state, n) in states {
