@@ -38,6 +38,13 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Preflight: configuration, key files, database, Vault and the token's capabilities,
+    /// public URL, alert channels, clock; one line each, non-zero exit on any failure.
+    Doctor {
+        /// Print only what fails (for systemd's ExecStartPre).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Every setting: a commented TOML example, or the reference docs/configuration.md holds.
     Config {
         #[command(subcommand)]
@@ -641,11 +648,14 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(Command::Doctor { quiet }) = &cli.command {
+        return Ok(doctor(cli.config.load(), *quiet).await);
+    }
     let config = cli.config.load()?;
     let operator = Actor::operator();
     match cli.command.unwrap_or(Command::Serve) {
         // Answered above, before the settings were loaded.
-        Command::Config { .. } => {}
+        Command::Config { .. } | Command::Doctor { .. } => {}
         Command::Serve => {
             let core = connect(&config, Needs::ALL).await?;
             crate::web::serve(core, &config).await?;
@@ -1261,6 +1271,36 @@ async fn token_command(config: &Config, operator: &Actor, command: TokenCommand)
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn doctor(config: Result<Config, Error>, quiet: bool) -> ExitCode {
+    use crate::core::doctor::Outcome;
+    let checks = match config {
+        Ok(config) => crate::core::doctor::run(&config).await,
+        Err(e) => {
+            vec![crate::core::doctor::Check { name: "configuration", outcome: Outcome::Fail, detail: e.to_string() }]
+        }
+    };
+    let failed = checks.iter().filter(|c| c.outcome == Outcome::Fail).count();
+    for c in &checks {
+        let mark = match c.outcome {
+            Outcome::Pass => "ok  ",
+            Outcome::Fail => "FAIL",
+            Outcome::Skip => "skip",
+        };
+        if !quiet || c.outcome == Outcome::Fail {
+            println!("{mark} {:<14} {}", c.name, c.detail);
+        }
+    }
+    if failed > 0 {
+        println!("{failed} of {} checks failed", checks.len());
+        ExitCode::from(1)
+    } else {
+        if !quiet {
+            println!("all checks passed");
+        }
+        ExitCode::SUCCESS
+    }
 }
 
 fn print_export_check(check: &crate::core::audit::ExportCheck) -> ExitCode {

@@ -171,6 +171,23 @@ impl Db {
         Ok(())
     }
 
+    /// Migrations this build carries that the database has not applied (the doctor's check;
+    /// `serve` and `migrate` apply them).
+    ///
+    /// # Errors
+    /// Database errors other than a missing migrations table (a new database: all pending).
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        Ok(migrator.iter().map(|m| m.version).filter(|v| !applied.iter().any(|(a,)| a == v)).collect())
+    }
+
     /// The pool.
     #[must_use]
     pub fn pool(&self) -> &AnyPool {

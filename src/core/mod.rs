@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
+pub mod doctor;
 pub mod emergency;
 pub mod error;
 pub mod fleet;

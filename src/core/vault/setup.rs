@@ -211,3 +211,48 @@ impl Vault {
         })
     }
 }
+
+impl Vault {
+    /// What this console's own token may do on each of `paths` (`sys/capabilities-self`).
+    ///
+    /// # Errors
+    /// Vault errors.
+    pub async fn capabilities_self(&self, paths: &[String]) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let answer =
+            self.sys(reqwest::Method::POST, "sys/capabilities-self", Some(serde_json::json!({"paths": paths}))).await?;
+        let body = answer.get("data").unwrap_or(&answer);
+        Ok(paths
+            .iter()
+            .map(|p| {
+                let caps = body[p.as_str()]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                (p.clone(), caps)
+            })
+            .collect())
+    }
+
+    /// The console policy as shipped, for `mount`: each path pattern with its capabilities.
+    #[must_use]
+    pub fn console_policy(mount: &str) -> Vec<(String, Vec<String>)> {
+        let text = POLICIES
+            .iter()
+            .find(|(n, _)| *n == "smtp-vault-console")
+            .map_or("", |(_, t)| t)
+            .replace("{{mount}}", mount);
+        let mut out = Vec::new();
+        let mut path = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(p) = line.strip_prefix("path \"").and_then(|r| r.split('"').next()) {
+                path = Some(p.to_owned());
+            } else if let (Some(p), Some(list)) = (&path, line.strip_prefix("capabilities = [")) {
+                let caps =
+                    list.trim_end_matches(']').split(',').map(|c| c.trim().trim_matches('"').to_owned()).collect();
+                out.push((p.clone(), caps));
+                path = None;
+            }
+        }
+        out
+    }
+}
