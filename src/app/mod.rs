@@ -4,6 +4,7 @@
 
 mod browser;
 mod confirm;
+mod details;
 mod pages;
 pub mod server_fns;
 pub(crate) mod session;

@@ -23,14 +23,17 @@ pub async fn readiness() -> Result<ReadinessView, crate::model::UiError> {
     Ok(ReadinessView { database: r.database, vault: r.vault.as_str().to_owned(), ready: r.ready() })
 }
 
-/// Says "server-rendered" until the browser has hydrated the page, then "interactive".
+/// Says "server-rendered" until the browser has hydrated the page, then "interactive": the
+/// end-to-end journeys' signal that the page answers clicks. Hidden from people.
 #[component]
 pub fn HydrationBadge() -> impl IntoView {
     let hydrated = RwSignal::new(false);
     // Effects run only in the browser, so this flips exactly when hydration has happened.
     Effect::new(move |_| hydrated.set(true));
     view! {
-        <span class="badge" data-testid="hydration" data-hydrated=move || hydrated.get().to_string()>
+        // A test hook, not for people: present in the page (the journeys wait on it), never seen
+        // or read out.
+        <span class="visually-hidden" aria-hidden="true" data-testid="hydration" data-hydrated=move || hydrated.get().to_string()>
             {move || if hydrated.get() { "interactive" } else { "server-rendered" }}
         </span>
     }

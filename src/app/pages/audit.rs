@@ -252,7 +252,11 @@ fn Trail() -> impl IntoView {
                         <dt>"Request"</dt><dd>{e.request_id.clone().unwrap_or_default()}</dd>
                         <dt>"Hash"</dt><dd><code>{e.hash.clone()}</code></dd>
                     </dl>
-                    <pre>{serde_json::to_string_pretty(&e.details).unwrap_or_default()}</pre>
+                    <h4>"Details"</h4>
+                    <crate::app::details::DetailFields details=e.details.clone() />
+                    <dl class="facts">
+                        <dt>"Previous hash"</dt><dd><code>{e.prev_hash.clone()}</code></dd>
+                    </dl>
                 </div>
             })}
         </section>

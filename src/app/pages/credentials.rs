@@ -592,7 +592,7 @@ fn RotationPanel(tenant_id: String) -> impl IntoView {
                                         <td>{date(Some(e.at))}</td>
                                         <td>{e.event.replace('_', " ")}</td>
                                         <td>{e.actor.clone()}</td>
-                                        <td><code>{e.details.clone()}</code></td>
+                                        <td><crate::app::details::DetailFields details=serde_json::from_str(&e.details).unwrap_or_else(|_| serde_json::Value::String(e.details.clone())) /></td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>
