@@ -62,7 +62,7 @@ ln -sf "$TOOLS/venv/bin/bao" "$TOOLS/bin/bao"
 apt_install dovecot-core dovecot-submissiond dovecot-auth-lua openssl curl
 
 if [ "$what" = test ]; then
-  apt_install chromium postgresql rsyslog rsyslog-gnutls prometheus
+  apt_install chromium postgresql rsyslog rsyslog-gnutls prometheus systemd
   # An S3 server for the backup tests (0.14.1: later releases need a newer rustc).
   if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
     log "cargo install s3s-fs 0.14.1 into $TOOLS (about 13 minutes, once)"
