@@ -2,13 +2,14 @@
 //! convert. Responses that carry a secret are marked `no-store`.
 
 use crate::model::{
-    ApiErrorBody, CredentialMetadataView, CredentialSecretView, EmergencyResetReceipt, EmergencyResetRequest,
+    CredentialMetadataView, CredentialSecretView, EmergencyResetReceipt, EmergencyResetRequest,
     ProvisionCredentialRequest, RevealRequestView, RotationView, StoreCredentialRequest, StoredCredentialView,
     TenantId,
 };
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
 use crate::web::extract::{ApiActor, Client, JsonBody, TenantPath};
+use crate::web::openapi::{BodyErrors, CallerErrors, ConflictError, MailServerError, NotFoundError};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -44,15 +45,7 @@ pub fn routes() -> Router<AppState> {
     params(("id" = TenantId, Path, description = "The tenant id")), request_body = StoreCredentialRequest,
     responses(
         (status = 200, description = "Stored (encrypted, in Vault); audited", body = StoredCredentialView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
-        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
-        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, ConflictError, BodyErrors,
     )
 )]
 async fn store_credential(
@@ -72,12 +65,7 @@ async fn store_credential(
     params(("id" = TenantId, Path, description = "The tenant id")),
     responses(
         (status = 200, description = "The metadata", body = CredentialMetadataView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError,
     )
 )]
 async fn credential_metadata(
@@ -95,13 +83,7 @@ async fn credential_metadata(
     responses(
         (status = 200, description = "The credential with its password; `Cache-Control: no-store`", body = CredentialSecretView,
             headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError, ConflictError,
     )
 )]
 async fn read_credential_secret(
@@ -125,11 +107,7 @@ async fn read_credential_secret(
     params(crate::model::TenantQuery),
     responses(
         (status = 200, description = "The page", body = crate::model::TenantPage),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors,
     )
 )]
 async fn list_tenants(
@@ -155,11 +133,7 @@ struct RevealRequestQuery {
     params(("pending" = Option<bool>, Query, description = "Only those awaiting a decision")),
     responses(
         (status = 200, description = "The requests, newest first", body = Vec<RevealRequestView>),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors,
     )
 )]
 async fn list_reveal_requests(
@@ -179,14 +153,7 @@ async fn list_reveal_requests(
     params(("id" = TenantId, Path, description = "The tenant id")),
     responses(
         (status = 200, description = "Rotated", body = RotationView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError, ConflictError, MailServerError,
     )
 )]
 async fn rotate_now(
@@ -204,16 +171,7 @@ async fn rotate_now(
     params(("id" = TenantId, Path, description = "The tenant id")), request_body = ProvisionCredentialRequest,
     responses(
         (status = 200, description = "Provisioned", body = StoredCredentialView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
-        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
-        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, ConflictError, BodyErrors, MailServerError,
     )
 )]
 async fn provision_credential(
@@ -233,17 +191,7 @@ async fn provision_credential(
     params(("id" = TenantId, Path, description = "The tenant id")), request_body = EmergencyResetRequest,
     responses(
         (status = 200, description = "Reset", body = EmergencyResetReceipt),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
-        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
-        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError, ConflictError, BodyErrors, MailServerError,
     )
 )]
 async fn emergency_reset(
@@ -264,12 +212,7 @@ async fn emergency_reset(
     params(("id" = TenantId, Path, description = "The tenant id")),
     responses(
         (status = 200, description = "The admins", body = Vec<crate::model::MailuAdminView>),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError,
     )
 )]
 async fn mailu_admins(
@@ -287,17 +230,7 @@ async fn mailu_admins(
     params(("id" = TenantId, Path, description = "The tenant id")), request_body = crate::model::RevertRequest,
     responses(
         (status = 200, description = "Reverted", body = crate::model::RevertView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
-        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
-        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError, ConflictError, BodyErrors, MailServerError,
     )
 )]
 async fn revert_credential(
@@ -318,16 +251,7 @@ async fn revert_credential(
     request_body = crate::model::SweepBody,
     responses(
         (status = 200, description = "What was found (dry run) or done", body = crate::model::SweepView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such admin or service token (`not_found`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
-        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
-        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError, ConflictError, BodyErrors,
     )
 )]
 async fn exposure_sweep(
@@ -346,17 +270,7 @@ async fn exposure_sweep(
     params(("id" = TenantId, Path, description = "The tenant id")), request_body = crate::model::RecoverTenantRequest,
     responses(
         (status = 200, description = "Recovered", body = crate::model::RecoveryView),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 404, description = "No such tenant (`not_found`)", body = ApiErrorBody),
-        (status = 409, description = "A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)", body = ApiErrorBody),
-        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ApiErrorBody),
-        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ApiErrorBody),
-        (status = 422, description = "A field failed validation (`invalid_field`; the message names it, never its value)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 502, description = "The tenant's mail server failed or could not be reached (`mail_server_error`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors, NotFoundError, ConflictError, BodyErrors, MailServerError,
     )
 )]
 async fn recover_tenant(
@@ -376,11 +290,7 @@ async fn recover_tenant(
     params(crate::model::AuditQuery),
     responses(
         (status = 200, description = "The page", body = crate::model::AuditPage),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors,
     )
 )]
 async fn query_audit(
@@ -402,11 +312,7 @@ type AuditQueryParams =
     params(crate::model::AuditQuery),
     responses(
         (status = 200, description = "CSV with a header row", body = String, content_type = "text/csv"),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors,
     )
 )]
 async fn export_audit_csv(
@@ -423,11 +329,7 @@ async fn export_audit_csv(
     params(crate::model::AuditQuery),
     responses(
         (status = 200, description = "One event per line", body = String, content_type = "application/x-ndjson"),
-        (status = 400, description = "The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, …)", body = ApiErrorBody),
-        (status = 401, description = "No or an unknown token (`unauthenticated`)", body = ApiErrorBody),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`) or the action is refused (`forbidden`)", body = ApiErrorBody),
-        (status = 429, description = "Too many requests (`rate_limited`)", body = ApiErrorBody),
-        (status = 503, description = "Vault or the database is unavailable (`service_unavailable`)", body = ApiErrorBody),
+        CallerErrors,
     )
 )]
 async fn export_audit_jsonl(

@@ -2,6 +2,7 @@
 //! from the handlers' `#[utoipa::path]` attributes and the model's types, so it cannot drift
 //! from what the handlers take and answer.
 
+use crate::model::ApiErrorBody;
 use crate::web::api;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -36,8 +37,9 @@ use utoipa::{Modify, OpenApi};
         api::export_audit_csv,
         api::export_audit_jsonl,
     ),
-    // Schemas only query parameters name (utoipa collects those of bodies by itself).
-    components(schemas(crate::model::TenantFilter)),
+    // Schemas only query parameters and the error groups name (utoipa collects those of
+    // bodies by itself).
+    components(schemas(crate::model::TenantFilter, ApiErrorBody)),
     modifiers(&BearerToken),
     security(("bearer" = [])),
     tags(
@@ -51,6 +53,72 @@ use utoipa::{Modify, OpenApi};
 struct ApiDoc;
 
 struct BearerToken;
+
+// The error answers, grouped as the operations share them: each operation lists the groups it
+// can answer with (the body is always the error contract, `{"error": {"code", "message"}}`).
+
+/// What any operation may answer besides its success.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "describes responses; never built")]
+pub(crate) enum CallerErrors {
+    /// The request is malformed (`invalid_tenant_id`, `malformed_json`, `invalid_query`, `invalid_input`)
+    #[response(status = 400)]
+    BadRequest(ApiErrorBody),
+    /// No token, or an unknown, expired or revoked one (`unauthenticated`)
+    #[response(status = 401)]
+    Unauthenticated(ApiErrorBody),
+    /// The token lacks the operation's scope (`insufficient_scope`) or it is refused (`forbidden`)
+    #[response(status = 403)]
+    Forbidden(ApiErrorBody),
+    /// Too many requests (`rate_limited`)
+    #[response(status = 429)]
+    RateLimited(ApiErrorBody),
+    /// Vault or the database is unavailable (`service_unavailable`)
+    #[response(status = 503)]
+    Unavailable(ApiErrorBody),
+}
+
+/// The tenant (or admin, or token) named does not exist.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "describes responses; never built")]
+pub(crate) enum NotFoundError {
+    /// No such tenant, admin or service token (`not_found`)
+    #[response(status = 404)]
+    NotFound(ApiErrorBody),
+}
+
+/// Another change got there first.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "describes responses; never built")]
+pub(crate) enum ConflictError {
+    /// A rotation is in progress or the state forbids it (`rotation_in_progress`, `conflict`)
+    #[response(status = 409)]
+    Conflict(ApiErrorBody),
+}
+
+/// A body refused.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "describes responses; never built")]
+pub(crate) enum BodyErrors {
+    /// The body is over the limit (`payload_too_large`)
+    #[response(status = 413)]
+    TooLarge(ApiErrorBody),
+    /// The body is not JSON (`unsupported_media_type`)
+    #[response(status = 415)]
+    NotJson(ApiErrorBody),
+    /// A field failed validation (`invalid_field`; the message names it, never its value)
+    #[response(status = 422)]
+    InvalidField(ApiErrorBody),
+}
+
+/// The operation reaches the tenant's mail server.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "describes responses; never built")]
+pub(crate) enum MailServerError {
+    /// The tenant's mail server failed or could not be reached (`mail_server_error`)
+    #[response(status = 502)]
+    MailServer(ApiErrorBody),
+}
 
 impl Modify for BearerToken {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
