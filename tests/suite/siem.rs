@@ -85,24 +85,36 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(dir: &Path, port: u16, (ca, cert, key): &(PathBuf, PathBuf, PathBuf), file: &Path) -> Self {
+        let tls = format!(
+            r#"global(DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca}"
+       DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+"#,
+            ca = ca.display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        Self::launch(dir, port, &tls, file)
+    }
+
+    /// Plain TCP (octet-counted framing, no TLS).
+    fn start_plain(dir: &Path, port: u16, file: &Path) -> Self {
+        Self::launch(dir, port, "module(load=\"imtcp\")\n", file)
+    }
+
+    fn launch(dir: &Path, port: u16, transport: &str, file: &Path) -> Self {
         let work = dir.join(format!("rsyslog-{port}"));
         std::fs::create_dir_all(&work).unwrap();
         let conf = work.join("rsyslog.conf");
         std::fs::write(
             &conf,
             format!(
-                r#"global(workDirectory="{work}" maxMessageSize="64k"
-       DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca}"
-       DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
-input(type="imtcp" port="{port}")
+                r#"global(workDirectory="{work}" maxMessageSize="64k")
+{transport}input(type="imtcp" port="{port}")
 template(name="message" type="string" string="%msg%\n")
 action(type="omfile" file="{file}" template="message")
 "#,
                 work = work.display(),
-                ca = ca.display(),
-                cert = cert.display(),
-                key = key.display(),
                 file = file.display(),
             ),
         )
@@ -332,4 +344,21 @@ async fn signed_webhooks_carry_every_event_through_retries_and_dead_letters() {
         assert!(Instant::now() < deadline, "redriven deliveries never arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn plain_tcp_syslog_where_plaintext_is_allowed_delivers_a_verifiable_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("siem.log");
+    let _rsyslog = Rsyslog::start_plain(dir.path(), port, &file);
+    // The test console allows plaintext to loopback (SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT).
+    let env =
+        TestEnv::builder().config(move |c| c.siem_syslog_url = Some(format!("tcp://127.0.0.1:{port}"))).start().await;
+    store(&env, "acme").await;
+    let until = head(&env).await;
+    let text = export_until(&env, &mut SyslogStream::default(), &file, until).await;
+    assert!(!text.contains(CANARY));
+    let check = keyed_from_one(&env, &file);
+    assert_eq!((check.first_broken, check.range), (None, Some((1, until))));
 }
