@@ -1,6 +1,7 @@
 -- SIEM export (core/siem): where each sink has got to in the audit trail, which console holds a
 -- streaming sink (syslog: one ordered stream), and the webhook outbox, one delivery per event
--- (retried with backoff, dead-lettered after its attempts, leased so one console sends it).
+-- (retried with backoff, dead-lettered after its attempts, leased so one console sends it; a
+-- delivered row is deleted, so the table holds only what is still owed).
 CREATE TABLE siem_cursors (
     sink           TEXT    PRIMARY KEY,
     seq            BIGINT  NOT NULL,
@@ -19,7 +20,6 @@ CREATE TABLE siem_deliveries (
     next_attempt_at_ms  BIGINT  NOT NULL,
     lease_until_ms      BIGINT,
     last_error          TEXT,
-    delivered_at_ms     BIGINT,
     created_at_ms       BIGINT  NOT NULL,
     PRIMARY KEY (sink, seq)
 );

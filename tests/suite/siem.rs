@@ -297,6 +297,10 @@ async fn signed_webhooks_carry_every_event_through_retries_and_dead_letters() {
     }
     let hooks = sink.hooks("siem").await;
     assert!(hooks.iter().all(verify_signature), "every delivery is signed with the shared secret");
+    // What was delivered leaves the outbox.
+    let (owed,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM siem_deliveries").fetch_one(env.core.db().pool()).await.unwrap();
+    assert_eq!(owed, 0, "delivered rows stay in the outbox");
     for hook in &hooks {
         let raw = hook["raw"].as_str().unwrap();
         assert!(!raw.contains(CANARY) && !raw.contains("mailu-token-canary"), "a secret reached the SIEM");

@@ -302,15 +302,13 @@ impl Core {
         let now = self.now().timestamp_millis();
         match sent {
             Ok(()) => {
-                sqlx::query(
-                    "UPDATE siem_deliveries SET state = 'delivered', attempts = $1, delivered_at_ms = $2, \
-                     lease_until_ms = NULL, last_error = NULL WHERE sink = 'webhook' AND seq = $3",
-                )
-                .bind(attempts)
-                .bind(now)
-                .bind(seq)
-                .execute(self.db.pool())
-                .await?;
+                // Delivered: the row has done its work (the cursor is past it), so it goes, and
+                // the outbox holds only what is still owed (no table growing with the trail).
+                sqlx::query("DELETE FROM siem_deliveries WHERE sink = 'webhook' AND seq = $1 AND attempts = $2")
+                    .bind(seq)
+                    .bind(attempts - 1)
+                    .execute(self.db.pool())
+                    .await?;
                 Ok(Some(Delivery::Delivered))
             }
             Err(problem) => {
