@@ -52,7 +52,9 @@ fn skip(name: &'static str, detail: &str) -> Check {
 /// A key file: present, a regular file, readable only by its owner (0600 or stricter), and
 /// owned by the user the console runs as.
 fn private_file(path: &Path) -> std::result::Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!("{}: {e} (create it with `smtp-vault keys generate`, `--backup` for the backup key)", path.display())
+    })?;
     if !meta.is_file() {
         return Err(format!("{} is not a file", path.display()));
     }
@@ -86,33 +88,69 @@ pub async fn run(config: &Config) -> Vec<Check> {
             Ok(format!("{} (mode 600), {} keys", config.keyring_path.display(), ring.key_ids().count()))
         }),
     ));
-    let target = BackupTarget::open(&config.backup_target);
+    // Opening a local target creates its directory: the doctor changes nothing, so a missing
+    // one is reported (the first backup creates it) and the key's place is checked by path.
+    let missing_dir = match &config.backup_target {
+        crate::core::backup::BackupLocation::Dir(dir) if !dir.is_dir() => Some(dir.clone()),
+        _ => None,
+    };
+    let target = match &missing_dir {
+        Some(dir) => Err(dir.clone()),
+        None => Ok(BackupTarget::open(&config.backup_target)),
+    };
     checks.push(check(
         "backup key",
         private_file(&config.backup_key_path).and_then(|()| {
             if std::fs::canonicalize(&config.backup_key_path).ok() == std::fs::canonicalize(&config.keyring_path).ok() {
                 return Err("the backup key is the keyring file: keep a key of its own".into());
             }
-            if let Ok(target) = &target {
-                target.check_key_apart(&config.backup_key_path).map_err(|e| e.to_string())?;
+            match &target {
+                Ok(Ok(target)) => target.check_key_apart(&config.backup_key_path).map_err(|e| e.to_string())?,
+                Ok(Err(_)) => {}
+                Err(dir) => {
+                    let absolute =
+                        |p: &Path| std::env::current_dir().map(|cwd| cwd.join(p)).unwrap_or_else(|_| p.to_owned());
+                    if absolute(&config.backup_key_path).starts_with(absolute(dir)) {
+                        return Err("the backup key lies inside the backup target: keep it apart".into());
+                    }
+                }
             }
             load_backup_key(&config.backup_key_path).map_err(|e| e.to_string())?;
             Ok(format!("{} (mode 600), apart from the backup target", config.backup_key_path.display()))
         }),
     ));
-    checks.push(check("backup target", target.map(|t| t.description.clone()).map_err(|e| e.to_string())));
+    checks.push(check(
+        "backup target",
+        match target {
+            Ok(Ok(t)) => Ok(t.description.clone()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(dir) => Ok(format!("{} (does not exist yet: the first backup creates it)", dir.display())),
+        },
+    ));
 
-    // The database: reachable, migrated, and its clock.
-    let db = Db::connect(&config.database_url).await;
+    // The database: reachable, migrated, and its clock. Connecting creates a missing SQLite
+    // file, so a missing one is reported instead.
+    let sqlite_file = config
+        .database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| config.database_url.strip_prefix("sqlite:"))
+        .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or_default()));
+    let db = match sqlite_file.filter(|f| !f.exists()) {
+        Some(file) => Err(crate::core::error::Error::InvalidInput(format!(
+            "no database at {} yet: run `smtp-vault migrate` (or start serve) to create it",
+            file.display()
+        ))),
+        None => Db::connect(&config.database_url).await,
+    };
     checks.push(check(
         "database",
         match &db {
             Ok(db) => match db.pending_migrations().await {
                 Ok(pending) if pending.is_empty() => Ok(format!("{:?}, every migration applied", db.backend())),
                 Ok(pending) => Err(format!(
-                    "{} migrations not applied ({:?}…): run `smtp-vault migrate` (serve applies them too)",
+                    "{} migrations not applied (from {}): run `smtp-vault migrate` (serve applies them too)",
                     pending.len(),
-                    pending.first()
+                    pending.first().copied().unwrap_or_default()
                 )),
                 Err(e) => Err(e.to_string()),
             },

@@ -143,6 +143,7 @@ async fn doctor_passes_a_sound_console_and_names_each_thing_that_is_wrong() {
         assert!(line(&out, name).starts_with("FAIL"), "{name}: {out}");
     }
     assert!(line(&out, "database").contains("smtp-vault migrate"), "{out}");
+    assert!(!env.dir.path().join("fresh.db").exists(), "the doctor must not create the database");
     assert!(!out.contains(secrecy::ExposeSecret::expose_secret(&env.secret_id)), "the doctor printed a secret");
 }
 
