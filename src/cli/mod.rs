@@ -1309,12 +1309,32 @@ fn print_export_check(check: &crate::core::audit::ExportCheck) -> ExitCode {
         return ExitCode::from(2);
     };
     let extras = format!("{} repeated deliveries ignored, {} other lines", check.duplicates, check.skipped_lines);
+    if check.first_broken.is_none() && check.mac_checked == 0 {
+        // Plain SHA-256 links anyone can recompute: nothing here is vouched for by the keyring.
+        println!(
+            "export UNVERIFIED: events {first}–{last} are all below --keyed-from, so none carries the keyring's MAC \
+             ({extras})"
+        );
+        return ExitCode::from(2);
+    }
     match &check.first_broken {
         None => {
             println!(
                 "export intact: events {first}–{last} ({} events), every MAC and link verifies; head {} ({extras})",
                 check.events, check.head_hash
             );
+            if check.hash_only > 0 {
+                println!(
+                    "{} of them predate the keyed chain (plain SHA-256, pinned by the first keyed event after them)",
+                    check.hash_only
+                );
+            }
+            if check.skipped_lines > 0 {
+                println!(
+                    "{} lines are not events: expected in a syslog file; in a JSON lines or webhook export, find out why",
+                    check.skipped_lines
+                );
+            }
             if first > 1 {
                 println!("it starts at event {first}: events before it are not in this copy");
             }

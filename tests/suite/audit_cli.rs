@@ -264,20 +264,42 @@ async fn an_exported_trail_is_verified_offline_and_every_alteration_gap_and_reli
     let relinked: Vec<String> = lines
         .iter()
         .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if v["seq"] == 4 {
-                v["prev_hash"] = "0".repeat(64).into();
+            let mut v: smtp_vault::model::AuditEventView = serde_json::from_str(l).unwrap();
+            if v.seq == 4 {
+                v.prev_hash = "0".repeat(64);
             }
-            v.to_string()
+            serde_json::to_string(&v).unwrap()
         })
         .collect();
     assert_eq!(broken(&relinked.join("\n")), Some((4, "relinked".into())));
+    // A line that says two things (a repeated key: a SIEM may show the first, a parser keep the
+    // last) or carries an extra field is refused, not verified.
+    let third = lines.iter().find(|l| l.contains("\"seq\":3,")).unwrap();
+    for forged in [third.replacen("{", "{\"actor\":\"mallory\",", 1), third.replacen("{", "{\"note\":\"x\",", 1)] {
+        let text = lines
+            .iter()
+            .map(|l| if l == third { forged.clone() } else { (*l).to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let refused = verify_export(std::io::Cursor::new(text), &key, keyed_from).err().map(|e| e.to_string());
+        assert!(refused.is_some_and(|e| e.contains("not in the form")), "{forged}");
+    }
+    // A repeat that differs from the first copy (its severity lowered) is a conflict.
+    let lowered = third.replacen("\"severity\":\"info\"", "\"severity\":\"debug\"", 1);
+    assert_ne!(&lowered, third);
+    assert_eq!(broken(&format!("{jsonl}\n{lowered}")).map(|b| b.0), Some(3));
     // Two different events with one number.
     let twice = format!("{jsonl}\n{}", altered.iter().find(|l| l.contains("\"seq\":3,")).unwrap());
     assert_eq!(broken(&twice).map(|b| b.0), Some(3));
     // The CSV, one cell edited.
     let edited = csv.replacen("credential_stored", "credential_revealed", 1);
     assert!(check(&edited).first_broken.is_some(), "an edited CSV must not verify");
+    // A cell the console never writes (a guard quote where no guard belongs) is refused.
+    let guarded = csv.replacen(",credential_stored,", ",'credential_stored,", 1);
+    assert!(verify_export(std::io::Cursor::new(guarded), &key, keyed_from).is_err());
+    // Every event of this trail is sealed with the keyring's MAC.
+    let counted = check(&jsonl);
+    assert_eq!((counted.mac_checked, counted.hash_only), (events as u64, 0));
     // Another keyring cannot vouch for the trail.
     let other = env.dir.path().join("other-keyring.json");
     let mut config = env.config.clone();

@@ -24,6 +24,11 @@ pub struct ExportCheck {
     pub duplicates: u64,
     /// Lines that hold no event (a syslog file's other messages, blank lines).
     pub skipped_lines: u64,
+    /// Events checked against the keyring's MAC.
+    pub mac_checked: u64,
+    /// Events from before the chain was keyed (below `keyed_from`): checked by plain SHA-256,
+    /// which anyone can recompute, so they are pinned only by the first keyed event after them.
+    pub hash_only: u64,
     /// The first event that fails, if any.
     pub first_broken: Option<BrokenLink>,
 }
@@ -97,6 +102,8 @@ pub fn verify_export(mut input: impl BufRead, key: &ChainKey, keyed_from: i64) -
         head_hash: events.values().next_back().map(|r| r.hash.clone()).unwrap_or_default(),
         duplicates,
         skipped_lines,
+        mac_checked: events.range(keyed_from..).count() as u64,
+        hash_only: events.range(..keyed_from).count() as u64,
         first_broken: None,
     };
     if let Some(seq) = conflict {
@@ -137,40 +144,72 @@ pub fn verify_export(mut input: impl BufRead, key: &ChainKey, keyed_from: i64) -
 }
 
 fn same(a: &AuditEventRow, b: &AuditEventRow) -> bool {
-    (a.occurred_at_ms, &a.event_type, &a.details, &a.hash, &a.prev_hash)
-        == (b.occurred_at_ms, &b.event_type, &b.details, &b.hash, &b.prev_hash)
-        && (&a.actor_id, &a.tenant_id, &a.client_ip, &a.request_id)
-            == (&b.actor_id, &b.tenant_id, &b.client_ip, &b.request_id)
+    // Every field the MAC covers, and the MAC: a "repeat" that differs anywhere is a conflict.
+    (a.seq, a.occurred_at_ms, &a.event_type, &a.severity, &a.actor_kind, &a.actor_id)
+        == (b.seq, b.occurred_at_ms, &b.event_type, &b.severity, &b.actor_kind, &b.actor_id)
+        && (&a.tenant_id, &a.client_ip, &a.request_id, &a.details, &a.hash, &a.prev_hash)
+            == (&b.tenant_id, &b.client_ip, &b.request_id, &b.details, &b.hash, &b.prev_hash)
 }
 
-/// A JSON event (a line of the JSON lines export, a syslog message, a webhook payload's
-/// `data`); `None` for JSON that is not an event.
+/// A JSON event (a line of the JSON lines export, a syslog message, a webhook payload); `None`
+/// for JSON that is not one (a syslog file's other messages). An event must be exactly what the
+/// console writes — the same bytes once parsed and written again — so a line with a repeated
+/// key (which a SIEM may read as the first value while this reads the last), an extra field or
+/// another spelling of a value is refused rather than verified.
 fn row_of_json(text: &str) -> std::result::Result<Option<AuditEventRow>, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let event = if value.get("data").is_some_and(|d| d.get("seq").is_some()) { &value["data"] } else { &value };
-    if event.get("seq").is_none() {
+    let is_payload = value.get("data").is_some_and(|d| d.get("seq").is_some());
+    if !is_payload && value.get("seq").is_none() {
         return Ok(None);
     }
-    let view: AuditEventView = serde_json::from_value(event.clone()).map_err(|e| format!("not an audit event: {e}"))?;
+    let event: AuditEventView = if is_payload {
+        serde_json::from_value(value["data"].clone()).map_err(|e| format!("not an audit event: {e}"))?
+    } else {
+        serde_json::from_value(value).map_err(|e| format!("not an audit event: {e}"))?
+    };
+    let canonical = if is_payload {
+        crate::core::siem::webhook_payload(&event).map_err(|e| e.to_string())?
+    } else {
+        serde_json::to_string(&event).map_err(|e| e.to_string())?
+    };
+    if canonical != text {
+        return Err(format!(
+            "event {} is not in the form the console writes (a repeated or extra field, or a value spelled \
+             differently): refused rather than trusted",
+            event.seq
+        ));
+    }
     Ok(Some(AuditEventRow {
-        seq: view.seq,
-        occurred_at_ms: view.occurred_at.timestamp_millis(),
-        event_type: view.event,
-        severity: view.severity,
-        actor_kind: view.actor_kind,
-        actor_id: view.actor,
-        tenant_id: view.tenant_id,
-        client_ip: view.client_ip,
-        request_id: view.request_id,
+        seq: event.seq,
+        occurred_at_ms: event.occurred_at.timestamp_millis(),
+        event_type: event.event,
+        severity: event.severity,
+        actor_kind: event.actor_kind,
+        actor_id: event.actor,
+        tenant_id: event.tenant_id,
+        client_ip: event.client_ip,
+        request_id: event.request_id,
         // As the console stored it: serde_json's own rendering of the same value.
-        details: view.details.to_string(),
-        prev_hash: view.prev_hash,
-        hash: view.hash,
+        details: event.details.to_string(),
+        prev_hash: event.prev_hash,
+        hash: event.hash,
     }))
 }
 
+/// A CSV cell's value, refused unless the console would have written exactly that cell for it
+/// (so a formula whose guard was removed, say, does not pass as the same value).
+fn csv_value(field: &str) -> std::result::Result<&str, String> {
+    let value = csv_field_value(field);
+    let written = crate::model::csv_field(value);
+    let unquoted = written
+        .strip_prefix('"')
+        .and_then(|w| w.strip_suffix('"'))
+        .map_or_else(|| written.clone(), |w| w.replace("\"\"", "\""));
+    if unquoted == field { Ok(value) } else { Err(format!("a cell is not in the form the console writes: {field:?}")) }
+}
+
 fn row_of_csv(record: &csv::StringRecord) -> std::result::Result<AuditEventRow, String> {
-    let field = |i: usize| record.get(i).map(csv_field_value).ok_or_else(|| format!("has no column {}", i + 1));
+    let field = |i: usize| record.get(i).ok_or_else(|| format!("has no column {}", i + 1)).and_then(csv_value);
     let optional = |i: usize| field(i).map(|v| (!v.is_empty()).then(|| v.to_owned()));
     let occurred_at = chrono::DateTime::parse_from_rfc3339(field(1)?).map_err(|e| format!("occurred_at: {e}"))?;
     Ok(AuditEventRow {

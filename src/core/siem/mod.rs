@@ -14,6 +14,8 @@
 mod syslog;
 mod webhook;
 
+pub use webhook::payload as webhook_payload;
+
 use crate::core::Core;
 use crate::core::audit::events_between;
 use crate::core::config::Config;

@@ -44,12 +44,7 @@ impl WebhookSink {
     /// A message safe to store: the status, or the connection problem without the URL.
     pub(super) async fn send(&self, event: &AuditEventView) -> std::result::Result<(), String> {
         let id = message_id(event);
-        let body = serde_json::to_string(&serde_json::json!({
-            "type": "audit.event",
-            "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "data": event,
-        }))
-        .map_err(|e| e.to_string())?;
+        let body = payload(event).map_err(|e| e.to_string())?;
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign(&self.key, &id, timestamp, &body);
         let answer = self
@@ -66,6 +61,19 @@ impl WebhookSink {
             .map_err(|e| format!("webhook: {}", if e.is_timeout() { "timed out" } else { "connection failed" }))?;
         if answer.status().is_success() { Ok(()) } else { Err(format!("webhook: HTTP {}", answer.status().as_u16())) }
     }
+}
+
+/// The body of one delivery: `{"data": event, "timestamp": …, "type": "audit.event"}` (keys in
+/// this order; `audit verify --export` reads saved payloads back and expects exactly this).
+///
+/// # Errors
+/// Serialization errors.
+pub fn payload(event: &AuditEventView) -> serde_json::Result<String> {
+    serde_json::to_string(&serde_json::json!({
+        "type": "audit.event",
+        "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": event,
+    }))
 }
 
 /// The message id: the event's number and the start of its hash (a restored database that
