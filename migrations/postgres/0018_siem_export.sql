@@ -7,6 +7,10 @@ CREATE TABLE siem_cursors (
     seq            BIGINT  NOT NULL,
     holder         TEXT,
     lease_until_ms BIGINT,
+    -- Syslog has no acknowledgement: a new connection first resends from replay_seq, the first
+    -- event sent in the last minute or two (replay_since_ms: when that window began).
+    replay_seq      BIGINT,
+    replay_since_ms BIGINT,
     updated_at_ms  BIGINT  NOT NULL
 );
 INSERT INTO siem_cursors (sink, seq, updated_at_ms) VALUES ('syslog', 0, 0);

@@ -366,3 +366,36 @@ async fn plain_tcp_syslog_where_plaintext_is_allowed_delivers_a_verifiable_copy(
     let check = keyed_from_one(&env, &file);
     assert_eq!((check.first_broken, check.range), (None, Some((1, until))));
 }
+
+#[tokio::test]
+async fn a_console_that_takes_over_the_stream_replays_what_the_receiver_may_have_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("siem.log");
+    let _rsyslog = Rsyslog::start_plain(dir.path(), port, &file);
+    let env =
+        TestEnv::builder().config(move |c| c.siem_syslog_url = Some(format!("tcp://127.0.0.1:{port}"))).start().await;
+    store(&env, "acme").await;
+    let until = head(&env).await;
+    export_until(&env, &mut SyslogStream::default(), &file, until).await;
+    // The receiver loses what it held (a crash before it reached the disk), and this console
+    // goes away; another takes the stream over once the lease lapses.
+    std::fs::write(&file, "").unwrap();
+    sqlx::query("UPDATE siem_cursors SET lease_until_ms = 0 WHERE sink = 'syslog'")
+        .execute(env.core.db().pool())
+        .await
+        .unwrap();
+    let other = smtp_vault::core::Core::connect(&env.config, smtp_vault::core::Needs::DB, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = SyslogStream::default();
+    loop {
+        other.export_audit_events(&mut stream).await.unwrap();
+        if std::fs::read_to_string(&file).unwrap_or_default().contains(&format!("\"seq\":{until},")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new holder never replayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let check = keyed_from_one(&env, &file);
+    assert_eq!((check.first_broken, check.range), (None, Some((1, until))), "the replay covers the lost batch");
+}

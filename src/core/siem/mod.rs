@@ -27,7 +27,7 @@ use std::time::Duration;
 /// Events read per pass.
 const BATCH: i64 = 500;
 /// How long a console holds the syslog stream without renewing its claim.
-const STREAM_LEASE_MS: i64 = 30_000;
+const STREAM_LEASE_MS: i64 = 120_000;
 /// How long a webhook delivery is claimed for while it is sent.
 const DELIVERY_LEASE_MS: i64 = 60_000;
 
@@ -87,17 +87,17 @@ enum Delivery {
     Dead,
 }
 
-/// The syslog connection a console keeps between passes, and what it wrote lately: syslog
-/// has no acknowledgement, so when the connection breaks, what went out in the last
-/// [`REPLAY`] is sent again (the receiver may have died holding it; duplicates are harmless:
-/// each event carries its number).
+/// The syslog connection a console keeps between passes. Syslog has no acknowledgement, so
+/// whenever a connection is opened — after a break, a restart, or another console taking the
+/// stream over — it first sends again what went out in the last [`REPLAY`] or so (the receiver
+/// may have died holding it; duplicates are harmless: each event carries its number). Where
+/// that window starts is kept in the database (`siem_cursors.replay_seq`), not in memory.
 #[derive(Default)]
 pub struct SyslogStream {
     connection: Option<syslog::Connection>,
-    sent: std::collections::VecDeque<(std::time::Instant, i64)>,
 }
 
-/// How far back a broken syslog connection is replayed.
+/// How far back a new syslog connection replays (at least this, at most twice this).
 const REPLAY: Duration = Duration::from_secs(60);
 
 impl Core {
@@ -105,69 +105,90 @@ impl Core {
     /// events queued and its due deliveries sent.
     ///
     /// # Errors
-    /// Database errors, and the syslog stream's failure (its connection is dropped and the
-    /// next pass resends from the cursor).
+    /// Database errors, and the syslog stream's failure (its connection is dropped; the next
+    /// connection replays from the window's start).
     pub async fn export_audit_events(&self, stream: &mut SyslogStream) -> Result<ExportPass> {
         let mut pass = ExportPass::default();
         let mut failure = None;
-        if let Some(sink) = &self.siem.syslog {
-            match self.stream_syslog(sink, stream).await {
+        if self.siem.syslog.is_some() {
+            match self.syslog_pass(stream).await {
                 Ok(n) => pass.streamed = n,
-                Err(e) => {
-                    stream.connection = None;
-                    if let Some(&(_, first)) = stream.sent.front() {
-                        // Rewind to the oldest batch of the replay window (the cursor only
-                        // ever moves back here, and only while this console holds the stream).
-                        sqlx::query(
-                            "UPDATE siem_cursors SET seq = $1 WHERE sink = 'syslog' AND holder = $2 AND seq > $1",
-                        )
-                        .bind(first - 1)
-                        .bind(&self.instance_id)
-                        .execute(self.db.pool())
-                        .await?;
-                    }
-                    stream.sent.clear();
-                    failure = Some(e);
-                }
+                Err(e) => failure = Some(e),
             }
         }
-        if let Some(sink) = &self.siem.webhook {
-            pass.queued = self.queue_webhook_deliveries().await?;
-            let (delivered, retrying, dead) = self.deliver_webhooks(sink).await?;
-            (pass.delivered, pass.retrying, pass.dead) = (delivered, retrying, dead);
+        if self.siem.webhook.is_some() {
+            let (queued, delivered, retrying, dead) = self.webhook_pass().await?;
+            (pass.queued, pass.delivered, pass.retrying, pass.dead) = (queued, delivered, retrying, dead);
         }
         failure.map_or(Ok(pass), Err)
     }
 
-    /// Exports until the process ends: a pass every `poll`, at once again while there is a
-    /// backlog; a failing syslog receiver is retried with backoff (up to a minute) and raises
-    /// `job_failed` once a day.
+    /// Exports until the process ends, each sink in a loop of its own (a hung webhook receiver
+    /// never holds up the syslog stream or its lease): a pass every `poll`, at once again
+    /// while there is a backlog; a failing receiver is retried with backoff (up to a minute)
+    /// and raises `job_failed` once a day.
     pub async fn run_siem_export(&self, poll: Duration) {
-        if !self.siem.any() {
-            return;
+        let syslog = async {
+            if self.siem.syslog.is_none() {
+                return;
+            }
+            let mut stream = SyslogStream::default();
+            let mut backoff = poll;
+            loop {
+                let wait = match self.syslog_pass(&mut stream).await {
+                    Ok(n) => {
+                        backoff = poll;
+                        if n as i64 == BATCH { Duration::ZERO } else { poll }
+                    }
+                    Err(e) => {
+                        self.report_job_failure("siem-export", &e).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        backoff
+                    }
+                };
+                tokio::time::sleep(wait).await;
+            }
+        };
+        let webhook = async {
+            if self.siem.webhook.is_none() {
+                return;
+            }
+            loop {
+                let wait = match self.webhook_pass().await {
+                    Ok((queued, ..)) if queued as i64 == BATCH => Duration::ZERO,
+                    Ok(_) => poll,
+                    Err(e) => {
+                        self.report_job_failure("siem-export", &e).await;
+                        Duration::from_secs(10)
+                    }
+                };
+                tokio::time::sleep(wait).await;
+            }
+        };
+        tokio::join!(syslog, webhook);
+    }
+
+    async fn webhook_pass(&self) -> Result<(usize, usize, usize, usize)> {
+        let Some(sink) = &self.siem.webhook else { return Ok((0, 0, 0, 0)) };
+        let queued = self.queue_webhook_deliveries().await?;
+        let (delivered, retrying, dead) = self.deliver_webhooks(sink).await?;
+        Ok((queued, delivered, retrying, dead))
+    }
+
+    async fn syslog_pass(&self, stream: &mut SyslogStream) -> Result<usize> {
+        let Some(sink) = &self.siem.syslog else { return Ok(0) };
+        let streamed = self.stream_syslog(sink, stream).await;
+        if streamed.is_err() {
+            stream.connection = None;
         }
-        let mut stream = SyslogStream::default();
-        let mut backoff = poll;
-        loop {
-            let wait = match self.export_audit_events(&mut stream).await {
-                Ok(pass) => {
-                    backoff = poll;
-                    if pass.streamed as i64 == BATCH || pass.queued as i64 == BATCH { Duration::ZERO } else { poll }
-                }
-                Err(e) => {
-                    self.report_job_failure("siem-export", &e).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    backoff
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
+        streamed
     }
 
     async fn stream_syslog(&self, sink: &syslog::SyslogSink, stream: &mut SyslogStream) -> Result<usize> {
         use tokio::io::AsyncWriteExt as _;
         let now = self.now().timestamp_millis();
         // One console streams (the order of the receiver's copy is the chain's): claim or renew.
+        // The lease outlasts the longest pass (connect 10 s, handshake 10 s, write 30 s).
         let claimed = sqlx::query(
             "UPDATE siem_cursors SET holder = $1, lease_until_ms = $2 WHERE sink = 'syslog' \
              AND (holder = $1 OR lease_until_ms IS NULL OR lease_until_ms < $3)",
@@ -179,13 +200,25 @@ impl Core {
         .await?;
         if claimed.rows_affected() != 1 {
             stream.connection = None;
-            stream.sent.clear();
             return Ok(0);
+        }
+        if stream.connection.is_none() {
+            // A new connection: whatever the last holder (this process before a break or a
+            // restart, or another console) sent in the replay window goes again.
+            sqlx::query(
+                "UPDATE siem_cursors SET seq = replay_seq - 1 WHERE sink = 'syslog' AND holder = $1 \
+                 AND replay_seq IS NOT NULL AND seq >= replay_seq",
+            )
+            .bind(&self.instance_id)
+            .execute(self.db.pool())
+            .await?;
         }
         let (after,): (i64,) =
             sqlx::query_as("SELECT seq FROM siem_cursors WHERE sink = 'syslog'").fetch_one(self.db.pool()).await?;
         let events = events_between(&self.db, after + 1, after + BATCH).await?;
-        let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+        let (Some(first), Some(last)) = (events.first().map(|e| e.seq), events.last().map(|e| e.seq)) else {
+            return Ok(0);
+        };
         if stream.connection.is_none() {
             stream.connection = Some(sink.connect().await.map_err(Error::Siem)?);
         }
@@ -202,17 +235,28 @@ impl Core {
             .await
             .map_err(|_| Error::Siem(format!("{}: write timed out", sink.describe())))?
             .map_err(|e| Error::Siem(format!("{}: {e}", sink.describe())))?;
-        let now = std::time::Instant::now();
-        stream.sent.push_back((now, events[0].seq));
-        while stream.sent.front().is_some_and(|(at, _)| now.duration_since(*at) > REPLAY) {
-            stream.sent.pop_front();
+        // The window's start moves to this batch once it is older than REPLAY.
+        let now = self.now().timestamp_millis();
+        let window = i64::try_from(REPLAY.as_millis()).unwrap_or(i64::MAX);
+        let moved = sqlx::query(
+            "UPDATE siem_cursors SET seq = $1, updated_at_ms = $2, \
+             replay_seq = CASE WHEN replay_since_ms IS NULL OR replay_since_ms < $3 THEN $4 ELSE replay_seq END, \
+             replay_since_ms = CASE WHEN replay_since_ms IS NULL OR replay_since_ms < $3 THEN $2 ELSE replay_since_ms END \
+             WHERE sink = 'syslog' AND holder = $5",
+        )
+        .bind(last)
+        .bind(now)
+        .bind(now - window)
+        .bind(first)
+        .bind(&self.instance_id)
+        .execute(self.db.pool())
+        .await?;
+        if moved.rows_affected() != 1 {
+            // Another console took the stream meanwhile: it replays from the window, so nothing
+            // is lost; this one stops.
+            stream.connection = None;
+            return Err(Error::Siem("another console took over the syslog stream".into()));
         }
-        sqlx::query("UPDATE siem_cursors SET seq = $1, updated_at_ms = $2 WHERE sink = 'syslog' AND holder = $3")
-            .bind(last)
-            .bind(self.now().timestamp_millis())
-            .bind(&self.instance_id)
-            .execute(self.db.pool())
-            .await?;
         Ok(events.len())
     }
 
@@ -361,8 +405,8 @@ impl Core {
         Ok(requeued.rows_affected())
     }
 
-    /// Where each sink stands: `(sink, last event handed over, events behind the head,
-    /// deliveries waiting, dead letters)`.
+    /// Where each sink stands: `(sink, last event handed over, events not yet delivered
+    /// (behind the head, or queued and owed), deliveries waiting, dead letters)`.
     ///
     /// # Errors
     /// Database errors.
@@ -390,7 +434,10 @@ impl Core {
                     Ok::<i64, Error>(n)
                 }
             };
-            out.push((name.to_owned(), cursor, head - cursor, count("pending").await?, count("dead").await?));
+            let (pending, dead) = (count("pending").await?, count("dead").await?);
+            // For webhooks the cursor moves when a delivery is queued: what is still owed is
+            // behind too.
+            out.push((name.to_owned(), cursor, head - cursor + pending + dead, pending, dead));
         }
         Ok(out)
     }

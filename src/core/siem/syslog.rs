@@ -56,8 +56,12 @@ impl SyslogSink {
             .filter(|(h, p)| !h.is_empty() && *p > 0)
             .ok_or_else(|| bad("must name a host and a port"))?;
         let tls = if tls {
+            // A private CA given: only it may vouch for the receiver (any public CA could
+            // otherwise issue a certificate for its name). None given: the public roots.
             let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if ca_file.is_none() {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
             if let Some(path) = ca_file {
                 use rustls::pki_types::pem::PemObject as _;
                 let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
