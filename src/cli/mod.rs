@@ -41,9 +41,13 @@ pub enum Command {
     /// Preflight: configuration, key files, database, Vault and the token's capabilities,
     /// public URL, alert channels, clock; one line each, non-zero exit on any failure.
     Doctor {
-        /// Print only what fails (for systemd's ExecStartPre).
+        /// Print only what fails or warns.
         #[arg(long)]
         quiet: bool,
+        /// As systemd's ExecStartPre: what `serve` fixes or retries by itself (migrations, no
+        /// SQLite file yet, an alert channel down) warns instead of failing.
+        #[arg(long)]
+        preflight: bool,
     },
     /// Every setting: a commented TOML example, or the reference docs/configuration.md holds.
     Config {
@@ -648,8 +652,8 @@ async fn run_command(cli: Cli) -> Result<ExitCode, CliError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(Command::Doctor { quiet }) = &cli.command {
-        return Ok(doctor(cli.config.load(), *quiet).await);
+    if let Some(Command::Doctor { quiet, preflight }) = &cli.command {
+        return Ok(doctor(cli.config.load(), *quiet, *preflight).await);
     }
     let config = cli.config.load()?;
     let operator = Actor::operator();
@@ -1273,10 +1277,10 @@ async fn token_command(config: &Config, operator: &Actor, command: TokenCommand)
     Ok(ExitCode::SUCCESS)
 }
 
-async fn doctor(config: Result<Config, Error>, quiet: bool) -> ExitCode {
+async fn doctor(config: Result<Config, Error>, quiet: bool, preflight: bool) -> ExitCode {
     use crate::core::doctor::Outcome;
     let checks = match config {
-        Ok(config) => crate::core::doctor::run(&config).await,
+        Ok(config) => crate::core::doctor::run(&config, preflight).await,
         Err(e) => {
             vec![crate::core::doctor::Check { name: "configuration", outcome: Outcome::Fail, detail: e.to_string() }]
         }
@@ -1287,8 +1291,9 @@ async fn doctor(config: Result<Config, Error>, quiet: bool) -> ExitCode {
             Outcome::Pass => "ok  ",
             Outcome::Fail => "FAIL",
             Outcome::Skip => "skip",
+            Outcome::Warn => "warn",
         };
-        if !quiet || c.outcome == Outcome::Fail {
+        if !quiet || matches!(c.outcome, Outcome::Fail | Outcome::Warn) {
             println!("{mark} {:<14} {}", c.name, c.detail);
         }
     }

@@ -36,6 +36,9 @@ pub enum Outcome {
     Fail,
     /// Nothing to check (a channel not configured, say).
     Skip,
+    /// Worth knowing, but the console starts (with `--preflight`: what `serve` fixes itself, such
+    /// as migrations, or what it retries, such as an alert channel).
+    Warn,
 }
 
 fn check(name: &'static str, result: std::result::Result<String, String>) -> Check {
@@ -75,8 +78,25 @@ fn private_file(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Runs every check against `config`.
-pub async fn run(config: &Config) -> Vec<Check> {
+/// Runs every check against `config`. With `preflight` (systemd's `ExecStartPre`), what `serve`
+/// will fix or retry by itself — migrations not applied, no SQLite file yet, an alert channel
+/// that does not answer — is a warning, so an upgrade or a mail outage never keeps the console
+/// from starting.
+pub async fn run(config: &Config, preflight: bool) -> Vec<Check> {
+    let mut checks = every_check(config).await;
+    if preflight {
+        for c in &mut checks {
+            let recoverable = matches!(c.name, "database" | "alert email" | "alert Slack")
+                && (c.name != "database" || c.detail.contains("smtp-vault migrate"));
+            if c.outcome == Outcome::Fail && recoverable {
+                c.outcome = Outcome::Warn;
+            }
+        }
+    }
+    checks
+}
+
+async fn every_check(config: &Config) -> Vec<Check> {
     let mut checks = vec![check("configuration", Ok("every setting parsed and in range".into()))];
     let policy = OutboundPolicy::new(config.outbound_allow_plaintext, config.outbound_allow_networks.clone());
 
@@ -177,6 +197,13 @@ pub async fn run(config: &Config) -> Vec<Check> {
                     },
                 ));
                 checks.push(check("vault token", token_capabilities(&vault, &config.vault_mount).await));
+                // The AppRole login made a token only for these checks: it goes (a token given
+                // in VAULT_TOKEN is the operator's and stays).
+                if config.vault_token.is_none()
+                    && let Err(e) = vault.revoke_own_token().await
+                {
+                    tracing::warn!(error = %e, "could not revoke the doctor's Vault token (it expires with its TTL)");
+                }
             }
         },
     }
@@ -195,6 +222,18 @@ pub async fn run(config: &Config) -> Vec<Check> {
                 .map_err(|e| e.to_string())
         }
     }));
+
+    // The SIEM sinks as `serve` will build them (a bad secret or a plaintext URL stops it).
+    checks.push(if config.siem_syslog_url.is_none() && config.siem_webhook_url.is_none() {
+        skip("SIEM export", "no SIEM sink configured")
+    } else {
+        check(
+            "SIEM export",
+            crate::core::siem::Sinks::from_config(config, &policy)
+                .map(|_| "sinks configured correctly (`smtp-vault siem status` shows their progress)".to_owned())
+                .map_err(|e| e.to_string()),
+        )
+    });
 
     // Alert channels: the SMTP server answers; Slack's host resolves to an allowed address.
     checks.push(match &config.alert_smtp_url {
@@ -220,10 +259,18 @@ async fn token_capabilities(vault: &Vault, mount: &str) -> std::result::Result<S
     // Each path of the policy (its wildcard made concrete), and paths it must not reach.
     let probe = |p: &str| p.replace('*', "doctor-probe/admin");
     let mut paths: Vec<String> = expected.iter().map(|(p, _)| probe(p)).collect();
+    // Paths a console never needs and an over-privileged token would have: other mounts,
+    // policies, tokens and AppRole secret ids (minting its own credentials), raft snapshots,
+    // identities, audit devices.
     let forbidden = [
         format!("{mount}-elsewhere/data/doctor-probe"),
         "sys/policies/acl/smtp-vault-console".into(),
         "sys/mounts".into(),
+        "sys/audit".into(),
+        "auth/token/create".into(),
+        "auth/approle/role/smtp-vault/secret-id".into(),
+        "sys/storage/raft/snapshot".into(),
+        "identity/entity".into(),
     ];
     paths.extend(forbidden.iter().cloned());
     let granted = vault.capabilities_self(&paths).await.map_err(|e| e.to_string())?;

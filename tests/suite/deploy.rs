@@ -144,6 +144,40 @@ async fn doctor_passes_a_sound_console_and_names_each_thing_that_is_wrong() {
     }
     assert!(line(&out, "database").contains("smtp-vault migrate"), "{out}");
     assert!(!env.dir.path().join("fresh.db").exists(), "the doctor must not create the database");
+
+    // As systemd's ExecStartPre after an upgrade or during a mail outage: what serve fixes or
+    // retries by itself warns, so the console still starts.
+    let (code, out) = doctor(
+        &env,
+        &[("SMTP_VAULT_ALERT_SMTP_URL", &format!("smtp://127.0.0.1:{dead}?tls=none")), ("DATABASE_URL", &fresh)],
+        &[],
+    );
+    assert_eq!(code, 1, "without --preflight: {out}");
+    let mut command = crate::common::console_command(&env);
+    command
+        .args(["doctor", "--preflight"])
+        .env("SMTP_VAULT_BACKUP_KEY", &env.config.backup_key_path)
+        .env("SMTP_VAULT_ALERT_SMTP_URL", format!("smtp://127.0.0.1:{dead}?tls=none"))
+        .env("SMTP_VAULT_OUTBOUND_ALLOW_PLAINTEXT", "true")
+        .env("SMTP_VAULT_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
+        .env("DATABASE_URL", &fresh);
+    let preflight = command.output().unwrap();
+    let said = String::from_utf8_lossy(&preflight.stdout);
+    assert_eq!(preflight.status.code(), Some(0), "{said}");
+    assert!(line(&said, "database").starts_with("warn") && line(&said, "alert email").starts_with("warn"), "{said}");
+
+    // A SIEM setting serve would refuse.
+    let (code, out) = doctor(
+        &env,
+        &[
+            ("SMTP_VAULT_SIEM_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+            ("SMTP_VAULT_SIEM_WEBHOOK_SECRET", "not-a-whsec"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(line(&out, "SIEM export").starts_with("FAIL"), "{out}");
+    assert!(!out.contains("not-a-whsec"), "the doctor printed the secret");
     assert!(!out.contains(secrecy::ExposeSecret::expose_secret(&env.secret_id)), "the doctor printed a secret");
 }
 
@@ -160,7 +194,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         ("User=smtp-vault", "a dedicated user"),
         ("StateDirectoryMode=0700", "state readable by the console only"),
         ("Restart=on-failure", "restarted after a crash"),
-        ("ExecStartPre=", "the doctor before every start"),
+        ("smtp-vault doctor --preflight", "the doctor before every start"),
     ] {
         assert!(unit.contains(setting), "the unit lacks {setting} ({why})");
     }

@@ -233,6 +233,14 @@ impl Vault {
             .collect())
     }
 
+    /// Revokes this client's own token (`auth/token/revoke-self`): the doctor's AppRole login.
+    ///
+    /// # Errors
+    /// Vault errors.
+    pub async fn revoke_own_token(&self) -> Result<()> {
+        self.sys(reqwest::Method::POST, "auth/token/revoke-self", None).await.map(|_| ())
+    }
+
     /// The console policy as shipped, for `mount`: each path pattern with its capabilities.
     #[must_use]
     pub fn console_policy(mount: &str) -> Vec<(String, Vec<String>)> {
