@@ -8,7 +8,7 @@ use crate::model::{
 };
 use crate::web::AppState;
 use crate::web::error::ApiFailure;
-use crate::web::extract::{ApiActor, Client, JsonBody, TenantPath};
+use crate::web::extract::{ApiActor, ApiQuery, Client, JsonBody, TenantPath};
 use crate::web::openapi::{BodyErrors, CallerErrors, ConflictError, MailServerError, NotFoundError};
 use axum::Json;
 use axum::Router;
@@ -113,10 +113,8 @@ async fn read_credential_secret(
 async fn list_tenants(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    query: Result<axum::extract::Query<crate::model::TenantQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<crate::model::TenantQuery>,
 ) -> Result<Json<crate::model::TenantPage>, ApiFailure> {
-    let axum::extract::Query(query) =
-        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     Ok(Json(state.core.tenant_page(&actor, &query).await?))
 }
 
@@ -139,11 +137,8 @@ struct RevealRequestQuery {
 async fn list_reveal_requests(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    query: Result<axum::extract::Query<RevealRequestQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<RevealRequestQuery>,
 ) -> Result<Json<Vec<RevealRequestView>>, ApiFailure> {
-    // The error contract, not axum's plain-text rejection (schemathesis found this).
-    let axum::extract::Query(query) =
-        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     Ok(Json(state.core.list_reveal_requests(&actor, query.pending).await?))
 }
 
@@ -296,15 +291,10 @@ async fn recover_tenant(
 async fn query_audit(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    query: Result<axum::extract::Query<crate::model::AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<crate::model::AuditQuery>,
 ) -> Result<Json<crate::model::AuditPage>, ApiFailure> {
-    let axum::extract::Query(query) =
-        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     Ok(Json(state.core.query_audit(&actor, &query).await?))
 }
-
-type AuditQueryParams =
-    Result<axum::extract::Query<crate::model::AuditQuery>, axum::extract::rejection::QueryRejection>;
 
 #[utoipa::path(
     get, path = "/audit/export.csv", tag = "audit",
@@ -318,7 +308,7 @@ type AuditQueryParams =
 async fn export_audit_csv(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    query: AuditQueryParams,
+    ApiQuery(query): ApiQuery<crate::model::AuditQuery>,
 ) -> Result<Response, ApiFailure> {
     export_audit(state, actor, query, true).await
 }
@@ -335,7 +325,7 @@ async fn export_audit_csv(
 async fn export_audit_jsonl(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    query: AuditQueryParams,
+    ApiQuery(query): ApiQuery<crate::model::AuditQuery>,
 ) -> Result<Response, ApiFailure> {
     export_audit(state, actor, query, false).await
 }
@@ -344,11 +334,9 @@ async fn export_audit_jsonl(
 async fn export_audit(
     state: AppState,
     actor: crate::core::Actor,
-    query: AuditQueryParams,
+    query: crate::model::AuditQuery,
     csv: bool,
 ) -> Result<Response, ApiFailure> {
-    let axum::extract::Query(query) =
-        query.map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))?;
     state.core.check_audit_query(&actor, &query)?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let core = state.core.clone();

@@ -119,3 +119,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .map_err(|_| ApiFailure::new(crate::model::ErrorCode::MalformedJson, "the request body is not valid JSON"))
     }
 }
+
+/// A query string, parsed: a bad one is refused with the error contract (`invalid_query`), never
+/// with axum's plain-text rejection — every API route with parameters takes its query this way.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(query)| ApiQuery(query))
+            .map_err(|rejection| ApiFailure::new(crate::model::ErrorCode::InvalidQuery, rejection.body_text()))
+    }
+}
